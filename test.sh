@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Command 2 of the README: set up (if needed) and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")"
+tools/install.sh
+export PATH="$PWD/venv/bin:$PATH"
+exec venv/bin/python -m pytest -q "$@" tests
