@@ -1,0 +1,31 @@
+"""The training data pipeline: Kaldi egs semantics (chunking, archives, shuffling, minibatch
+merging) computed from features and alignments directly, rank-aware and prefetched.
+
+Typical use by a rank (job j of iteration i):
+
+    usable = screen_utterances(source, chunk_config, report=corpus_report)
+    plan = plan_archives(usable, samples_per_iter=..., principal_chunk_width=..., srand=...)
+    stream = MinibatchStream.for_job(source, plan, chunk_config, "128,64", job=j,
+                                     iteration=i, archives_processed=p, srand=srand)
+    with Prefetcher(stream, device=device) as batches:
+        for mb in batches: ...   # checkpoint: stream.state_dict(after=mb)
+"""
+from .archives import ArchivePlan, archive_for_job, num_archives, plan_archives, select_heldout
+from .chunking import Chunk, ChunkConfig, chunks_for_utterance, parse_chunk_widths, split_utterance
+from .collate import Minibatch, collate
+from .diagnostics import DiagnosticSet
+from .merging import MinibatchSizeRule, halve_minibatch_size, merge_into_minibatches
+from .prefetch import Prefetcher
+from .report import REASONS, DataError, SkipReport
+from .source import LoadedUtterance, UtteranceSource, load_utterance, screen_utterances
+from .stream import MinibatchStream, plan_minibatches
+
+__all__ = [
+    "ArchivePlan", "archive_for_job", "num_archives", "plan_archives", "select_heldout",
+    "Chunk", "ChunkConfig", "chunks_for_utterance", "parse_chunk_widths", "split_utterance",
+    "Minibatch", "collate", "DiagnosticSet",
+    "MinibatchSizeRule", "halve_minibatch_size", "merge_into_minibatches",
+    "Prefetcher", "REASONS", "DataError", "SkipReport",
+    "LoadedUtterance", "UtteranceSource", "load_utterance", "screen_utterances",
+    "MinibatchStream", "plan_minibatches",
+]

@@ -1,0 +1,91 @@
+"""Turning equal-structure chunks into one minibatch of tensors (what nnet3-merge-egs makes)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .chunking import Chunk
+from .source import LoadedUtterance
+
+
+@dataclass(frozen=True)
+class Minibatch:
+    """N chunks of W output frames each.
+
+    `features[:, left_context + k]` is the input at output frame k (edge frames repeated past
+    the utterance ends); `targets[:, k]` is the aligned pdf of output frame k and
+    `weights[:, k]` its weight (< 1 where chunks overlap, 0 where the alignment is short);
+    `num_frames` is the sum of the weights (Kaldi's "over N frames").  `keys` are Kaldi's eg
+    keys `<utt>-<first_frame>`; `position` is the number of planned minibatches of its stream
+    up to and including this one (what a resumed stream starts after).
+    """
+
+    features: torch.Tensor            # (N, left_context + W + right_context, feat_dim) float32
+    targets: torch.Tensor             # (N, W) int64
+    weights: torch.Tensor             # (N, W) float32
+    ivectors: torch.Tensor | None     # (N, ivector_dim) float32
+    num_frames: float
+    left_context: int
+    keys: tuple[str, ...]
+    position: int
+
+    @property
+    def num_chunks(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def right_context(self) -> int:
+        return self.features.shape[1] - self.left_context - self.targets.shape[1]
+
+    def pin_memory(self) -> Minibatch:
+        return self._map(lambda t: t.pin_memory())
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Minibatch:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def _map(self, fn) -> Minibatch:
+        return replace(self, features=fn(self.features), targets=fn(self.targets),
+                       weights=fn(self.weights),
+                       ivectors=None if self.ivectors is None else fn(self.ivectors))
+
+
+def collate(items: Sequence[tuple[str, Chunk, LoadedUtterance]], ivector_period: int,
+            position: int) -> Minibatch:
+    """Stack (utterance id, chunk, loaded data) triples that share one chunk structure."""
+    structure = items[0][1].structure
+    if any(chunk.structure != structure for _, chunk, _ in items):
+        raise ValueError("chunks of one minibatch must share contexts and width")
+    left, width, right = structure
+    num, span = len(items), left + width + right
+    features = np.empty((num, span, items[0][2].features.shape[1]), dtype=np.float32)
+    targets = np.zeros((num, width), dtype=np.int64)
+    weights = np.zeros((num, width), dtype=np.float32)
+    with_ivectors = items[0][2].ivectors is not None
+    ivectors = (np.empty((num, items[0][2].ivectors.shape[1]), dtype=np.float32)
+                if with_ivectors else None)
+    for n, (_, chunk, data) in enumerate(items):
+        _fill_input(features[n], data.features, chunk.input_start)
+        labelled = max(0, min(width, len(data.targets) - chunk.first_frame))
+        targets[n, :labelled] = data.targets[chunk.first_frame:chunk.first_frame + labelled]
+        weights[n, :labelled] = chunk.weights[:labelled]
+        if with_ivectors:
+            row = min(chunk.ivector_frame // ivector_period, data.ivectors.shape[0] - 1)
+            ivectors[n] = data.ivectors[row]
+    return Minibatch(
+        features=torch.from_numpy(features), targets=torch.from_numpy(targets),
+        weights=torch.from_numpy(weights),
+        ivectors=torch.from_numpy(ivectors) if with_ivectors else None,
+        num_frames=float(weights.sum(dtype=np.float64)), left_context=left,
+        keys=tuple(f"{utt}-{chunk.first_frame}" for utt, chunk, _ in items), position=position)
+
+
+def _fill_input(out: np.ndarray, feats: np.ndarray, start: int) -> None:
+    """out[i] = feats[clamp(start + i, 0, T - 1)]: rows past either end repeat the edge row."""
+    num_frames, span = feats.shape[0], out.shape[0]
+    lo, hi = max(0, start), min(num_frames, start + span)
+    out[lo - start:hi - start] = feats[lo:hi]
+    out[:lo - start] = feats[0]
+    out[hi - start:] = feats[num_frames - 1]

@@ -1,0 +1,124 @@
+"""The corpus as the pipeline sees it: lengths, a feature loader, pdf targets, i-vectors.
+
+The caller builds the loaders from Kaldi tables (features after CMVN); this module only checks
+what comes back.  Checks that need no feature I/O run once, up front (`screen_utterances`);
+the rest run when an utterance is loaded (`load_utterance`).  Tolerances follow
+`nnet3-get-egs`: targets may differ from the feature length by `targets_length_tolerance`
+frames (missing frames get weight 0), i-vector rows x period by `ivector_length_tolerance`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from .chunking import ChunkConfig
+from .report import DataError, SkipReport
+
+
+@dataclass(frozen=True)
+class UtteranceSource:
+    """`load_features(utt) -> (T, feat_dim) float32`, `targets[utt] -> (T,) pdf ids`,
+    optional `load_ivector(utt) -> (rows, ivector_dim)` with one row per `ivector_period`
+    frames.  The loaders raise KeyError for an unknown utterance."""
+
+    lengths: Mapping[str, int]
+    load_features: Callable[[str], np.ndarray]
+    targets: Mapping[str, np.ndarray]
+    feat_dim: int
+    load_ivector: Callable[[str], np.ndarray] | None = None
+    ivector_dim: int = 0
+    ivector_period: int = 1
+    num_pdfs: int | None = None
+    targets_length_tolerance: int = 2
+    ivector_length_tolerance: int = 100
+
+    def __post_init__(self):
+        if (self.load_ivector is None) != (self.ivector_dim == 0):
+            raise ValueError("give load_ivector and ivector_dim > 0 together")
+        if self.ivector_period <= 0:
+            raise ValueError(f"ivector_period must be positive, got {self.ivector_period}")
+
+
+@dataclass(frozen=True)
+class LoadedUtterance:
+    features: np.ndarray          # (T, feat_dim) float32
+    targets: np.ndarray           # (T', ) int64, |T' - T| <= tolerance
+    ivectors: np.ndarray | None   # (rows, ivector_dim) float32
+
+
+def screen_utterances(source: UtteranceSource, config: ChunkConfig,
+                      utts: Iterable[str] | None = None,
+                      report: SkipReport | None = None) -> dict[str, int]:
+    """The usable utterances (with lengths) among `utts` (default: all), recording the rest
+    in `report`: too short for any chunk, no targets, or targets of the wrong length."""
+    report = report if report is not None else SkipReport()
+    usable = {}
+    for utt in (utts if utts is not None else source.lengths):
+        num_frames = int(source.lengths[utt])
+        targets = source.targets.get(utt)
+        if num_frames < config.min_width:
+            report.add("too_short", utt, num_frames)
+        elif targets is None:
+            report.add("missing_targets", utt, num_frames)
+        elif abs(len(targets) - num_frames) > source.targets_length_tolerance:
+            report.add("target_length_mismatch", utt, num_frames)
+        else:
+            if len(targets) < num_frames:
+                report.add("targets_padded", utt, num_frames - len(targets))
+            usable[utt] = num_frames
+    return usable
+
+
+def load_utterance(source: UtteranceSource, utt: str,
+                   report: SkipReport) -> LoadedUtterance | None:
+    """Features, targets and i-vectors of a screened utterance, or None (recorded in
+    `report`) if its data is unusable.  Raises DataError where the inputs disagree with each
+    other (frame count, dimensions, pdf range)."""
+    expected = int(source.lengths[utt])
+    try:
+        features = np.asarray(source.load_features(utt), dtype=np.float32)
+    except KeyError:
+        raise DataError(utt, "the feature loader does not know it") from None
+    if features.ndim != 2 or features.shape[0] != expected:
+        raise DataError(utt, f"features have shape {features.shape}, but the utterance list "
+                             f"says {expected} frames")
+    if features.shape[1] != source.feat_dim:
+        raise DataError(utt, f"feature dimension {features.shape[1]}, expected {source.feat_dim}")
+    if not np.isfinite(features).all():
+        report.add("non_finite_features", utt, expected)
+        return None
+    targets = np.asarray(source.targets[utt], dtype=np.int64)
+    if targets.ndim != 1:
+        raise DataError(utt, f"targets have shape {targets.shape}, expected one pdf id per frame")
+    if len(targets) and (targets.min() < 0 or (source.num_pdfs is not None
+                                               and targets.max() >= source.num_pdfs)):
+        raise DataError(utt, f"pdf ids span [{targets.min()}, {targets.max()}], outside "
+                             f"[0, {source.num_pdfs}) (alignment from another tree?)")
+    ivectors = None
+    if source.load_ivector is not None:
+        ivectors = _load_ivectors(source, utt, expected, report)
+        if ivectors is None:
+            return None
+    return LoadedUtterance(features, targets, ivectors)
+
+
+def _load_ivectors(source: UtteranceSource, utt: str, num_frames: int,
+                   report: SkipReport) -> np.ndarray | None:
+    try:
+        ivectors = np.asarray(source.load_ivector(utt), dtype=np.float32)
+    except KeyError:
+        report.add("missing_ivector", utt, num_frames)
+        return None
+    if ivectors.ndim != 2 or (ivectors.shape[0] and ivectors.shape[1] != source.ivector_dim):
+        raise DataError(utt, f"i-vectors have shape {ivectors.shape}, expected "
+                             f"(rows, {source.ivector_dim})")
+    covered = ivectors.shape[0] * source.ivector_period
+    if ivectors.shape[0] == 0 or abs(num_frames - covered) > source.ivector_length_tolerance:
+        report.add("ivector_length_mismatch", utt, num_frames)
+        return None
+    if not np.isfinite(ivectors).all():
+        report.add("non_finite_ivector", utt, num_frames)
+        return None
+    return ivectors

@@ -1,0 +1,138 @@
+"""One job's pass over one archive: Kaldi's
+`nnet3-copy-egs ark:egs.A.ark | nnet3-shuffle-egs --srand=iter+srand | nnet3-merge-egs`
+without the archive file.
+
+The whole pass is planned from utterance lengths alone before any feature is read (which
+chunks, in which order, in which minibatch), so it is reproducible and can resume at any
+minibatch.  Shuffling: utterances are taken in a seeded random order and the chunks of each
+run of utterances holding about `shuffle_buffer_size` chunks are shuffled together (Kaldi's
+shuffle buffer, 5000 by default), which keeps the number of utterances held in memory
+bounded; the order differs per (srand + iteration, archive), not bit-identical to Kaldi.
+"""
+from __future__ import annotations
+
+import threading
+import zlib
+from typing import Iterator, Sequence
+
+from .archives import ArchivePlan, archive_for_job
+from .chunking import Chunk, ChunkConfig, chunks_for_utterance
+from .collate import Minibatch
+from .loading import load_planned
+from .merging import MinibatchSizeRule, merge_into_minibatches
+from .report import SkipReport
+from .seeding import make_rng
+from .source import UtteranceSource
+
+
+def plan_minibatches(utt_lengths: Sequence[tuple[str, int]], config: ChunkConfig,
+                     rule: MinibatchSizeRule, *, srand: int, iteration: int, archive: int,
+                     shuffle_buffer_size: int = 5000
+                     ) -> tuple[list[list[tuple[str, Chunk]]], list[tuple[str, Chunk]]]:
+    """(minibatches of (utt, chunk), chunks discarded as a partial minibatch) for one pass."""
+    if shuffle_buffer_size <= 0:
+        raise ValueError(f"shuffle_buffer_size must be positive, got {shuffle_buffer_size}")
+    rng = make_rng(srand + iteration, "shuffle", archive)
+    order = sorted(utt_lengths)
+    rng.shuffle(order)
+    sequence: list[tuple[str, Chunk]] = []
+    block: list[tuple[str, Chunk]] = []
+    for utt, num_frames in order:
+        block.extend((utt, chunk) for chunk in chunks_for_utterance(utt, num_frames, config, srand))
+        if len(block) >= shuffle_buffer_size:
+            rng.shuffle(block)
+            sequence.extend(block)
+            block = []
+    rng.shuffle(block)
+    sequence.extend(block)
+    return merge_into_minibatches(sequence, rule, structure=lambda item: item[1].structure,
+                                  eg_size=lambda item: item[1].input_length)
+
+
+class MinibatchStream:
+    """Iterates the minibatches of one archive for one iteration, from `state_dict()`'s
+    position on; `state_dict` / `load_state_dict` resume exactly in the middle of a pass.
+
+    The pass is planned on first use (iteration, len, state_dict); chunks left over as a
+    partial minibatch are recorded in `report` then, unusable utterances when loaded (by
+    the iterating thread: read the report after the pass).
+    """
+
+    def __init__(self, source: UtteranceSource, utterances: Sequence[str],
+                 chunk_config: ChunkConfig, minibatch_size: str, *, archive: int,
+                 iteration: int, srand: int = 0, shuffle_buffer_size: int = 5000,
+                 report: SkipReport | None = None):
+        self._source = source
+        self.archive, self.iteration, self.srand = archive, iteration, srand
+        self.report = report if report is not None else SkipReport()
+        self._lengths = [(utt, int(source.lengths[utt])) for utt in utterances]
+        self._config, self._shuffle_buffer_size = chunk_config, shuffle_buffer_size
+        self._rule = MinibatchSizeRule.parse(minibatch_size)
+        # planned on first use, which is usually in the Prefetcher's thread
+        self._plan_lock = threading.Lock()
+        self._planned: list[list[tuple[str, Chunk]]] | None = None
+        self._position = 0
+        self._fingerprint: int | None = None
+
+    @classmethod
+    def for_job(cls, source: UtteranceSource, plan: ArchivePlan, chunk_config: ChunkConfig,
+                minibatch_size: str, *, job: int, iteration: int, archives_processed: int,
+                srand: int = 0, shuffle_buffer_size: int = 5000,
+                report: SkipReport | None = None) -> MinibatchStream:
+        """The stream of 0-based `job` (the rank) in `iteration` (see archive_for_job)."""
+        archive = archive_for_job(job, archives_processed, plan.num_archives)
+        return cls(source, plan.archives[archive], chunk_config, minibatch_size,
+                   archive=archive, iteration=iteration, srand=srand,
+                   shuffle_buffer_size=shuffle_buffer_size, report=report)
+
+    @property
+    def _plan(self) -> list[list[tuple[str, Chunk]]]:
+        with self._plan_lock:
+            if self._planned is None:
+                self._planned, discarded = plan_minibatches(
+                    self._lengths, self._config, self._rule, srand=self.srand,
+                    iteration=self.iteration, archive=self.archive,
+                    shuffle_buffer_size=self._shuffle_buffer_size)
+                for utt, chunk in discarded:
+                    self.report.add("partial_minibatch", f"{utt}-{chunk.first_frame}", chunk.width)
+            return self._planned
+
+    def __len__(self) -> int:
+        """Planned minibatches in the whole pass (one may be dropped if all its data is bad)."""
+        return len(self._plan)
+
+    @property
+    def position(self) -> int:
+        """Planned minibatches already produced."""
+        return self._position
+
+    def __iter__(self) -> Iterator[Minibatch]:
+        for minibatch in load_planned(self._source, self._plan, self._position, self.report):
+            self._position = minibatch.position
+            yield minibatch
+        self._position = len(self._plan)
+
+    def state_dict(self, after: Minibatch | None = None) -> dict:
+        """Where to resume: after `after` (pass the last minibatch trained on when a
+        Prefetcher reads ahead), else after the last minibatch this stream produced."""
+        return {"archive": self.archive, "iteration": self.iteration, "srand": self.srand,
+                "fingerprint": self._plan_fingerprint(),
+                "position": after.position if after is not None else self._position}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
+        for key in ("archive", "iteration", "srand", "fingerprint"):
+            if state[key] != mine[key]:
+                raise ValueError(f"stream state is for {key}={state[key]}, this stream has "
+                                 f"{mine[key]} (different data, options or iteration)")
+        if not 0 <= state["position"] <= len(self._plan):
+            raise ValueError(f"position {state['position']} outside 0..{len(self._plan)}")
+        self._position = state["position"]
+
+    def _plan_fingerprint(self) -> int:
+        """CRC of the planned eg keys, so a resume onto different data is caught."""
+        if self._fingerprint is None:
+            text = "|".join(" ".join(f"{utt}-{chunk.first_frame}" for utt, chunk in minibatch)
+                            for minibatch in self._plan)
+            self._fingerprint = zlib.crc32(text.encode("utf-8"))
+        return self._fingerprint

@@ -1,0 +1,390 @@
+"""The component machinery: a declarative field table per type, turned into Kaldi's bytes.
+
+Every component class lists its fields in Kaldi's on-disk order (`FIELDS`); the generic reader
+and writer below turn that table into exactly what Kaldi's `Read`/`Write` produce and accept
+(kaldi-interface.md section 4), so each type's token order is written down once. A field is
+either always written, written only when Kaldi would (pitfall 6), or legacy: accepted on read
+for old models and never written.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ...binary import KaldiFormatError, KaldiReader, KaldiWriter
+from ..config import ConfigError, ConfigLine
+
+
+class ComponentError(ValueError):
+    """A component's contents are inconsistent; the message starts with the component type."""
+
+
+class Kind(Enum):
+    I32 = "int32"
+    F32 = "float"
+    F64 = "double"
+    BOOL = "bool"
+    VECTOR = "float vector"
+    MATRIX = "float matrix"
+    FLAG = "bare token"        # presence of the token is the value (e.g. <Continuous>)
+
+
+REQUIRED = object()            # no default: the value must be given / must be in the file
+
+
+@dataclass(frozen=True)
+class Field:
+    token: str
+    kind: Kind
+    attrs: tuple[str, ...]                 # attributes receiving the values; () = read and dropped
+    # The value for new components and for optional fields absent on read; a callable is given
+    # the values resolved so far (e.g. <BlockDim> defaults to <Dim>).
+    default: Any = REQUIRED
+    optional: bool = False                 # may be absent when reading
+    written: Callable[[Any], bool] | None = None   # None: always written
+    aliases: tuple[str, ...] = ()          # other tokens Kaldi accepts in its place
+    legacy: bool = False                   # read for back-compatibility only, never written
+
+
+def _snake(token: str) -> str:
+    """`<LinearParams>` -> `linear_params`, `<L2Regularize>` -> `l2_regularize`."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", token.strip("<>")).lower()
+
+
+def field(token: str, kind: Kind, default: Any = REQUIRED, attr: str | None = None,
+          aliases: tuple[str, ...] = ()) -> Field:
+    """A field that is always written and must be present when reading."""
+    return Field(token, kind, (attr or _snake(token),), default, aliases=aliases)
+
+
+def optional(token: str, kind: Kind, default: Any, when: Callable[[Any], bool] | None = None,
+             attr: str | None = None) -> Field:
+    """A field that may be absent on read; written always, or only `when` it holds."""
+    return Field(token, kind, (attr or _snake(token),), default, optional=True, written=when)
+
+
+def legacy(token: str, kind: Kind, attr: str | None = None) -> Field:
+    """A field old Kaldi versions wrote; read (into `attr`, or dropped) and never written."""
+    return Field(token, kind, (attr,) if attr else (), optional=True, legacy=True)
+
+
+def _read_value(r: KaldiReader, kind: Kind) -> Any:
+    if kind is Kind.I32:
+        return r.read_int32()
+    if kind is Kind.F32:
+        return float(np.float32(r.read_float()))
+    if kind is Kind.F64:
+        return r.read_double()
+    if kind is Kind.BOOL:
+        return r.read_bool()
+    if kind is Kind.VECTOR:
+        return r.read_vector()
+    if kind is Kind.MATRIX:
+        return r.read_matrix()
+    raise AssertionError(kind)
+
+
+def _write_value(w: KaldiWriter, kind: Kind, v: Any) -> None:
+    if kind is Kind.I32:
+        w.int32(v)
+    elif kind is Kind.F32:
+        w.float32(v)
+    elif kind is Kind.F64:
+        w.float64(v)
+    elif kind is Kind.BOOL:
+        w.bool(v)
+    elif kind is Kind.VECTOR:
+        w.vector(v)
+    elif kind is Kind.MATRIX:
+        w.matrix(v)
+
+
+def _coerce(kind: Kind, v: Any) -> Any:
+    """The stored form: Python scalars (floats rounded to float32 where Kaldi keeps floats) and
+    writable, contiguous float32 arrays."""
+    if kind is Kind.I32:
+        return int(v)
+    if kind is Kind.F32:
+        return float(np.float32(v))
+    if kind is Kind.F64:
+        return float(v)
+    if kind in (Kind.BOOL, Kind.FLAG):
+        return bool(v)
+    arr = np.require(np.asarray(v, dtype=np.float32), requirements=("C", "W"))
+    want = 1 if kind is Kind.VECTOR else 2
+    if arr.ndim != want:
+        raise ValueError(f"expected a {want}-D array, got shape {arr.shape}")
+    return arr
+
+
+def _same_token(got: str, tokens: tuple[str, ...]) -> bool:
+    # Kaldi's ExpectToken also accepts "<X>" written without its "<".
+    return any(got == t or (t.startswith("<") and got == t[1:]) for t in tokens)
+
+
+_REGISTRY: dict[str, type["Component"]] = {}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "%g" % v
+    return str(v)
+
+
+def matrix_stats(name: str, m: np.ndarray) -> list[tuple[str, Any]]:
+    """`nnet3-info`-style summary of a parameter matrix."""
+    m = np.asarray(m, dtype=np.float64)
+    return [(f"{name}-rms", float(np.sqrt(np.mean(m * m))) if m.size else 0.0)]
+
+
+def vector_stats(name: str, v: np.ndarray) -> list[tuple[str, Any]]:
+    """`nnet3-info`-style summary of a parameter vector: `name-{mean,stddev}=m,s`."""
+    v = np.asarray(v, dtype=np.float64)
+    mean, std = (float(v.mean()), float(v.std())) if v.size else (0.0, 0.0)
+    return [(f"{name}-{{mean,stddev}}", f"{mean:g},{std:g}")]
+
+
+class Component:
+    """Base of all nnet3 components. Subclasses declare `type_name`, `FIELDS` (Kaldi's order) and
+    the dimension/consistency logic; reading, writing and construction are generic."""
+
+    type_name: ClassVar[str]
+    FIELDS: ClassVar[tuple[Field, ...]] = ()
+    END_ALIASES: ClassVar[tuple[str, ...]] = ()   # closing tokens Kaldi also accepts
+    PARAMS: ClassVar[tuple[str, ...]] = ()        # attributes holding trainable arrays
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "type_name" in cls.__dict__:
+            if cls.type_name in _REGISTRY:
+                raise TypeError(f"component type {cls.type_name} registered twice")
+            _REGISTRY[cls.type_name] = cls
+
+    def __init__(self, **values: Any):
+        resolved: dict[str, Any] = {}
+        for fld in self.FIELDS:
+            if fld.legacy:
+                continue
+            missing = [a for a in fld.attrs if a not in resolved and a not in values]
+            default = None
+            if missing:
+                if fld.default is REQUIRED:
+                    raise TypeError(f"{self.type_name}: missing value for {missing[0]}")
+                default = fld.default(resolved) if callable(fld.default) else fld.default
+            for i, attr in enumerate(fld.attrs):
+                if attr in resolved:     # an attribute shared by two fields (e.g. <IsGradient>)
+                    continue
+                v = values.pop(attr) if attr in values else (
+                    default[i] if len(fld.attrs) > 1 else default)
+                try:
+                    resolved[attr] = _coerce(fld.kind, v)
+                except (TypeError, ValueError) as e:
+                    raise ComponentError(f"{self.type_name}: {attr}: {e}") from None
+                setattr(self, attr, resolved[attr])
+        if values:
+            raise TypeError(f"{self.type_name}: unknown field(s) {', '.join(values)}")
+
+    # -- dimensions and parameters (overridden per type) -------------------------------------
+    def input_dim(self) -> int:
+        raise NotImplementedError
+
+    def output_dim(self) -> int:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, np.ndarray]:
+        """Trainable arrays, the component's own storage (writing into them updates it)."""
+        return {a: getattr(self, a) for a in self.PARAMS}
+
+    def num_params(self) -> int:
+        return sum(int(np.asarray(p).size) for p in self.params().values())
+
+    # -- serialization -----------------------------------------------------------------
+    @classmethod
+    def read_body(cls, r: KaldiReader) -> "Component":
+        """Reads the body; `r` is positioned just after the `<TypeName> ` token."""
+        start = r.pos
+        try:
+            values = cls._read_fields(r)
+        except KaldiFormatError as e:
+            raise KaldiFormatError(f"{cls.type_name} (body starting at byte {start}): {e}") from None
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as e:
+            raise KaldiFormatError(f"{r.source}: {cls.type_name} (body starting at byte {start}): "
+                                   f"{e}") from None
+
+    @classmethod
+    def _read_fields(cls, r: KaldiReader) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for fld in cls.FIELDS:
+            tokens = (fld.token,) + fld.aliases
+            if fld.optional:
+                if r.eof() or not _same_token(r.peek_token(), tokens):
+                    if not fld.legacy:
+                        d = fld.default(values) if callable(fld.default) else fld.default
+                        values.update(zip(fld.attrs, d if len(fld.attrs) > 1 else (d,)))
+                    continue
+                r.read_token()
+            else:
+                at = r.pos
+                got = r.read_token()
+                if not _same_token(got, tokens):
+                    r.pos = at
+                    raise r.error(f"expected token {fld.token}, got {got!r}")
+            if fld.kind is Kind.FLAG:
+                values[fld.attrs[0]] = True
+                continue
+            read = [_read_value(r, fld.kind) for _ in range(max(1, len(fld.attrs)))]
+            values.update(zip(fld.attrs, read))
+        at = r.pos
+        end = r.read_token()
+        if not _same_token(end, (f"</{cls.type_name}>",) + cls.END_ALIASES):
+            r.pos = at
+            raise r.error(f"expected token </{cls.type_name}>, got {end!r}")
+        return values
+
+    def write(self, w: KaldiWriter) -> None:
+        """Writes `<TypeName> ` ... `</TypeName> ` exactly as Kaldi's `Write` does."""
+        w.token(f"<{self.type_name}>")
+        for fld in self.FIELDS:
+            if fld.legacy or (fld.written is not None and not fld.written(self)):
+                continue
+            w.token(fld.token)
+            for attr in fld.attrs if fld.kind is not Kind.FLAG else ():
+                v = getattr(self, attr)
+                if fld.kind in (Kind.VECTOR, Kind.MATRIX):
+                    want = 1 if fld.kind is Kind.VECTOR else 2
+                    if np.ndim(v) != want:
+                        raise self.error(f"{attr} must be {want}-D, got shape {np.shape(v)}")
+                _write_value(w, fld.kind, v)
+        w.token(f"</{self.type_name}>")
+
+    # -- initialization from a config line (nnet3-init) --------------------------------
+    @classmethod
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "Component":
+        raise NotImplementedError
+
+    # -- checks and diagnostics ----------------------------------------------------------
+    def error(self, msg: str) -> ComponentError:
+        return ComponentError(f"{self.type_name}: {msg}")
+
+    def require(self, condition: bool, msg: str) -> None:
+        if not condition:
+            raise self.error(msg)
+
+    def validate(self) -> None:
+        """Checks Kaldi leaves to compute time (pitfall 10): shapes, ranges, finite values."""
+        for fld in self.FIELDS:
+            if fld.legacy or fld.kind not in (Kind.F32, Kind.F64, Kind.VECTOR, Kind.MATRIX):
+                continue
+            for attr in fld.attrs:
+                v = np.asarray(getattr(self, attr))
+                if fld.kind is Kind.VECTOR:
+                    self.require(v.ndim == 1, f"{attr} must be a vector, got shape {v.shape}")
+                elif fld.kind is Kind.MATRIX:
+                    self.require(v.ndim == 2, f"{attr} must be a matrix, got shape {v.shape}")
+                self.require(bool(np.all(np.isfinite(v))), f"{attr} contains NaN or infinite values")
+        self.check()
+
+    def check(self) -> None:
+        """Type-specific consistency checks (called by `validate`)."""
+
+    def info_items(self) -> list[tuple[str, Any]]:
+        return [("input-dim", self.input_dim()), ("output-dim", self.output_dim())]
+
+    def info(self) -> str:
+        """One line like `nnet3-info`: `type=..., input-dim=..., output-dim=..., ...`."""
+        items = [("type", self.type_name)] + self.info_items()
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in items)
+
+    def __repr__(self) -> str:
+        parts = []
+        for fld in self.FIELDS:
+            for attr in () if fld.legacy else fld.attrs:
+                v = getattr(self, attr)
+                parts.append(f"{attr}=<{'x'.join(map(str, v.shape))}>" if isinstance(v, np.ndarray)
+                             else f"{attr}={v!r}")
+        return f"{self.type_name}({', '.join(dict.fromkeys(parts))})"
+
+
+class SameDimComponent(Component):
+    """A component whose input and output dims are both its <Dim> (`dim`)."""
+
+    def input_dim(self) -> int:
+        return self.dim
+
+    def output_dim(self) -> int:
+        return self.dim
+
+    def check(self) -> None:
+        self.require(self.dim > 0, f"dim must be > 0, got {self.dim}")
+
+
+UPDATABLE_HEADER = (
+    optional("<LearningRateFactor>", Kind.F32, 1.0, when=lambda c: c.learning_rate_factor != 1.0),
+    optional("<IsGradient>", Kind.BOOL, False, when=lambda c: c.is_gradient),
+    optional("<MaxChange>", Kind.F32, 0.0, when=lambda c: c.max_change > 0.0),
+    optional("<L2Regularize>", Kind.F32, 0.0, when=lambda c: c.l2_regularize > 0.0),
+    field("<LearningRate>", Kind.F32, 0.001),
+)
+
+
+class UpdatableComponent(Component):
+    """Components with trainable parameters; `FIELDS` start with `UPDATABLE_HEADER` (section 4.1)."""
+
+    def check(self) -> None:
+        for attr in ("learning_rate", "learning_rate_factor", "max_change", "l2_regularize"):
+            self.require(getattr(self, attr) >= 0.0, f"{attr} must be >= 0, got {getattr(self, attr)}")
+
+    def info_items(self) -> list[tuple[str, Any]]:
+        items = super().info_items() + [("learning-rate", self.learning_rate)]
+        if self.is_gradient:
+            items.append(("is-gradient", True))
+        if self.l2_regularize != 0.0:
+            items.append(("l2-regularize", self.l2_regularize))
+        if self.learning_rate_factor != 1.0:
+            items.append(("learning-rate-factor", self.learning_rate_factor))
+        if self.max_change > 0.0:
+            items.append(("max-change", self.max_change))
+        return items
+
+
+def component_types() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def read_component(r: KaldiReader) -> Component:
+    """Reads `<TypeName> ` and the body that follows (Kaldi's `Component::ReadNew`)."""
+    at = r.pos
+    token = r.read_token()
+    cls = _REGISTRY.get(token[1:-1]) if token.startswith("<") and token.endswith(">") else None
+    if cls is None:
+        r.pos = at
+        raise r.error(f"unknown component type {token!r}")
+    return cls.read_body(r)
+
+
+def component_from_config(cfg: ConfigLine, rng: np.random.Generator) -> Component:
+    """`component name=... type=... <options>` as nnet3-init reads it; `name=` is the caller's."""
+    if cfg.first != "component":
+        raise ConfigError(f"{cfg.where}: expected a 'component' line, got {cfg.first!r}: {cfg.text}")
+    type_name = cfg.get_str("type")
+    cls = _REGISTRY.get(type_name)
+    if cls is None:
+        raise ConfigError(f"{cfg.where}: unknown component type {type_name!r} in: {cfg.text}")
+    comp = cls.from_config(cfg, rng)
+    unused = [k for k in cfg.unused() if k != "name"]
+    if unused:
+        raise ConfigError(f"{cfg.where}: {type_name} does not accept option(s) "
+                          f"{', '.join(unused)} in: {cfg.text}")
+    try:
+        comp.validate()
+    except ComponentError as e:
+        raise ConfigError(f"{cfg.where}: invalid initializer: {e} in: {cfg.text}") from None
+    return comp

@@ -1,0 +1,424 @@
+"""An nnet3 network as a PyTorch module: nnet3's computation semantics, evaluated efficiently.
+
+Any network made of the supported components and the descriptors Offset/Append/Sum/Scale/
+Const/IfDefined/ReplaceIndex(ivector) runs here, so a model built from an xconfig file and a
+model trained by Kaldi are the same kind of object. Semantics (kaldi-interface.md 3.5):
+a node exists at frame t iff all its non-IfDefined inputs exist; IfDefined gives zeros where
+its argument does not exist, so recurrent state starts from zero.
+
+Execution: nodes outside recurrent loops are computed for all their frames in one batched
+call; the nodes of a recurrent loop (a strongly connected component of the node graph) are
+stepped frame by frame, with the parts of their inputs that come from outside the loop
+precomputed for all frames (for affine components, including the matrix product).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..kaldi.nnet3.config import ConfigError
+from ..kaldi.nnet3.context import node_spans
+from ..kaldi.nnet3.descriptor import (Append, Const, Descriptor, IfDefined, NodeRef, Offset, ReplaceIndex, Scale,
+                                      Sum, descriptor_dim)
+from ..kaldi.nnet3.nnet import ComponentNode, DimRangeNode, Nnet, OutputNode
+from .ops import AFFINE_TYPES, ComponentOp
+
+INF = 10 ** 9
+Range = tuple[int, int]  # inclusive frame range; empty when lo > hi
+
+
+def _refs(d: Descriptor, offset: int = 0, under_ifdef: bool = False, out=None):
+    """(node, offset, under_ifdefined) for every node a descriptor reads."""
+    out = [] if out is None else out
+    if isinstance(d, NodeRef):
+        out.append((d.name, offset, under_ifdef))
+    elif isinstance(d, Offset):
+        _refs(d.arg, offset + d.t, under_ifdef, out)
+    elif isinstance(d, IfDefined):
+        _refs(d.arg, offset, True, out)
+    elif isinstance(d, ReplaceIndex):
+        _refs(d.arg, 0, under_ifdef, out)  # i-vectors: time-invariant
+    else:
+        for c in d.children():
+            _refs(c, offset, under_ifdef, out)
+    return out
+
+
+def _strongly_connected(names: list[str], deps: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's algorithm; components come out dependencies-first."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        work = [(v, iter(deps[v]))]
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        while work:
+            node, it = work[-1]
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(deps[w])))
+                    break
+                if w in on_stack:
+                    low[node] = min(low[node], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        comp.append(w)
+                        if w == node:
+                            break
+                    out.append(comp)
+
+    for v in names:
+        if v not in index:
+            visit(v)
+    return out
+
+
+@dataclass
+class _Loop:
+    """A recurrent strongly connected component, stepped frame by frame."""
+    members: list[str]  # in within-frame evaluation order
+    offsets: set[int] = field(default_factory=set)
+
+
+class NnetModule(nn.Module):
+    """`forward(feats, left_context, num_frames)` computes the output node on frames
+    0..num_frames-1, where `feats[:, i]` is the input at frame i - left_context."""
+
+    def __init__(self, nnet: Nnet, output: str = "output"):
+        super().__init__()
+        self.nnet = nnet
+        self.output_name = output
+        self.ops = nn.ModuleDict()
+        self._op_key: dict[str, str] = {}
+        for name, comp in nnet.components.items():
+            key = name.replace(".", "-")
+            if key in self.ops:
+                raise ConfigError(f"component names {name!r} and another map to the same module key {key!r}")
+            self.ops[key] = ComponentOp(comp)
+            self._op_key[name] = key
+        self.spans = node_spans(nnet)
+        self._deps: dict[str, list[tuple[str, int, bool]]] = {}
+        for n in nnet.nodes:
+            if isinstance(n, (ComponentNode, OutputNode)):
+                self._deps[n.name] = _refs(n.input)
+            elif isinstance(n, DimRangeNode):
+                self._deps[n.name] = [(n.input_node, 0, False)]
+            else:
+                self._deps[n.name] = []
+        self._order = self._plan()
+
+    # -- planning -----------------------------------------------------------------------
+    def _plan(self) -> list[str | _Loop]:
+        names = [n.name for n in self.nnet.nodes]
+        sccs = _strongly_connected(names, {n: [d for d, _, _ in self._deps[n]] for n in names})
+        order: list[str | _Loop] = []
+        for comp in sccs:
+            members = set(comp)
+            internal = [(m, d, k) for m in comp for d, k, _ in self._deps[m] if d in members]
+            if len(comp) == 1 and not internal:
+                order.append(comp[0])
+                continue
+            if any(k > 0 for _, _, k in internal):
+                raise ConfigError(f"recurrence with a positive time offset among {sorted(comp)}: backward "
+                                  "recurrences are not supported by kaldi-avg")
+            # Within one frame, members depend on each other only through offset-0 references.
+            same_frame = {m: [d for mm, d, k in internal if mm == m and k == 0] for m in comp}
+            within = [c[0] for c in _strongly_connected(sorted(comp), same_frame)]
+            if len(within) != len(comp):
+                raise ConfigError(f"nodes {sorted(comp)} depend on each other at the same frame")
+            order.append(_Loop(within, {k for _, _, k in internal}))
+        return order
+
+    def op(self, component_name: str) -> ComponentOp:
+        return self.ops[self._op_key[component_name]]
+
+    def write_back(self) -> None:
+        """Copies the trained tensors into `self.nnet`'s components (before export)."""
+        for op in self.ops.values():
+            op.write_back()
+
+    # -- ranges -------------------------------------------------------------------------
+    def _computable(self, name: str, t0: int, t1: int) -> Range:
+        s = self.spans[name]
+        return (-INF, INF) if s is None else (t0 - s[0], t1 - s[1])
+
+    def _needed(self, t0: int, t1: int, out_range: Range) -> dict[str, Range]:
+        comp = {n: self._computable(n, t0, t1) for n in self._deps}
+        need: dict[str, Range] = {n: (INF, -INF) for n in self._deps}
+        need[self.output_name] = out_range
+
+        def add(dep: str, lo: int, hi: int) -> bool:
+            c = comp[dep]
+            lo, hi = max(lo, c[0]), min(hi, c[1])
+            old = need[dep]
+            new = (min(old[0], lo), max(old[1], hi)) if lo <= hi else old
+            need[dep] = new
+            return new != old
+
+        for item in reversed(self._order):
+            members = item.members if isinstance(item, _Loop) else [item]
+            if isinstance(item, _Loop):
+                for m in members:  # a loop runs from where it becomes computable
+                    if need[m][0] <= need[m][1]:
+                        need[m] = (comp[m][0], need[m][1])
+                changed = True
+                while changed:
+                    changed = False
+                    for m in members:
+                        lo, hi = need[m]
+                        if lo > hi:
+                            continue
+                        for dep, k, _ in self._deps[m]:
+                            if dep in members:
+                                changed |= add(dep, comp[dep][0], hi + k)
+            for m in members:
+                lo, hi = need[m]
+                if lo > hi:
+                    continue
+                for dep, k, _ in self._deps[m]:
+                    add(dep, lo + k, hi + k)
+        return need
+
+    # -- evaluation ---------------------------------------------------------------------
+    def forward(self, feats: torch.Tensor, left_context: int, num_frames: int,
+                ivectors: torch.Tensor | None = None, min_deriv_time: int | None = None) -> torch.Tensor:
+        N, T_in, _ = feats.shape
+        t0, t1 = -left_context, T_in - left_context - 1
+        out_range = (0, num_frames - 1)
+        oc = self._computable(self.output_name, t0, t1)
+        if oc[0] > 0 or oc[1] < num_frames - 1:
+            raise ValueError(f"{T_in} input frames with left context {left_context} cannot produce output "
+                             f"frames 0..{num_frames - 1} (the network needs context {self.spans['output']})")
+        need = self._needed(t0, t1, out_range)
+        vals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (N, T, dim) values, first frame
+        for node in self.nnet.input_nodes():
+            if node.name == "input":
+                lo, hi = need["input"]
+                vals["input"] = (feats[:, lo - t0:hi - t0 + 1], lo)
+            else:
+                if ivectors is None:
+                    raise ValueError(f"the network has an input node {node.name!r}; pass ivectors")
+                vals[node.name] = (ivectors.unsqueeze(1), -INF)  # time-invariant
+        ctx = _Eval(self, vals, need, feats, min_deriv_time)
+        for item in self._order:
+            if isinstance(item, _Loop):
+                ctx.run_loop(item)
+            elif item not in vals and need[item][0] <= need[item][1]:
+                ctx.run_node(item)
+        return vals[self.output_name][0]
+
+
+class _Eval:
+    """State of one forward computation."""
+
+    def __init__(self, module: NnetModule, vals, need, feats, min_deriv_time):
+        self.m = module
+        self.vals = vals
+        self.need = need
+        self.N = feats.shape[0]
+        self.dtype = feats.dtype
+        self.device = feats.device
+        self.min_deriv_time = min_deriv_time
+
+    def _zeros(self, T: int, dim: int) -> torch.Tensor:
+        return torch.zeros(self.N, T, dim, dtype=self.dtype, device=self.device)
+
+    def dim(self, d: Descriptor) -> int:
+        return descriptor_dim(d, self.m.nnet.node_dim)
+
+    def slice(self, name: str, lo: int, hi: int) -> torch.Tensor:
+        v, start = self.vals[name]
+        if start == -INF:
+            return v.expand(self.N, hi - lo + 1, v.shape[-1])
+        if lo < start or hi - start >= v.shape[1]:
+            raise RuntimeError(f"internal error: node {name} frames {lo}..{hi} outside computed "
+                               f"{start}..{start + v.shape[1] - 1}")
+        return v[:, lo - start:hi - start + 1]
+
+    def defined_range(self, d: Descriptor) -> Range:
+        """Frames where `d` exists, from what has been computed."""
+        if isinstance(d, NodeRef):
+            v, start = self.vals[d.name]
+            return (-INF, INF) if start == -INF else (start, start + v.shape[1] - 1)
+        if isinstance(d, Offset):
+            lo, hi = self.defined_range(d.arg)
+            return (lo - d.t, hi - d.t)
+        if isinstance(d, (IfDefined, Const, ReplaceIndex)):
+            return (-INF, INF)
+        lo, hi = -INF, INF
+        for c in d.children():
+            a, b = self.defined_range(c)
+            lo, hi = max(lo, a), min(hi, b)
+        return lo, hi
+
+    def descriptor(self, d: Descriptor, lo: int, hi: int) -> torch.Tensor:
+        """Values of `d` on frames lo..hi as (N, hi-lo+1, dim)."""
+        if isinstance(d, NodeRef):
+            return self.slice(d.name, lo, hi)
+        if isinstance(d, Offset):
+            return self.descriptor(d.arg, lo + d.t, hi + d.t)
+        if isinstance(d, Append):
+            return torch.cat([self.descriptor(a, lo, hi) for a in d.args], dim=-1)
+        if isinstance(d, Sum):
+            return self.descriptor(d.a, lo, hi) + self.descriptor(d.b, lo, hi)
+        if isinstance(d, Scale):
+            return d.scale * self.descriptor(d.arg, lo, hi)
+        if isinstance(d, Const):
+            return torch.full((self.N, hi - lo + 1, d.dim), d.value, dtype=self.dtype, device=self.device)
+        if isinstance(d, ReplaceIndex):
+            return self.descriptor(d.arg, 0, 0).expand(self.N, hi - lo + 1, -1)
+        if isinstance(d, IfDefined):
+            a, b = self.defined_range(d.arg)
+            a, b = max(a, lo), min(b, hi)
+            if a > b:
+                return self._zeros(hi - lo + 1, self.dim(d.arg))
+            inner = self.descriptor(d.arg, a, b)
+            if a == lo and b == hi:
+                return inner
+            return torch.cat([self._zeros(a - lo, inner.shape[-1]), inner,
+                              self._zeros(hi - b, inner.shape[-1])], dim=1)
+        raise ConfigError(f"descriptor {d} is not supported by kaldi-avg")
+
+    def _times(self, lo: int, hi: int) -> torch.Tensor:
+        return torch.arange(lo, hi + 1, device=self.device)
+
+    def run_node(self, name: str) -> None:
+        node = self.m.nnet.node(name)
+        lo, hi = self.need[name]
+        if isinstance(node, DimRangeNode):
+            src = self.slice(node.input_node, lo, hi)
+            self.vals[name] = (src[..., node.dim_offset:node.dim_offset + node.dim], lo)
+            return
+        x = self.descriptor(node.input, lo, hi)
+        if isinstance(node, ComponentNode):
+            x = self.m.op(node.component)(x, self._times(lo, hi))
+        self.vals[name] = (x, lo)
+
+    # -- recurrent loops ----------------------------------------------------------------
+    def run_loop(self, loop: _Loop) -> None:
+        members = [m for m in loop.members if self.need[m][0] <= self.need[m][1]]
+        if not members:
+            return
+        inside = set(loop.members)
+        steps: dict[str, list[torch.Tensor]] = {m: [] for m in members}
+        start = {m: self.need[m][0] for m in members}
+        plans = {m: self._step_plan(m, inside) for m in members}
+        lo = min(start.values())
+        hi = max(self.need[m][1] for m in members)
+        for t in range(lo, hi + 1):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and
+                                        (self.min_deriv_time is None or t >= self.min_deriv_time)):
+                for m in members:
+                    if start[m] <= t <= self.need[m][1]:
+                        steps[m].append(plans[m](t, steps, start))
+        for m in members:
+            self.vals[m] = (torch.stack(steps[m], dim=1), start[m])
+
+    def _step_plan(self, name: str, inside: set[str]):
+        """A function computing node `name` at one frame t -> (N, dim)."""
+        node = self.m.nnet.node(name)
+        lo, hi = self.need[name]
+        if isinstance(node, DimRangeNode):
+            a, b = node.dim_offset, node.dim_offset + node.dim
+            src = node.input_node
+            if src in inside:
+                return lambda t, steps, start: steps[src][t - start[src]][:, a:b]
+            full = self.slice(src, lo, hi)[..., a:b]
+            return lambda t, steps, start: full[:, t - lo]
+        parts = list(node.input.args) if isinstance(node.input, Append) else [node.input]
+        is_internal = [any(r in inside for r, _, _ in _refs(p)) for p in parts]
+        dims = [self.dim(p) for p in parts]
+        op = self.m.op(node.component) if isinstance(node, ComponentNode) else None
+        ext_parts = [p for p, i in zip(parts, is_internal) if not i]
+        ext = self.descriptor(Append(tuple(ext_parts)), lo, hi) if ext_parts else None
+
+        def internal_values(t, steps, start):
+            return [self._step_value(p, t, steps, start, inside) for p, i in zip(parts, is_internal) if i]
+
+        if op is not None and op.type_name in AFFINE_TYPES + ("LinearComponent",):
+            W = op.linear_params
+            b = op.bias_params if op.type_name != "LinearComponent" else None
+            cols, pos = [], 0
+            for d_, i in zip(dims, is_internal):
+                cols.append((pos, pos + d_, i))
+                pos += d_
+            ext_idx = [j for a, b_, i in cols if not i for j in range(a, b_)]
+            int_idx = [j for a, b_, i in cols if i for j in range(a, b_)]
+            W_int = W[:, int_idx]
+            pre = (torch.nn.functional.linear(ext, W[:, ext_idx], b) if ext is not None
+                   else (b if b is not None else 0.0))
+
+            def affine_step(t, steps, start):
+                x = torch.cat(internal_values(t, steps, start), dim=-1)
+                base = pre[:, t - lo] if ext is not None else pre
+                return base + torch.nn.functional.linear(x, W_int)
+            return affine_step
+
+        def generic_step(t, steps, start):
+            ints = iter(internal_values(t, steps, start))
+            off, pieces = 0, []
+            for d_, i in zip(dims, is_internal):
+                if i:
+                    pieces.append(next(ints))
+                else:
+                    pieces.append(ext[:, t - lo, off:off + d_])
+                    off += d_
+            x = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
+            if op is None:
+                return x
+            return op(x, torch.tensor([t], device=self.device))
+        return generic_step
+
+    def _step_value(self, d: Descriptor, t: int, steps, start, inside) -> torch.Tensor:
+        if isinstance(d, NodeRef):
+            if d.name in inside:
+                i = t - start.get(d.name, INF)
+                if 0 <= i < len(steps.get(d.name, ())):
+                    return steps[d.name][i]
+                raise _Undefined(d.name)
+            v, s = self.vals[d.name]
+            if s != -INF and not (s <= t < s + v.shape[1]):
+                raise _Undefined(d.name)
+            return v[:, 0 if s == -INF else t - s]
+        if isinstance(d, Offset):
+            return self._step_value(d.arg, t + d.t, steps, start, inside)
+        if isinstance(d, IfDefined):
+            try:
+                return self._step_value(d.arg, t, steps, start, inside)
+            except _Undefined:
+                return torch.zeros(self.N, self.dim(d.arg), dtype=self.dtype, device=self.device)
+        if isinstance(d, Append):
+            return torch.cat([self._step_value(a, t, steps, start, inside) for a in d.args], dim=-1)
+        if isinstance(d, Sum):
+            return (self._step_value(d.a, t, steps, start, inside)
+                    + self._step_value(d.b, t, steps, start, inside))
+        if isinstance(d, Scale):
+            return d.scale * self._step_value(d.arg, t, steps, start, inside)
+        if isinstance(d, Const):
+            return torch.full((self.N, d.dim), d.value, dtype=self.dtype, device=self.device)
+        if isinstance(d, ReplaceIndex):
+            return self._step_value(d.arg, 0, steps, start, inside)
+        raise ConfigError(f"descriptor {d} is not supported by kaldi-avg")
+
+
+class _Undefined(Exception):
+    """A value read inside a recurrent loop does not exist at that frame."""
+
+
+

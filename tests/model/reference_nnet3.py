@@ -1,0 +1,128 @@
+"""A deliberately naive nnet3 evaluator used as a test oracle for the PyTorch executor.
+
+It evaluates node values one (node, frame) at a time with memoization, straight from the
+definitions in kaldi-interface.md 3.5 and 4 (computability, IfDefined, the component
+equations), sharing no code with `kaldi_avg.model`. One sequence, one chunk.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kaldi_avg.kaldi.nnet3.descriptor import (Append, Const, IfDefined, NodeRef, Offset, ReplaceIndex, Scale,
+                                              Sum, descriptor_dim)
+from kaldi_avg.kaldi.nnet3.nnet import ComponentNode, DimRangeNode, InputNode, Nnet, OutputNode
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _component(c, x: np.ndarray) -> np.ndarray:
+    t = c.type_name
+    x = x.astype(np.float64)
+    if t in ("NaturalGradientAffineComponent", "AffineComponent", "FixedAffineComponent"):
+        return c.linear_params.astype(np.float64) @ x + c.bias_params
+    if t == "LinearComponent":
+        return c.linear_params.astype(np.float64) @ x
+    if t == "LstmNonlinearityComponent":
+        C = c.peepholes.shape[1]
+        i, f, g, o, cp = (x[k * C:(k + 1) * C] for k in range(5))
+        w = c.peepholes.astype(np.float64)
+        it = _sigmoid(i + w[0] * cp)
+        ft = _sigmoid(f + w[1] * cp)
+        ct = ft * cp + it * np.tanh(g)
+        ot = _sigmoid(o + w[2] * ct)
+        return np.concatenate([ct, ot * np.tanh(ct)])
+    if t == "BackpropTruncationComponent":
+        return c.scale * x
+    if t == "SigmoidComponent":
+        return _sigmoid(x)
+    if t == "TanhComponent":
+        return np.tanh(x)
+    if t == "RectifiedLinearComponent":
+        return np.maximum(x, 0)
+    if t == "LogSoftmaxComponent":
+        m = x.max()
+        return x - m - np.log(np.exp(x - m).sum())
+    if t == "NoOpComponent":
+        return x
+    if t == "ElementwiseProductComponent":
+        d = c.output_dim()
+        return np.prod(x.reshape(-1, d), axis=0)
+    if t in ("NaturalGradientPerElementScaleComponent", "PerElementScaleComponent"):
+        return x * c.scales
+    if t == "BatchNormComponent":
+        bd = c.block_dim
+        xb = x.reshape(-1, bd)
+        return ((xb - c.stats_mean) / np.sqrt(c.stats_var + c.epsilon) * c.target_rms).reshape(-1)
+    raise KeyError(t)
+
+
+class ReferenceNnet3:
+    def __init__(self, nnet: Nnet, feats: np.ndarray, first_frame: int, ivector=None):
+        self.nnet, self.feats, self.first, self.ivector = nnet, feats, first_frame, ivector
+        self.memo: dict[tuple[str, int], np.ndarray | None] = {}
+
+    def value(self, name: str, t: int):
+        key = (name, t)
+        if key not in self.memo:
+            self.memo[key] = self._compute(name, t)
+        return self.memo[key]
+
+    def _compute(self, name, t):
+        node = self.nnet.node(name)
+        if isinstance(node, InputNode):
+            if name == "ivector":
+                return None if self.ivector is None or t != 0 else self.ivector.astype(np.float64)
+            i = t - self.first
+            return self.feats[i].astype(np.float64) if 0 <= i < len(self.feats) else None
+        if isinstance(node, DimRangeNode):
+            v = self.value(node.input_node, t)
+            return None if v is None else v[node.dim_offset:node.dim_offset + node.dim]
+        x = self.desc(node.input, t)
+        if x is None or isinstance(node, OutputNode):
+            return x
+        assert isinstance(node, ComponentNode)
+        return _component(self.nnet.components[node.component], x)
+
+    def desc(self, d, t):
+        if isinstance(d, NodeRef):
+            return self.value(d.name, t)
+        if isinstance(d, Offset):
+            return self.desc(d.arg, t + d.t)
+        if isinstance(d, (Append, Sum)):
+            # Strict parts first: a frame that does not exist must not chase its recurrence backwards.
+            args = d.children()
+            vals = {}
+            for i in sorted(range(len(args)), key=lambda i: isinstance(args[i], IfDefined)):
+                vals[i] = self.desc(args[i], t)
+                if vals[i] is None:
+                    return None
+            parts = [vals[i] for i in range(len(args))]
+            return np.concatenate(parts) if isinstance(d, Append) else parts[0] + parts[1]
+        if isinstance(d, Scale):
+            v = self.desc(d.arg, t)
+            return None if v is None else d.scale * v
+        if isinstance(d, Const):
+            return np.full(d.dim, d.value)
+        if isinstance(d, ReplaceIndex):
+            return self.desc(d.arg, d.value)
+        if isinstance(d, IfDefined):
+            v = self.desc(d.arg, t)
+            if v is None:
+                return np.zeros(descriptor_dim(d.arg, self.nnet.node_dim))
+            return v
+        raise TypeError(d)
+
+    def outputs(self, frames) -> np.ndarray:
+        # Sweep all nodes in increasing time first so recurrences memoize instead of recursing deeply.
+        for t in range(self.first, self.first + len(self.feats)):
+            for node in self.nnet.nodes:
+                self.value(node.name, t)
+        rows = []
+        for t in frames:
+            v = self.value("output", t)
+            if v is None:
+                raise ValueError(f"output not computable at frame {t}")
+            rows.append(v)
+        return np.stack(rows)

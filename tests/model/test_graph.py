@@ -1,0 +1,79 @@
+"""The PyTorch executor computes what nnet3 computes (checked against a naive evaluator)."""
+import numpy as np
+import pytest
+import torch
+
+from kaldi_avg.kaldi.nnet3.context import model_context
+from kaldi_avg.kaldi.nnet3.nnet import Nnet
+from kaldi_avg.model.compute import ChunkOptions, compute_utterance
+from kaldi_avg.model.graph import NnetModule
+
+from .networks import randomized, spec_5_10_config
+from .reference_nnet3 import ReferenceNnet3
+
+
+@pytest.fixture(scope="module")
+def nnet():
+    return randomized(Nnet.from_config(spec_5_10_config()))
+
+
+def reference_chunked(nnet, feats, opts: ChunkOptions):
+    left, right = model_context(nnet)
+    T, rows = len(feats), []
+    for s in range(0, T, opts.frames_per_chunk):
+        n = min(opts.frames_per_chunk, T - s)
+        el = opts.extra_left_context_initial if s == 0 and opts.extra_left_context_initial >= 0 \
+            else opts.extra_left_context
+        lo, hi = s - left - el, s + n - 1 + right
+        idx = np.clip(np.arange(lo, hi + 1), 0, T - 1)
+        rows.append(ReferenceNnet3(nnet, feats[idx], lo).outputs(range(s, s + n)))
+    return np.concatenate(rows)
+
+
+def test_context_of_spec_network(nnet):
+    assert model_context(nnet) == (0, 3)
+    assert nnet.num_parameters() == 878
+
+
+@pytest.mark.parametrize("opts", [ChunkOptions(frames_per_chunk=1000),
+                                  ChunkOptions(frames_per_chunk=5, extra_left_context=3),
+                                  ChunkOptions(frames_per_chunk=7, extra_left_context=4,
+                                               extra_left_context_initial=0)])
+def test_executor_equals_reference(nnet, opts):
+    feats = np.random.default_rng(1).normal(size=(23, 4)).astype(np.float32)
+    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet))
+    want = reference_chunked(nnet, feats, opts)
+    assert np.abs(got - want).max() < 1e-5
+
+
+def test_batch_of_chunks_equals_one_at_a_time(nnet):
+    m = NnetModule(nnet)
+    x = torch.randn(3, 30, 4)
+    batched = m(x, left_context=10, num_frames=17)
+    single = torch.cat([m(x[i:i + 1], left_context=10, num_frames=17) for i in range(3)])
+    assert torch.allclose(batched, single, atol=1e-6)
+
+
+def test_not_enough_context_is_an_error(nnet):
+    with pytest.raises(ValueError, match="cannot produce output"):
+        NnetModule(nnet)(torch.randn(1, 10, 4), left_context=0, num_frames=10)
+
+
+def test_gradients_flow_and_write_back(nnet):
+    m = NnetModule(nnet)
+    m.train()
+    out = m(torch.randn(2, 20, 4), left_context=4, num_frames=10, min_deriv_time=-2)
+    out[..., 0].sum().backward()
+    grads = {n: p.grad for n, p in m.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    with torch.no_grad():
+        m.op("output.affine").bias_params.add_(1.0)
+    before = nnet.components["output.affine"].bias_params.copy()
+    m.write_back()
+    assert np.allclose(nnet.components["output.affine"].bias_params, before + 1.0)
+
+
+def test_recurrence_without_ifdefined_is_rejected():
+    bad = spec_5_10_config().replace("IfDefined(Offset(lstm1.r_trunc, -1))", "Offset(lstm1.r_trunc, -1)")
+    with pytest.raises(Exception, match="IfDefined|ComputeSimpleNnetContext"):
+        NnetModule(Nnet.from_config(bad))
