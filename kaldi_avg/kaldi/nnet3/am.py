@@ -53,9 +53,11 @@ class Nnet3Model:
         lines.append("# Nnet info follows.")
         return "".join(line + "\n" for line in lines) + self.nnet.info(context)
 
-    def to_bytes(self, binary: bool = True) -> bytes:
+    def to_bytes(self, binary: bool = True, text_digits: int = 9) -> bytes:
+        """Text uses 9 significant digits by default, which round-trips float32 exactly (Kaldi's own
+        7 digits do not); Kaldi reads either."""
         self.check()
-        w = KaldiWriter(binary)
+        w = KaldiWriter(binary, text_digits)
         w.header()
         if self.trans_model is not None:
             self.trans_model.write(w)

@@ -1,0 +1,62 @@
+"""Networks from xconfig files: the same config lines Kaldi's `xconfig_to_configs.py` writes,
+initialised the way `nnet3-init` initialises them."""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from ..kaldi.nnet3.am import Nnet3Model
+from ..kaldi.nnet3.config import ConfigError
+from ..kaldi.nnet3.context import model_context
+from ..kaldi.nnet3.nnet import Nnet
+from ..kaldi.transition import read_transition_model
+from ..kaldi.xconfig import get_config_lines, parse_xconfig, substitute
+from .checkpoint import Checkpoint
+
+_MATRIX = re.compile(r"(type=FixedAffineComponent\s+matrix=)(\S+)")
+
+
+def config_text(xconfig_text: str, source: str, which: str = "final", num_pdfs: int | None = None,
+                lda_mat: str | None = None) -> str:
+    """The `init`, `ref` or `final` config of an xconfig; `lda_mat` replaces the matrix file of
+    fixed-affine layers."""
+    subs = {} if num_pdfs is None else {"NUM_PDFS": num_pdfs}
+    text = substitute(xconfig_text, subs)
+    if re.search(r"\bNUM_PDFS\b", text):
+        raise ConfigError(f"{source}: the xconfig uses NUM_PDFS; give --num-pdfs or --trans-model")
+    lines = get_config_lines(parse_xconfig(text, source))[which]
+    if lda_mat is not None:
+        lines = [_MATRIX.sub(lambda m: m.group(1) + lda_mat, line) for line in lines]
+    for line in lines:
+        m = _MATRIX.search(line)
+        if m and not os.path.exists(m.group(2)):
+            raise ConfigError(f"{source}: fixed-affine-layer matrix {m.group(2)} does not exist "
+                              "(estimate it first, or pass --lda-mat)")
+    return "\n".join(lines) + "\n"
+
+
+def build_nnet(xconfig_text: str, source: str, num_pdfs: int | None = None, lda_mat: str | None = None,
+               seed: int = 0, which: str = "final") -> Nnet:
+    text = config_text(xconfig_text, source, which, num_pdfs, lda_mat)
+    return Nnet.from_config(text, f"{source} ({which}.config)", rng=np.random.default_rng(seed))
+
+
+def xconfig_context(xconfig_text: str, source: str, num_pdfs: int | None = None) -> tuple[int, int]:
+    """`model_left_context`/`model_right_context` as `xconfig_to_configs.py` writes to `vars`
+    (from ref.config, whose fixed-affine layers need no matrix file)."""
+    return model_context(build_nnet(xconfig_text, source, num_pdfs, which="ref"))
+
+
+def init_checkpoint(xconfig_path: str, lda_mat: str | None = None, seed: int = 0, num_pdfs: int | None = None,
+                    trans_model_path: str | None = None) -> Checkpoint:
+    with open(xconfig_path) as f:
+        xconfig_text = f.read()
+    trans_model = read_transition_model(trans_model_path) if trans_model_path else None
+    if num_pdfs is None and trans_model is not None:
+        num_pdfs = trans_model.num_pdfs
+    nnet = build_nnet(xconfig_text, xconfig_path, num_pdfs, lda_mat, seed)
+    model = Nnet3Model(nnet, trans_model)
+    model.check()
+    return Checkpoint(model, xconfig=xconfig_text)
