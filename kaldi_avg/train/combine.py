@@ -1,0 +1,59 @@
+"""Final combination in nnet3-combine's simple form (kaldi-interface.md 6.6).
+
+The models are given newest first.  The newest model's objective (per frame, test mode) on the
+combine set is the baseline; then running averages of the newest n models, n = 2..K, are
+scored every ceil(K / max_objective_evaluations) additions and at K; the best scoring one
+(possibly just the newest model) is the result.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..model.graph import NnetModule
+from .diagnostics import compute_prob
+from .optim import flatten_state, load_flat_state
+
+
+@dataclass
+class CombineResult:
+    num_models: int                      # how many of the newest models the result averages
+    objf: float                          # its objective per frame
+    evaluations: list[tuple[int, float]] = field(default_factory=list)
+
+
+def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: int = 30,
+            log: Callable[[str], None] | None = None) -> tuple[NnetModule, CombineResult]:
+    """Returns `modules[0]` loaded with the best running average and the search record."""
+    if not modules:
+        raise ValueError("nothing to combine")
+    batches = list(batches)
+    target = modules[0]
+    flats = [flatten_state(m) for m in modules]
+    K = len(flats)
+    every = max(1, math.ceil(K / max_objective_evaluations))
+    running = flats[0].copy()
+    best_n, best_objf = 1, compute_prob(target, batches).objf_per_frame
+    evaluations = [(1, best_objf)]
+    if log:
+        log(f"Combining {K} models; objective of the newest model is {best_objf:g}")
+    best_flat = flats[0]
+    for n in range(2, K + 1):
+        running += flats[n - 1]
+        if (n - 1) % every and n != K:
+            continue
+        avg = running / n
+        load_flat_state(target, avg)
+        objf = compute_prob(target, batches).objf_per_frame
+        evaluations.append((n, objf))
+        if log:
+            log(f"Average of the newest {n} models: objective {objf:g}")
+        if objf > best_objf:
+            best_n, best_objf, best_flat = n, objf, avg
+    load_flat_state(target, np.asarray(best_flat))
+    if log:
+        log(f"Combination chose the average of the newest {best_n} model(s), objective {best_objf:g}")
+    return target, CombineResult(best_n, best_objf, evaluations)

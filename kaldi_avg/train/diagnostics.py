@@ -1,0 +1,244 @@
+"""Objective/accuracy computation and Kaldi's log formats (kaldi-interface.md 6.9).
+
+* `log/compute_prob_{valid,train}.<iter>.log` with nnet3-compute-prob's PrintTotalStats lines;
+* `log/train.<iter>.<job>.log` with nnet3-train's phase lines, the final "Overall average
+  objective function for 'output' is X over N frames." and run.pl's `# Accounting:` trailer;
+* `accuracy.report` (`generate_acc_logprob_report`) and a PNG of objective/accuracy per iteration.
+"""
+from __future__ import annotations
+
+import datetime
+import glob
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+VERSION = "kaldi-avg"
+PROB_RE = re.compile(r".*compute_prob_.*\.([0-9]+).log:LOG .nnet3.*compute-prob.*:PrintTotalStats..:"
+                     r"nnet.*diagnostics.cc:[0-9]+. Overall ([a-zA-Z\-]+) for 'output'.*is ([0-9.\-e]+) .*per frame")
+TRAIN_OBJF_RE = re.compile(r"Overall average objective function for 'output' is (\S+) over (\S+) frames")
+ACCOUNTING_RE = re.compile(r"# Accounting: time=(\d+(?:\.\d+)?) threads=")
+
+
+@dataclass
+class ProbStats:
+    objf: float = 0.0       # summed weighted log-likelihood
+    correct: float = 0.0    # summed weight of frames whose argmax is the label
+    frames: float = 0.0     # summed weight
+
+    def add(self, other: "ProbStats") -> None:
+        self.objf += other.objf
+        self.correct += other.correct
+        self.frames += other.frames
+
+    @property
+    def objf_per_frame(self) -> float:
+        return self.objf / self.frames if self.frames else float("nan")
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.frames if self.frames else float("nan")
+
+
+def minibatch_objective(output: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Kaldi's linear objective: sum over frames of weight * output[label] (summed, not averaged)."""
+    picked = output.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (picked * weights).sum()
+
+
+def forward_minibatch(module, mb, min_deriv_time=None) -> torch.Tensor:
+    return module(mb.features, mb.left_context, mb.targets.shape[1], ivectors=mb.ivectors,
+                  min_deriv_time=min_deriv_time)
+
+
+@torch.no_grad()
+def compute_prob(module, batches: Iterable) -> ProbStats:
+    """nnet3-compute-prob: objective and accuracy in test mode."""
+    was_training = module.training
+    module.eval()
+    stats = ProbStats()
+    try:
+        for mb in batches:
+            out = forward_minibatch(module, mb)
+            stats.objf += float(minibatch_objective(out, mb.targets, mb.weights))
+            correct = (out.argmax(-1) == mb.targets).to(mb.weights.dtype)
+            stats.correct += float((correct * mb.weights).sum())
+            stats.frames += float(mb.weights.sum())
+    finally:
+        module.train(was_training)
+    return stats
+
+
+def _log_prefix(program: str, function: str, source: str, line: int) -> str:
+    return f"LOG ({program}[{VERSION}]:{function}():{source}:{line}) "
+
+
+def _frames(x: float) -> str:
+    return f"{x:g}" if x != int(x) else str(int(x))
+
+
+def _header(command: str) -> list[str]:
+    return [f"# {command}", f"# Started at {time.strftime('%a %b %d %H:%M:%S %Z %Y')}", "#"]
+
+
+def _trailer(seconds: float, code: int = 0) -> list[str]:
+    return [f"# Accounting: time={int(round(seconds))} threads=1",
+            f"# Ended (code {code}) at {time.strftime('%a %b %d %H:%M:%S %Z %Y')}, elapsed time {int(round(seconds))} seconds"]
+
+
+def _write(path: str, lines: list[str]) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def write_compute_prob_log(path: str, stats: ProbStats, command: str, seconds: float) -> None:
+    p = _log_prefix("nnet3-compute-prob", "PrintTotalStats", "nnet-diagnostics.cc", 194)
+    lines = _header(command) + [
+        p + f"Overall log-likelihood for 'output' is {stats.objf_per_frame:g} per frame, over "
+            f"{_frames(stats.frames)} frames.",
+        p + f"Overall accuracy for 'output' is {stats.accuracy:g} per frame, over {_frames(stats.frames)} frames.",
+    ] + _trailer(seconds)
+    _write(path, lines)
+
+
+class TrainLog:
+    """Collects nnet3-train's phase lines (every `print_interval` minibatches) for one job."""
+
+    def __init__(self, command: str, print_interval: int = 10):
+        self.command = command
+        self.print_interval = print_interval
+        self.lines: list[str] = []
+        self.total = 0.0
+        self.frames = 0.0
+        self._phase_objf = 0.0
+        self._phase_frames = 0.0
+        self._count = 0
+        self.started = time.time()
+
+    def add(self, objf: float, frames: float) -> None:
+        self.total += objf
+        self.frames += frames
+        self._phase_objf += objf
+        self._phase_frames += frames
+        self._count += 1
+        if self._count % self.print_interval == 0:
+            self._flush_phase()
+
+    def _flush_phase(self) -> None:
+        if self._phase_frames <= 0:
+            return
+        first = ((self._count - 1) // self.print_interval) * self.print_interval
+        p = _log_prefix("nnet3-train", "PrintStatsForThisPhase", "nnet-training.cc", 273)
+        self.lines.append(p + f"Average objective function for 'output' for minibatches {first}-"
+                              f"{self._count - 1} is {self._phase_objf / self._phase_frames:g} over "
+                              f"{_frames(self._phase_frames)} frames.")
+        self._phase_objf = self._phase_frames = 0.0
+
+    def note(self, text: str) -> None:
+        self.lines.append(_log_prefix("nnet3-train", "Train", "kaldi-avg", 0) + text)
+
+    @property
+    def objf_per_frame(self) -> float:
+        return self.total / self.frames if self.frames else float("-inf")
+
+    def write(self, path: str) -> None:
+        if self._count % self.print_interval:
+            self._flush_phase()
+        p = _log_prefix("nnet3-train", "PrintTotalStats", "nnet-training.cc", 307)
+        lines = _header(self.command) + self.lines + [
+            p + f"Overall average objective function for 'output' is {self.objf_per_frame:g} over "
+                f"{_frames(self.frames)} frames."] + _trailer(time.time() - self.started)
+        _write(path, lines)
+
+
+def write_simple_log(path: str, command: str, lines: list[str], seconds: float) -> None:
+    _write(path, _header(command) + lines + _trailer(seconds))
+
+
+def parse_prob_logs(log_dir: str, kind: str, key: str = "accuracy") -> dict[int, float]:
+    """{iter: value} of `key` ('accuracy' or 'log-likelihood') from compute_prob_<kind>.*.log."""
+    out = {}
+    for path in glob.glob(os.path.join(log_dir, f"compute_prob_{kind}.*.log")):
+        with open(path) as f:
+            for line in f:
+                m = PROB_RE.match(f"{path}:{line}")
+                if m and m.group(2) == key:
+                    out[int(m.group(1))] = float(m.group(3))
+    return out
+
+
+def parse_train_objf(path: str) -> tuple[float, float] | None:
+    """The last 'Overall average objective function' (value, frames) of a train log."""
+    found = None
+    with open(path) as f:
+        for line in f:
+            m = TRAIN_OBJF_RE.search(line)
+            if m:
+                found = (float(m.group(1)), float(m.group(2)))
+    return found
+
+
+def parse_train_times(log_dir: str) -> dict[int, float]:
+    """{iter: max over jobs of the accounting time} (Kaldi's parse_train_logs)."""
+    times: dict[int, float] = {}
+    for path in glob.glob(os.path.join(log_dir, "train.*.*.log")):
+        m = re.match(r"train\.(\d+)\.(\d+)\.log$", os.path.basename(path))
+        if not m:
+            continue
+        with open(path) as f:
+            for line in f:
+                a = ACCOUNTING_RE.search(line)
+                if a:
+                    it = int(m.group(1))
+                    times[it] = max(times.get(it, 0.0), float(a.group(1)))
+    return times
+
+
+def write_accuracy_report(exp_dir: str, key: str = "accuracy") -> str:
+    log_dir = os.path.join(exp_dir, "log")
+    train = parse_prob_logs(log_dir, "train", key)
+    valid = parse_prob_logs(log_dir, "valid", key)
+    times = parse_train_times(log_dir)
+    lines = ["%Iter\tduration\ttrain_objective\tvalid_objective\tdifference"]
+    for it in sorted(set(train) & set(valid)):
+        lines.append("%d\t%s\t%g\t%g\t%g" % (it, str(times.get(it, "NA")), train[it], valid[it],
+                                            valid[it] - train[it]))
+    total = sum(times.values())
+    text = "\n".join(lines) + "\n" + f"Total training time is {datetime.timedelta(seconds=int(total))}\n"
+    path = os.path.join(exp_dir, "accuracy.report")
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+def plot_progress(exp_dir: str, path: str | None = None) -> str | None:
+    """PNG of train/valid log-likelihood and accuracy per iteration (matplotlib Agg)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    log_dir = os.path.join(exp_dir, "log")
+    path = path or os.path.join(exp_dir, "progress.png")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("log-likelihood", "accuracy")):
+        for kind in ("train", "valid"):
+            data = parse_prob_logs(log_dir, kind, key)
+            its = sorted(data)
+            ax.plot(its, [data[i] for i in its], marker=".", label=kind)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(key)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

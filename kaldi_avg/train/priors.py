@@ -1,0 +1,51 @@
+"""Priors from the network (kaldi-interface.md 6.8, 3.3).
+
+`compute_average_posterior`: summed softmax outputs (exp of the log-softmax output node) over
+a training subset, test mode, frames weighted like the training targets;
+`adjust_priors` is nnet3-am-adjust-priors: normalize to sum 1.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from .diagnostics import forward_minibatch
+
+
+@torch.no_grad()
+def posterior_sum(module, batches: Iterable) -> tuple[np.ndarray, float]:
+    was_training = module.training
+    module.eval()
+    total, frames = None, 0.0
+    try:
+        for mb in batches:
+            post = forward_minibatch(module, mb).double().exp()
+            s = (post * mb.weights.double().unsqueeze(-1)).sum(dim=(0, 1))
+            total = s if total is None else total + s
+            frames += float(mb.weights.sum())
+    finally:
+        module.train(was_training)
+    if total is None:
+        raise ValueError("no frames to compute the average posterior on")
+    return total.numpy(), frames
+
+
+def adjust_priors(post_sum: np.ndarray) -> np.ndarray:
+    post = np.asarray(post_sum, dtype=np.float64)
+    if post.sum() <= 0 or not np.all(np.isfinite(post)):
+        raise ValueError("the summed posterior is not a positive finite vector")
+    priors = post / post.sum()
+    if np.any(priors <= 0):  # log(0) breaks decoding; Kaldi does not floor here, we must stay positive
+        priors = np.maximum(priors, 1e-20)
+        priors /= priors.sum()
+    return priors.astype(np.float32)
+
+
+def alignment_priors(counts: np.ndarray, floor: float = 5e-6) -> np.ndarray:
+    """nnet3-am-train-transitions' SetPriors: normalized pdf counts, floored, renormalized."""
+    c = np.asarray(counts, dtype=np.float64)
+    p = c / c.sum() if c.sum() > 0 else np.full(len(c), 1.0 / len(c))
+    p = np.maximum(p, floor)
+    return (p / p.sum()).astype(np.float32)

@@ -1,0 +1,130 @@
+"""End-to-end train_rnn.py replacement on a tiny synthetic Kaldi experiment."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition model")
+
+from kaldi_avg.kaldi.nnet3.am import read_nnet3_file  # noqa: E402
+from kaldi_avg.train.cli import main  # noqa: E402
+from kaldi_avg.train.diagnostics import PROB_RE, TRAIN_OBJF_RE  # noqa: E402
+
+from .experiment import make_experiment, train_args  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN_RNN = os.path.join(ROOT, "steps", "kaldi_avg", "train_rnn.py")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    exp = make_experiment(str(tmp_path_factory.mktemp("full")))
+    assert main(train_args(exp)) == 0
+    return exp
+
+
+def prob_values(exp_dir, kind, key):
+    out = {}
+    log_dir = os.path.join(exp_dir, "log")
+    for name in os.listdir(log_dir):
+        if name.startswith(f"compute_prob_{kind}."):
+            path = os.path.join(log_dir, name)
+            for line in open(path):
+                m = PROB_RE.match(f"{path}:{line}")
+                if m and m.group(2) == key:
+                    out[int(m.group(1))] = float(m.group(3))
+    return out
+
+
+def test_training_reduces_objective_and_logs_like_kaldi(trained):
+    d = trained["exp"]
+    valid = prob_values(d, "valid", "log-likelihood")
+    train = prob_values(d, "train", "log-likelihood")
+    assert sorted(valid) == list(range(8)) and sorted(train) == list(range(8))
+    assert valid[7] < 0 and valid[7] > valid[0] + 0.3
+    assert train[7] > train[0] + 0.3
+    objf = []
+    for it in range(8):
+        text = open(os.path.join(d, "log", f"train.{it}.1.log")).read()
+        m = TRAIN_OBJF_RE.findall(text)
+        assert m, text
+        objf.append(float(m[-1][0]))
+        assert re.search(r"^# Accounting: time=\d+ threads=1$", text, re.M)
+    assert objf[-1] > objf[0] + 0.3
+    assert os.path.exists(os.path.join(d, "log", "train.7.2.log"))  # num-jobs ramp reached 2
+
+
+def test_experiment_dir_contents(trained):
+    d = trained["exp"]
+    for name in ("0.mdl", "combined.mdl", "final.mdl", "tree", "cmvn_opts", "num_jobs", "srand",
+                 "configs/vars", "configs/final.config", "accuracy.report", "progress.png",
+                 "post.combined.vec", "checkpoint.pt", "log/combine.log", "log/data_wait.log"):
+        assert os.path.exists(os.path.join(d, name)), name
+    final = read_nnet3_file(os.path.join(d, "final.mdl"))
+    assert final.is_am and final.priors.size == trained["num_pdfs"]
+    assert abs(float(final.priors.sum()) - 1.0) < 1e-5 and final.priors.min() > 0
+    init = read_nnet3_file(os.path.join(d, "0.mdl"))
+    assert abs(float(init.priors.sum()) - 1.0) < 1e-5
+    assert "model_left_context=1" in open(os.path.join(d, "configs", "vars")).read()
+    report = open(os.path.join(d, "accuracy.report")).read().splitlines()
+    assert report[0] == "%Iter\tduration\ttrain_objective\tvalid_objective\tdifference"
+    assert len(report) == 1 + 8 + 1 and report[-1].startswith("Total training time is ")
+    acc = [float(line.split("\t")[3]) for line in report[1:-1]]
+    assert acc[-1] > acc[0]
+
+
+def test_resume_from_stage_gives_same_final_model(trained, tmp_path):
+    exp = make_experiment(str(tmp_path))
+    assert main(train_args(exp, **{"--exit-stage": "3"})) == 0
+    assert os.path.exists(os.path.join(exp["exp"], "3.mdl"))
+    assert not os.path.exists(os.path.join(exp["exp"], "final.mdl"))
+    assert main(train_args(exp, **{"--stage": "3"})) == 0
+    a = open(os.path.join(trained["exp"], "final.mdl"), "rb").read()
+    b = open(os.path.join(exp["exp"], "final.mdl"), "rb").read()
+    assert a == b
+
+
+def test_unknown_option_lists_supported(tmp_path):
+    r = subprocess.run([sys.executable, TRAIN_RNN, "--no-such-option=1", "--dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "--no-such-option" in r.stderr and "supported options:" in r.stderr
+    assert "--trainer.optimization.num-jobs-initial" in r.stderr
+
+
+def _mpiexec():
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.path.exists(here) else shutil.which("mpiexec")
+
+
+@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
+def test_two_ranks_under_mpiexec_match_one_rank(trained, tmp_path):
+    exp = make_experiment(str(tmp_path))
+    args = train_args(exp, **{"--mpi.num-ranks": "2", "--mpi.launcher": _mpiexec()})
+    try:
+        r = subprocess.run([sys.executable, TRAIN_RNN] + args, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("2-rank run timed out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "rank 1 skipped" in r.stderr
+    final = read_nnet3_file(os.path.join(exp["exp"], "final.mdl"))
+    ref = read_nnet3_file(os.path.join(trained["exp"], "final.mdl"))
+    # jobs are placed round-robin on ranks from the same start model: same result up to float sums
+    a = final.nnet.components["output.affine"].params()["linear_params"]
+    b = ref.nnet.components["output.affine"].params()["linear_params"]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
+def test_failing_rank_ends_all_ranks(tmp_path):
+    exp = make_experiment(str(tmp_path))
+    os.remove(os.path.join(exp["data"], "feats.ark"))  # every rank fails reading features
+    args = train_args(exp, **{"--mpi.num-ranks": "2", "--mpi.launcher": _mpiexec()})
+    r = subprocess.run([sys.executable, TRAIN_RNN] + args, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "ERROR" in r.stderr
