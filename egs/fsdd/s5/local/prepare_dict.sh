@@ -1,0 +1,1 @@
+../../../synth_digits/s5/local/prepare_dict.sh

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The Free Spoken Digit Dataset (one digit per recording; 5 training speakers, lucas tests):
+# speech -> MFCC -> lang + one-digit grammar -> monophone GMM -> alignments -> an LSTM
+# trained by kaldi-avg with parallel model averaging -> Kaldi final.mdl -> decoded words, and
+# a check with vosk (real Kaldi code) at the end.
+#
+#   ./run.sh [--stage N] [--stop-stage N] [--nj N] [--corpus <fsdd-dir>]
+#
+# <fsdd-dir> holds recordings/{digit}_{speaker}_{index}.wav; default: $FSDD_DIR, else
+# ../shared/corpora/fsdd next to the repository.
+# Stages: 0 data dirs + dict, 1 MFCC + CMVN, 2 lang + G, 3 mono GMM, 4 alignment,
+# 5 graph, 6 GMM decode + score, 7 LSTM training, 8 nnet3 decode + score, 9 vosk check.
+# With KALDI_ROOT set to a built Kaldi, steps/ and utils/ are Kaldi's own (path.sh), except
+# steps/kaldi_avg/; without it they are kaldi-avg's pip-only stand-ins. Logs: exp/*/log/.
+set -euo pipefail
+
+stage=0
+stop_stage=9
+nj=2
+seed=0
+corpus=${FSDD_DIR:-$(cd ../../.. && pwd)/../shared/corpora/fsdd}
+num_epochs=4
+samples_per_iter=1000   # 20-frame chunks per archive: ~6 archives of 20k frames
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--corpus <fsdd-dir>] [--num-epochs N] [--seed N]"
+
+. ./cmd.sh
+. ./path.sh
+. utils/parse_options.sh
+
+# Jobs split data by speaker, so a data dir cannot take more jobs than it has speakers
+# (the test set has one).
+decode_nj() { local n; n=$(wc -l < "$1/spk2utt"); echo $(( n < nj ? n : nj )); }
+best_wer() { grep -H '%WER' "$1"/wer_* | sort -t' ' -k2,2n | head -n 1; }
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  local/prepare_data.sh "$corpus" data
+  local/prepare_dict.sh data/local/dict data/train data/test
+  for x in train test; do utils/validate_data_dir.sh --no-feats data/$x; done
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  for x in train test; do
+    steps/make_mfcc.sh --nj "$nj" --cmd "$train_cmd" --mfcc-config conf/mfcc.conf \
+      data/$x exp/make_mfcc/$x mfcc
+    steps/compute_cmvn_stats.sh data/$x exp/make_mfcc/$x mfcc
+    utils/fix_data_dir.sh data/$x
+  done
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  utils/prepare_lang.sh data/local/dict "<unk>" data/local/lang data/lang
+  # G: exactly one digit.
+  python3 -m kaldi_avg.frontend.grammar --one-word data/lang data/lang_test
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  steps/train_mono.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/mono
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  steps/align_si.sh --nj "$nj" --cmd "$train_cmd" data/train data/lang exp/mono exp/mono_ali
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  utils/mkgraph.sh data/lang_test exp/mono exp/mono/graph
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  steps/decode.sh --nj "$(decode_nj data/test)" --cmd "$decode_cmd" \
+    exp/mono/graph data/test exp/mono/decode_test
+  best_wer exp/mono/decode_test
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  # The LSTM sees 40-dim high-resolution MFCC without CMVN (as vosk will), aligned by the GMM.
+  for x in train test; do
+    mkdir -p data/${x}_hires
+    cp data/$x/{wav.scp,text,utt2spk,spk2utt} data/${x}_hires/
+    steps/make_mfcc.sh --nj "$nj" --cmd "$train_cmd" --mfcc-config conf/mfcc_hires.conf \
+      data/${x}_hires exp/make_mfcc/${x}_hires mfcc
+    steps/compute_cmvn_stats.sh data/${x}_hires exp/make_mfcc/${x}_hires mfcc
+    utils/fix_data_dir.sh data/${x}_hires
+  done
+  local/nnet3/make_xconfig.sh --cell-dim 64 --label-delay 5 exp/mono_ali data/train_hires exp/lstm
+  # Two persistent MPI ranks train in parallel and average their models (kaldi-avg).
+  steps/kaldi_avg/train_rnn.py --stage=-10 --cmd="$train_cmd" --use-gpu=false --mpi.num-ranks=2 \
+    --feat.cmvn-opts="--norm-means=false --norm-vars=false" \
+    --trainer.srand="$seed" --trainer.num-epochs="$num_epochs" \
+    --trainer.optimization.num-jobs-initial=2 --trainer.optimization.num-jobs-final=2 \
+    --trainer.optimization.initial-effective-lrate=0.003 \
+    --trainer.optimization.final-effective-lrate=0.0003 \
+    --trainer.rnn.num-chunk-per-minibatch=64 --trainer.samples-per-iter="$samples_per_iter" \
+    --egs.chunk-width=20 --egs.chunk-left-context=20 --egs.chunk-right-context=0 \
+    --egs.chunk-left-context-initial=0 --egs.chunk-right-context-final=0 \
+    --feat-dir=data/train_hires --ali-dir=exp/mono_ali --lang=data/lang --dir=exp/lstm
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  steps/nnet3/decode.sh --nj "$(decode_nj data/test_hires)" --cmd "$decode_cmd" \
+    --extra-left-context 20 --extra-right-context 0 \
+    --extra-left-context-initial 0 --extra-right-context-final 0 --frames-per-chunk 20 \
+    exp/mono/graph data/test_hires exp/lstm/decode_test
+  best_wer exp/lstm/decode_test
+fi
+
+if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  local/vosk_check.sh conf/mfcc_hires.conf exp/lstm exp/mono/graph data/test_hires exp/lstm/decode_test
+fi
+echo "$0: done"

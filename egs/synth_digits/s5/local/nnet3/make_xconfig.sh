@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# local/nnet3/make_xconfig.sh [--cell-dim 64] [--label-delay 5] <ali-dir> <feat-dir> <dir>
+# Writes <dir>/configs/network.xconfig: a small LSTM acoustic model whose input dim is the
+# feature dim of <feat-dir>/feats.scp and whose output dim is the number of pdfs of the
+# alignment model <ali-dir>/final.mdl (what tree-info would print for <ali-dir>/tree).
+set -euo pipefail
+
+cell_dim=64
+label_delay=5
+. utils/parse_options.sh
+if [ $# -ne 3 ]; then
+  echo "Usage: $0 [--cell-dim 64] [--label-delay 5] <ali-dir> <feat-dir> <dir>" >&2
+  exit 1
+fi
+ali_dir=$1; feat_dir=$2; dir=$3
+for f in "$ali_dir/final.mdl" "$feat_dir/feats.scp"; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+
+read -r num_pdfs feat_dim < <(python3 - "$ali_dir/final.mdl" "$feat_dir/feats.scp" <<'PY'
+import sys
+from kaldi_avg.kaldi.tables import MatrixTable
+from kaldi_avg.kaldi.transition import read_transition_model
+feats = MatrixTable(sys.argv[2])
+print(read_transition_model(sys.argv[1]).num_pdfs, feats.shape(next(iter(feats)))[1])
+PY
+)
+mkdir -p "$dir/configs"
+cat > "$dir/configs/network.xconfig" <<XCONFIG
+input dim=$feat_dim name=input
+fast-lstm-layer name=lstm1 input=Append(-2,-1,0,1,2) cell-dim=$cell_dim delay=-1
+output-layer name=output input=lstm1 output-delay=$label_delay dim=$num_pdfs max-change=1.5
+XCONFIG
+echo "$0: wrote $dir/configs/network.xconfig ($feat_dim-dim input, $num_pdfs pdfs)"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# local/vosk_check.sh <mfcc-config> <nnet-dir> <graph-dir> <data-dir> <decode-dir>
+# The independent real-Kaldi check: packs <nnet-dir>/final.mdl, the graph and the feature
+# config into a vosk model directory (<nnet-dir>/vosk), decodes <data-dir>'s recordings with
+# vosk (Kaldi's online2/nnet3 code), scores them against <data-dir>/text and compares the
+# hypotheses with those of <decode-dir> (steps/nnet3/decode.sh on the same model and graph).
+set -euo pipefail
+if [ $# -ne 5 ]; then
+  echo "Usage: $0 <mfcc-config> <nnet-dir> <graph-dir> <data-dir> <decode-dir>" >&2
+  exit 1
+fi
+mfcc_config=$1; nnet_dir=$2; graph=$3; data=$4; decode_dir=$5
+for f in "$mfcc_config" "$nnet_dir/final.mdl" "$graph/HCLG.fst" "$graph/words.txt" "$data/wav.scp" "$data/text"; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+python3 -m kaldi_avg.frontend.vosk_model make --mfcc-config="$mfcc_config" \
+  "$nnet_dir/final.mdl" "$graph" "$nnet_dir/vosk"
+python3 -m kaldi_avg.frontend.vosk_model decode --compare-with="$decode_dir" \
+  "$nnet_dir/vosk" "$data" "$decode_dir/vosk"

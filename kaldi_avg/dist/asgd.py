@@ -1,0 +1,117 @@
+"""ASGD with a parameter server on rank 0: Li et al.'s accumulated-delta form (Downpour with
+n_push = n_fetch = period), optionally with server momentum (their MASGD) and Zhang et al.'s
+staleness-aware step.
+
+Each worker runs local SGD for `period_frames` frames, then pushes Δⁱ = θⁱ − θⁱ_prev; the server
+applies θ_s ← θ_s + s·Δⁱ (or, with momentum μ, Δ_s ← μ·Δ_s + s·Δⁱ ; θ_s ← θ_s + Δ_s) and replies θ_s,
+which the worker adopts as both θⁱ and θⁱ_prev. s = `asgd-scale` (Li et al.: 1.0), divided by the
+staleness when `asgd-staleness-aware`. Staleness = server updates between a worker's pull and its
+next push; its histogram is in `log.summary()`. Defaults: period 10,000 frames per worker (Li et al.'s
+4-GPU LSTM recipe); period 0 is pure per-step ASGD. The reference model after `finalize()` is θ_s.
+Use the single-worker learning rate (do not scale it with N).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..options import kaldi_bool
+from .averaging import staleness_scale
+from .base import DEFAULT, Algorithm, CommEvent, Option, WorkerClock
+from .server import ParameterServer
+
+
+class ASGD(Algorithm):
+    name = "asgd"
+    DEFAULT_PERIOD_FRAMES = 10_000
+    OPTIONS = (
+        Option("asgd-scale", float, 1.0, "server step scale s on each pushed delta (Li et al.: 1.0)"),
+        Option("asgd-momentum", float, 0.0, "server momentum μ (Li et al.'s MASGD when > 0)"),
+        Option("asgd-staleness-aware", kaldi_bool, False, "divide each pushed delta by its staleness"),
+    )
+
+    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
+                 asgd_scale: float = 1.0, asgd_momentum: float = 0.0, asgd_staleness_aware: bool = False) -> None:
+        super().__init__(comm, n_local, period_frames, seed)
+        self.scale = asgd_scale
+        self.momentum = asgd_momentum
+        self.staleness_aware = asgd_staleness_aware
+        self.worker_clocks = [WorkerClock(self.period_frames) for _ in range(n_local)]
+        self.version = 0                                   # server updates so far (rank 0)
+        self.pulled_version = [0] * self.n_workers         # per worker, at its last pull (rank 0)
+        self.server: ParameterServer | None = None
+        self.hyperparameters = {"scale": asgd_scale, "momentum": asgd_momentum,
+                                "staleness_aware": asgd_staleness_aware}
+
+    @property
+    def asynchronous(self) -> bool:
+        return True
+
+    def _on_setup(self) -> None:
+        p = self.params[0]
+        self.server_model = p.clone()                      # θ_s (authoritative on rank 0)
+        self.server_velocity = torch.zeros_like(p)         # Δ_s
+        self.previous = [q.clone() for q in self.params]   # θⁱ_prev
+        self.server = ParameterServer(self.comm, self._server_rule, p.numel(), p.dtype, p.device)
+
+    def after_step(self, frames, replicas=None) -> bool:
+        indices = self._indices(replicas)
+        pushed = False
+        for k, f in zip(indices, self._frames_per_replica(frames, len(indices))):
+            if self.worker_clocks[k].tick(f):
+                self._push_pull(k)
+                pushed = True
+        return pushed
+
+    def sync(self) -> None:
+        """Every local worker pushes its accumulated delta and pulls θ_s now."""
+        for k in range(self.n_local):
+            self._push_pull(k)
+
+    def finalize(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        if self.comm.size > 1:
+            self.comm.broadcast_(self.server_model, 0)
+            self.log.record(CommEvent("broadcast", self.model_bytes, self.n_workers, True))
+        self.set_all_(self.server_model)
+
+    def _server_rule(self, worker: int, delta: torch.Tensor) -> torch.Tensor:
+        staleness = self.version - self.pulled_version[worker]
+        self.log.staleness[staleness] += 1
+        step = self.scale * (staleness_scale(staleness) if self.staleness_aware else 1.0)
+        if self.momentum:
+            self.server_velocity.mul_(self.momentum).add_(delta, alpha=step)
+            self.server_model.add_(self.server_velocity)
+        else:
+            self.server_model.add_(delta, alpha=step)
+        self.version += 1
+        self.pulled_version[worker] = self.version
+        return self.server_model.clone()
+
+    def _push_pull(self, k: int) -> None:
+        assert self.server is not None
+        delta = self.params[k] - self.previous[k]
+        fresh = self.server.request(self.first_worker + k, delta)
+        self.params[k].copy_(fresh)
+        self.previous[k].copy_(fresh)
+        self.log.record(CommEvent("server", 2 * self.model_bytes, 2, True, (k,)))
+
+    def _state(self) -> dict[str, Any]:
+        assert self.server is not None
+        with self.server.lock:  # rank 0's service thread may be updating θ_s
+            return {"server_model": self.server_model.clone(), "server_velocity": self.server_velocity.clone(),
+                    "version": self.version, "pulled_version": list(self.pulled_version),
+                    "previous": [p.clone() for p in self.previous],
+                    "worker_frames": [c.frames for c in self.worker_clocks]}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.server_model.copy_(state["server_model"])
+        self.server_velocity.copy_(state["server_velocity"])
+        self.version = state["version"]
+        self.pulled_version = list(state["pulled_version"])
+        for mine, saved in zip(self.previous, state["previous"]):
+            mine.copy_(saved)
+        for clock, frames in zip(self.worker_clocks, state["worker_frames"]):
+            clock.frames = frames

@@ -1,0 +1,134 @@
+"""EASGD: elastic averaging SGD (Zhang, Choromanska & LeCun, NIPS 2015), synchronous and asynchronous.
+
+Workers are tied to a centre variable x̃ by an elastic force of moving rate α = β/N. Both variants
+apply the elastic step at the point where the step's gradient was computed (after backward, before
+the optimizer), from pre-update values, as in the paper:
+
+* synchronous (default): every τ = period, with x̄ the workers' mean (one allreduce) and x̃ replicated
+  on every rank:  xⁱ ← xⁱ − α(xⁱ − x̃) ;  x̃ ← (1 − β)·x̃ + β·x̄.
+* asynchronous (`easgd-async`): each worker, on its own clock, exchanges with the centre held by a
+  server on rank 0 (Li et al.'s symmetric MPI_Sendrecv form, both sides using pre-exchange values):
+  e = α(xⁱ − x̃) ;  xⁱ ← xⁱ − e ;  x̃ ← x̃ + e.
+
+Defaults: β = 0.9 so α = 0.9/N (the paper; keep β fixed as N changes), period 25,600 frames per worker
+(Li et al.'s exchange period; the paper's τ ∈ {1, 4, 16, 64} steps). Li et al. used α = 0.5 with
+2-4 GPUs (`easgd-alpha 0.5`). The reference model after `finalize()` is the centre x̃.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from ..options import kaldi_bool
+from .averaging import centre_update_, elastic_difference
+from .base import DEFAULT, Algorithm, CommEvent, Option, PeriodClock, WorkerClock
+from .options import optional_float
+from .server import ParameterServer
+
+
+class EASGD(Algorithm):
+    name = "easgd"
+    DEFAULT_PERIOD_FRAMES = 25_600
+    OPTIONS = (
+        Option("easgd-beta", float, 0.9, "β = N·α, the total elastic strength (paper: 0.9)"),
+        Option("easgd-alpha", optional_float, None, "moving rate α (default β/N; Li et al.: 0.5)"),
+        Option("easgd-async", kaldi_bool, False, "asynchronous EASGD with the centre on a rank-0 server"),
+    )
+
+    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
+                 easgd_beta: float = 0.9, easgd_alpha: float | None = None, easgd_async: bool = False) -> None:
+        super().__init__(comm, n_local, period_frames, seed)
+        self.alpha = easgd_beta / self.n_workers if easgd_alpha is None else easgd_alpha
+        self.beta = self.n_workers * self.alpha
+        self.async_mode = easgd_async
+        self.clock = PeriodClock(self.period_frames)
+        self.worker_clocks = [WorkerClock(self.period_frames) for _ in range(n_local)]
+        self.exchange_due = [self.period_frames == 0] * n_local
+        self.synced_this_step = False
+        self.server: ParameterServer | None = None
+        self.hyperparameters = {"alpha": self.alpha, "beta": self.beta, "async": easgd_async}
+
+    @property
+    def asynchronous(self) -> bool:
+        return self.async_mode
+
+    def _on_setup(self) -> None:
+        self.centre = self.params[0].clone()
+        if self.async_mode:
+            p = self.params[0]
+            self.server = ParameterServer(self.comm, self._centre_rule, p.numel(), p.dtype, p.device)
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def after_backward(self, frames=None, replicas=None) -> None:
+        if not self.async_mode:
+            self._require_all(replicas)
+            if self.clock.due(self.global_scalar_sum, self.n_workers):
+                self.sync()
+            return
+        for k in self._indices(replicas):
+            if self.exchange_due[k]:
+                self._exchange(k)
+
+    def after_step(self, frames, replicas=None) -> bool:
+        indices = self._indices(replicas)
+        per_replica = self._frames_per_replica(frames, len(indices))
+        if not self.async_mode:
+            self._require_all(replicas)
+            self.clock.tick(sum(per_replica))
+            synced, self.synced_this_step = self.synced_this_step, False
+            return synced
+        for k, f in zip(indices, per_replica):
+            self.exchange_due[k] = self.worker_clocks[k].tick(f)
+        return False
+
+    def sync(self) -> None:
+        """Synchronous: one elastic step of every worker and of the centre. Asynchronous: every
+        local worker exchanges with the centre now."""
+        if self.async_mode:
+            for k in range(self.n_local):
+                self._exchange(k)
+            return
+        workers_mean = self.global_mean(self.params)
+        for p in self.params:
+            p.sub_(elastic_difference(p, self.centre, self.alpha))
+        centre_update_(self.centre, workers_mean, self.beta)
+        self.clock.reset(self.global_scalar_sum, self.n_workers)
+        self.synced_this_step = True
+
+    def finalize(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            if self.comm.size > 1:
+                self.comm.broadcast_(self.centre, 0)
+                self.log.record(CommEvent("broadcast", self.model_bytes, self.n_workers, True))
+        self.set_all_(self.centre)
+
+    # ---- asynchronous exchange ---------------------------------------------------------------
+    def _centre_rule(self, worker: int, x: torch.Tensor) -> torch.Tensor:
+        before = self.centre.clone()
+        self.centre.add_(elastic_difference(x, before, self.alpha))
+        return before
+
+    def _exchange(self, k: int) -> None:
+        assert self.server is not None
+        x = self.params[k]
+        centre_before = self.server.request(self.first_worker + k, x)
+        x.sub_(elastic_difference(x, centre_before, self.alpha))
+        self.exchange_due[k] = False
+        self.log.record(CommEvent("server", 2 * self.model_bytes, 2, True, (k,)))
+
+    # ---- resume ------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        with self.server.lock if self.server is not None else contextlib.nullcontext():
+            centre = self.centre.clone()  # rank 0's service thread may be moving it
+        return {"clock": self.clock.state_dict(), "centre": centre,
+                "worker_frames": [c.frames for c in self.worker_clocks], "exchange_due": list(self.exchange_due)}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.clock.load_state_dict(state["clock"])
+        self.centre.copy_(state["centre"])
+        for clock, frames in zip(self.worker_clocks, state["worker_frames"]):
+            clock.frames = frames
+        self.exchange_due = list(state["exchange_due"])

@@ -1,0 +1,88 @@
+"""One flat buffer per replica: module parameters (and gradients) become views into it.
+
+With every parameter a view of one contiguous tensor, each synchronization is a single message and
+gradient buckets are plain slices (no packing copies). Autograd accumulates into an existing `.grad`
+in place, so gradients land directly in the flat gradient buffer; clear them with `zero_grad()`
+(never `optimizer.zero_grad(set_to_none=True)`, which would detach `.grad` from the buffer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+
+@dataclass
+class Replica:
+    """What an algorithm needs from one local model replica.
+
+    params: the flat parameter buffer. grads: the flat gradient buffer (gradient algorithms).
+    parameters: module parameters that are views into `params`, tiling it in order (lets SSGD start
+    each bucket's allreduce as soon as backward has produced it). optimizer_state: returns the local
+    optimizer's tensors (momentum etc.) for the average/reset policies."""
+
+    params: torch.Tensor
+    grads: torch.Tensor | None = None
+    parameters: Sequence[torch.Tensor] = field(default_factory=tuple)
+    optimizer_state: Callable[[], list[torch.Tensor]] | None = None
+
+
+class FlatParams:
+    """Re-points `parameters` to views of one flat `params` buffer and their grads into `grads`."""
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        self.parameters = [p for p in parameters if p.requires_grad]
+        if not self.parameters:
+            raise ValueError("no trainable parameters")
+        first = self.parameters[0]
+        total = sum(p.numel() for p in self.parameters)
+        self.params = torch.empty(total, dtype=first.dtype, device=first.device)
+        self.grads = torch.zeros(total, dtype=first.dtype, device=first.device)
+        offset = 0
+        for p in self.parameters:
+            if p.dtype != first.dtype or p.device != first.device:
+                raise ValueError("all parameters must share one dtype and device")
+            n = p.numel()
+            self.params[offset:offset + n].copy_(p.detach().reshape(-1))
+            p.data = self.params[offset:offset + n].view_as(p)
+            p.grad = self.grads[offset:offset + n].view_as(p)
+            offset += n
+
+    def zero_grad(self) -> None:
+        self.grads.zero_()
+
+    def replica(self, optimizer: torch.optim.Optimizer | None = None) -> Replica:
+        state = None if optimizer is None else (lambda: optimizer_state_tensors(optimizer))
+        return Replica(self.params, self.grads, tuple(self.parameters), state)
+
+
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The per-parameter state tensors of a torch optimizer (momentum buffers, Adam moments, ...),
+    in a fixed order; scalar entries such as step counters are left out."""
+    out = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for _, value in sorted(optimizer.state.get(p, {}).items()):
+                if torch.is_tensor(value) and value.shape == p.shape and value.is_floating_point():
+                    out.append(value)
+    return out
+
+
+def parameter_offsets(flat: torch.Tensor, parameters: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+    """(offset, numel) of each parameter inside `flat`; raises unless they tile it exactly in order."""
+    base = flat.data_ptr()
+    size = flat.element_size()
+    offsets = []
+    expected = 0
+    for p in parameters:
+        if p.data_ptr() < base or (p.data_ptr() - base) % size:
+            raise ValueError("parameters are not views of the flat buffer")
+        offset = (p.data_ptr() - base) // size
+        if offset != expected or not p.is_contiguous():
+            raise ValueError("parameters must tile the flat buffer contiguously and in order")
+        offsets.append((offset, p.numel()))
+        expected += p.numel()
+    if expected != flat.numel():
+        raise ValueError("parameters do not cover the whole flat buffer")
+    return offsets

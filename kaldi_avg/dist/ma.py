@@ -1,0 +1,120 @@
+"""Periodic model averaging (MA, local SGD, Li et al.'s "BSP"), plus Kaldi's per-iteration rules.
+
+Every worker runs its local optimizer; once `period_frames` frames per worker have passed, the
+parameters are replaced by their average: uniform (PyTorch's PeriodicModelAverager, Kaldi's
+nnet3-average) or frame-weighted wᵢ = nᵢ/Σⱼnⱼ (Li et al.'s BspWorker). Defaults: period 25,600
+frames per worker (Li et al.'s `sync_period`: 100 minibatches of 256 frames), uniform weights, local
+optimizer state kept (PyTorch); CNTK resets it, fairseq can average it: `local-optimizer-state`.
+
+Kaldi's variant (Povey et al. 2015) is driven per iteration by the training driver, with the period
+set to manual: iteration 0 keeps the best job's model (`select_best_`), later iterations average the
+jobs whose objective is within `threshold` of the best (`average_accepted_`). Workers idle in an
+iteration (the num-jobs ramp) pass None as their objective and receive the result. The learning
+rate nj·η_eff, shrinkage and the schedule are the driver's (kaldi_avg.train.schedule).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from .averaging import accepted_mask, best_index
+from .base import DEFAULT, OPTIMIZER_STATE_POLICIES, Algorithm, CommEvent, Option, PeriodClock
+
+WEIGHTINGS = ("uniform", "frames")
+
+
+class ModelAveraging(Algorithm):
+    name = "ma"
+    DEFAULT_PERIOD_FRAMES = 25_600
+    OPTIONS = (
+        Option("ma-weighting", str, "uniform", "average weights: uniform (Kaldi, PyTorch) or frames "
+               "(nᵢ/Σn, Li et al.)", WEIGHTINGS),
+        Option("local-optimizer-state", str, "keep", "local optimizer state after a model sync: keep "
+               "(PyTorch), average (fairseq average_sync) or reset (CNTK)", OPTIMIZER_STATE_POLICIES),
+    )
+
+    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT,
+                 seed: int = 0, ma_weighting: str = "uniform", local_optimizer_state: str = "keep") -> None:
+        super().__init__(comm, n_local, period_frames, seed)
+        if ma_weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {ma_weighting!r}; choose from {WEIGHTINGS}")
+        if local_optimizer_state not in OPTIMIZER_STATE_POLICIES:
+            raise ValueError(f"unknown optimizer-state policy {local_optimizer_state!r}")
+        self.weighting = ma_weighting
+        self.optimizer_state_policy = local_optimizer_state
+        self.clock = PeriodClock(self.period_frames)
+        self.frames_since_sync = [0.0] * n_local
+        self.hyperparameters = {"weighting": ma_weighting, "local_optimizer_state": local_optimizer_state}
+
+    def after_step(self, frames, replicas=None) -> bool:
+        self._require_all(replicas)
+        per_replica = self._frames_per_replica(frames, self.n_local)
+        for k, f in enumerate(per_replica):
+            self.frames_since_sync[k] += f
+        self.clock.tick(sum(per_replica))
+        if self.clock.due(self.global_scalar_sum, self.n_workers):
+            self.sync()
+            return True
+        return False
+
+    def sync(self) -> None:
+        """Every replica ← the (uniform or frame-weighted) average of all workers."""
+        if self.weighting == "frames":
+            total = self.global_scalar_sum(sum(self.frames_since_sync))
+            if total > 0:
+                average = self.global_sum(self.params, self.frames_since_sync).div_(total)
+            else:
+                average = self.global_mean(self.params)
+        else:
+            average = self.global_mean(self.params)
+        self.set_all_(average)
+        self.apply_optimizer_state_policy(self.optimizer_state_policy)
+        self._restart_period()
+
+    def _restart_period(self) -> None:
+        self.clock.reset(self.global_scalar_sum, self.n_workers)
+        self.frames_since_sync = [0.0] * self.n_local
+
+    def finalize(self) -> None:
+        if self.clock.steps:
+            self.sync()
+
+    # ---- Kaldi's iteration rules, collective versions of averaging.select_best/average_accepted -----
+    def _all_objectives(self, objectives: Sequence[float | None]) -> list[float | None]:
+        if len(objectives) != self.n_local:
+            raise ValueError(f"expected {self.n_local} objectives, got {len(objectives)}")
+        return [o for part in self.comm.allgather_object(list(objectives)) for o in part]
+
+    def select_best_(self, objectives: Sequence[float | None]) -> int:
+        """Kaldi's iteration 0: every replica ← the model of the worker with the best objective.
+        Returns that worker's index."""
+        best = best_index(self._all_objectives(objectives))
+        self.broadcast_from_worker_(best)
+        self._restart_period()
+        return best
+
+    def average_accepted_(self, objectives: Sequence[float | None], threshold: float = 1.0) -> list[bool]:
+        """Kaldi's iterations ≥ 1: every replica ← uniform average of the workers whose objective is
+        within `threshold` of the best (`get_successful_models`). Returns the acceptance mask."""
+        mask = accepted_mask(self._all_objectives(objectives), threshold)
+        mine = mask[self.first_worker:self.first_worker + self.n_local]
+        # Rejected models are left out of the sum, not weighted by 0: 0·NaN would poison it.
+        total = torch.zeros_like(self.params[0])
+        for p, ok in zip(self.params, mine):
+            if ok:
+                total += p
+        self.comm.allreduce_sum_(total)
+        self.log.record(CommEvent("allreduce", self.model_bytes, self.n_workers, True))
+        self.set_all_(total.div_(sum(mask)))
+        self.apply_optimizer_state_policy(self.optimizer_state_policy)
+        self._restart_period()
+        return mask
+
+    # ---- resume ------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"clock": self.clock.state_dict(), "frames_since_sync": list(self.frames_since_sync)}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.clock.load_state_dict(state["clock"])
+        self.frames_since_sync = list(state["frames_since_sync"])

@@ -1,0 +1,157 @@
+"""Turning a dead or stuck rank into a prompt, non-zero exit of every rank, with a message naming it.
+
+Three mechanisms, each for a different way of failing:
+
+* `failure_guard(comm)`: an exception anywhere in this rank (main thread or any other thread) prints
+  "rank r/n failed: ..." and aborts the whole job, instead of leaving the other ranks blocked in a
+  collective (with MPICH, a rank that merely exits after an exception hangs in MPI_Finalize).
+* `Watchdog(comm)`: ring heartbeats. Rank r beats to r+1 and watches r-1 from a background thread;
+  when r-1 is silent for `timeout_s` (killed, crashed in C, hung in finalize), rank r aborts the
+  job naming r-1. With `op_timeout_s`, a communication call of this rank that waits longer than that
+  (a collective some rank never joined) aborts too, naming the operation. The heartbeat also carries
+  how many operations the sender completed, so the message says how far the silent rank got.
+* Launch with `mpiexec_command(...)`: under MPICH's hydra it adds `-disable-auto-cleanup`, so a rank
+  that exits does not get the others killed silently before the watchdog can name it. Hydra still
+  kills everything at once when a rank dies by a signal; it then prints the dead PID, and
+  `announce(comm)` has logged which rank that PID was.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from typing import Iterator, Sequence
+
+from .comm import CommAborted, Communicator, HeartbeatChannel
+
+_ALIVE, _GOODBYE = 1.0, -1.0
+
+
+def announce(comm: Communicator) -> None:
+    """One stderr line per rank mapping rank to host and PID (for reading the launcher's messages)."""
+    print(f"kaldi_avg.dist: rank {comm.rank}/{comm.size} is pid {os.getpid()} on {socket.gethostname()}",
+          file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def failure_guard(comm: Communicator) -> Iterator[None]:
+    """Abort every rank when this rank fails, in this block or in any thread it started."""
+
+    def report_and_abort(kind: str, error: BaseException | None, tb) -> None:
+        if isinstance(error, CommAborted):
+            raise error
+        traceback.print_exception(type(error), error, tb, file=sys.stderr)
+        comm.abort(f"rank {comm.rank}/{comm.size} failed ({kind}): {type(error).__name__}: {error}")
+
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda args: report_and_abort(
+        f"thread {args.thread.name if args.thread else '?'}", args.exc_value, args.exc_traceback)
+    try:
+        yield
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            report_and_abort("exit", stop, stop.__traceback__)
+        raise
+    except BaseException as error:  # noqa: BLE001 - any failure must end the job
+        report_and_abort("main", error, error.__traceback__)
+        raise
+    finally:
+        threading.excepthook = previous_hook
+
+
+class Watchdog:
+    """Ring heartbeats from a daemon thread; see the module docstring. Start and stop collectively."""
+
+    def __init__(self, comm: Communicator, interval_s: float = 0.5, timeout_s: float = 10.0,
+                 op_timeout_s: float | None = None) -> None:
+        if timeout_s <= interval_s:
+            raise ValueError("the silence timeout must exceed the heartbeat interval")
+        self.comm = comm
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.op_timeout_s = op_timeout_s
+        self.successor = (comm.rank + 1) % comm.size
+        self.predecessor = (comm.rank - 1) % comm.size
+        self._channel: HeartbeatChannel | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failure: str | None = None
+
+    def start(self) -> "Watchdog":
+        if self.comm.size == 1:
+            return self
+        self._channel = self.comm.heartbeats()
+        self.comm.barrier()  # everyone starts watching from the same moment
+        self._thread = threading.Thread(target=self._run, name="kaldi-avg-watchdog", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Say goodbye to the successor (so it stops watching us) and end the thread."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+
+    def __enter__(self) -> "Watchdog":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        assert self._channel is not None
+        last_seen = time.monotonic()
+        last_progress = 0.0
+        watching = True
+        while not self._stop.wait(self.interval_s):
+            self._channel.post(self.successor, (_ALIVE, float(self.comm.ops_completed)))
+            for state, progress in self._channel.drain(self.predecessor):
+                last_seen, last_progress = time.monotonic(), progress
+                watching = watching and state != _GOODBYE
+            silent = time.monotonic() - last_seen
+            if watching and silent > self.timeout_s:
+                self._fail(f"rank {self.predecessor} sent no heartbeat for {silent:.1f} s (it had completed "
+                           f"{last_progress:.0f} communication operations): it died or hung; rank "
+                           f"{self.comm.rank} is aborting the job")
+                return
+            oldest = self.comm.oldest_in_flight()
+            if self.op_timeout_s is not None and oldest is not None and oldest[1] > self.op_timeout_s:
+                self._fail(f"rank {self.comm.rank}: {oldest[0]} has waited {oldest[1]:.1f} s (op timeout "
+                           f"{self.op_timeout_s:g} s); rank {self.predecessor} had completed "
+                           f"{last_progress:.0f} operations, this rank {self.comm.ops_completed}")
+                return
+        self._channel.post(self.successor, (_GOODBYE, float(self.comm.ops_completed)))
+
+    def _fail(self, message: str) -> None:
+        self.failure = message
+        try:
+            self.comm.abort(message)
+        except CommAborted:
+            return
+
+
+def mpiexec_command(num_ranks: int, argv: Sequence[str], mpiexec: str = "mpiexec") -> list[str]:
+    """The mpiexec command line for `argv` on `num_ranks` ranks, with the flags the watchdog needs."""
+    command = [mpiexec]
+    if _is_hydra(mpiexec):
+        command.append("-disable-auto-cleanup")
+    return command + ["-n", str(num_ranks), *argv]
+
+
+def _is_hydra(mpiexec: str) -> bool:
+    path = shutil.which(mpiexec)
+    if path is None:
+        return False
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "HYDRA" in (out.stdout + out.stderr).upper()

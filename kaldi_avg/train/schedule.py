@@ -1,0 +1,143 @@
+"""Kaldi's outer training schedule (steps/nnet3/train_rnn.py and steps/libs/nnet3/train/common.py),
+as pure functions with the same arithmetic, so a run here takes the same iterations, job counts,
+learning rates, shrinkage and combination set as Kaldi would.
+
+Terms: an *archive* is one job's data for one iteration; iteration `it` runs `num_jobs(it)` jobs in
+parallel from the same model, each on one archive; `archives_processed` counts archives consumed
+before the iteration.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def num_archives_to_process(num_epochs: float, num_archives: int) -> int:
+    """int(num_epochs × num_archives) (train_rnn.py)."""
+    return int(num_epochs * num_archives)
+
+
+def num_iters(archives_to_process: int, num_jobs_initial: int, num_jobs_final: int) -> int:
+    """Iterations such that the data is seen num_epochs times with the job ramp:
+    int(archives_to_process × 2 / (nj_initial + nj_final))."""
+    return int(archives_to_process * 2 / (num_jobs_initial + num_jobs_final))
+
+
+def num_jobs(iteration: int, iterations: int, num_jobs_initial: int, num_jobs_final: int,
+             num_jobs_step: int = 1) -> int:
+    """`get_current_num_jobs`: the linear ramp from nj_initial to nj_final, rounded to the nearest
+    integer below num_jobs_step and to a multiple of num_jobs_step above it."""
+    ideal = float(num_jobs_initial) + (num_jobs_final - num_jobs_initial) * float(iteration) / iterations
+    if ideal < num_jobs_step:
+        return int(0.5 + ideal)
+    return int(0.5 + ideal / num_jobs_step) * num_jobs_step
+
+
+def effective_learning_rate(iteration: int, iterations: int, archives_processed: int,
+                            archives_to_process: int, initial_effective_lrate: float,
+                            final_effective_lrate: float) -> float:
+    """Geometric decay from initial to final by the fraction of archives processed; exactly the final
+    value on the last iteration (`get_learning_rate` before its multiplication by num_jobs)."""
+    if iteration + 1 >= iterations:
+        return final_effective_lrate
+    return initial_effective_lrate * math.exp(
+        archives_processed * math.log(float(final_effective_lrate) / initial_effective_lrate)
+        / archives_to_process)
+
+
+def learning_rate(iteration: int, jobs: int, iterations: int, archives_processed: int,
+                  archives_to_process: int, initial_effective_lrate: float, final_effective_lrate: float) -> float:
+    """`get_learning_rate`: the rate each job trains with, jobs × effective rate (compensating for
+    the average of `jobs` models, each updated from the same point)."""
+    return jobs * effective_learning_rate(iteration, iterations, archives_processed, archives_to_process,
+                                          initial_effective_lrate, final_effective_lrate)
+
+
+def shrink_value(iteration: int, lrate: float, saturation: float | None, shrink: float = 0.99,
+                 shrink_saturation_threshold: float = 0.40, proportional_shrink: float = 0.0) -> float:
+    """The parameter scale for this iteration (train_rnn.py): 1 − proportional_shrink × lrate, replaced
+    by `shrink` when that is smaller and `should_do_shrinkage` holds (always on iteration 0, otherwise
+    when the model's sigmoid/tanh `saturation` exceeds the threshold). Saturation may be None on
+    iteration 0, where it is not consulted."""
+    value = 1.0 - proportional_shrink * lrate
+    if value <= 0.5:
+        raise ValueError(f"proportional-shrink={proportional_shrink} is too large, it gives shrink-value={value}")
+    if shrink < value:
+        if iteration == 0:
+            return shrink
+        if saturation is None:
+            raise ValueError("the saturation of the current model is needed after iteration 0")
+        if saturation > shrink_saturation_threshold:
+            return shrink
+    return value
+
+
+def models_to_combine(iterations: int, num_archives: int, max_models_combine: int,
+                      num_jobs_final: int) -> set[int]:
+    """`get_model_combine_iters`: the iterations whose models enter the final combination.
+
+    Up to half an epoch at the final job count (plus one) and at most half the iterations; when that
+    is more than max_models_combine, every ⌊n/max⌋-th of them (plus the last)."""
+    approx_iters_per_epoch_final = float(num_archives) / num_jobs_final
+    initial = min(int(approx_iters_per_epoch_final / 2) + 1, int(iterations / 2))
+    if initial > max_models_combine:
+        subsample = int(float(initial) / max_models_combine)
+        chosen = set(range(iterations - initial + 1, iterations + 1, subsample))
+        chosen.add(iterations)
+        return chosen
+    count = min(max_models_combine, iterations // 2)
+    return set(range(iterations - count + 1, iterations + 1))
+
+
+def archive_index(archives_processed: int, job: int, num_archives: int) -> int:
+    """1-based archive of 1-based `job` in an iteration: ((processed + job − 1) mod A) + 1."""
+    return (archives_processed + job - 1) % num_archives + 1
+
+
+def halve_minibatch_size(minibatch_size: str) -> str:
+    """`halve_minibatch_size_str` (iteration 0 uses half the minibatch): halves every size in a
+    Kaldi minibatch-size string ('128', '128,64', '64:128', '128=64/256=32,64'), never below 1."""
+    def halve_ranges(ranges: str) -> str:
+        return ",".join(":".join(str(max(1, int(x) // 2)) for x in r.split(":")) for r in ranges.split(","))
+
+    rules = minibatch_size.split("/")
+    if len(rules) == 1 and "=" not in rules[0]:
+        return halve_ranges(rules[0])
+    halved = []
+    for rule in rules:
+        length, ranges = rule.split("=")
+        halved.append(f"{length}={halve_ranges(ranges)}")
+    return "/".join(halved)
+
+
+def max_param_change(iteration: int, value: float) -> float:
+    """Iteration 0 divides max-param-change by √2 (train_one_iteration)."""
+    return value / math.sqrt(2.0) if iteration == 0 else value
+
+
+@dataclass(frozen=True)
+class Iteration:
+    index: int
+    num_jobs: int
+    archives_processed: int
+    learning_rate: float
+    archives: tuple[int, ...]  # 1-based archive index of each job
+    select_best: bool          # iteration 0: keep the best job's model instead of averaging
+
+
+def plan(num_epochs: float, num_archives: int, num_jobs_initial: int = 1, num_jobs_final: int = 8,
+         num_jobs_step: int = 1, initial_effective_lrate: float = 0.0003,
+         final_effective_lrate: float = 0.00003) -> list[Iteration]:
+    """Every iteration of a train_rnn.py run with these options (defaults: train_rnn.py's)."""
+    to_process = num_archives_to_process(num_epochs, num_archives)
+    iterations = num_iters(to_process, num_jobs_initial, num_jobs_final)
+    out = []
+    processed = 0
+    for it in range(iterations):
+        jobs = num_jobs(it, iterations, num_jobs_initial, num_jobs_final, num_jobs_step)
+        lr = learning_rate(it, jobs, iterations, processed, to_process, initial_effective_lrate,
+                           final_effective_lrate)
+        archives = tuple(archive_index(processed, job, num_archives) for job in range(1, jobs + 1))
+        out.append(Iteration(it, jobs, processed, lr, archives, it == 0))
+        processed += jobs
+    return out

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Kaldi's steps/train_mono.sh without Kaldi: [options] <data-dir> <lang-dir> <exp-dir>.
+# Kaldi's command line and options; run from a recipe directory with the kaldi-avg venv's
+# python3 on PATH. The work is done by python -m kaldi_avg.frontend.gmm_train.
+exec python3 -m kaldi_avg.frontend.gmm_train "$@"

@@ -1,0 +1,87 @@
+"""Small seeded training problems for the algorithm oracles (shared by the simulated and MPI tests)."""
+from __future__ import annotations
+
+import torch
+
+from kaldi_avg.dist import FlatParams, LocalCommunicator, Replica, make_algorithm
+
+N_FEATURES = 5
+
+
+def batch(worker: int, step: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Worker `worker`'s minibatch number `step`: a noisy linear regression, independent of call order."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + worker * 7919 + step)
+    x = torch.randn(size, N_FEATURES, generator=g, dtype=torch.float64)
+    w = torch.arange(1, N_FEATURES + 1, dtype=torch.float64) / N_FEATURES
+    y = x @ w + 0.1 * torch.randn(size, generator=g, dtype=torch.float64)
+    return x, y.unsqueeze(1)
+
+
+def make_model(hidden: int = 0) -> torch.nn.Module:
+    torch.manual_seed(1234)
+    if hidden:
+        model = torch.nn.Sequential(torch.nn.Linear(N_FEATURES, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+    else:
+        model = torch.nn.Linear(N_FEATURES, 1)
+    return model.double()
+
+
+class RegressionLearner:
+    """One worker: a tiny model on flat buffers, plain SGD (or momentum), its own data stream."""
+
+    def __init__(self, worker: int, batch_size: int = 8, lr: float = 0.05, momentum: float = 0.0,
+                 hidden: int = 0, seed: int = 0, hooks: bool = True) -> None:
+        self.worker, self.batch_size, self.seed = worker, batch_size, seed
+        self.model = make_model(hidden)
+        self.flat = FlatParams(self.model.parameters())
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        replica = self.flat.replica(self.optimizer)
+        self.replica = replica if hooks else Replica(replica.params, replica.grads, (), replica.optimizer_state)
+        self.step = 0
+
+    def backward(self) -> int:
+        self.flat.zero_grad()
+        x, y = batch(self.worker, self.step, self.batch_size, self.seed)
+        torch.nn.functional.mse_loss(self.model(x), y).backward()
+        self.step += 1
+        return self.batch_size
+
+    def update(self) -> None:
+        self.optimizer.step()
+
+
+def train_single_process(workers: int, steps: int, batch_size: int = 8, lr: float = 0.05, hidden: int = 0,
+                         seed: int = 0) -> torch.Tensor:
+    """The SSGD oracle: one process, batch = all workers' minibatches of each step concatenated."""
+    learner = RegressionLearner(0, batch_size, lr, hidden=hidden, seed=seed)
+    for step in range(steps):
+        parts = [batch(w, step, batch_size, seed) for w in range(workers)]
+        x = torch.cat([p[0] for p in parts])
+        y = torch.cat([p[1] for p in parts])
+        learner.flat.zero_grad()
+        torch.nn.functional.mse_loss(learner.model(x), y).backward()
+        learner.update()
+    return learner.flat.params.clone()
+
+
+def drive(algorithm, learners, steps: int, frames: int | None = None) -> None:
+    """The driver's loop in lock-step for synchronous algorithms (all local replicas each step)."""
+    algorithm.setup([learner.replica for learner in learners])
+    for _ in range(steps):
+        counts = [learner.backward() for learner in learners]
+        algorithm.after_backward(counts if frames is None else frames)
+        for learner in learners:
+            with algorithm.local_update():
+                learner.update()
+        algorithm.after_step(counts if frames is None else frames)
+
+
+def simulate_lockstep(name: str, workers: int, steps: int, learner_options: dict | None = None,
+                      finalize: bool = False, **options) -> list[torch.Tensor]:
+    """Run a synchronous algorithm on `workers` simulated workers; return their parameters."""
+    learners = [RegressionLearner(w, **(learner_options or {})) for w in range(workers)]
+    algorithm = make_algorithm(name, LocalCommunicator(), workers, **options)
+    drive(algorithm, learners, steps)
+    if finalize:
+        algorithm.finalize()
+    return [learner.flat.params.clone() for learner in learners]
