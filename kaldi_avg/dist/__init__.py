@@ -1,5 +1,16 @@
 """Distributed training: communicators, the averaging algorithms, and an N-worker simulator.
 
+Modules:
+  comm, mpi_backend, torch_backend, inprocess   the Communicator interface; mpi4py, torch.distributed
+                                                (gloo/nccl), size 1 (LocalCommunicator), N threads (tests)
+  flat                                          one flat parameter/gradient buffer per replica (FlatParams)
+  base                                          the Algorithm base class, period clocks, communication log
+  averaging, gossip, server                     pure arithmetic; gossip pairing and thread; parameter server
+  ma, bmuf, easgd, asgd, ssgd, adpsgd, hadpsgd, adpsgd_delay1, post_local_sgd   one algorithm each
+  registry                                      ALGORITHMS, `--averaging.*` options, build_algorithm
+  simulate                                      N logical workers with an event clock (Simulator)
+  watchdog                                      failure_guard, ExitMonitor, Watchdog: a failure ends every rank
+
 Importing this package needs neither mpi4py nor an initialized torch.distributed; the backends are
 imported by `make_communicator` when asked for.
 """
@@ -11,7 +22,7 @@ from .flat import FlatParams, Replica, optimizer_state_tensors
 from .inprocess import InProcessGroup, run_ranks
 from .registry import ALGORITHMS, add_algorithm_options, algorithm_kwargs, build_algorithm, make_algorithm
 from .simulate import CostModel, Simulator, SimulationReport, StepTime
-from .watchdog import Watchdog, announce, failure_guard, mpiexec_command
+from .watchdog import ExitMonitor, Watchdog, failure_guard
 
 BACKENDS = ("local", "mpi", "torch")
 
@@ -32,8 +43,8 @@ def make_communicator(backend: str = "mpi", **options) -> Communicator:
 
 __all__ = [
     "ALGORITHMS", "Algorithm", "BACKENDS", "CommAborted", "CommEvent", "CommLog", "CommTimeout", "Communicator",
-    "CostModel", "DEFAULT", "FlatParams", "InProcessGroup", "LocalCommunicator", "MANUAL", "Option", "Replica",
-    "SimulationReport", "Simulator", "StepTime", "Watchdog", "add_algorithm_options", "algorithm_kwargs",
-    "announce", "build_algorithm", "common_step_count", "failure_guard", "make_algorithm", "make_communicator",
-    "mpiexec_command", "optimizer_state_tensors", "run_ranks",
+    "CostModel", "DEFAULT", "ExitMonitor", "FlatParams", "InProcessGroup", "LocalCommunicator", "MANUAL",
+    "Option", "Replica", "SimulationReport", "Simulator", "StepTime", "Watchdog", "add_algorithm_options",
+    "algorithm_kwargs", "build_algorithm", "common_step_count", "failure_guard", "make_algorithm",
+    "make_communicator", "optimizer_state_tensors", "run_ranks",
 ]

@@ -102,10 +102,14 @@ class ADPSGD(Algorithm):
         for k in range(self.n_local):
             self._gossip(k)
 
-    def finalize(self) -> None:
+    def stop_gossip(self) -> None:
+        """Collective: end the communication threads (replicas keep their own models)."""
         if self.thread is not None:
             self.thread.stop()
             self.thread = None
+
+    def finalize(self) -> None:
+        self.stop_gossip()
         self.set_all_(self.global_mean(self.params))
 
     # ---- asynchronous gossip -----------------------------------------------------------------

@@ -7,8 +7,8 @@ applies θ_s ← θ_s + s·Δⁱ (or, with momentum μ, Δ_s ← μ·Δ_s + s·�
 which the worker adopts as both θⁱ and θⁱ_prev. s = `asgd-scale` (Li et al.: 1.0), divided by the
 staleness when `asgd-staleness-aware`. Staleness = server updates between a worker's pull and its
 next push; its histogram is in `log.summary()`. Defaults: period 10,000 frames per worker (Li et al.'s
-4-GPU LSTM recipe); period 0 is pure per-step ASGD. The reference model after `finalize()` is θ_s.
-Use the single-worker learning rate (do not scale it with N).
+4-GPU LSTM recipe); period 0 is pure per-step ASGD. Use the single-worker learning rate (do not scale
+it with N). `finalize()` pushes every worker's pending delta, then leaves θ_s in all replicas.
 """
 from __future__ import annotations
 
@@ -71,6 +71,9 @@ class ASGD(Algorithm):
 
     def finalize(self) -> None:
         assert self.server is not None
+        for k, clock in enumerate(self.worker_clocks):
+            if clock.frames > 0:   # push what was learned since the last push
+                self._push_pull(k)
         self.server.close()
         if self.comm.size > 1:
             self.comm.broadcast_(self.server_model, 0)

@@ -19,9 +19,11 @@ def local_sum(tensors: Sequence[torch.Tensor], weights: Sequence[float] | None =
         for t in tensors[1:]:
             out += t
         return out
+    # Each product is rounded on its own before the sum (no fused multiply-add), exactly as when
+    # every rank weights its own replica and an allreduce adds the results.
     out = tensors[0] * weights[0]
     for t, w in zip(tensors[1:], weights[1:]):
-        out.add_(t, alpha=w)
+        out += t * w
     return out
 
 

@@ -98,9 +98,6 @@ class HeartbeatChannel(abc.ABC):
     @abc.abstractmethod
     def drain(self, source: int) -> list[tuple[float, float]]: ...
 
-    def close(self) -> None:
-        return None
-
 
 def nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
@@ -218,9 +215,6 @@ class Communicator(abc.ABC):
         print(f"kaldi_avg.dist: {message}", file=sys.stderr, flush=True)
         self._abort()
         os._exit(1)
-
-    def close(self) -> None:
-        return None
 
     # ---- backend hooks ---------------------------------------------------------------------
     def _abort(self) -> None:

@@ -29,6 +29,14 @@ class _Message:
 
 
 @dataclass
+class _PostedReceive:
+    source: int | None
+    tag: int
+    buffer: torch.Tensor
+    sender: int | None = None
+
+
+@dataclass
 class _Collective:
     contributions: dict[int, Any] = field(default_factory=dict)
     result: Any = None
@@ -44,6 +52,7 @@ class _Hub:
         self.timeout_s = timeout_s
         self.cond = threading.Condition()
         self.mailboxes: dict[tuple[int, int], deque[_Message]] = {}
+        self.posted: dict[tuple[int, int], deque[_PostedReceive]] = {}
         self.collectives: dict[tuple[int, int], _Collective] = {}
         self.beats: dict[tuple[int, int, int], list[tuple[float, float]]] = {}
         self.aborted: str | None = None
@@ -156,54 +165,71 @@ class InProcessCommunicator(Communicator):
     def heartbeats(self) -> HeartbeatChannel:
         return _InProcessHeartbeats(self.dup())
 
-    # ---- point to point: synchronous sends ---------------------------------------------------
+    # ---- point to point: synchronous sends, receives matched in posting order ---------------
     def _post(self, t: torch.Tensor, dest: int, tag: int) -> _Message:
         if not 0 <= dest < self.size:
             raise ValueError(f"rank {self.rank}: no rank {dest} in a group of {self.size}")
         message = _Message(self.rank, tag, t.detach().clone())
-        with self._hub.cond:
-            self._hub.mailboxes.setdefault((self._context, dest), deque()).append(message)
-            self._hub.cond.notify_all()
+        hub = self._hub
+        with hub.cond:
+            posted = hub.posted.setdefault((self._context, dest), deque())
+            receive = next((r for r in posted if r.tag == tag and r.source in (None, self.rank)), None)
+            if receive is not None:
+                posted.remove(receive)
+                receive.buffer.copy_(message.payload)
+                receive.sender = self.rank
+                message.taken = True
+            else:
+                hub.mailboxes.setdefault((self._context, dest), deque()).append(message)
+            hub.cond.notify_all()
         return message
 
     def _await_taken(self, message: _Message, dest: int) -> None:
         with self._hub.cond:
             self._hub.wait_for(lambda: message.taken, f"rank {self.rank}: send to rank {dest} (tag {message.tag})")
 
-    def _take(self, t: torch.Tensor, source: int | None, tag: int) -> int:
-        hub = self._hub
-        box = hub.mailboxes.setdefault((self._context, self.rank), deque())
-        found: list[_Message] = []
-
-        def match() -> bool:
-            for message in box:
-                if message.tag == tag and (source is None or message.source == source):
-                    found.append(message)
-                    return True
-            return False
-
-        with hub.cond:
-            origin = "any rank" if source is None else f"rank {source}"
-            hub.wait_for(match, f"rank {self.rank}: receive from {origin} (tag {tag})")
-            message = found[0]
+    def _match_arrived(self, source: int | None, tag: int) -> _Message | None:
+        box = self._hub.mailboxes.setdefault((self._context, self.rank), deque())
+        message = next((m for m in box if m.tag == tag and source in (None, m.source)), None)
+        if message is not None:
             box.remove(message)
-            t.copy_(message.payload)
             message.taken = True
-            hub.cond.notify_all()
-        return message.source
+            self._hub.cond.notify_all()
+        return message
+
+    def _post_receive(self, t: torch.Tensor, source: int | None, tag: int) -> _PostedReceive:
+        """Match an arrived message now, or register the receive for the next matching send."""
+        receive = _PostedReceive(source, tag, t)
+        with self._hub.cond:
+            message = self._match_arrived(source, tag)
+            if message is not None:
+                t.copy_(message.payload)
+                receive.sender = message.source
+            else:
+                self._hub.posted.setdefault((self._context, self.rank), deque()).append(receive)
+        return receive
+
+    def _await_received(self, receive: _PostedReceive) -> int:
+        origin = "any rank" if receive.source is None else f"rank {receive.source}"
+        with self._hub.cond:
+            self._hub.wait_for(lambda: receive.sender is not None,
+                               f"rank {self.rank}: receive from {origin} (tag {receive.tag})")
+        assert receive.sender is not None
+        return receive.sender
 
     def _send(self, t: torch.Tensor, dest: int, tag: int) -> None:
         self._await_taken(self._post(t, dest, tag), dest)
 
     def _recv(self, t: torch.Tensor, source: int | None, tag: int) -> int:
-        return self._take(t, source, tag)
+        return self._await_received(self._post_receive(t, source, tag))
 
     def _isend(self, t: torch.Tensor, dest: int, tag: int):
         message = self._post(t, dest, tag)
         return (lambda: self._await_taken(message, dest)), None
 
     def _irecv(self, t: torch.Tensor, source: int, tag: int):
-        return (lambda: self._take(t, source, tag)), None
+        receive = self._post_receive(t, source, tag)
+        return (lambda: self._await_received(receive)), None
 
     # ---- failure -----------------------------------------------------------------------------
     def abort(self, message: str) -> NoReturn:
@@ -256,6 +282,9 @@ class InProcessGroup:
         return results
 
 
-def run_ranks(size: int, fn: Callable[[InProcessCommunicator], Any], timeout_s: float = 60.0) -> list[Any]:
-    """Convenience: `InProcessGroup(size, timeout_s).run(fn, join_timeout_s=timeout_s)`."""
-    return InProcessGroup(size, timeout_s).run(fn, join_timeout_s=timeout_s)
+def run_ranks(size: int, fn: Callable[[InProcessCommunicator], Any], timeout_s: float = 60.0,
+              join_timeout_s: float | None = None) -> list[Any]:
+    """Run `fn(comm)` on `size` in-process ranks; each operation may wait `timeout_s`, the whole run
+    `join_timeout_s` (default: four operation timeouts and 5 s)."""
+    join = 4 * timeout_s + 5 if join_timeout_s is None else join_timeout_s
+    return InProcessGroup(size, timeout_s).run(fn, join_timeout_s=join)

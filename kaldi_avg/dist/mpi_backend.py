@@ -80,9 +80,6 @@ class _MPIHeartbeats(HeartbeatChannel):
             got.append((float(data[0]), float(data[1])))
         return got
 
-    def close(self) -> None:
-        self._comm.Free()
-
 
 class MPICommunicator(Communicator):
     """Wraps an mpi4py communicator (COMM_WORLD by default)."""
@@ -193,7 +190,3 @@ class MPICommunicator(Communicator):
 
     def _abort(self) -> None:
         self._MPI.COMM_WORLD.Abort(1)
-
-    def close(self) -> None:
-        if self._comm not in (self._MPI.COMM_WORLD, self._MPI.COMM_SELF):
-            self._comm.Free()

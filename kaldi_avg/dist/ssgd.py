@@ -5,6 +5,7 @@ The flat gradient buffer is cut into buckets of about `bucket-mb` MB, in reverse
 a post-accumulate-grad hook counts each bucket's parameters as their gradients land, and a bucket's
 nonblocking allreduce starts as soon as it is complete, while backward continues with earlier layers.
 Buckets always start in index order, so every rank issues the same collectives in the same order.
+(gloo progresses them in its own threads; MPICH needs MPICH_ASYNC_PROGRESS=1 to do the same.)
 `after_backward` starts whatever is left, waits, and normalizes:
 
 * mean (default, DDP's convention): the mean of the workers' gradients; with per-worker mean losses
@@ -19,8 +20,6 @@ recommends that, so `ssgd-resync-steps` can re-broadcast worker 0's parameters e
 from __future__ import annotations
 
 from typing import Any, Sequence
-
-import torch
 
 from .base import DEFAULT, Algorithm, CommEvent, Option
 from .comm import Request

@@ -1,16 +1,23 @@
-"""torch.distributed backend: gloo for CPU tensors, nccl for CUDA tensors.
+"""torch.distributed backend: gloo process groups (and nccl for CUDA collectives when requested).
 
 Rank and size come from the launcher's environment (mpiexec's PMI_RANK/PMI_SIZE, Open MPI's
 OMPI_COMM_WORLD_*, or torchrun's RANK/WORLD_SIZE). The rendezvous address is MASTER_ADDR/MASTER_PORT;
 when those are unset and mpi4py is importable, rank 0 picks a free port and tells the others over MPI.
-The key-value store is kept so the watchdog can exchange heartbeats through it.
+
+Process groups are built directly on a key-value store under prefixes of our own, not through
+`init_process_group`/`new_group`: torch names a group after its member ranks, so a second group with
+the same members (a `dup()` for a communication thread) would collide with the first. This also
+leaves the global torch.distributed state to the caller. Gloo carries CPU tensors; CUDA tensors go
+through nccl for allreduce and broadcast when the backend is "nccl", and are staged through host
+memory otherwise (point to point always, since gloo cannot receive from any source on a GPU).
 """
 from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import socket
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -74,88 +81,126 @@ class _StoreHeartbeats(HeartbeatChannel):
 
 
 class TorchDistCommunicator(Communicator):
-    """A torch.distributed process group (the default one unless `group` is given)."""
+    """`size` ranks joined through the store at `store_address`, under `prefix`."""
 
-    def __init__(self, group: Any = None, store: dist.Store | None = None, channel: str = "world") -> None:
-        self._group = group
-        self._store = store
-        self._channel = channel
+    def __init__(self, store_address: tuple[str, int], rank: int, size: int, timeout: datetime.timedelta,
+                 prefix: str = "kaldi_avg/world", use_nccl: bool = False, store: dist.Store | None = None) -> None:
+        super().__init__(rank, size)
+        self._store_address = store_address
+        self._store = store if store is not None else self._connect()
+        self._timeout = timeout
+        self._prefix = prefix
+        self._use_nccl = use_nccl
         self._children = 0
-        super().__init__(dist.get_rank(group), dist.get_world_size(group))
-        # gloo and nccl serialize work per process group, so a comm thread needs its own dup().
-        self.thread_safe = True
+        self._pg = dist.ProcessGroupGloo(dist.PrefixStore(f"{prefix}/gloo/", self._store), rank, size, timeout)
+        self._nccl = None
+        if use_nccl:
+            self._nccl = dist.ProcessGroupNCCL(dist.PrefixStore(f"{prefix}/nccl/", self._store), rank, size)
 
     @classmethod
     def init(cls, backend: str | None = None, timeout_s: float = 300.0) -> "TorchDistCommunicator":
-        """Initialize the default process group from the environment and wrap it."""
+        """Join the job described by the environment; backend "gloo", "nccl" or None (nccl with CUDA)."""
         rank, size = rank_and_size_from_environment()
         host, port = _rendezvous(rank, size)
         timeout = datetime.timedelta(seconds=timeout_s)
         store = dist.TCPStore(host, port, size, is_master=rank == 0, timeout=timeout)
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend not in ("gloo", "nccl"):
+            raise ValueError(f"unknown torch.distributed backend {backend!r} (gloo or nccl)")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank % max(1, torch.cuda.device_count()))))
-        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout)
-        return cls(None, store)
+        return cls((host, port), rank, size, timeout, use_nccl=backend == "nccl", store=store)
 
-    # ---- helpers ---------------------------------------------------------------------------
-    def _global(self, group_rank: int) -> int:
-        return group_rank if self._group is None else dist.get_global_rank(self._group, group_rank)
+    def _connect(self) -> dist.Store:
+        host, port = self._store_address
+        return dist.TCPStore(host, port, is_master=False, wait_for_workers=False)
 
-    def _child_channel(self) -> str:
-        self._children += 1
-        return f"{self._channel}.{self._children}"
+    # ---- tensors on the right side of the wire -----------------------------------------------
+    @staticmethod
+    def _on_host(t: torch.Tensor) -> tuple[torch.Tensor, Callable[[], Any] | None]:
+        if t.device.type == "cpu":
+            return t, None
+        host = t.detach().to("cpu")
+        return host, (lambda: t.copy_(host))
+
+    def _collective_group(self, t: torch.Tensor):
+        return self._nccl if (self._nccl is not None and t.is_cuda) else self._pg
 
     # ---- collectives -----------------------------------------------------------------------
     def _allreduce_sum_(self, t: torch.Tensor) -> None:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self._group)
+        wait, then = self._iallreduce_sum_(t)
+        wait()
+        if then:
+            then()
 
     def _iallreduce_sum_(self, t: torch.Tensor):
-        work = dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self._group, async_op=True)
-        return work.wait, None
+        group = self._collective_group(t)
+        buf, back = (t, None) if group is self._nccl else self._on_host(t)
+        opts = dist.AllreduceOptions()
+        opts.reduceOp = dist.ReduceOp.SUM
+        work = group.allreduce([buf], opts)
+        return work.wait, back
 
     def _broadcast_(self, t: torch.Tensor, root: int) -> None:
-        dist.broadcast(t, src=self._global(root), group=self._group)
+        group = self._collective_group(t)
+        buf, back = (t, None) if group is self._nccl else self._on_host(t)
+        opts = dist.BroadcastOptions()
+        opts.rootRank, opts.rootTensor = root, 0
+        group.broadcast([buf], opts).wait()
+        if back:
+            back()
 
     def _barrier(self) -> None:
-        dist.barrier(group=self._group)
+        self._pg.barrier().wait()
 
     def _allgather_object(self, obj: Any) -> list[Any]:
-        out: list[Any] = [None] * self.size
-        dist.all_gather_object(out, obj, group=self._group)
-        return out
+        data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
+        self._pg.allgather([sizes], [torch.tensor([data.numel()])]).wait()
+        longest = int(max(s.item() for s in sizes))
+        padded = torch.zeros(longest, dtype=torch.uint8)
+        padded[:data.numel()] = data
+        out = [torch.empty(longest, dtype=torch.uint8) for _ in range(self.size)]
+        self._pg.allgather([out], [padded]).wait()
+        return [pickle.loads(o[:int(s.item())].numpy().tobytes()) for o, s in zip(out, sizes)]
 
     # ---- point to point --------------------------------------------------------------------
     def _send(self, t: torch.Tensor, dest: int, tag: int) -> None:
-        dist.send(t, group=self._group, group_dst=dest, tag=tag)
+        buf, _ = self._on_host(t)
+        self._pg.send([buf], dest, tag).wait()
 
     def _recv(self, t: torch.Tensor, source: int | None, tag: int) -> int:
-        if source is None:
-            sender = dist.recv(t, group=self._group, tag=tag)
-            return sender if self._group is None else dist.get_group_rank(self._group, sender)
-        dist.recv(t, group=self._group, group_src=source, tag=tag)
-        return source
+        buf, back = self._on_host(t)
+        work = self._pg.recv_anysource([buf], tag) if source is None else self._pg.recv([buf], source, tag)
+        work.wait()
+        if back:
+            back()
+        return int(work._source_rank()) if source is None else source
 
     def _isend(self, t: torch.Tensor, dest: int, tag: int):
-        work = dist.isend(t, group=self._group, group_dst=dest, tag=tag)
-        return work.wait, None
+        buf, _ = self._on_host(t)
+        work = self._pg.send([buf], dest, tag)
+        return (lambda: (work.wait(), buf)), None
 
     def _irecv(self, t: torch.Tensor, source: int, tag: int):
-        work = dist.irecv(t, group=self._group, group_src=source, tag=tag)
-        return work.wait, None
+        buf, back = self._on_host(t)
+        work = self._pg.recv([buf], source, tag)
+        return work.wait, back
 
-    # ---- structure and failure -------------------------------------------------------------
+    # ---- structure ---------------------------------------------------------------------------
+    def _child_prefix(self) -> str:
+        self._children += 1
+        return f"{self._prefix}.{self._children}"
+
     def split(self, color: int | None, key: int | None = None) -> "TorchDistCommunicator | None":
-        entries = self._allgather_object((color, self.rank if key is None else key, self._global(self.rank)))
-        channel = self._child_channel()
+        entries = self._allgather_object((color, self.rank if key is None else key, self.rank))
+        prefix = self._child_prefix()
         if color is None:
             return None
-        members = [g for _, g in sorted((k, g) for c, k, g in entries if c == color)]
-        # Local synchronization: only the members create the group, and torch names it from its ranks.
-        group = dist.new_group(members, use_local_synchronization=True)
-        mine = TorchDistCommunicator(group, self._store, f"{channel}.{color}")
-        return mine
+        members = [rank for _, rank in sorted((k, r) for c, k, r in entries if c == color)]
+        return TorchDistCommunicator(self._store_address, members.index(self.rank), len(members),
+                                     self._timeout, f"{prefix}/{color}", self._use_nccl, self._store)
 
     def dup(self) -> "TorchDistCommunicator":
         dup = self.split(0)
@@ -163,11 +208,7 @@ class TorchDistCommunicator(Communicator):
         return dup
 
     def heartbeats(self) -> HeartbeatChannel:
-        if self._store is None:
-            raise RuntimeError("heartbeats need the store created by TorchDistCommunicator.init()")
+        prefix = self._child_prefix()
         self.barrier()
-        return _StoreHeartbeats(self._store, f"kaldi_avg/hb/{self._child_channel()}", self.rank)
-
-    def close(self) -> None:
-        if self._group is not None:
-            dist.destroy_process_group(self._group)
+        # A store connection of its own: the watchdog thread must not share the main thread's.
+        return _StoreHeartbeats(self._connect(), f"{prefix}/heartbeats", self.rank)

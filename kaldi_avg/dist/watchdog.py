@@ -1,42 +1,66 @@
 """Turning a dead or stuck rank into a prompt, non-zero exit of every rank, with a message naming it.
 
-Three mechanisms, each for a different way of failing:
+Each mechanism covers a different way of failing:
 
 * `failure_guard(comm)`: an exception anywhere in this rank (main thread or any other thread) prints
   "rank r/n failed: ..." and aborts the whole job, instead of leaving the other ranks blocked in a
   collective (with MPICH, a rank that merely exits after an exception hangs in MPI_Finalize).
-* `Watchdog(comm)`: ring heartbeats. Rank r beats to r+1 and watches r-1 from a background thread;
-  when r-1 is silent for `timeout_s` (killed, crashed in C, hung in finalize), rank r aborts the
-  job naming r-1. With `op_timeout_s`, a communication call of this rank that waits longer than that
-  (a collective some rank never joined) aborts too, naming the operation. The heartbeat also carries
-  how many operations the sender completed, so the message says how far the silent rank got.
-* Launch with `mpiexec_command(...)`: under MPICH's hydra it adds `-disable-auto-cleanup`, so a rank
-  that exits does not get the others killed silently before the watchdog can name it. Hydra still
-  kills everything at once when a rank dies by a signal; it then prints the dead PID, and
-  `announce(comm)` has logged which rank that PID was.
+* `ExitMonitor(comm)`: a tiny helper process per rank that notices when the rank's process is gone
+  without having said goodbye (killed by a signal or the OOM killer, crashed in C, `os._exit`) and
+  prints "rank r/n (pid p on host) ended without finishing at <time>". The launcher (hydra) then kills
+  the other ranks, whose monitors report too; the earliest time names the rank that died first.
+* `Watchdog(comm)`: ring heartbeats. Rank r beats to r+1 and watches r−1 from a background thread;
+  when r−1 is silent for `timeout_s` (hung in finalize, stopped, or dead under a launcher that does
+  not clean up), rank r aborts the job naming r−1. With `op_timeout_s`, a communication call of this
+  rank that waits longer than that (a collective some rank never joined) aborts too, naming the
+  operation. The heartbeat carries how many operations the sender completed, so the message says how
+  far the silent rank got.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import traceback
-from typing import Iterator, Sequence
+from typing import Iterator
 
 from .comm import CommAborted, Communicator, HeartbeatChannel
 
 _ALIVE, _GOODBYE = 1.0, -1.0
 
 
-def announce(comm: Communicator) -> None:
-    """One stderr line per rank mapping rank to host and PID (for reading the launcher's messages)."""
-    print(f"kaldi_avg.dist: rank {comm.rank}/{comm.size} is pid {os.getpid()} on {socket.gethostname()}",
-          file=sys.stderr, flush=True)
+_MONITOR = """
+import datetime, sys
+if sys.stdin.read() != "bye":
+    stamp = datetime.datetime.now().isoformat(timespec="microseconds")
+    print(sys.argv[1] + " ended without finishing at " + stamp, file=sys.stderr, flush=True)
+"""
+
+
+class ExitMonitor:
+    """Reports this rank's death from a helper process (see the module docstring).
+
+    Normal interpreter exit says goodbye by itself (atexit); `close()` does it earlier."""
+
+    def __init__(self, comm: Communicator) -> None:
+        self.who = f"kaldi_avg.dist: rank {comm.rank}/{comm.size} (pid {os.getpid()} on {socket.gethostname()})"
+        # Its own session: the launcher's clean-up of our process group must not silence it.
+        self._process = subprocess.Popen([sys.executable, "-c", _MONITOR, self.who], stdin=subprocess.PIPE,
+                                         text=True, start_new_session=True)
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        if self._process.stdin is None or self._process.stdin.closed:
+            return
+        self._process.stdin.write("bye")
+        self._process.stdin.close()
+        self._process.wait()
+        atexit.unregister(self.close)
 
 
 @contextlib.contextmanager
@@ -136,22 +160,3 @@ class Watchdog:
             self.comm.abort(message)
         except CommAborted:
             return
-
-
-def mpiexec_command(num_ranks: int, argv: Sequence[str], mpiexec: str = "mpiexec") -> list[str]:
-    """The mpiexec command line for `argv` on `num_ranks` ranks, with the flags the watchdog needs."""
-    command = [mpiexec]
-    if _is_hydra(mpiexec):
-        command.append("-disable-auto-cleanup")
-    return command + ["-n", str(num_ranks), *argv]
-
-
-def _is_hydra(mpiexec: str) -> bool:
-    path = shutil.which(mpiexec)
-    if path is None:
-        return False
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "HYDRA" in (out.stdout + out.stderr).upper()

@@ -22,7 +22,6 @@ import kaldifst
 import kaldi_hmm_gmm as khg
 
 
-
 @dataclass(frozen=True)
 class DecodeOptions:
     """The decoder options of nnet3-latgen-faster / gmm-latgen-faster."""

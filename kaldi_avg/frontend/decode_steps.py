@@ -31,7 +31,7 @@ from ..options import KaldiArgumentParser, kaldi_bool
 from .atomic import write_lines
 from .cliopts import parse_kaldi_args
 from .decode import DecodeOptions, Hypothesis, MappedDecoder, gmm_log_likelihoods
-from .featpipe import NO_CMVN, feature_loader, read_cmvn_opts
+from .featpipe import NO_CMVN, SkipReport, feature_loader, read_cmvn_opts, usable_utterances
 from .gmm_model import GmmModel
 from .graph import load_graph
 from .featpipe import FeatureError
@@ -70,11 +70,13 @@ def _check_phones(graph_dir: str, src_dir: str) -> None:
 
 
 def _decode_job(decoder: MappedDecoder, loglikes: Iterable[tuple[str, np.ndarray]], words: dict[int, str],
-                decode_dir: str, job: int, command: str) -> list[Hypothesis]:
+                decode_dir: str, job: int, command: str, skipped: SkipReport) -> list[Hypothesis]:
     hyps: list[Hypothesis] = []
     lattices: list[tuple[str, str]] = []
     failed: list[str] = []
     with JobLog(os.path.join(decode_dir, "log", f"decode.{job}.log"), command) as log:
+        for line in skipped.lines():
+            log(f"WARNING: {line}")
         tot_like = frames = partial = 0
         for utt, ll in loglikes:
             hyp, lattice = decoder.decode(utt, ll)
@@ -97,17 +99,15 @@ def _decode_job(decoder: MappedDecoder, loglikes: Iterable[tuple[str, np.ndarray
         if failed:
             log("Utterances that failed to decode: " + " ".join(failed))
     write_lattice_archive(os.path.join(decode_dir, f"lat.{job}.gz"), lattices)
-    if failed:
-        print(f"decode: job {job}: {len(failed)} utterance(s) failed to decode "
+    if failed or skipped.count():
+        print(f"decode: job {job}: {len(failed)} utterance(s) failed to decode, {skipped.count()} skipped "
               f"(listed in {decode_dir}/log/decode.{job}.log)", file=sys.stderr)
     return hyps
 
 
 def _finish(hyps: list[Hypothesis], words: dict[int, str], data_dir: str, graph_dir: str, decode_dir: str,
             nj: int, skip_scoring: bool, scoring_opts: dict) -> None:
-    write_lines(os.path.join(decode_dir, "hyp.txt"),
-                [f"{h.utt} {' '.join(words.get(w, str(w)) for w in h.word_ids)}".rstrip()
-                 for h in sorted(hyps, key=lambda h: h.utt)])
+    write_lines(os.path.join(decode_dir, "hyp.txt"), _hyp_lines(hyps, words))
     write_lines(os.path.join(decode_dir, "num_jobs"), [str(nj)])
     if not skip_scoring:
         score_kaldi(data_dir, graph_dir, decode_dir, **scoring_opts)
@@ -142,14 +142,47 @@ def decode_gmm(graph_dir: str, data_dir: str, decode_dir: str, opts: DecodeOptio
     hyps: list[Hypothesis] = []
     for job, part in enumerate(tqdm(parts, desc="decode", unit="job", file=sys.stderr), 1):
         load = feature_loader(part, cmvn_opts, deltas=True)
-        loglikes = ((utt, gmm_log_likelihoods(gmm.am, load(utt))) for utt in part.utts if utt in part.feats)
+        skipped = SkipReport()
+        loglikes = ((utt, gmm_log_likelihoods(gmm.am, load(utt))) for utt in usable_utterances(part, skipped))
         hyps += _decode_job(decoder, loglikes, words, decode_dir, job,
                             f"gmm-latgen-faster --max-active={opts.max_active} --beam={opts.beam} "
                             f"--lattice-beam={opts.lattice_beam} --acoustic-scale={opts.acoustic_scale} "
                             f"--allow-partial={str(opts.allow_partial).lower()} {model} {graph_dir}/HCLG.fst "
-                            f"<apply-cmvn {cmvn_opts} | add-deltas on {part.path}>")
+                            f"<apply-cmvn {cmvn_opts} | add-deltas on {part.path}>", skipped)
     _finish(hyps, words, data_dir, graph_dir, decode_dir, nj, skip_scoring, scoring_opts or {})
     return hyps
+
+
+def decode_loglikes(graph_dir: str, model: str, loglikes_rspecifier: str, decode_dir: str, opts: DecodeOptions,
+                    job: int = 1, tree: str | None = None) -> list[Hypothesis]:
+    """latgen-faster-mapped: decodes an archive of (T, num_pdfs) log-likelihoods (e.g. network
+    log-softmax minus log priors) with the transition model of `model` (its tree defaults to
+    `tree` beside it); writes lat.<job>.gz, log/decode.<job>.log and hyp.txt into `decode_dir`."""
+    tree = tree or os.path.join(os.path.dirname(os.path.abspath(model)), "tree")
+    for f in (model, tree, os.path.join(graph_dir, "words.txt")):
+        if not os.path.isfile(f):
+            raise DecodeError(f"decode: expected file {f} to exist")
+    os.makedirs(os.path.join(decode_dir, "log"), exist_ok=True)
+    decoder = _mapped_decoder(graph_dir, model, tree, opts)
+    words = {i: w for w, i in read_symbol_table(os.path.join(graph_dir, "words.txt")).items()}
+    hyps = _decode_job(decoder, read_matrix_table(loglikes_rspecifier), words, decode_dir, job,
+                       f"latgen-faster-mapped --max-active={opts.max_active} --min-active={opts.min_active} "
+                       f"--beam={opts.beam} --lattice-beam={opts.lattice_beam} "
+                       f"--acoustic-scale={opts.acoustic_scale} {model} {graph_dir}/HCLG.fst {loglikes_rspecifier}",
+                       SkipReport())
+    write_lines(os.path.join(decode_dir, "hyp.txt"), _hyp_lines(hyps, words))
+    return hyps
+
+
+def _mapped_decoder(graph_dir: str, model: str, tree: str, opts: DecodeOptions) -> MappedDecoder:
+    """A decoder for any `.mdl` (GMM or nnet3): only its transition model is used."""
+    return MappedDecoder(load_graph(graph_dir), to_khg(read_transition_model(model), read_tree(tree), source=model),
+                         opts)
+
+
+def _hyp_lines(hyps: list[Hypothesis], words: dict[int, str]) -> list[str]:
+    return [f"{h.utt} {' '.join(words.get(w, str(w)) for w in h.word_ids)}".rstrip()
+            for h in sorted(hyps, key=lambda h: h.utt)]
 
 
 def kaldi_avg_command() -> list[str]:
@@ -162,12 +195,12 @@ def kaldi_avg_command() -> list[str]:
 
 
 def compute_loglikes(model: str, feats: Iterable[tuple[str, np.ndarray]], work: str, opts: ComputeOptions,
-                     log: Callable[[str], None], compute_cmd: list[str]) -> Iterable[tuple[str, np.ndarray]]:
+                     log: Callable[[str], None]) -> Iterable[tuple[str, np.ndarray]]:
     """`kaldi-avg compute --use-priors=true` on the features; yields (utt, log-likelihoods)."""
     feats_ark, out_ark = f"{work}.feats.ark", f"{work}.loglikes.ark"
     try:
         write_matrix_table(f"ark:{feats_ark}", feats)
-        cmd = compute_cmd + ["compute", "--use-priors=true", *opts.args(), model, f"ark:{feats_ark}", f"ark:{out_ark}"]
+        cmd = kaldi_avg_command() + ["compute", "--use-priors=true", *opts.args(), model, f"ark:{feats_ark}", f"ark:{out_ark}"]
         log(" ".join(shlex.quote(c) for c in cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True)
         for line in proc.stderr.splitlines():
@@ -183,27 +216,29 @@ def compute_loglikes(model: str, feats: Iterable[tuple[str, np.ndarray]], work: 
 
 def decode_nnet3(graph_dir: str, data_dir: str, decode_dir: str, opts: DecodeOptions, nj: int = 4,
                  compute: ComputeOptions = ComputeOptions(), iteration: str = "final", skip_scoring: bool = False,
-                 scoring_opts: dict | None = None, compute_cmd: list[str] | None = None) -> list[Hypothesis]:
+                 scoring_opts: dict | None = None) -> list[Hypothesis]:
     """steps/nnet3/decode.sh: nnet3-latgen-faster with the outputs of `kaldi-avg compute`."""
     src_dir, model, tree, words, parts = _setup(graph_dir, data_dir, decode_dir, nj, iteration, None)
     if os.path.isfile(os.path.join(src_dir, "online_cmvn")):
         raise DecodeError(f"{src_dir}/online_cmvn: online CMVN is not supported by this decoder")
-    trans_model = read_transition_model(model)
-    decoder = MappedDecoder(load_graph(graph_dir), to_khg(trans_model, read_tree(tree), source=model), opts)
+    fss = os.path.join(src_dir, "frame_subsampling_factor")
+    if os.path.isfile(fss) and open(fss, encoding="utf-8").read().strip() != "1":
+        raise DecodeError(f"{fss}: frame subsampling (chain models) is not supported by this decoder")
+    decoder = _mapped_decoder(graph_dir, model, tree, opts)
     cmvn_opts = read_cmvn_opts(src_dir, default=NO_CMVN)
     hyps: list[Hypothesis] = []
     for job, part in enumerate(tqdm(parts, desc="decode", unit="job", file=sys.stderr), 1):
         load = feature_loader(part, cmvn_opts, deltas=False)
-        feats = ((utt, load(utt)) for utt in part.utts if utt in part.feats)
+        skipped = SkipReport()
+        feats = ((utt, load(utt)) for utt in usable_utterances(part, skipped))
         with JobLog(os.path.join(decode_dir, "log", f"compute.{job}.log"),
                     f"apply-cmvn {cmvn_opts} | kaldi-avg compute (job {job})") as log:
-            loglikes = list(compute_loglikes(model, feats, os.path.join(decode_dir, f".job{job}"), compute, log,
-                                             compute_cmd or kaldi_avg_command()))
+            loglikes = list(compute_loglikes(model, feats, os.path.join(decode_dir, f".job{job}"), compute, log))
         hyps += _decode_job(decoder, loglikes, words, decode_dir, job,
                             f"nnet3-latgen-faster {' '.join(compute.args())} --max-active={opts.max_active} "
                             f"--min-active={opts.min_active} --beam={opts.beam} --lattice-beam={opts.lattice_beam} "
                             f"--acoustic-scale={opts.acoustic_scale} --allow-partial=true {model} "
-                            f"{graph_dir}/HCLG.fst <apply-cmvn {cmvn_opts} on {part.path}>")
+                            f"{graph_dir}/HCLG.fst <apply-cmvn {cmvn_opts} on {part.path}>", skipped)
     _finish(hyps, words, data_dir, graph_dir, decode_dir, nj, skip_scoring, scoring_opts or {})
     return hyps
 
@@ -290,10 +325,33 @@ def main_nnet3(argv: list[str] | None = None) -> int:
                                                    a.iter, a.skip_scoring, _scoring_opts(a.scoring_opts)))
 
 
+def main_mapped(argv: list[str] | None = None) -> int:
+    p = KaldiArgumentParser(prog="latgen-faster-mapped",
+                            usage="python -m kaldi_avg.frontend.decode_steps mapped [options] <model> <graph-dir> "
+                                  "<loglikes-rspecifier> <decode-dir>",
+                            description="Decodes an archive of (frames x pdfs) log-likelihoods with the transition "
+                                        "model of <model> (tree beside it, or --tree); writes lat.JOB.gz and hyp.txt.")
+    p.add_argument("--acoustic-scale", type=float, default=0.1)
+    p.add_argument("--beam", type=float, default=16.0)
+    p.add_argument("--lattice-beam", type=float, default=10.0)
+    p.add_argument("--max-active", type=int, default=2147483647)
+    p.add_argument("--min-active", type=int, default=200)
+    p.add_argument("--allow-partial", type=kaldi_bool, default=False)
+    p.add_argument("--job", type=int, default=1, help="JOB number in the output names")
+    p.add_argument("--tree", default=None)
+    p.add_argument("model")
+    p.add_argument("graph_dir")
+    p.add_argument("loglikes_rspecifier")
+    p.add_argument("decode_dir")
+    a = parse_kaldi_args(p, argv)
+    opts = DecodeOptions(a.acoustic_scale, a.beam, a.lattice_beam, a.max_active, a.min_active, a.allow_partial)
+    return _run(p.prog, argv, lambda: decode_loglikes(a.graph_dir, a.model, a.loglikes_rspecifier, a.decode_dir,
+                                                      opts, a.job, a.tree))
+
+
 if __name__ == "__main__":
-    commands = {"gmm": main_gmm, "nnet3": main_nnet3}
+    commands = {"gmm": main_gmm, "nnet3": main_nnet3, "mapped": main_mapped}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
-        print("usage: python -m kaldi_avg.frontend.decode_steps (gmm|nnet3) [options] <graph-dir> <data-dir> "
-              "<decode-dir>", file=sys.stderr)
+        print("usage: python -m kaldi_avg.frontend.decode_steps (gmm|nnet3|mapped) [options] ...", file=sys.stderr)
         sys.exit(1)
     sys.exit(commands[sys.argv[1]](sys.argv[2:]))

@@ -8,13 +8,13 @@ string means apply-cmvn's defaults (mean normalisation per speaker).
 from __future__ import annotations
 
 import os
-import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import kaldi_native_fbank as knf
 
+from ..kaldi.cmvn import CmvnApplier, CmvnError
 from ..kaldi.datadir import DataDir
 
 NO_CMVN = "--norm-means=false --norm-vars=false"  # steps/nnet3/decode.sh when cmvn_opts is absent
@@ -22,33 +22,6 @@ NO_CMVN = "--norm-means=false --norm-vars=false"  # steps/nnet3/decode.sh when c
 
 class FeatureError(ValueError):
     """Features or CMVN stats are missing or malformed; names the file and utterance."""
-
-
-@dataclass(frozen=True)
-class CmvnOptions:
-    norm_means: bool = True
-    norm_vars: bool = False
-
-    @classmethod
-    def parse(cls, cmvn_opts: str, source: str = "cmvn_opts") -> "CmvnOptions":
-        values = {"norm-means": True, "norm-vars": False}
-        for tok in shlex.split(cmvn_opts):
-            name, eq, value = tok.partition("=")
-            key = name[2:] if name.startswith("--") else None
-            if key not in values:
-                raise FeatureError(f"{source}: unsupported apply-cmvn option {tok!r} "
-                                   f"(supported: --norm-means, --norm-vars)")
-            if not eq:
-                values[key] = True
-            elif value.lower() in ("true", "t", "1"):
-                values[key] = True
-            elif value.lower() in ("false", "f", "0"):
-                values[key] = False
-            else:
-                raise FeatureError(f"{source}: {tok!r}: expected true or false")
-        if values["norm-vars"] and not values["norm-means"]:
-            raise FeatureError(f"{source}: --norm-vars=true requires --norm-means=true (as apply-cmvn)")
-        return cls(values["norm-means"], values["norm-vars"])
 
 
 def read_cmvn_opts(model_dir: str, default: str = "") -> str:
@@ -60,6 +33,38 @@ def read_cmvn_opts(model_dir: str, default: str = "") -> str:
         return f.read().strip()
 
 
+@dataclass
+class SkipReport:
+    """Utterances left out of a stage, by reason (reported, never dropped silently)."""
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, utt: str) -> None:
+        self.skipped.setdefault(reason, []).append(utt)
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.skipped.values())
+
+    def lines(self) -> list[str]:
+        return [f"skipped {len(utts)} utterance(s) {reason}: {' '.join(utts)}"
+                for reason, utts in self.skipped.items()]
+
+
+def usable_utterances(data: DataDir, skipped: SkipReport) -> list[str]:
+    """The utterances of `data` that have features with at least one frame (the Kaldi programs
+    warn about and skip the others; here they are recorded in `skipped`)."""
+    if data.feats is None:
+        raise FeatureError(f"{data.file('feats.scp')}: missing")
+    out = []
+    for utt in data.utts:
+        if utt not in data.feats:
+            skipped.add("without features in feats.scp", utt)
+        elif data.feats.shape(utt)[0] == 0:
+            skipped.add("with zero frames", utt)
+        else:
+            out.append(utt)
+    return out
+
+
 def add_deltas(feats: np.ndarray) -> np.ndarray:
     """add-deltas with Kaldi's defaults (order 2, window 2)."""
     return np.asarray(knf.compute_deltas(knf.DeltaOptions(order=2, window=2),
@@ -68,31 +73,23 @@ def add_deltas(feats: np.ndarray) -> np.ndarray:
 
 def feature_loader(data: DataDir, cmvn_opts: str, deltas: bool) -> Callable[[str], np.ndarray]:
     """utt -> features after apply-cmvn (with `cmvn_opts`) and, if `deltas`, add-deltas."""
-    opts = CmvnOptions.parse(cmvn_opts)
     if data.feats is None:
         raise FeatureError(f"{data.file('feats.scp')}: missing")
-    if opts.norm_means and data.cmvn is None:
-        raise FeatureError(f"{data.file('cmvn.scp')}: missing (needed for cmvn_opts {cmvn_opts!r})")
-    knf_opts = knf.CmvnOptions()
-    knf_opts.norm_vars = opts.norm_vars
-    utt2spk = data.utt2spk
+    try:
+        cmvn = CmvnApplier(data, cmvn_opts)
+    except CmvnError as e:
+        raise FeatureError(str(e)) from None
 
     def load(utt: str) -> np.ndarray:
         if utt not in data.feats:
             raise FeatureError(f"{data.file('feats.scp')}: no features for utterance {utt!r}")
-        x = np.ascontiguousarray(data.feats[utt], np.float32)
+        x = data.feats[utt]
         if x.shape[0] == 0:
             raise FeatureError(f"{data.file('feats.scp')}: utterance {utt!r} has no frames")
-        if opts.norm_means:
-            spk = utt2spk.get(utt, utt)
-            if spk not in data.cmvn:
-                raise FeatureError(f"{data.file('cmvn.scp')}: no stats for speaker {spk!r} (utterance {utt!r})")
-            stats = np.ascontiguousarray(data.cmvn[spk], np.float64)
-            if stats.shape != (2, x.shape[1] + 1) or stats[0, -1] < 1.0:
-                raise FeatureError(f"{data.file('cmvn.scp')}: stats of {spk!r} have shape {stats.shape} "
-                                   f"and count {stats[0, -1] if stats.size else 0} (features of {utt!r} "
-                                   f"have dim {x.shape[1]})")
-            x = np.asarray(knf.apply_cmvn(stats, knf_opts, x))
+        try:
+            x = cmvn(utt, x)
+        except CmvnError as e:
+            raise FeatureError(str(e)) from None
         return add_deltas(x) if deltas else x
 
     return load

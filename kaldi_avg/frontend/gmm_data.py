@@ -6,17 +6,16 @@ programs skip them, but every skip is recorded with its reason so the caller can
 """
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..kaldi.datadir import DataDir, split_data
-from ..kaldi.tables import read_int_vector_table, write_int_vector_table
+from ..kaldi.tables import write_int_vector_table
 from .atomic import atomic_path
-from .featpipe import FeatureError, feature_loader
+from .featpipe import FeatureError, SkipReport, feature_loader, usable_utterances
 from .lang import Lang
 
 
@@ -34,22 +33,6 @@ class Job:
     utts: list[Utterance]
 
 
-@dataclass
-class SkipReport:
-    """Utterances left out of a stage, by reason."""
-    skipped: dict[str, list[str]] = field(default_factory=dict)
-
-    def add(self, reason: str, utt: str) -> None:
-        self.skipped.setdefault(reason, []).append(utt)
-
-    def count(self) -> int:
-        return sum(len(v) for v in self.skipped.values())
-
-    def lines(self) -> list[str]:
-        return [f"skipped {len(utts)} utterance(s), {reason}: {' '.join(utts)}"
-                for reason, utts in self.skipped.items()]
-
-
 def load_jobs(data_dir: str, lang: Lang, nj: int, cmvn_opts: str, deltas: bool = True
               ) -> tuple[list[Job], SkipReport, int]:
     """(jobs, skipped utterances, number of OOV words mapped to the OOV symbol)."""
@@ -63,12 +46,9 @@ def load_jobs(data_dir: str, lang: Lang, nj: int, cmvn_opts: str, deltas: bool =
         load = feature_loader(part, cmvn_opts, deltas)
         text = part.text or {}
         utts = []
-        for utt in part.utts:
+        for utt in usable_utterances(part, skipped):
             if utt not in text:
                 skipped.add("without a transcript in text", utt)
-                continue
-            if part.feats is None or utt not in part.feats:
-                skipped.add("without features in feats.scp", utt)
                 continue
             words = text[utt].split()
             ids = lang.words_to_ids(words)
@@ -83,10 +63,3 @@ def write_alignments(path: str, alignments: Iterable[tuple[str, Iterable[int]]])
     with atomic_path(path) as tmp:
         return write_int_vector_table(f"ark,t:| gzip -c > {shlex.quote(tmp)}",
                                       ((k, np.asarray(v, np.int32)) for k, v in alignments))
-
-
-def read_alignments(path: str) -> dict[str, np.ndarray]:
-    """An `ali.JOB.gz` file (text or binary entries)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such alignment file")
-    return dict(read_int_vector_table(f"ark:gunzip -c {shlex.quote(path)} |"))

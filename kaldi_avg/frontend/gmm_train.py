@@ -11,6 +11,7 @@ Files in the experiment dir: 0.mdl, <num_iters>.mdl, final.mdl -> <num_iters>.md
 """
 from __future__ import annotations
 
+import heapq
 import os
 import shutil
 import sys
@@ -49,6 +50,7 @@ class MonoConfig:
     transition_scale: float = 1.0
     acoustic_scale: float = 0.1
     self_loop_scale: float = 0.1
+    seed: int = 0            # of the Gaussian splitting (mix-up) perturbations
 
 
 def init_mono(topo_path: str, sets_path: str, feats: list[np.ndarray]) -> GmmModel:
@@ -74,8 +76,63 @@ def init_mono(topo_path: str, sets_path: str, feats: list[np.ndarray]) -> GmmMod
     return GmmModel(tm, am, tree)
 
 
-def gmm_est(model: GmmModel, stats: GmmStats, mix_up: int, power: float, min_gaussian_occupancy: float,
-            log: JobLog) -> np.ndarray:
+def target_num_gauss(occs: np.ndarray, target: int, power: float, min_count: float) -> list[int]:
+    """AmDiagGmm::ComputeTargetNumPdfs: Gaussians per pdf for --mix-up, handed out one at a time
+    to the pdf with the largest occ^power per Gaussian; a pdf whose next Gaussian would have fewer
+    than min_count frames is closed (and that step is used up, as in Kaldi)."""
+    # entries (-occ^power per Gaussian, pdf, Gaussians, occ^power): heapq pops the largest share
+    heap = []
+    for pdf, o in enumerate(occs):
+        share = float(np.float32(o) ** np.float32(power))
+        heap.append((-share / (1 + 1e-10), pdf, 1, share))
+    heapq.heapify(heap)
+    for _ in range(len(occs), target):
+        _, pdf, n, share = heap[0]
+        if share == 0:
+            break  # every pdf is closed (or has no data)
+        heapq.heappop(heap)
+        if (n + 1) * min_count >= occs[pdf]:
+            heapq.heappush(heap, (0.0, pdf, n, 0.0))
+        else:
+            heapq.heappush(heap, (-share / (n + 1 + 1e-10), pdf, n + 1, share))
+    targets = [1] * len(occs)
+    for _, pdf, n, _ in heap:
+        targets[pdf] = n
+    return targets
+
+
+def split_gmm(gmm: "khg.DiagGmm", target: int, perturb_factor: float, rng: np.random.Generator) -> "khg.DiagGmm":
+    """DiagGmm::Split: repeatedly halve the heaviest Gaussian into two whose means move apart by
+    perturb_factor standard deviations along a random direction.  khg draws that direction from
+    std::random_device (a different model every run); a seeded generator keeps training
+    reproducible, as Kaldi's is."""
+    weights = np.asarray(gmm.weights, np.float32).copy()
+    inv_vars = np.asarray(gmm.inv_vars, np.float32).copy()
+    means_invvars = np.asarray(gmm.means_invvars, np.float32).copy()
+    while weights.size < target:
+        k = int(np.argmax(weights))
+        weights[k] /= 2
+        shift = (rng.standard_normal(inv_vars.shape[1]) * np.sqrt(inv_vars[k]) * perturb_factor).astype(np.float32)
+        weights = np.append(weights, weights[k])
+        inv_vars = np.vstack([inv_vars, inv_vars[k]])
+        means_invvars = np.vstack([means_invvars, means_invvars[k] + shift])
+        means_invvars[k] -= shift
+    out = khg.DiagGmm.__new__(khg.DiagGmm)
+    out.__setstate__((weights, inv_vars, means_invvars))  # (weights, inv_vars, means_invvars); gconsts follow
+    return out
+
+
+def mix_up(am: "khg.AmDiagGmm", occs: np.ndarray, target: int, power: float, rng: np.random.Generator,
+           perturb_factor: float = 0.01, min_count: float = 20.0) -> None:
+    """AmDiagGmm::SplitByCount (gmm-est --mix-up, with gmm-est's perturb factor and min count)."""
+    for pdf, n in enumerate(target_num_gauss(occs, target, power, min_count)):
+        gmm = am.get_pdf(pdf)
+        if gmm.num_gauss < n:
+            gmm.copy_from_diag_gmm(split_gmm(gmm, n, perturb_factor, rng))
+
+
+def gmm_est(model: GmmModel, stats: GmmStats, mix_up_target: int, power: float, min_gaussian_occupancy: float,
+            rng: np.random.Generator, log: JobLog) -> np.ndarray:
     """gmm-est (update flags mvwt) with --mix-up; returns the state occupancies."""
     accs = stats.accs
     like, frames = accs.tot_log_like, accs.tot_count
@@ -89,8 +146,8 @@ def gmm_est(model: GmmModel, stats: GmmStats, mix_up: int, power: float, min_gau
         f"per frame over {gmm_count:.0f} frames (average log-likelihood {like / max(frames, 1.0):.6g}).")
     occs = np.array([accs.get_acc(i).occupancy.sum() for i in range(accs.num_accs)], np.float32)
     before = model.am.num_gauss
-    model.am.split_by_count(occs, mix_up, 0.01, power, 20.0)
-    log(f"Split {model.am.num_pdfs} states with target = {mix_up}, power = {power}, perturb_factor = 0.01 "
+    mix_up(model.am, occs, mix_up_target, power, rng)
+    log(f"Split {model.am.num_pdfs} states with target = {mix_up_target}, power = {power}, perturb_factor = 0.01 "
         f"and min_count = 20, split #Gauss from {before} to {model.am.num_gauss}")
     return occs
 
@@ -153,6 +210,7 @@ def train_mono(data_dir: str, lang_dir: str, exp_dir: str, config: MonoConfig = 
     model.write(os.path.join(exp_dir, "0.mdl"))
     write_tree(model.tree, os.path.join(exp_dir, "tree"))
 
+    rng = np.random.default_rng(config.seed)
     num_gauss = model.am.num_gauss
     inc_gauss = int((config.totgauss - num_gauss) / config.max_iter_inc)  # bash $[...] truncates
     graphs = compile_graphs(model, lang, jobs, log_dir)
@@ -176,7 +234,7 @@ def train_mono(data_dir: str, lang_dir: str, exp_dir: str, config: MonoConfig = 
     _accumulate(model, jobs, alignments, stats, log_dir, 0)
     with JobLog(os.path.join(log_dir, "update.0.log"),
                 f"gmm-est --min-gaussian-occupancy=3 --mix-up={num_gauss} --power={config.power} 0.mdl") as log:
-        gmm_est(model, stats, num_gauss, config.power, 3.0, log)
+        gmm_est(model, stats, num_gauss, config.power, 3.0, rng, log)
 
     silence_phones = lang.ints("optional_silence")
     beam = 6.0
@@ -193,7 +251,7 @@ def train_mono(data_dir: str, lang_dir: str, exp_dir: str, config: MonoConfig = 
         _accumulate(model, jobs, alignments, stats, log_dir, x)
         with JobLog(os.path.join(log_dir, f"update.{x}.log"),
                     f"gmm-est --write-occs={x + 1}.occs --mix-up={num_gauss} --power={config.power} {x}.mdl") as log:
-            occs = gmm_est(model, stats, num_gauss, config.power, 10.0, log)
+            occs = gmm_est(model, stats, num_gauss, config.power, 10.0, rng, log)
         if x <= config.max_iter_inc:
             num_gauss += inc_gauss
         beam = 10.0

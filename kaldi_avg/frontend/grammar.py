@@ -11,11 +11,11 @@ import gzip
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
 import kaldifst
-import kaldilm
 
 from ..options import KaldiArgumentParser
 from .atomic import atomic_path
@@ -72,22 +72,30 @@ def compile_grammar(text: str, words: dict[str, int]):
     return G
 
 
+# kaldilm carries its own OpenFst: loaded in a process before kaldi_hmm_gmm, kaldifst,
+# kaldi_decoder or vosk, it deadlocks their import (and after vosk it can crash at exit), so
+# arpa2fst always runs in a child process.
+_ARPA2FST = ("import sys, kaldilm; sys.stdout.write(kaldilm.arpa2fst(input_arpa=sys.argv[1], "
+             "disambig_symbol='#0', read_symbol_table=sys.argv[2]))")
+
+
 def arpa_grammar(arpa_path: str, words_txt: str):
     """arpa2fst --disambig-symbol=#0 --read-symbol-table=words.txt (as format_lm.sh); the ARPA
     file may be gzipped."""
     if not os.path.isfile(arpa_path):
         raise LangError(f"{arpa_path}: no such ARPA file")
-    if arpa_path.endswith(".gz"):
-        with tempfile.NamedTemporaryFile(suffix=".arpa") as plain:
+    with tempfile.NamedTemporaryFile(suffix=".arpa") as plain:
+        if arpa_path.endswith(".gz"):
             with gzip.open(arpa_path, "rb") as f:
                 shutil.copyfileobj(f, plain)
             plain.flush()
-            text = kaldilm.arpa2fst(input_arpa=plain.name, disambig_symbol="#0", read_symbol_table=words_txt)
-    else:
-        text = kaldilm.arpa2fst(input_arpa=arpa_path, disambig_symbol="#0", read_symbol_table=words_txt)
-    if not text.strip():
+        source = plain.name if arpa_path.endswith(".gz") else arpa_path
+        proc = subprocess.run([sys.executable, "-c", _ARPA2FST, source, words_txt], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LangError(f"{arpa_path}: arpa2fst failed: {proc.stderr.strip()[-500:]}")
+    if not proc.stdout.strip():
         raise LangError(f"{arpa_path}: arpa2fst produced an empty grammar (no n-grams over words.txt?)")
-    G = kaldifst.compile(text)
+    G = kaldifst.compile(proc.stdout)
     kaldifst.arcsort(G, sort_type="ilabel")
     return G
 

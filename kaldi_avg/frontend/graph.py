@@ -20,6 +20,7 @@ import kaldifst
 import kaldi_hmm_gmm as khg
 
 from ..options import KaldiArgumentParser
+from .cliopts import parse_kaldi_args
 from .atomic import atomic_path, write_lines
 from ..kaldi.transition import read_transition_model
 from .hmm import read_tree, to_khg
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("lang_dir")
     p.add_argument("model_dir")
     p.add_argument("graph_dir")
-    a = p.parse_args(argv)
+    a = parse_kaldi_args(p, argv)
     try:
         mkgraph(a.lang_dir, a.model_dir, a.graph_dir, a.transition_scale, a.self_loop_scale, a.context)
     except (LangError, OSError, ValueError) as e:

@@ -397,7 +397,8 @@ class Lang:
 
 def main(argv: list[str] | None = None) -> int:
     p = KaldiArgumentParser(prog="utils/prepare_lang.sh",
-                            usage="utils/prepare_lang.sh [options] <dict-src-dir> <oov-dict-entry> <tmp-dir> <lang-dir>",
+                            usage="utils/prepare_lang.sh [options] <dict-src-dir> <oov-dict-entry> <tmp-dir> "
+                                  "<lang-dir>",
                             description="Prepares a lang dir from a dict dir (Kaldi's utils/prepare_lang.sh).")
     p.add_argument("--num-sil-states", type=int, default=5)
     p.add_argument("--num-nonsil-states", type=int, default=3)

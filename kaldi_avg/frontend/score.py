@@ -18,6 +18,7 @@ import kaldialign
 
 from ..kaldi.datadir import DataDir
 from ..options import KaldiArgumentParser
+from .cliopts import parse_kaldi_args
 from .atomic import write_lines, write_text
 from .lang import LangError, read_symbol_table
 from .lattice import LatticeError, best_paths, read_lattice_archive
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("data_dir")
     p.add_argument("graph_dir")
     p.add_argument("decode_dir")
-    a = p.parse_args(argv)
+    a = parse_kaldi_args(p, argv)
     try:
         penalties = tuple(float(x) for x in a.word_ins_penalty.split(","))
         result, lmwt, wip = score_kaldi(a.data_dir, a.graph_dir, a.decode_dir, a.min_lmwt, a.max_lmwt, penalties)

@@ -16,10 +16,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import wave
 from dataclasses import dataclass
 
-from .atomic import write_lines
+from ..kaldi.datadir import DataDir
+from ..options import KaldiArgumentParser
+from .atomic import write_lines, write_text
+from .cliopts import parse_kaldi_args
+from .score import compute_wer, read_transcripts
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,11 @@ def _need(path: str) -> str:
 
 def make_vosk_model(model: str, graph_dir: str, mfcc_conf: str, out_dir: str,
                     opts: VoskOptions = VoskOptions()) -> None:
-    """Writes a vosk model dir from an nnet3 `final.mdl`, a graph dir (const HCLG.fst, words.txt,
-    phones/silence.csl) and the mfcc.conf of the features the model was trained on."""
+    """Writes a vosk model dir from an nnet3 `final.mdl` (or the experiment dir holding it), a
+    graph dir (const HCLG.fst, words.txt, phones/silence.csl) and the mfcc.conf of the features
+    the model was trained on."""
+    if os.path.isdir(model):
+        model = os.path.join(model, "final.mdl")
     silence_csl = open(_need(os.path.join(graph_dir, "phones", "silence.csl")), encoding="utf-8").read().strip()
     if not silence_csl:
         raise VoskModelError(f"{graph_dir}/phones/silence.csl is empty (vosk's endpointing needs silence phones)")
@@ -88,3 +96,91 @@ def decode_with_vosk(model_dir: str, wav_paths: list[str]) -> list[str]:
         rec.AcceptWaveform(data)
         out.append(json.loads(rec.FinalResult()).get("text", ""))
     return out
+
+
+def vosk_check(model_dir: str, data_dir: str, out_dir: str, compare_with: str | None = None,
+               min_agreement: float = 0.95) -> tuple[float, int, int]:
+    """Decodes `data_dir`'s recordings with vosk into `out_dir` (hyp.txt, wer, and with
+    `compare_with` a decode dir, compare.txt listing the utterances whose hypotheses differ).
+    Returns (WER, identical, compared); raises VoskModelError when fewer than `min_agreement`
+    of the compared hypotheses are identical."""
+    data = DataDir(data_dir)
+    if data.wav_scp is None or data.text is None:
+        raise VoskModelError(f"{data_dir}: needs wav.scp and text")
+    pipes = [u for u, w in data.wav_scp.items() if w.rstrip().endswith("|")]
+    if pipes:
+        raise VoskModelError(f"{data.file('wav.scp')}: utterance {pipes[0]!r} is a pipe; vosk needs WAV files")
+    utts = sorted(data.wav_scp)
+    texts = decode_with_vosk(model_dir, [data.wav_scp[u] for u in utts])
+    hyps = {u: t.split() for u, t in zip(utts, texts)}
+    write_lines(os.path.join(out_dir, "hyp.txt"), [f"{u} {' '.join(w)}".rstrip() for u, w in hyps.items()])
+    result = compute_wer({u: t.split() for u, t in data.text.items()}, hyps)
+    write_text(os.path.join(out_dir, "wer"), result.report())
+    if compare_with is None:
+        return result.wer, 0, 0
+    ours = read_transcripts(os.path.join(compare_with, "hyp.txt"))
+    common = [u for u in utts if u in ours]
+    differ = [u for u in common if ours[u] != hyps[u]]
+    write_lines(os.path.join(out_dir, "compare.txt"),
+                [f"{u} vosk: {' '.join(hyps[u])} | ours: {' '.join(ours[u])}" for u in differ])
+    identical = len(common) - len(differ)
+    if not common or identical < min_agreement * len(common):
+        raise VoskModelError(f"vosk and {compare_with} agree on {identical} of {len(common)} utterances "
+                             f"(need {min_agreement:.0%}); see {out_dir}/compare.txt")
+    return result.wer, identical, len(common)
+
+
+def _make(argv: list[str]) -> None:
+    p = KaldiArgumentParser(prog="vosk_model make",
+                            usage="python -m kaldi_avg.frontend.vosk_model make --mfcc-config=<conf> "
+                                  "<final.mdl|nnet-dir> <graph-dir> <vosk-model-dir>",
+                            description="Writes a vosk (V2 layout) model dir.")
+    d = VoskOptions()
+    p.add_argument("--mfcc-config", required=True)
+    p.add_argument("--acoustic-scale", type=float, default=d.acoustic_scale)
+    p.add_argument("--beam", type=float, default=d.beam)
+    p.add_argument("--max-active", type=int, default=d.max_active)
+    p.add_argument("--lattice-beam", type=float, default=d.lattice_beam)
+    p.add_argument("--frames-per-chunk", type=int, default=d.frames_per_chunk)
+    p.add_argument("model")
+    p.add_argument("graph_dir")
+    p.add_argument("out_dir")
+    a = parse_kaldi_args(p, argv)
+    make_vosk_model(a.model, a.graph_dir, a.mfcc_config, a.out_dir,
+                    VoskOptions(acoustic_scale=a.acoustic_scale, beam=a.beam, max_active=a.max_active,
+                                lattice_beam=a.lattice_beam, frames_per_chunk=a.frames_per_chunk))
+
+
+def _decode(argv: list[str]) -> None:
+    p = KaldiArgumentParser(prog="vosk_model decode",
+                            usage="python -m kaldi_avg.frontend.vosk_model decode [--compare-with=<decode-dir>] "
+                                  "[--min-agreement=0.95] <vosk-model-dir> <data-dir> <out-dir>",
+                            description="Decodes a data dir's recordings with vosk, scores them and compares "
+                                        "them with a decode dir's hyp.txt.")
+    p.add_argument("--compare-with", default=None)
+    p.add_argument("--min-agreement", type=float, default=0.95)
+    p.add_argument("model_dir")
+    p.add_argument("data_dir")
+    p.add_argument("out_dir")
+    a = parse_kaldi_args(p, argv)
+    wer, identical, compared = vosk_check(a.model_dir, a.data_dir, a.out_dir, a.compare_with, a.min_agreement)
+    agreement = f", identical to {a.compare_with} on {identical}/{compared}" if a.compare_with else ""
+    print(f"vosk: %WER {wer:.2f}{agreement} ({a.out_dir}/wer)", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"make": _make, "decode": _decode}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m kaldi_avg.frontend.vosk_model (make|decode) [options] ...", file=sys.stderr)
+        return 1
+    try:
+        commands[argv[0]](argv[1:])
+    except (VoskModelError, OSError, ValueError) as e:
+        print(f"vosk_model {argv[0]}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,20 +18,25 @@ def batch(worker: int, step: int, size: int, seed: int = 0) -> tuple[torch.Tenso
 
 
 def make_model(hidden: int = 0) -> torch.nn.Module:
-    torch.manual_seed(1234)
+    """The same initial model every time, from a private generator (ranks may be threads)."""
     if hidden:
         model = torch.nn.Sequential(torch.nn.Linear(N_FEATURES, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
     else:
         model = torch.nn.Linear(N_FEATURES, 1)
-    return model.double()
+    model = model.double()
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return model
 
 
 class RegressionLearner:
     """One worker: a tiny model on flat buffers, plain SGD (or momentum), its own data stream."""
 
     def __init__(self, worker: int, batch_size: int = 8, lr: float = 0.05, momentum: float = 0.0,
-                 hidden: int = 0, seed: int = 0, hooks: bool = True) -> None:
-        self.worker, self.batch_size, self.seed = worker, batch_size, seed
+                 hidden: int = 0, seed: int = 0, hooks: bool = True, loss: str = "mean") -> None:
+        self.worker, self.batch_size, self.seed, self.loss = worker, batch_size, seed, loss
         self.model = make_model(hidden)
         self.flat = FlatParams(self.model.parameters())
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
@@ -42,7 +47,7 @@ class RegressionLearner:
     def backward(self) -> int:
         self.flat.zero_grad()
         x, y = batch(self.worker, self.step, self.batch_size, self.seed)
-        torch.nn.functional.mse_loss(self.model(x), y).backward()
+        torch.nn.functional.mse_loss(self.model(x), y, reduction=self.loss).backward()
         self.step += 1
         return self.batch_size
 
@@ -50,12 +55,14 @@ class RegressionLearner:
         self.optimizer.step()
 
 
-def train_single_process(workers: int, steps: int, batch_size: int = 8, lr: float = 0.05, hidden: int = 0,
-                         seed: int = 0) -> torch.Tensor:
-    """The SSGD oracle: one process, batch = all workers' minibatches of each step concatenated."""
-    learner = RegressionLearner(0, batch_size, lr, hidden=hidden, seed=seed)
+def train_single_process(workers: int, steps: int, batch_size: int | list[int] = 8, lr: float = 0.05,
+                         hidden: int = 0, seed: int = 0, momentum: float = 0.0) -> torch.Tensor:
+    """The SSGD oracle: one process, batch = all workers' minibatches of each step concatenated
+    (mean loss over the combined batch)."""
+    sizes = batch_size if isinstance(batch_size, list) else [batch_size] * workers
+    learner = RegressionLearner(0, lr=lr, hidden=hidden, seed=seed, momentum=momentum)
     for step in range(steps):
-        parts = [batch(w, step, batch_size, seed) for w in range(workers)]
+        parts = [batch(w, step, sizes[w], seed) for w in range(workers)]
         x = torch.cat([p[0] for p in parts])
         y = torch.cat([p[1] for p in parts])
         learner.flat.zero_grad()
@@ -64,16 +71,23 @@ def train_single_process(workers: int, steps: int, batch_size: int = 8, lr: floa
     return learner.flat.params.clone()
 
 
-def drive(algorithm, learners, steps: int, frames: int | None = None) -> None:
-    """The driver's loop in lock-step for synchronous algorithms (all local replicas each step)."""
+def drive(algorithm, learners, steps: int) -> None:
+    """Set up, then the driver's loop (see kaldi_avg.dist.base) for `steps` steps."""
     algorithm.setup([learner.replica for learner in learners])
+    drive_units(algorithm, learners, steps)
+
+
+def drive_units(algorithm, learners, steps: int) -> None:
+    """`steps` rounds in which each unit of the algorithm (all replicas, a group, or one worker) takes
+    one step, in unit order: a deterministic schedule for synchronous and asynchronous algorithms."""
     for _ in range(steps):
-        counts = [learner.backward() for learner in learners]
-        algorithm.after_backward(counts if frames is None else frames)
-        for learner in learners:
-            with algorithm.local_update():
-                learner.update()
-        algorithm.after_step(counts if frames is None else frames)
+        for unit in algorithm.units():
+            counts = [learners[k].backward() for k in unit]
+            algorithm.after_backward(counts, unit)
+            for k in unit:
+                with algorithm.local_update():
+                    learners[k].update()
+            algorithm.after_step(counts, unit)
 
 
 def simulate_lockstep(name: str, workers: int, steps: int, learner_options: dict | None = None,

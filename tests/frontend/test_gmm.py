@@ -13,9 +13,10 @@ import pytest
 
 from kaldi_avg.frontend.dataprep import DIGIT_LEXICON, Utterance, write_data_dir
 from kaldi_avg.frontend.gmm_align import align_si, kaldi_string_hash
-from kaldi_avg.frontend.gmm_data import read_alignments
 from kaldi_avg.frontend.gmm_model import GmmModel
+from kaldi_avg.frontend.gmm_train import mix_up, target_num_gauss
 from kaldi_avg.frontend.hmm import read_tree
+from kaldi_avg.kaldi.alignment import read_transition_ids
 from kaldi_avg.kaldi.binary import KaldiReader
 from kaldi_avg.kaldi.datadir import DataDir
 from kaldi_avg.kaldi.transition import TransitionModel, read_transition_model
@@ -92,7 +93,7 @@ def test_alignments_are_kaldi_archives_that_spell_the_transcripts(system):
         reader = kaldi_native_io.SequentialInt32VectorReader(f"ark:gunzip -c {path}|")
         job_ali = {utt: np.asarray(ali) for utt, ali in reader}
         reader.close()
-        ours = read_alignments(str(path))
+        ours = read_transition_ids(str(path))
         assert ours.keys() == job_ali.keys()
         assert all(np.array_equal(ours[u], job_ali[u]) for u in ours)
         seen.update(job_ali)
@@ -155,3 +156,32 @@ def test_transition_model_reads_back_with_the_trained_probabilities(system):
     assert np.array_equal(np.asarray(model.khg_trans_model.log_probs, np.float32), tm.log_probs)
     assert isinstance(model.trans_model, TransitionModel)
     assert not np.allclose(tm.log_probs[1:], np.log(0.75)) and np.all(tm.log_probs[1:] <= 0)
+
+
+def test_mix_up_matches_khg_split_by_count():
+    """Our seeded mix-up hands out Gaussians exactly as khg's port of AmDiagGmm::SplitByCount."""
+    rng = np.random.default_rng(1)
+    occs = rng.uniform(0, 3000, size=40).astype(np.float32)
+    occs[5] = 0.0
+    dim = 4
+
+    def model():
+        am = khg.AmDiagGmm()
+        g = khg.DiagGmm(1, dim)
+        g.set_invvars_and_means(np.full((1, dim), 2.0, np.float32), np.ones((1, dim), np.float32))
+        g.set_weights(np.ones(1, np.float32))
+        g.compute_gconsts()
+        for _ in range(occs.size):
+            am.add_pdf(g)
+        return am
+
+    theirs, ours = model(), model()
+    theirs.split_by_count(occs, 300, 0.01, 0.25, 20.0)
+    mix_up(ours, occs, 300, 0.25, np.random.default_rng(0))
+    assert [ours.num_gauss_in_pdf(p) for p in range(occs.size)] == \
+           [theirs.num_gauss_in_pdf(p) for p in range(occs.size)]
+    assert target_num_gauss(occs, 300, 0.25, 20.0)[5] == 1
+    g = ours.get_pdf(int(np.argmax(occs)))
+    assert np.asarray(g.weights).sum() == pytest.approx(1.0)
+    means = np.asarray(g.means_invvars) / np.asarray(g.inv_vars)
+    assert np.allclose(means.mean(axis=0), 1.0, atol=1e-6)  # splits move means apart symmetrically

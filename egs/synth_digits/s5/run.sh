@@ -26,7 +26,7 @@ help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--size default|ti
 case $size in
   default)
     synth_opts="--num-train-speakers 24 --num-test-speakers 6 --num-train-utts 600 --num-test-utts 120"
-    num_epochs=4; samples_per_iter=1000 ;;   # 20-frame chunks: ~7 archives of 20k frames
+    num_epochs=8; samples_per_iter=1000 ;;   # 20-frame chunks: ~7 archives of 20k frames
   tiny)
     synth_opts="--num-train-speakers 6 --num-test-speakers 2 --num-train-utts 60 --num-test-utts 20"
     num_epochs=1; samples_per_iter=200 ;;
@@ -78,7 +78,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  # The LSTM sees 40-dim high-resolution MFCC without CMVN (as vosk will), aligned by the GMM.
+  # The LSTM sees 40-dim high-resolution MFCC without CMVN (as vosk will; its LDA layer
+  # normalises them), with targets from the GMM alignments.
   for x in train test; do
     mkdir -p data/${x}_hires
     cp data/$x/{wav.scp,text,utt2spk,spk2utt} data/${x}_hires/
@@ -87,14 +88,14 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
     steps/compute_cmvn_stats.sh data/${x}_hires exp/make_mfcc/${x}_hires mfcc
     utils/fix_data_dir.sh data/${x}_hires
   done
-  local/nnet3/make_xconfig.sh --cell-dim 64 --label-delay 5 exp/mono_ali data/train_hires exp/lstm
+  local/nnet3/make_xconfig.sh --cell-dim 128 --label-delay 0 exp/mono_ali data/train_hires exp/lstm
   # Two persistent MPI ranks train in parallel and average their models (kaldi-avg).
   steps/kaldi_avg/train_rnn.py --stage=-10 --cmd="$train_cmd" --use-gpu=false --mpi.num-ranks=2 \
     --feat.cmvn-opts="--norm-means=false --norm-vars=false" \
     --trainer.srand="$seed" --trainer.num-epochs="$num_epochs" \
     --trainer.optimization.num-jobs-initial=2 --trainer.optimization.num-jobs-final=2 \
-    --trainer.optimization.initial-effective-lrate=0.003 \
-    --trainer.optimization.final-effective-lrate=0.0003 \
+    --trainer.optimization.initial-effective-lrate=0.006 \
+    --trainer.optimization.final-effective-lrate=0.0006 \
     --trainer.rnn.num-chunk-per-minibatch=64 --trainer.samples-per-iter="$samples_per_iter" \
     --egs.chunk-width=20 --egs.chunk-left-context=20 --egs.chunk-right-context=0 \
     --egs.chunk-left-context-initial=0 --egs.chunk-right-context-final=0 \

@@ -3,6 +3,9 @@
 # Writes <dir>/configs/network.xconfig: a small LSTM acoustic model whose input dim is the
 # feature dim of <feat-dir>/feats.scp and whose output dim is the number of pdfs of the
 # alignment model <ali-dir>/final.mdl (what tree-info would print for <ali-dir>/tree).
+# As in Kaldi's LSTM recipes, the spliced input goes through an LDA-like fixed affine layer
+# (estimated by the trainer into <dir>/configs/lda.mat), which also normalises the raw
+# features: the network takes un-normalised MFCCs, as online decoders (vosk) give it.
 set -euo pipefail
 
 cell_dim=64
@@ -28,7 +31,8 @@ PY
 mkdir -p "$dir/configs"
 cat > "$dir/configs/network.xconfig" <<XCONFIG
 input dim=$feat_dim name=input
-fast-lstm-layer name=lstm1 input=Append(-2,-1,0,1,2) cell-dim=$cell_dim delay=-1
+fixed-affine-layer name=lda input=Append(-2,-1,0,1,2) affine-transform-file=$dir/configs/lda.mat
+fast-lstm-layer name=lstm1 cell-dim=$cell_dim delay=-1
 output-layer name=output input=lstm1 output-delay=$label_delay dim=$num_pdfs max-change=1.5
 XCONFIG
 echo "$0: wrote $dir/configs/network.xconfig ($feat_dim-dim input, $num_pdfs pdfs)"

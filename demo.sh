@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Command 1 of the README: set up a fresh machine and run the embedded recipe end to end
+# (synthesised speech -> MFCC -> GMM alignments -> LSTM trained on 2 MPI ranks -> final.mdl
+# -> decoded words + WER, checked with vosk). Extra options go to run.sh, e.g. --size tiny.
+set -euo pipefail
+cd "$(dirname "$0")"
+tools/install.sh
+cd egs/synth_digits/s5
+start=$(date +%s)
+./run.sh "$@"
+echo
+echo "== kaldi-avg demo (egs/synth_digits/s5), $(( $(date +%s) - start )) s in all =="
+for d in exp/mono/decode_test exp/lstm/decode_test; do
+  [ -d "$d" ] && echo "$d: $(grep -h '%WER' "$d"/wer_* | sort -t' ' -k2,2n | head -n 1)"
+done
+[ -f exp/lstm/log/train_time ] && echo "LSTM training stage: $(cat exp/lstm/log/train_time) s"
+echo "model:  $PWD/exp/lstm/final.mdl"
+echo "curves: $PWD/exp/lstm/progress.png"
