@@ -174,9 +174,15 @@ class NnetModule(nn.Module):
         for item in reversed(self._order):
             members = item.members if isinstance(item, _Loop) else [item]
             if isinstance(item, _Loop):
-                for m in members:  # a loop runs from where it becomes computable
+                # A loop runs from where it becomes computable. Members that read only the
+                # recurrence (IfDefined) are computable anywhere; they start with the loop.
+                start = min((comp[m][0] for m in members if comp[m][0] > -INF), default=-INF)
+                if start == -INF:
+                    raise ConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
+                first = {m: max(comp[m][0], start) for m in members}
+                for m in members:
                     if need[m][0] <= need[m][1]:
-                        need[m] = (comp[m][0], need[m][1])
+                        need[m] = (first[m], need[m][1])
                 changed = True
                 while changed:
                     changed = False
@@ -186,7 +192,7 @@ class NnetModule(nn.Module):
                             continue
                         for dep, k, _ in self._deps[m]:
                             if dep in members:
-                                changed |= add(dep, comp[dep][0], hi + k)
+                                changed |= add(dep, first[dep], hi + k)
             for m in members:
                 lo, hi = need[m]
                 if lo > hi:

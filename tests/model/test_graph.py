@@ -77,3 +77,34 @@ def test_recurrence_without_ifdefined_is_rejected():
     bad = spec_5_10_config().replace("IfDefined(Offset(lstm1.r_trunc, -1))", "Offset(lstm1.r_trunc, -1)")
     with pytest.raises(Exception, match="IfDefined|ComputeSimpleNnetContext"):
         NnetModule(Nnet.from_config(bad))
+
+
+XCONFIG_LAYERS = """input dim=5 name=ivector
+input dim=4 name=input
+fixed-affine-layer name=lda input=Append(-1,0,1,ReplaceIndex(ivector, t, 0)) affine-transform-file=unused.mat
+relu-batchnorm-layer name=tdnn1 dim=12
+lstmp-layer name=lstm1 cell-dim=8 recurrent-projection-dim=3 non-recurrent-projection-dim=2 delay=-1 decay-time=10
+fast-lstm-layer name=lstm2 cell-dim=6 delay=-2
+output-layer name=output output-delay=3 dim=7
+"""
+
+
+def test_xconfig_layer_zoo_equals_reference():
+    """ivector via ReplaceIndex, relu-batchnorm (test mode), lstmp-layer's separate components."""
+    from kaldi_avg.model.build import build_nnet
+    nnet = randomized(build_nnet(XCONFIG_LAYERS, "zoo.xconfig", which="ref"), seed=3)
+    bn = nnet.components["tdnn1.batchnorm"]
+    rng = np.random.default_rng(4)
+    bn.set_stats(100.0, rng.normal(0, 1, bn.block_dim), rng.uniform(0.5, 2, bn.block_dim))
+    feats = rng.normal(size=(19, 4)).astype(np.float32)
+    ivector = rng.normal(size=5).astype(np.float32)
+    opts = ChunkOptions(frames_per_chunk=6, extra_left_context=2)
+    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
+    left, right = model_context(nnet)
+    rows = []
+    for s in range(0, len(feats), 6):
+        n = min(6, len(feats) - s)
+        lo, hi = s - left - 2, s + n - 1 + right
+        idx = np.clip(np.arange(lo, hi + 1), 0, len(feats) - 1)
+        rows.append(ReferenceNnet3(nnet, feats[idx], lo, ivector).outputs(range(s, s + n)))
+    assert np.abs(got - np.concatenate(rows)).max() < 1e-5
