@@ -23,18 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from ..kaldi.binary import KaldiFormatError
 from ..kaldi.datadir import DataDir, split_data
 from ..kaldi.tables import read_matrix_table, write_matrix_table
 from ..kaldi.transition import read_transition_model
-from ..kaldi.binary import KaldiFormatError
 from ..options import KaldiArgumentParser, kaldi_bool
-from .atomic import write_lines
+from ..atomic import write_lines
 from .cliopts import parse_kaldi_args
 from .decode import DecodeOptions, Hypothesis, MappedDecoder, gmm_log_likelihoods
-from .featpipe import NO_CMVN, SkipReport, feature_loader, read_cmvn_opts, usable_utterances
+from .featpipe import NO_CMVN, FeatureError, SkipReport, feature_loader, read_cmvn_opts, usable_utterances
 from .gmm_model import GmmModel
 from .graph import load_graph
-from .featpipe import FeatureError
 from .hmm import read_tree, to_khg
 from .joblog import JobLog
 from .lang import read_symbol_table
@@ -200,7 +199,8 @@ def compute_loglikes(model: str, feats: Iterable[tuple[str, np.ndarray]], work: 
     feats_ark, out_ark = f"{work}.feats.ark", f"{work}.loglikes.ark"
     try:
         write_matrix_table(f"ark:{feats_ark}", feats)
-        cmd = kaldi_avg_command() + ["compute", "--use-priors=true", *opts.args(), model, f"ark:{feats_ark}", f"ark:{out_ark}"]
+        cmd = kaldi_avg_command() + ["compute", "--use-priors=true", *opts.args(), model, f"ark:{feats_ark}",
+                                     f"ark:{out_ark}"]
         log(" ".join(shlex.quote(c) for c in cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True)
         for line in proc.stderr.splitlines():

@@ -36,7 +36,7 @@ from ..kaldi.cmvn import compute_cmvn_stats
 from ..kaldi.datadir import read_kaldi_map
 from ..kaldi.tables import MatrixTable, parse_specifier, read_matrix_table, read_script, write_matrix_table
 from ..options import KaldiArgumentParser, kaldi_bool
-from .atomic import write_lines
+from ..atomic import write_lines
 
 
 class FeatureConfigError(ValueError):

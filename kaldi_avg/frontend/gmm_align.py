@@ -14,7 +14,6 @@ Training graphs stay in memory (Kaldi's fsts.JOB.gz are not written).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ import kaldi_hmm_gmm as khg
 
 from ..kaldi.binary import KaldiFormatError
 from ..options import KaldiArgumentParser, kaldi_bool
-from .atomic import write_lines
+from ..atomic import copy_file, write_lines
 from .cliopts import parse_kaldi_args
 from .featpipe import read_cmvn_opts
 from .gmm_data import Job, load_jobs, write_alignments
@@ -205,7 +204,7 @@ def report_failures(program: str, failed: list[str], log_glob: str) -> None:
 
 def _copy_if_exists(src: str, dst: str) -> None:
     if os.path.isfile(src):
-        shutil.copyfile(src, dst)  # follows symlinks (final.mdl -> 40.mdl), as cp does
+        copy_file(src, dst)  # follows symlinks (final.mdl -> 40.mdl), as cp does
 
 
 def align_si(data_dir: str, lang_dir: str, src_dir: str, ali_dir: str, nj: int = 4, beam: float = 10.0,
@@ -225,9 +224,9 @@ def align_si(data_dir: str, lang_dir: str, src_dir: str, ali_dir: str, nj: int =
     write_lines(os.path.join(ali_dir, "num_jobs"), [str(nj)])
     for name in ("cmvn_opts", "delta_opts", "final.occs"):
         _copy_if_exists(os.path.join(src_dir, name), os.path.join(ali_dir, name))
-    shutil.copyfile(lang.path("phones.txt"), os.path.join(ali_dir, "phones.txt"))
-    shutil.copyfile(os.path.join(src_dir, "tree"), os.path.join(ali_dir, "tree"))
-    shutil.copyfile(os.path.join(src_dir, "final.mdl"), os.path.join(ali_dir, "final.mdl"))
+    copy_file(lang.path("phones.txt"), os.path.join(ali_dir, "phones.txt"))
+    copy_file(os.path.join(src_dir, "tree"), os.path.join(ali_dir, "tree"))
+    copy_file(os.path.join(src_dir, "final.mdl"), os.path.join(ali_dir, "final.mdl"))
 
     model = GmmModel.read(os.path.join(ali_dir, "final.mdl"), os.path.join(ali_dir, "tree"))
     jobs, skipped, _ = load_jobs(data_dir, lang, nj, read_cmvn_opts(src_dir))

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..kaldi.datadir import DataDir, split_data
 from ..kaldi.tables import write_int_vector_table
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .featpipe import FeatureError, SkipReport, feature_loader, usable_utterances
 from .lang import Lang
 
@@ -28,13 +28,11 @@ class Utterance:
 
 @dataclass
 class Job:
-    index: int              # 1-based, as JOB in the Kaldi scripts
-    data: DataDir           # <data>/split<nj>/<index>
+    index: int              # 1-based, as JOB in the Kaldi scripts (<data>/split<nj>/<index>)
     utts: list[Utterance]
 
 
-def load_jobs(data_dir: str, lang: Lang, nj: int, cmvn_opts: str, deltas: bool = True
-              ) -> tuple[list[Job], SkipReport, int]:
+def load_jobs(data_dir: str, lang: Lang, nj: int, cmvn_opts: str) -> tuple[list[Job], SkipReport, int]:
     """(jobs, skipped utterances, number of OOV words mapped to the OOV symbol)."""
     data = DataDir(data_dir)
     if data.text is None:
@@ -43,7 +41,7 @@ def load_jobs(data_dir: str, lang: Lang, nj: int, cmvn_opts: str, deltas: bool =
     num_oov = 0
     jobs = []
     for index, part in enumerate(split_data(data, nj), 1):
-        load = feature_loader(part, cmvn_opts, deltas)
+        load = feature_loader(part, cmvn_opts, deltas=True)
         text = part.text or {}
         utts = []
         for utt in usable_utterances(part, skipped):
@@ -54,7 +52,7 @@ def load_jobs(data_dir: str, lang: Lang, nj: int, cmvn_opts: str, deltas: bool =
             ids = lang.words_to_ids(words)
             num_oov += sum(1 for w in words if w not in lang.words)
             utts.append(Utterance(utt, load(utt), ids))
-        jobs.append(Job(index, part, utts))
+        jobs.append(Job(index, utts))
     return jobs, skipped, num_oov
 
 

@@ -16,7 +16,7 @@ import kaldi_hmm_gmm as khg
 
 from ..kaldi.binary import KaldiFormatError, KaldiReader, KaldiWriter
 from ..kaldi.transition import TransitionModel
-from .atomic import write_bytes
+from ..atomic import write_bytes
 from .hmm import from_khg, read_tree, to_khg
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from tqdm import tqdm
 
 from ..kaldi.binary import KaldiFormatError, KaldiWriter
 from ..options import KaldiArgumentParser, kaldi_bool
-from .atomic import write_bytes, write_lines
+from ..atomic import copy_file, write_bytes, write_lines
 from .cliopts import parse_kaldi_args
 from .gmm_align import AlignOptions, GmmStats, align_jobs, compile_graphs, equal_align, report_failures
 from .gmm_data import Job, load_jobs
@@ -189,7 +188,7 @@ def train_mono(data_dir: str, lang_dir: str, exp_dir: str, config: MonoConfig = 
     log_dir = os.path.join(exp_dir, "log")
     os.makedirs(log_dir, exist_ok=True)
     write_lines(os.path.join(exp_dir, "num_jobs"), [str(config.nj)])
-    shutil.copyfile(lang.path("phones.txt"), os.path.join(exp_dir, "phones.txt"))
+    copy_file(lang.path("phones.txt"), os.path.join(exp_dir, "phones.txt"))
     write_lines(os.path.join(exp_dir, "cmvn_opts"), [config.cmvn_opts])
 
     jobs, skipped, num_oov = load_jobs(data_dir, lang, config.nj, config.cmvn_opts)

@@ -18,7 +18,7 @@ import tempfile
 import kaldifst
 
 from ..options import KaldiArgumentParser
-from .atomic import atomic_path
+from ..atomic import atomic_path, copy_tree
 from .cliopts import parse_kaldi_args
 from .lang import Lang, LangError
 
@@ -103,9 +103,7 @@ def arpa_grammar(arpa_path: str, words_txt: str):
 def write_lang_with_grammar(lang_dir: str, G, out_dir: str) -> None:
     """A copy of `lang_dir` (without any old G.fst or tmp/) with `G` as G.fst."""
     if os.path.abspath(lang_dir) != os.path.abspath(out_dir):
-        shutil.copytree(lang_dir, out_dir, dirs_exist_ok=True,
-                        ignore=lambda d, names: [n for n in names if n in ("G.fst", "tmp")
-                                                 and os.path.abspath(d) == os.path.abspath(lang_dir)])
+        copy_tree(lang_dir, out_dir, skip=("G.fst", "tmp"))
     tmp_dir = os.path.join(out_dir, "tmp")
     if os.path.isdir(tmp_dir):
         shutil.rmtree(tmp_dir)  # cached LG/CLG from another G must not be reused

@@ -13,16 +13,15 @@ phones.txt and the phones/ files mkgraph.sh copies.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import kaldifst
 import kaldi_hmm_gmm as khg
 
-from ..options import KaldiArgumentParser
-from .cliopts import parse_kaldi_args
-from .atomic import atomic_path, write_lines
 from ..kaldi.transition import read_transition_model
+from ..options import KaldiArgumentParser
+from ..atomic import atomic_path, copy_file, write_lines
+from .cliopts import parse_kaldi_args
 from .hmm import read_tree, to_khg
 from .lang import Lang, LangError
 
@@ -111,12 +110,12 @@ def mkgraph(lang_dir: str, model_dir: str, graph_dir: str, transition_scale: flo
     write_fst(HCLG, os.path.join(graph_dir, VECTOR_GRAPH))
     write_lines(os.path.join(graph_dir, "disambig_tid.int"), map(str, disambig_tids))
     write_lines(os.path.join(graph_dir, "num_pdfs"), [str(trans_model.num_pdfs)])
-    shutil.copyfile(lang.path("words.txt"), os.path.join(graph_dir, "words.txt"))
-    shutil.copyfile(lang.path("phones.txt"), os.path.join(graph_dir, "phones.txt"))
+    copy_file(lang.path("words.txt"), os.path.join(graph_dir, "words.txt"))
+    copy_file(lang.path("phones.txt"), os.path.join(graph_dir, "phones.txt"))
     for name in ("word_boundary.txt", "word_boundary.int", "align_lexicon.txt", "align_lexicon.int",
                  "disambig.txt", "disambig.int", "silence.csl"):
         if os.path.isfile(lang.path("phones", name)):
-            shutil.copyfile(lang.path("phones", name), os.path.join(graph_dir, "phones", name))
+            copy_file(lang.path("phones", name), os.path.join(graph_dir, "phones", name))
 
 
 def load_graph(graph_dir: str):

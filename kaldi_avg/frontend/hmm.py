@@ -14,8 +14,8 @@ import numpy as np
 import kaldi_hmm_gmm as khg
 
 from ..kaldi.binary import BINARY_HEADER, KaldiFormatError, KaldiReader, KaldiWriter
-from ..kaldi.transition import HmmTopology, TransitionModel, read_transition_model
-from .atomic import atomic_path
+from ..kaldi.transition import HmmTopology, TransitionModel
+from ..atomic import atomic_path
 
 
 def khg_topology(topo: HmmTopology) -> "khg.HmmTopology":
@@ -81,9 +81,3 @@ def to_khg(tm: TransitionModel, tree: "khg.ContextDependency", source: str = "tr
     result = khg.TransitionModel.__new__(khg.TransitionModel)
     result.__setstate__(tuple(state))
     return result
-
-
-def load_transition_model(model_path: str, tree_path: str) -> tuple[TransitionModel, "khg.TransitionModel"]:
-    """The transition model at the start of a GMM or nnet3 `.mdl`, as ours and as khg's."""
-    tm = read_transition_model(model_path)
-    return tm, to_khg(tm, read_tree(tree_path), source=model_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from .atomic import write_text
+from ..atomic import write_text
 
 
 class JobLog:

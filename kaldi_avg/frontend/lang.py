@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 
 import kaldifst
 
 from ..options import KaldiArgumentParser, kaldi_bool
-from .atomic import atomic_path, write_lines, write_text
+from ..atomic import atomic_path, copy_file, write_lines, write_text
 from .cliopts import parse_kaldi_args
 
 POSITION_SUFFIXES = ("_B", "_E", "_I", "_S")
@@ -333,7 +332,7 @@ def prepare_lang(dict_dir: str, oov_word: str, lang_dir: str, position_dependent
         write_lines(os.path.join(ph, "word_boundary.txt"), [f"{p} {k}" for p, k in wb])
         write_lines(os.path.join(ph, "word_boundary.int"), [f"{phone_ids[p]} {k}" for p, k in wb])
     elif os.path.exists(os.path.join(dict_dir, "word_boundary.txt")):
-        shutil.copyfile(os.path.join(dict_dir, "word_boundary.txt"), os.path.join(ph, "word_boundary.txt"))
+        copy_file(os.path.join(dict_dir, "word_boundary.txt"), os.path.join(ph, "word_boundary.txt"))
 
     align = sorted({f"{w} {w} {' '.join(p)}" for w, _, p in lex} | {f"<eps> <eps> {d.optional_silence}"},
                    key=lambda s: s.encode("utf-8"))

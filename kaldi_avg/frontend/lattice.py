@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 
 class LatticeError(ValueError):

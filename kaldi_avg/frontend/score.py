@@ -18,8 +18,8 @@ import kaldialign
 
 from ..kaldi.datadir import DataDir
 from ..options import KaldiArgumentParser
+from ..atomic import write_lines, write_text
 from .cliopts import parse_kaldi_args
-from .atomic import write_lines, write_text
 from .lang import LangError, read_symbol_table
 from .lattice import LatticeError, best_paths, read_lattice_archive
 

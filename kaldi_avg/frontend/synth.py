@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..options import KaldiArgumentParser
-from .atomic import atomic_path, write_lines
+from ..atomic import atomic_path, write_lines
 from .dataprep import DIGIT_WORDS, Utterance, write_data_dir
 from .resample import resample
 

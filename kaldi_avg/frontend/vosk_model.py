@@ -10,21 +10,33 @@ our HCLG.  Layout written (toolchain.md 6):
     graph/words.txt, graph/phones.txt, graph/phones/word_boundary.int (if the graph dir has it)
 vosk's online pipeline gives the network raw MFCCs (no deltas, no speaker CMVN): the model's
 input must be what mfcc.conf produces, with any context done inside the network.
+
+vosk scales the graph costs of its final lattice by 0.9 before choosing the result (and by
+default picks it by MBR).  `decode_with_vosk` asks for the n-best list, whose first entry is the
+Viterbi best path of that lattice: the best path of our lattices at LM weight 0.9 / acoustic
+scale (9 for 0.1), i.e. `scoring_kaldi/penalty_0.0/9.txt` of a scored decode dir.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import wave
 from dataclasses import dataclass
 
 from ..kaldi.datadir import DataDir
 from ..options import KaldiArgumentParser
-from .atomic import write_lines, write_text
+from ..atomic import copy_file, write_lines, write_text
 from .cliopts import parse_kaldi_args
 from .score import compute_wer, read_transcripts
+
+
+VOSK_GRAPH_SCALE = 0.9  # vosk's recognizer.cc: ScaleLattice(GraphLatticeScale(0.9)) on the final lattice
+
+
+def vosk_lm_weight(acoustic_scale: float) -> float:
+    """The LM weight at which our lattices' best path is vosk's (graph 0.9, acoustic `acoustic_scale`)."""
+    return VOSK_GRAPH_SCALE / acoustic_scale
 
 
 @dataclass(frozen=True)
@@ -61,13 +73,13 @@ def make_vosk_model(model: str, graph_dir: str, mfcc_conf: str, out_dir: str,
         raise VoskModelError(f"{graph_dir}/phones/silence.csl is empty (vosk's endpointing needs silence phones)")
     for sub in ("am", "conf", "graph/phones"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    shutil.copyfile(_need(model), os.path.join(out_dir, "am", "final.mdl"))
-    shutil.copyfile(_need(mfcc_conf), os.path.join(out_dir, "conf", "mfcc.conf"))
-    shutil.copyfile(_need(os.path.join(graph_dir, "HCLG.fst")), os.path.join(out_dir, "graph", "HCLG.fst"))
-    shutil.copyfile(_need(os.path.join(graph_dir, "words.txt")), os.path.join(out_dir, "graph", "words.txt"))
+    copy_file(_need(model), os.path.join(out_dir, "am", "final.mdl"))
+    copy_file(_need(mfcc_conf), os.path.join(out_dir, "conf", "mfcc.conf"))
+    copy_file(_need(os.path.join(graph_dir, "HCLG.fst")), os.path.join(out_dir, "graph", "HCLG.fst"))
+    copy_file(_need(os.path.join(graph_dir, "words.txt")), os.path.join(out_dir, "graph", "words.txt"))
     for name in ("phones.txt", "phones/word_boundary.int"):
         if os.path.isfile(os.path.join(graph_dir, name)):
-            shutil.copyfile(os.path.join(graph_dir, name), os.path.join(out_dir, "graph", name))
+            copy_file(os.path.join(graph_dir, name), os.path.join(out_dir, "graph", name))
     write_lines(os.path.join(out_dir, "conf", "model.conf"), [
         f"--frame-subsampling-factor={opts.frame_subsampling_factor}",
         f"--acoustic-scale={opts.acoustic_scale}",
@@ -81,7 +93,7 @@ def make_vosk_model(model: str, graph_dir: str, mfcc_conf: str, out_dir: str,
 
 
 def decode_with_vosk(model_dir: str, wav_paths: list[str]) -> list[str]:
-    """vosk's final result text for each 16-bit mono WAV file, in order."""
+    """vosk's best path (the first of its n-best list, see above) for each 16-bit mono WAV file."""
     import vosk  # loads libvosk (Kaldi); only needed here
 
     vosk.SetLogLevel(-1)
@@ -93,17 +105,28 @@ def decode_with_vosk(model_dir: str, wav_paths: list[str]) -> list[str]:
                 raise ValueError(f"{path}: vosk needs 16-bit mono audio")
             rate, data = w.getframerate(), w.readframes(w.getnframes())
         rec = vosk.KaldiRecognizer(model, rate)
+        rec.SetMaxAlternatives(1)
         rec.AcceptWaveform(data)
-        out.append(json.loads(rec.FinalResult()).get("text", ""))
+        alternatives = json.loads(rec.FinalResult()).get("alternatives", [])
+        out.append(alternatives[0]["text"] if alternatives else "")
     return out
+
+
+def _acoustic_scale(model_dir: str) -> float:
+    with open(_need(os.path.join(model_dir, "conf", "model.conf")), encoding="utf-8") as f:
+        for line in f:
+            if line.strip().startswith("--acoustic-scale="):
+                return float(line.strip().split("=", 1)[1])
+    return 0.1  # NnetSimpleLoopedComputationOptions' default
 
 
 def vosk_check(model_dir: str, data_dir: str, out_dir: str, compare_with: str | None = None,
                min_agreement: float = 0.95) -> tuple[float, int, int]:
-    """Decodes `data_dir`'s recordings with vosk into `out_dir` (hyp.txt, wer, and with
-    `compare_with` a decode dir, compare.txt listing the utterances whose hypotheses differ).
-    Returns (WER, identical, compared); raises VoskModelError when fewer than `min_agreement`
-    of the compared hypotheses are identical."""
+    """Decodes `data_dir`'s recordings with vosk into `out_dir` (hyp.txt, wer).  With
+    `compare_with`, a scored decode dir of the same model and graph, its best paths at vosk's
+    scales (scoring_kaldi/penalty_0.0/<LM weight>.txt) are compared with vosk's, and the
+    utterances that differ are listed in compare.txt.  Returns (WER, identical, compared);
+    raises VoskModelError when fewer than `min_agreement` of them are identical."""
     data = DataDir(data_dir)
     if data.wav_scp is None or data.text is None:
         raise VoskModelError(f"{data_dir}: needs wav.scp and text")
@@ -118,7 +141,15 @@ def vosk_check(model_dir: str, data_dir: str, out_dir: str, compare_with: str | 
     write_text(os.path.join(out_dir, "wer"), result.report())
     if compare_with is None:
         return result.wer, 0, 0
-    ours = read_transcripts(os.path.join(compare_with, "hyp.txt"))
+    lmwt = vosk_lm_weight(_acoustic_scale(model_dir))
+    if abs(lmwt - round(lmwt)) > 1e-6:
+        raise VoskModelError(f"vosk's scales give LM weight {lmwt:g}, which scoring does not produce (use an "
+                             f"acoustic scale that divides 0.9)")
+    ours_path = os.path.join(compare_with, "scoring_kaldi", "penalty_0.0", f"{round(lmwt)}.txt")
+    if not os.path.isfile(ours_path):
+        raise VoskModelError(f"{ours_path}: missing (score {compare_with} with LM weight {round(lmwt)} and "
+                             f"penalty 0.0, e.g. local/score.sh's defaults)")
+    ours = read_transcripts(ours_path)
     common = [u for u in utts if u in ours]
     differ = [u for u in common if ours[u] != hyps[u]]
     write_lines(os.path.join(out_dir, "compare.txt"),

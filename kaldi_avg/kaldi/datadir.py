@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .nnet3.am import write_bytes_atomic
+from ..atomic import write_bytes
 from .tables import MatrixTable
 
 
@@ -76,7 +76,7 @@ def write_kaldi_map(path: str, mapping: Mapping) -> None:
             raise ValueError(f"{path}: invalid key {key!r}")
         value = _format_value(mapping[key])
         lines.append(f"{key} {value}\n" if value else f"{key}\n")
-    write_bytes_atomic(path, "".join(lines).encode("utf-8"))
+    write_bytes(path, "".join(lines).encode("utf-8"))
 
 
 def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
@@ -395,19 +395,19 @@ def split_data(datadir: str | DataDir, n: int) -> list[DataDir]:
         os.makedirs(d, exist_ok=True)
         spk_set = set(part)
         utts = {u for u, s in utt2spk.items() if s in spk_set}
-        write_bytes_atomic(os.path.join(d, "utt2spk"), _filter_lines(data.file("utt2spk"), utts))
+        write_bytes(os.path.join(d, "utt2spk"), _filter_lines(data.file("utt2spk"), utts))
         write_kaldi_map(os.path.join(d, "spk2utt"),
                         utt2spk_to_spk2utt({u: utt2spk[u] for u in utts}))
         for name in utt_files:
-            write_bytes_atomic(os.path.join(d, name), _filter_lines(data.file(name), utts))
+            write_bytes(os.path.join(d, name), _filter_lines(data.file(name), utts))
         for name in spk_files:
-            write_bytes_atomic(os.path.join(d, name), _filter_lines(data.file(name), spk_set))
+            write_bytes(os.path.join(d, name), _filter_lines(data.file(name), spk_set))
         if data.has("segments"):
             seg = _filter_lines(data.file("segments"), utts)
-            write_bytes_atomic(os.path.join(d, "segments"), seg)
+            write_bytes(os.path.join(d, "segments"), seg)
             recordings = {line.split()[1].decode("utf-8") for line in seg.splitlines() if line.strip()}
             for name in ("wav.scp", "reco2file_and_channel"):
                 if data.has(name):
-                    write_bytes_atomic(os.path.join(d, name), _filter_lines(data.file(name), recordings))
+                    write_bytes(os.path.join(d, name), _filter_lines(data.file(name), recordings))
         out.append(DataDir(d))
     return out

@@ -28,6 +28,7 @@ from kaldiio.matio import read_matrix_or_vector, read_token, write_array
 from kaldiio.utils import MultiFileDescriptor, open_like_kaldi
 
 from .binary import KaldiFormatError
+from ..atomic import FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -516,6 +517,7 @@ class _TableOutput:
             self._discard()
             return
         for tmp, final in self._renames:
+            os.chmod(tmp, FILE_MODE)  # mkstemp made it 0600; finished files get the umask's mode
             os.replace(tmp, final)
 
     def _discard(self) -> None:

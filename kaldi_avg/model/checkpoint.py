@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ..kaldi.binary import KaldiFormatError
-from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_bytes, read_nnet3_file, write_bytes_atomic
+from ..atomic import write_bytes
+from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_bytes, read_nnet3_file
 
 FORMAT = "kaldi-avg-checkpoint/1"
 
@@ -29,7 +30,7 @@ class Checkpoint:
                    "train_state": self.train_state}
         buf = io.BytesIO()
         torch.save(payload, buf)
-        write_bytes_atomic(path, buf.getvalue())
+        write_bytes(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str) -> "Checkpoint":

@@ -31,7 +31,9 @@ from ..kaldi.alignment import match_alignments, pdf_counts, read_alignments
 from ..kaldi.binary import KaldiWriter
 from ..kaldi.cmvn import CmvnApplier, parse_cmvn_opts
 from ..kaldi.datadir import DataDir, read_kaldi_map
-from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_file, write_bytes_atomic
+from ..atomic import write_bytes
+from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_file
+from ..kaldi.nnet3.context import model_context
 from ..kaldi.tables import MatrixTable
 from ..kaldi.transition import read_transition_model
 from ..kaldi.xconfig import write_config_dir
@@ -346,7 +348,7 @@ def _estimate_lda(params: Params, pdfs: dict, xconfig_text: str, xconfig_path: s
     module = NnetModule(init).eval()
     src = params.source
     stats = None
-    lc, rc = params.model_left_context, params.model_right_context
+    lc, rc = model_context(init)  # the init network's own context, not the full model's
     for utt in sorted(src.lengths)[:2000]:
         x = np.asarray(src.load_features(utt), np.float32)
         padded = np.concatenate([np.repeat(x[:1], lc, 0), x, np.repeat(x[-1:], rc, 0)])
@@ -359,7 +361,7 @@ def _estimate_lda(params: Params, pdfs: dict, xconfig_text: str, xconfig_path: s
     w = KaldiWriter(binary=True)
     w.header()
     w.matrix(m)
-    write_bytes_atomic(out_path, w.getvalue())
+    write_bytes(out_path, w.getvalue())
 
 
 # -- the whole run ----------------------------------------------------------------------------
@@ -508,7 +510,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Comm | None 
         w = KaldiWriter(binary=True)
         w.header()
         w.vector(post.astype(np.float32))
-        write_bytes_atomic(os.path.join(d, "post.combined.vec"), w.getvalue())
+        write_bytes(os.path.join(d, "post.combined.vec"), w.getvalue())
         Nnet3Model(combined.nnet, trans_model, priors).write(os.path.join(d, "final.mdl"))
         write_simple_log(os.path.join(log_dir, "adjust_priors.final.log"), "nnet3-am-adjust-priors (kaldi-avg)",
                          [f"priors from the average posterior over {njobs} subset(s)"], 0.0)

@@ -128,3 +128,24 @@ def test_failing_rank_ends_all_ranks(tmp_path):
     r = subprocess.run([sys.executable, TRAIN_RNN] + args, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "ERROR" in r.stderr
+
+
+LDA_XCONFIG = """input dim=13 name=input
+fixed-affine-layer name=lda delay=5 input=Append(-2,-1,0,1,2) affine-transform-file=configs/lda.mat
+fast-lstmp-layer name=lstm1 cell-dim=12 recurrent-projection-dim=4 non-recurrent-projection-dim=4 delay=-1 decay-time=20
+output-layer name=output output-delay=5 dim=NUM_PDFS max-change=1.5
+"""
+
+
+def test_lda_layer_and_label_delay(tmp_path):
+    """Stage -3 estimates lda.mat through the init network (delay 5) as train_rnn.py does."""
+    exp = make_experiment(str(tmp_path))
+    with open(f"{exp['exp']}/configs/network.xconfig", "w") as f:
+        f.write(LDA_XCONFIG)
+    assert main(train_args(exp, **{"--trainer.num-epochs": "1"})) == 0
+    lda = os.path.join(exp["exp"], "lda.mat")
+    assert os.path.exists(lda)
+    model = read_nnet3_file(os.path.join(exp["exp"], "final.mdl"))
+    assert model.nnet.components["lda"].linear_params.shape == (65, 65)
+    from kaldi_avg.kaldi.nnet3.context import model_context
+    assert model_context(model.nnet) == (0, 7)

@@ -3,12 +3,11 @@
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
+from ...atomic import write_bytes
 from ..binary import KaldiFormatError, KaldiReader, KaldiWriter
 from ..transition import TransitionModel
 from .context import is_simple_nnet, model_context
@@ -73,7 +72,7 @@ class Nnet3Model:
         return w.getvalue()
 
     def write(self, path: str, binary: bool = True) -> None:
-        write_bytes_atomic(path, self.to_bytes(binary))
+        write_bytes(path, self.to_bytes(binary))
 
 
 def read_nnet3_bytes(data: bytes, source: str) -> Nnet3Model:
@@ -100,17 +99,3 @@ def read_nnet3_bytes(data: bytes, source: str) -> Nnet3Model:
 def read_nnet3_file(path: str) -> Nnet3Model:
     with open(path, "rb") as f:
         return read_nnet3_bytes(f.read(), path)
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Writes via a temp file in the same directory so a failed write never replaces a good file."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

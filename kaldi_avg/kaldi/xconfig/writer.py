@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from ...frontend.atomic import write_text
+from ...atomic import write_text
 from .layer import XconfigLayer
 from .parser import parse_xconfig
 from .syntax import XconfigError, substitute

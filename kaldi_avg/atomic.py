@@ -3,6 +3,7 @@ renamed into place, so an interrupted stage never leaves a half-written file beh
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
@@ -44,3 +45,21 @@ def write_text(path: str, text: str) -> None:
 
 def write_lines(path: str, lines) -> None:
     write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+def copy_file(src: str, dst: str) -> None:
+    """cp src dst (following symlinks), atomically."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def copy_tree(src: str, dst: str, skip=()) -> None:
+    """cp -r src/. dst/, file by file atomically; top-level entries named in `skip` are left out."""
+    for root, dirs, files in os.walk(src):
+        rel = os.path.relpath(root, src)
+        if rel == ".":
+            dirs[:] = [d for d in dirs if d not in skip]
+            files = [f for f in files if f not in skip]
+        os.makedirs(os.path.join(dst, rel), exist_ok=True)
+        for name in files:
+            copy_file(os.path.join(root, name), os.path.join(dst, rel, name))
