@@ -16,7 +16,6 @@ COMMANDS = {
     "compute": "network outputs for features, as nnet3-compute",
     "info": "contexts, dims and components, as nnet3-am-info",
     "train": "train_rnn.py-compatible training (see steps/kaldi_avg/train_rnn.py)",
-    "experiment": "the seed papers' distributed-training experiments",
 }
 
 
@@ -49,12 +48,12 @@ def cmd_init(argv: list[str]) -> None:
 def cmd_import(argv: list[str]) -> None:
     from .kaldi.nnet3.am import read_nnet3_file
     from .model.checkpoint import Checkpoint
+    from .model.graph import NnetModule
     p = _parser("import", "<nnet3-in> <checkpoint-out>")
     p.add_argument("nnet3_in")
     p.add_argument("checkpoint_out")
     a = p.parse_args(argv)
     model = read_nnet3_file(a.nnet3_in)
-    from .model.graph import NnetModule
     NnetModule(model.nnet)  # fails here, naming the problem, if kaldi-avg cannot run this network
     Checkpoint(model).save(a.checkpoint_out)
 
@@ -138,11 +137,6 @@ def cmd_info(argv: list[str]) -> None:
 def cmd_train(argv: list[str]) -> None:
     from .train.cli import main as train_main
     train_main(argv)
-
-
-def cmd_experiment(argv: list[str]) -> None:
-    from .experiments.cli import main as experiment_main
-    experiment_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

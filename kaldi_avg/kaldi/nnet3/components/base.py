@@ -8,6 +8,8 @@ for old models and never written.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -150,7 +152,7 @@ def vector_stats(name: str, v: np.ndarray) -> list[tuple[str, Any]]:
     return [(f"{name}-{{mean,stddev}}", f"{mean:g},{std:g}")]
 
 
-class Component:
+class Component(ABC):
     """Base of all nnet3 components. Subclasses declare `type_name`, `FIELDS` (Kaldi's order) and
     the dimension/consistency logic; reading, writing and construction are generic."""
 
@@ -191,11 +193,11 @@ class Component:
             raise TypeError(f"{self.type_name}: unknown field(s) {', '.join(values)}")
 
     # -- dimensions and parameters (overridden per type) -------------------------------------
-    def input_dim(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def input_dim(self) -> int: ...
 
-    def output_dim(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def output_dim(self) -> int: ...
 
     def params(self) -> dict[str, np.ndarray]:
         """Trainable arrays, the component's own storage (writing into them updates it)."""
@@ -267,8 +269,8 @@ class Component:
 
     # -- initialization from a config line (nnet3-init) --------------------------------
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "Component":
-        raise NotImplementedError
+    @abstractmethod
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "Component": ...
 
     # -- checks and diagnostics ----------------------------------------------------------
     def error(self, msg: str) -> ComponentError:
