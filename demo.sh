@@ -13,6 +13,6 @@ echo "== kaldi-avg demo (egs/synth_digits/s5), $(( $(date +%s) - start )) s in a
 for d in exp/mono/decode_test exp/lstm/decode_test; do
   [ -d "$d" ] && echo "$d: $(grep -h '%WER' "$d"/wer_* | sort -t' ' -k2,2n | head -n 1)"
 done
-[ -f exp/lstm/log/train_time ] && echo "LSTM training stage: $(cat exp/lstm/log/train_time) s"
+[ -f exp/lstm/accuracy.report ] && echo "LSTM training: $(tail -n 1 exp/lstm/accuracy.report)"
 echo "model:  $PWD/exp/lstm/final.mdl"
 echo "curves: $PWD/exp/lstm/progress.png"
