@@ -22,6 +22,8 @@ synchronizations (give ranks equal step counts per epoch; see `common_step_count
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import contextlib
 import math
 from collections import Counter
@@ -172,7 +174,7 @@ def common_step_count(comm: Communicator, local_steps: int) -> int:
     return min(comm.allgather_object(int(local_steps)))
 
 
-class Algorithm:
+class Algorithm(ABC):
     """Base class: binds replicas, runs the hooks, keeps the state for resume.
 
     Subclasses set `name`, `DEFAULT_PERIOD_FRAMES` (the paper's sync period, frames per worker) and
@@ -238,17 +240,17 @@ class Algorithm:
         """Gradients of this step are in the replicas' grad buffers (params not yet updated)."""
         return None
 
+    @abstractmethod
     def after_step(self, frames: int | Sequence[int], replicas: Sequence[int] | None = None) -> bool:
         """The local optimizers have stepped; returns True when a synchronization happened."""
-        raise NotImplementedError
 
+    @abstractmethod
     def sync(self) -> None:
         """Synchronize now (collective for synchronous algorithms)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def finalize(self) -> None:
         """Collective: stop any communication threads and leave the reference model in every replica."""
-        raise NotImplementedError
 
     def local_update(self) -> ContextManager[Any]:
         """Hold while applying the optimizer step (a comm thread may be averaging the same buffer)."""

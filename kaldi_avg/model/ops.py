@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..kaldi.nnet3.components import Component
+from ..kaldi.nnet3.config import ConfigError
 
 # Trainable arrays, per component type; everything else a component needs is a fixed buffer.
 AFFINE_TYPES = ("NaturalGradientAffineComponent", "AffineComponent", "FixedAffineComponent")
@@ -27,6 +28,11 @@ NONLINEAR = {
     "NoOpComponent": lambda x: x,
     "ClipGradientComponent": lambda x: x,
 }
+SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | {
+    "LinearComponent", "LstmNonlinearityComponent", "BackpropTruncationComponent", "ElementwiseProductComponent",
+    "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
+    "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
+    "DropoutComponent"}
 
 
 class ComponentOp(nn.Module):
@@ -34,6 +40,9 @@ class ComponentOp(nn.Module):
         super().__init__()
         self.component = component
         self.type_name = component.type_name
+        if self.type_name not in SUPPORTED_TYPES:
+            raise ConfigError(f"component type {self.type_name} has no PyTorch implementation in kaldi-avg "
+                              f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})")
         trainable = component.params()
         for name, arr in _tensors_of(component).items():
             t = torch.from_numpy(np.array(arr, dtype=np.float32))
@@ -95,13 +104,11 @@ class ComponentOp(nn.Module):
             return normalize_rows(x, self.component)
         if t == "BatchNormComponent":
             return self._batchnorm(x)
-        if t == "DropoutComponent":
-            p = self.component.dropout_proportion
-            if self.training and p > 0:
-                # Kaldi's dropout is not inverted: kept values are not rescaled.
-                return x * (torch.rand_like(x) >= p).to(x.dtype)
-            return x * (1.0 - p)
-        raise NotImplementedError(f"component type {t} has no PyTorch implementation in kaldi-avg")
+        p = self.component.dropout_proportion  # DropoutComponent: the last supported type
+        if self.training and p > 0:
+            # Kaldi's dropout is not inverted: kept values are not rescaled.
+            return x * (torch.rand_like(x) >= p).to(x.dtype)
+        return x * (1.0 - p)
 
     def _batchnorm(self, x: torch.Tensor) -> torch.Tensor:
         c = self.component

@@ -40,7 +40,7 @@ from ..kaldi.xconfig import write_config_dir
 from ..model.build import build_nnet, xconfig_context
 from ..model.checkpoint import Checkpoint
 from ..model.graph import NnetModule
-from . import kaldi_schedule as sched
+from . import schedule as sched
 from .combine import combine
 from .diagnostics import (TrainLog, compute_prob, forward_minibatch, minibatch_objective, plot_progress,
                           write_accuracy_report, write_compute_prob_log, write_simple_log)
@@ -172,16 +172,13 @@ class Params:
                               a.trainer_optimization_num_jobs_final, a.trainer_optimization_num_jobs_step)
 
     def archives_processed(self, it: int) -> int:
-        a = self.args
-        return sched.archives_processed_before(it, self.num_iters, a.trainer_optimization_num_jobs_initial,
-                                               a.trainer_optimization_num_jobs_final,
-                                               a.trainer_optimization_num_jobs_step)
+        return sum(self.num_jobs(i) for i in range(it))
 
     def lrate(self, it: int) -> float:
         a = self.args
-        return sched.learning_rate(it, self.num_iters, self.archives_processed(it), self.archives_to_process,
-                                   a.trainer_optimization_initial_effective_lrate,
-                                   a.trainer_optimization_final_effective_lrate, self.num_jobs(it))
+        return sched.learning_rate(it, self.num_jobs(it), self.num_iters, self.archives_processed(it),
+                                   self.archives_to_process, a.trainer_optimization_initial_effective_lrate,
+                                   a.trainer_optimization_final_effective_lrate)
 
 
 def get_params(args: argparse.Namespace) -> Params:
@@ -267,12 +264,14 @@ def train_one_iteration(params: Params, comm: Comm, module: NnetModule, source, 
     a = params.args
     nj = params.num_jobs(it)
     lrate = params.lrate(it)
-    shrink = sched.shrink(it, lrate, a.trainer_optimization_shrink_value, a.trainer_optimization_proportional_shrink)
+    # Saturation is not measured yet: 0.0 means shrink-value applies on iteration 0 only.
+    shrink = sched.shrink_value(it, lrate, 0.0, a.trainer_optimization_shrink_value,
+                                a.trainer_optimization_shrink_saturation_threshold,
+                                a.trainer_optimization_proportional_shrink)
     mb_size = a.trainer_rnn_num_chunk_per_minibatch
-    max_change = a.trainer_max_param_change
+    max_change = sched.max_param_change(it, a.trainer_max_param_change)
     if it == 0:
         mb_size = halve_minibatch_size(mb_size)
-        max_change = max_change / math.sqrt(2)
     base = flatten_state(module)
     results = []
     for job in range(comm.rank, nj, comm.world_size):
@@ -414,10 +413,10 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Comm | None 
     if nj_final > plan.num_archives:
         raise SystemExit(f"--trainer.optimization.num-jobs-final={nj_final} exceeds the number of archives "
                          f"({plan.num_archives}); lower it or --trainer.samples-per-iter")
-    params.archives_to_process = int(a.trainer_num_epochs * plan.num_archives)
-    params.num_iters = sched.num_iters(a.trainer_num_epochs, plan.num_archives, nj_init, nj_final)
-    combine_iters = set(sched.models_to_combine(params.num_iters, plan.num_archives, nj_final,
-                                                a.trainer_optimization_max_models_combine))
+    params.archives_to_process = sched.num_archives_to_process(a.trainer_num_epochs, plan.num_archives)
+    params.num_iters = sched.num_iters(params.archives_to_process, nj_init, nj_final)
+    combine_iters = sched.models_to_combine(params.num_iters, plan.num_archives,
+                                            a.trainer_optimization_max_models_combine, nj_final)
     if rank == 0:
         _say(comm, f"alignments: {match_summary}; {len(usable)} usable utterances, {plan.num_archives} archives, "
                    f"{params.num_iters} iterations, model context {params.model_left_context}/"

@@ -77,7 +77,7 @@ def models_to_combine(iterations: int, num_archives: int, max_models_combine: in
     """`get_model_combine_iters`: the iterations whose models enter the final combination.
 
     Up to half an epoch at the final job count (plus one) and at most half the iterations; when that
-    is more than max_models_combine, every ⌊n/max⌋-th of them (plus the last)."""
+    is more than max_models_combine, every ⌊n/max⌋-th of them; the last iteration always."""
     approx_iters_per_epoch_final = float(num_archives) / num_jobs_final
     initial = min(int(approx_iters_per_epoch_final / 2) + 1, int(iterations / 2))
     if initial > max_models_combine:
@@ -86,28 +86,12 @@ def models_to_combine(iterations: int, num_archives: int, max_models_combine: in
         chosen.add(iterations)
         return chosen
     count = min(max_models_combine, iterations // 2)
-    return set(range(iterations - count + 1, iterations + 1))
+    return set(range(iterations - count + 1, iterations + 1)) | {iterations}
 
 
 def archive_index(archives_processed: int, job: int, num_archives: int) -> int:
     """1-based archive of 1-based `job` in an iteration: ((processed + job − 1) mod A) + 1."""
     return (archives_processed + job - 1) % num_archives + 1
-
-
-def halve_minibatch_size(minibatch_size: str) -> str:
-    """`halve_minibatch_size_str` (iteration 0 uses half the minibatch): halves every size in a
-    Kaldi minibatch-size string ('128', '128,64', '64:128', '128=64/256=32,64'), never below 1."""
-    def halve_ranges(ranges: str) -> str:
-        return ",".join(":".join(str(max(1, int(x) // 2)) for x in r.split(":")) for r in ranges.split(","))
-
-    rules = minibatch_size.split("/")
-    if len(rules) == 1 and "=" not in rules[0]:
-        return halve_ranges(rules[0])
-    halved = []
-    for rule in rules:
-        length, ranges = rule.split("=")
-        halved.append(f"{length}={halve_ranges(ranges)}")
-    return "/".join(halved)
 
 
 def max_param_change(iteration: int, value: float) -> float:

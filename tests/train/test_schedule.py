@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from kaldi_avg.data import halve_minibatch_size
 from kaldi_avg.train import schedule
 
 
@@ -16,10 +17,10 @@ def test_num_jobs_matches_kaldis_test_get_current_num_jobs():
 
 def test_halving_matches_kaldis_self_test():
     # common.py self_test() / test_halve_minibatch_size_str
-    assert schedule.halve_minibatch_size("64") == "32"
-    assert schedule.halve_minibatch_size("64,16:32") == "32,8:16"
-    assert schedule.halve_minibatch_size("1") == "1"
-    assert schedule.halve_minibatch_size("128=64/256=40,80:100") == "128=32/256=20,40:50"
+    assert halve_minibatch_size("64") == "32"
+    assert halve_minibatch_size("64,16:32") == "32,8:16"
+    assert halve_minibatch_size("1") == "1"
+    assert halve_minibatch_size("128=64/256=40,80:100") == "128=32/256=20,40:50"
 
 
 def test_iteration_count():
