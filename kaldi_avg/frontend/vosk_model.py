@@ -150,10 +150,17 @@ def vosk_check(model_dir: str, data_dir: str, out_dir: str, compare_with: str | 
         raise VoskModelError(f"{ours_path}: missing (score {compare_with} with LM weight {round(lmwt)} and "
                              f"penalty 0.0, e.g. local/score.sh's defaults)")
     ours = read_transcripts(ours_path)
-    common = [u for u in utts if u in ours]
+    # Near ties (our best path changes at the next LM weight) may go either way in vosk's lattice
+    # rescoring; they are listed, not compared.
+    neighbour_path = os.path.join(compare_with, "scoring_kaldi", "penalty_0.0", f"{round(lmwt) + 1}.txt")
+    neighbour = read_transcripts(neighbour_path) if os.path.isfile(neighbour_path) else ours
+    ties = [u for u in utts if u in ours and ours[u] != neighbour.get(u)]
+    common = [u for u in utts if u in ours and u not in ties]
     differ = [u for u in common if ours[u] != hyps[u]]
     write_lines(os.path.join(out_dir, "compare.txt"),
-                [f"{u} vosk: {' '.join(hyps[u])} | ours: {' '.join(ours[u])}" for u in differ])
+                [f"{u} vosk: {' '.join(hyps[u])} | ours: {' '.join(ours[u])}" for u in differ]
+                + [f"{u} near tie (not compared) vosk: {' '.join(hyps[u])} | ours: {' '.join(ours[u])}"
+                   for u in ties])
     identical = len(common) - len(differ)
     if not common or identical < min_agreement * len(common):
         raise VoskModelError(f"vosk and {compare_with} agree on {identical} of {len(common)} utterances "

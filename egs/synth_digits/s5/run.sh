@@ -111,6 +111,6 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
 fi
 
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
-  local/vosk_check.sh conf/mfcc_hires.conf exp/lstm exp/mono/graph data/test_hires exp/lstm/decode_test
+  local/vosk_check.sh conf/mfcc_hires.conf exp/lstm exp/mono/graph data/test_hires exp/lstm/decode_test_looped
 fi
 echo "$0: done"

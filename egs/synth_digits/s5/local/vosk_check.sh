@@ -3,7 +3,8 @@
 # The independent real-Kaldi check: packs <nnet-dir>/final.mdl, the graph and the feature
 # config into a vosk model directory (<nnet-dir>/vosk), decodes <data-dir>'s recordings with
 # vosk (Kaldi's online2/nnet3 code), scores them against <data-dir>/text and compares the
-# hypotheses with those of <decode-dir> (steps/nnet3/decode.sh on the same model and graph).
+# hypotheses with <decode-dir>, a decode it makes with steps/nnet3/decode.sh computing the network
+# as vosk does (looped over whole utterances). <decode-dir> must be inside <nnet-dir>.
 set -euo pipefail
 if [ $# -ne 5 ]; then
   echo "Usage: $0 <mfcc-config> <nnet-dir> <graph-dir> <data-dir> <decode-dir>" >&2
@@ -15,5 +16,10 @@ for f in "$mfcc_config" "$nnet_dir/final.mdl" "$graph/HCLG.fst" "$graph/words.tx
 done
 python3 -m kaldi_avg.frontend.vosk_model make --mfcc-config="$mfcc_config" \
   "$nnet_dir/final.mdl" "$graph" "$nnet_dir/vosk"
+# vosk runs the network looped over whole utterances, so our decode to compare with does the same
+# (one chunk per utterance, no extra left context at its start); a chunked decode may differ.
+nj=$(wc -l < "$data/spk2utt"); [ "$nj" -le 4 ] || nj=4
+steps/nnet3/decode.sh --nj "$nj" --frames-per-chunk 1000000 --extra-left-context-initial 0 \
+  "$graph" "$data" "$decode_dir"
 python3 -m kaldi_avg.frontend.vosk_model decode --compare-with="$decode_dir" \
   "$nnet_dir/vosk" "$data" "$decode_dir/vosk"
