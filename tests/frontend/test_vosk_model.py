@@ -250,8 +250,9 @@ def test_vosk_command_line_compares_with_a_decode_dir(ff_model, nnet3_decoded, p
     r = subprocess.run(run + ["decode", f"--compare-with={nnet3_decoded}", str(tmp_path / "vosk"), str(system.test),
                               str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    identical = int(re.search(rf"identical to {re.escape(str(nnet3_decoded))} on (\d+)/100", r.stderr).group(1))
-    assert identical >= 98
+    m = re.search(rf"identical to {re.escape(str(nnet3_decoded))} on (\d+)/(\d+)", r.stderr)
+    identical, compared = int(m.group(1)), int(m.group(2))  # near ties are listed, not compared
+    assert compared >= 95 and identical >= compared - 2
     vosk_hyps = read_transcripts(str(tmp_path / "out" / "hyp.txt"))
     assert_same_up_to_near_ties(vosk_hyps, python_hyps)
     assert (tmp_path / "out" / "wer").read_text().startswith("%WER ")
