@@ -262,11 +262,31 @@ class Algorithm(ABC):
                 **self._state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_state(state)
+        self.log.load_state_dict(state["log"])
+        self._load_state(state)
+
+    def carry_state(self) -> dict[str, Any]:
+        """What survives `finalize()` -> `setup()`, the driver's iteration boundary (where every
+        worker restarts from the reference model): the communication log, and phase switches."""
+        return {"name": self.name, "n_workers": self.n_workers, "log": self.log.state_dict(), **self._carry()}
+
+    def load_carry_state(self, state: dict[str, Any]) -> None:
+        """Call before `setup()` when resuming at an iteration boundary."""
+        self._check_state(state)
+        self.log.load_state_dict(state["log"])
+        self._load_carry(state)
+
+    def _carry(self) -> dict[str, Any]:
+        return {}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        return None
+
+    def _check_state(self, state: dict[str, Any]) -> None:
         if state["name"] != self.name or state["n_workers"] != self.n_workers:
             raise ValueError(f"checkpoint is for {state['name']} with {state['n_workers']} workers, "
                              f"not {self.name} with {self.n_workers}")
-        self.log.load_state_dict(state["log"])
-        self._load_state(state)
 
     def _state(self) -> dict[str, Any]:
         return {}

@@ -46,7 +46,10 @@ class PostLocalSGD(Algorithm):
                                 **self.ma.hyperparameters}
 
     def _on_setup(self) -> None:
-        self.ssgd.setup(self.replicas)
+        if self.local_phase:   # set up again after finalize(): no gradient hooks in phase 2
+            self.ssgd.replicas = self.replicas
+        else:
+            self.ssgd.setup(self.replicas)
         self.ma.replicas = self.replicas   # already equal: bind without another broadcast
 
     def start_local_phase(self) -> None:
@@ -76,6 +79,13 @@ class PostLocalSGD(Algorithm):
         self.ssgd.finalize()
         if self.local_phase:
             self.ma.finalize()
+
+    def _carry(self) -> dict[str, Any]:
+        return {"local_phase": self.local_phase, "global_frames": self.global_frames}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        self.global_frames = state["global_frames"]
+        self.local_phase = state["local_phase"]
 
     def _state(self) -> dict[str, Any]:
         return {"local_phase": self.local_phase, "global_frames": self.global_frames,

@@ -1,33 +1,36 @@
 """`kaldi-avg train` / `python -m kaldi_avg.train.cli`: one persistent rank of a training run.
 
-Under mpiexec every rank runs `main`; a rank that raises logs the error with its rank number
-and aborts the whole MPI job (non-zero exit on all ranks).
+Under an MPI launcher every rank runs `main` with a communicator from `kaldi_avg.dist`
+(`--mpi.backend`: mpi4py or torch.distributed). A rank that fails, dies or hangs ends the whole job
+with a message naming it (`dist.failure_guard`, `ExitMonitor`, `Watchdog`); no rank waits forever.
 """
 from __future__ import annotations
 
+import os
 import sys
-import traceback
 
+from ..dist import ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
 from .driver import get_parser, run
-from .parallel import Comm, launched_by_mpi
+
+# Set by mpiexec (MPICH/hydra, srun --mpi=pmi2), Open MPI's mpirun, and srun job steps.
+_LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+
+
+def launched_by_mpi() -> bool:
+    """Whether a launcher (mpiexec, mpirun, srun) started this process as one rank of several."""
+    return any(int(os.environ.get(var, "1")) > 1 for var in _LAUNCHER_SIZE_VARIABLES)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    comm = Comm(use_mpi=launched_by_mpi())
-    try:
-        return run(comm.rank, comm.world_size, args, comm)
-    except SystemExit as e:
-        if comm.world_size > 1 and e.code not in (0, None):
-            print(f"[rank {comm.rank}] ERROR: {e.code}", file=sys.stderr, flush=True)
-            comm.abort(1)
-        raise
-    except BaseException as e:  # noqa: BLE001 - every failure must end all ranks
-        print(f"[rank {comm.rank}] ERROR: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        traceback.print_exc()
-        if comm.world_size > 1:
-            comm.abort(1)
-        return 1
+    comm = make_communicator(args.mpi_backend) if launched_by_mpi() else LocalCommunicator()
+    if comm.size == 1:
+        return run(0, 1, args, comm)
+    monitor = ExitMonitor(comm)
+    with failure_guard(comm), Watchdog(comm, timeout_s=30.0):
+        code = run(comm.rank, comm.size, args, comm)
+    monitor.close()
+    return code
 
 
 if __name__ == "__main__":

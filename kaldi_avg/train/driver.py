@@ -3,19 +3,17 @@
     get_parser()          Kaldi's train_rnn.py options (+ --averaging.*, --mpi.*)
     get_params(args)      validated, derived settings
     compute_loss(...)     one minibatch: -(summed weighted log-likelihood), objf, frames
-    train_one_iteration   all ranks: jobs of iteration `it`, then best-model (it 0) / average
+    make_iterations(...)  what an iteration does: Kaldi's jobs, or a kaldi_avg.dist algorithm
     run(rank, ws, args)   setup stages, iterations, combination, priors, reports
 
-Jobs are assigned to ranks round-robin (job j on rank j mod world_size), each job starting from
-the same (shrunk) model, so the result does not depend on the number of ranks.  Selection and
-averaging is one Allreduce of sum_j w_j * params_j.  Every iteration writes `N.mdl` and
-`checkpoint.pt`; `--stage N` (N >= 0) resumes from `N.mdl`: everything else (archives,
-schedule, data order, seeds) is a function of the options, so the result is the same.
+Every iteration writes `N.mdl`, `N.algo.pt` (the algorithm state that crosses iterations) and
+`checkpoint.pt`; `--stage N` (N >= 0) resumes from them: everything else (archives, schedule,
+data order, seeds) is a function of the options, so the result is the same.
 """
 from __future__ import annotations
 
 import argparse
-import math
+import io
 import os
 import shutil
 import sys
@@ -25,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data import (ChunkConfig, DiagnosticSet, MinibatchStream, Prefetcher, SkipReport,
-                    UtteranceSource, halve_minibatch_size, plan_archives, screen_utterances)
+from ..data import ChunkConfig, DiagnosticSet, SkipReport, UtteranceSource, plan_archives, screen_utterances
+from ..dist import DEFAULT, Communicator, LocalCommunicator, add_algorithm_options, build_algorithm
 from ..kaldi.alignment import match_alignments, pdf_counts, read_alignments
 from ..kaldi.binary import KaldiWriter
 from ..kaldi.cmvn import CmvnApplier, parse_cmvn_opts
@@ -42,10 +40,10 @@ from ..model.checkpoint import Checkpoint
 from ..model.graph import NnetModule
 from . import schedule as sched
 from .combine import combine
-from .diagnostics import (TrainLog, compute_prob, forward_minibatch, minibatch_objective, plot_progress,
-                          write_accuracy_report, write_compute_prob_log, write_simple_log)
-from .optim import KaldiSgd, flatten_state, load_flat_state, scale_parameters, set_learning_rates
-from .parallel import Comm
+from .diagnostics import (compute_prob, plot_progress, write_accuracy_report, write_compute_prob_log,
+                          write_simple_log)
+from .iterations import AlgorithmWorkers, KaldiJobs
+from .learner import compute_loss  # noqa: F401 - part of the driver's interface (icefall's skeleton)
 from .priors import adjust_priors, alignment_priors, posterior_sum
 
 # Options train_rnn.py has that mean nothing without egs / GPUs / queues: accepted, reported.
@@ -133,21 +131,19 @@ def get_parser() -> argparse.ArgumentParser:
     add("--cleanup.preserve-model-interval", 100, int)
     add("--reporting.email", None)
     add("--reporting.interval", 0.1, float)
-    add("--mpi.launcher", "mpiexec", help="MPI launcher (mpiexec path)")
+    add("--mpi.launcher", "mpiexec", help="MPI launcher (mpiexec path; srun works too, see the README)")
     add("--mpi.num-ranks", 1, int, "persistent ranks; 1 runs in-process")
+    add("--mpi.backend", "mpi", help="how tensors move between ranks: mpi (mpi4py) or torch "
+                                     "(torch.distributed: gloo on CPU, nccl on GPUs)")
     add("--num-threads", 1, int, "torch threads per rank")
-    _add_averaging_options(p)
+    add_algorithm_options(p)
     return p
 
 
-def _add_averaging_options(p: argparse.ArgumentParser) -> None:
-    try:
-        from ..dist import add_algorithm_options  # provided by kaldi_avg/dist when it exists
-    except ImportError:
-        p.add_argument("--averaging.algorithm", dest="averaging_algorithm", default="kaldi",
-                       help="only 'kaldi' (per-iteration model averaging) until kaldi_avg.dist exists")
-        return
-    add_algorithm_options(p)
+def uses_kaldi_jobs(args: argparse.Namespace) -> bool:
+    """Kaldi's own iteration (independent jobs, then select/average) unless another algorithm or an
+    explicit averaging period is asked for."""
+    return args.averaging_algorithm == "ma" and args.averaging_period_frames is DEFAULT
 
 
 @dataclass
@@ -192,6 +188,15 @@ def get_params(args: argparse.Namespace) -> Params:
         raise SystemExit("--trainer.optimization.backstitch-training-scale is not implemented by kaldi-avg")
     if a.trainer_input_model:
         raise SystemExit("--trainer.input-model is not implemented by kaldi-avg")
+    if not uses_kaldi_jobs(a):
+        nj0, nj = a.trainer_optimization_num_jobs_initial, a.trainer_optimization_num_jobs_final
+        if nj0 != nj:
+            raise SystemExit(f"--averaging.algorithm={a.averaging_algorithm} (or an explicit --averaging.period-frames) "
+                             f"trains a fixed number of workers: set --trainer.optimization.num-jobs-initial equal "
+                             f"to --trainer.optimization.num-jobs-final (got {nj0} and {nj})")
+        if nj % max(1, a.mpi_num_ranks):
+            raise SystemExit(f"--trainer.optimization.num-jobs-final={nj} workers cannot be shared equally by "
+                             f"--mpi.num-ranks={a.mpi_num_ranks} ranks")
     defaults = get_parser().parse_args([])
     ignored = [k for k in IGNORED if hasattr(a, k) and getattr(a, k) != getattr(defaults, k)]
     device = "cuda" if (a.use_gpu not in ("no", "false") and torch.cuda.is_available()) else "cpu"
@@ -219,83 +224,6 @@ def build_source(args, trans_model) -> tuple[UtteranceSource, dict, str]:
     source = UtteranceSource(lengths={u: lengths[u] for u in pdfs}, load_features=lambda u: cmvn(u, feats[u]),
                              targets=pdfs, feat_dim=feat_dim, num_pdfs=trans_model.num_pdfs, **ivec)
     return source, pdfs, report.summary()
-
-
-# -- one minibatch / one job --------------------------------------------------------------
-def compute_loss(module: NnetModule, mb, min_deriv_time: int | None):
-    out = forward_minibatch(module, mb, min_deriv_time)
-    objf = minibatch_objective(out, mb.targets, mb.weights)
-    return -objf, float(objf.detach()), float(mb.num_frames)
-
-
-def train_job(params: Params, module: NnetModule, source, plan, it: int, job: int, minibatch_size: str,
-              lrate: float, max_param_change: float, report: SkipReport):
-    a = params.args
-    torch.manual_seed(a.trainer_srand * 100003 + it * 1009 + job)
-    module.train()
-    opt = KaldiSgd(module, lrate, a.trainer_optimization_momentum, max_param_change,
-                   l2_regularize_factor=1.0 / params.num_jobs(it))
-    stream = MinibatchStream.for_job(source, plan, params.chunk_config, minibatch_size, job=job, iteration=it,
-                                     archives_processed=params.archives_processed(it), srand=a.trainer_srand,
-                                     shuffle_buffer_size=a.trainer_shuffle_buffer_size, report=report)
-    cmd = (f"nnet3-train (kaldi-avg job {job + 1}, iteration {it}) --momentum={a.trainer_optimization_momentum} "
-           f"--max-param-change={max_param_change:g} --l2-regularize-factor={1.0 / params.num_jobs(it):g} "
-           f"--srand={it + a.trainer_srand} --learning-rate={lrate:g} --minibatch-size={minibatch_size} "
-           f"--optimization.min-deriv-time={params.min_deriv_time}")
-    log = TrainLog(cmd)
-    with Prefetcher(stream, device=params.device if params.device != "cpu" else None) as batches:
-        for mb in batches:
-            loss, objf, frames = compute_loss(module, mb, params.min_deriv_time)
-            loss.backward()
-            opt.step(mb.num_chunks)
-            log.add(objf, frames)
-        wait = batches.wait_seconds
-    if opt.num_skipped:
-        log.note(f"{opt.num_skipped} updates were skipped for a non-finite change")
-    log.note(f"Per-component max-change was enforced {opt.num_max_change_applied} times; global "
-             f"max-change {opt.num_global_max_change_applied} times; data wait {wait:.3f} s")
-    log.write(os.path.join(params.dir, "log", f"train.{it}.{job + 1}.log"))
-    return log.objf_per_frame, log.frames, wait
-
-
-def train_one_iteration(params: Params, comm: Comm, module: NnetModule, source, plan, it: int,
-                        report: SkipReport) -> dict:
-    """All ranks: train this iteration's jobs and leave the selected / averaged model in `module`."""
-    a = params.args
-    nj = params.num_jobs(it)
-    lrate = params.lrate(it)
-    # Saturation is not measured yet: 0.0 means shrink-value applies on iteration 0 only.
-    shrink = sched.shrink_value(it, lrate, 0.0, a.trainer_optimization_shrink_value,
-                                a.trainer_optimization_shrink_saturation_threshold,
-                                a.trainer_optimization_proportional_shrink)
-    mb_size = a.trainer_rnn_num_chunk_per_minibatch
-    max_change = sched.max_param_change(it, a.trainer_max_param_change)
-    if it == 0:
-        mb_size = halve_minibatch_size(mb_size)
-    base = flatten_state(module)
-    results = []
-    for job in range(comm.rank, nj, comm.world_size):
-        load_flat_state(module, base)
-        scale_parameters(module, shrink)
-        objf, frames, wait = train_job(params, module, source, plan, it, job, mb_size, lrate, max_change, report)
-        results.append((job, objf, frames, wait, flatten_state(module)))
-    gathered = [r for rs in comm.allgather([(j, o, f, w) for j, o, f, w, _ in results]) for r in rs]
-    objfs = {j: (o if math.isfinite(o) else -math.inf) for j, o, _, _ in gathered}
-    best = max(objfs.values())
-    if it == 0:
-        best_job = min(j for j, o in objfs.items() if o == best)
-        weights = {j: (1.0 if j == best_job else 0.0) for j in objfs}
-    else:
-        accepted = [j for j, o in objfs.items() if best - o <= 1.0]
-        weights = {j: (1.0 / len(accepted) if j in accepted else 0.0) for j in objfs}
-    mine = np.zeros_like(base)
-    for job, _, _, _, flat in results:
-        if weights[job]:
-            mine += weights[job] * flat
-    load_flat_state(module, comm.allreduce_sum(mine))
-    set_learning_rates(module, lrate)
-    return dict(iter=it, num_jobs=nj, lrate=lrate, shrink=shrink, objfs=objfs, weights=weights,
-                wait={j: w for j, _, _, w in gathered}, frames={j: f for j, _, f, _ in gathered})
 
 
 # -- setup stages ---------------------------------------------------------------------------
@@ -364,7 +292,7 @@ def _estimate_lda(params: Params, pdfs: dict, xconfig_text: str, xconfig_path: s
 
 
 # -- the whole run ----------------------------------------------------------------------------
-def _say(comm: Comm, msg: str) -> None:
+def _say(comm: Communicator, msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} [rank {comm.rank}] {msg}", file=sys.stderr, flush=True)
 
 
@@ -374,9 +302,18 @@ def _keep_model(params: Params, n: int, combine_iters: set[int]) -> bool:
             or n in combine_iters or not a.cleanup)
 
 
-def run(rank: int, world_size: int, args: argparse.Namespace, comm: Comm | None = None) -> int:
-    comm = comm or Comm(use_mpi=world_size > 1)
-    assert comm.rank == rank and comm.world_size == world_size, "rank/world size disagree with the communicator"
+def make_iterations(params: Params, comm: Communicator, am: Nnet3Model, source, plan, report: SkipReport):
+    """KaldiJobs or AlgorithmWorkers (kaldi_avg.train.iterations), starting from `am`."""
+    a = params.args
+    if uses_kaldi_jobs(a):
+        return KaldiJobs(params, comm, NnetModule(am.nnet).to(params.device), source, plan, report)
+    n_local = a.trainer_optimization_num_jobs_final // comm.size
+    return AlgorithmWorkers(params, comm, build_algorithm(a, comm, n_local), am.nnet, source, plan, report)
+
+
+def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator | None = None) -> int:
+    comm = comm or LocalCommunicator()
+    assert comm.rank == rank and comm.size == world_size, "rank/world size disagree with the communicator"
     torch.set_num_threads(max(1, args.num_threads))
     params = get_params(args)
     a, d = args, params.dir
@@ -435,34 +372,24 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Comm | None 
     if not os.path.exists(mdl_path):
         raise SystemExit(f"{mdl_path} does not exist: cannot start at stage {a.stage}")
     am = read_nnet3_file(mdl_path)
-    module = NnetModule(am.nnet).to(params.device)
+    iterations = make_iterations(params, comm, am, source, plan, report)
+    if start > 0 and not uses_kaldi_jobs(a):
+        state_path = _algo_state_path(d, start)
+        if not os.path.exists(state_path):
+            raise SystemExit(f"{state_path} does not exist: cannot resume {a.averaging_algorithm} at stage {start}")
+        iterations.load_carry_state(torch.load(state_path, weights_only=False)[rank])
+    if rank == 0:
+        _say(comm, f"averaging: {iterations.describe()}")
     stop = params.num_iters if a.exit_stage is None else min(a.exit_stage, params.num_iters)
     for it in range(start, stop):
         t0 = time.time()
         if rank == 0:
-            _diagnostics(params, module, valid, train_diag, str(it))
-        info = train_one_iteration(params, comm, module, source, plan, it, report)
+            _diagnostics(params, iterations.module, valid, train_diag, str(it))
+        info = iterations.run(it)
+        carry = comm.allgather_object(iterations.carry_state())
         if rank == 0:
-            module.write_back()
-            am = Nnet3Model(module.nnet, trans_model, am.priors)
-            am.write(os.path.join(d, f"{it + 1}.mdl"))
-            Checkpoint(am, xconfig_text, {"iter": it + 1, "archives_processed": params.archives_processed(it + 1),
-                                          "num_iters": params.num_iters, "info": info}).save(
-                os.path.join(d, "checkpoint.pt"))
-            kind = "select" if it == 0 else "average"
-            write_simple_log(os.path.join(log_dir, f"{kind}.{it}.log"), f"kaldi-avg {kind} iteration {it}",
-                             [f"job {j + 1}: objective {o:g}, weight {info['weights'][j]:g}, "
-                              f"data wait {info['wait'][j]:.3f} s" for j, o in sorted(info["objfs"].items())],
-                             time.time() - t0)
-            with open(os.path.join(log_dir, "data_wait.log"), "a") as f:
-                f.write(f"iter {it}: jobs {info['num_jobs']} data-wait-seconds "
-                        f"{sum(info['wait'].values()):.3f} max {max(info['wait'].values()):.3f}\n")
-            old = it - 1
-            if old >= 1 and not _keep_model(params, old, combine_iters):
-                try:
-                    os.remove(os.path.join(d, f"{old}.mdl"))
-                except FileNotFoundError:
-                    pass
+            _save_iteration(params, iterations.module, am, trans_model, xconfig_text, info, carry, combine_iters,
+                            time.time() - t0)
             _say(comm, f"iteration {it}/{params.num_iters}: jobs {info['num_jobs']} lrate {info['lrate']:.3g} "
                        f"objf {max(info['objfs'].values()):.4f} ({time.time() - t0:.1f} s)")
         comm.barrier()
@@ -503,7 +430,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Comm | None 
                                minibatch_size="1:128", srand=a.trainer_srand + k + 1, name=f"prior{k}")
         s, _ = posterior_sum(cmodule, subset)
         post += s
-    post = comm.allreduce_sum(post)
+    post = comm.allreduce_sum_(torch.from_numpy(post)).numpy()
     if rank == 0:
         priors = adjust_priors(post)
         w = KaldiWriter(binary=True)
@@ -518,6 +445,41 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Comm | None 
     return _finish_report(params, comm, report)
 
 
+def _algo_state_path(exp_dir: str, n: int) -> str:
+    return os.path.join(exp_dir, f"{n}.algo.pt")
+
+
+def _save_iteration(params: Params, module: NnetModule, am: Nnet3Model, trans_model, xconfig_text: str, info: dict,
+                    carry: list, combine_iters: set[int], seconds: float) -> None:
+    """Rank 0: (it+1).mdl, its algorithm state, checkpoint.pt, the iteration's logs; old models removed."""
+    d, it = params.dir, info["iter"]
+    log_dir = os.path.join(d, "log")
+    module.write_back()
+    model = Nnet3Model(module.nnet, trans_model, am.priors)
+    model.write(os.path.join(d, f"{it + 1}.mdl"))
+    if any(carry):
+        buf = io.BytesIO()
+        torch.save(carry, buf)
+        write_bytes(_algo_state_path(d, it + 1), buf.getvalue())
+    Checkpoint(model, xconfig_text, {"iter": it + 1, "archives_processed": params.archives_processed(it + 1),
+                                     "num_iters": params.num_iters, "info": info, "algorithm": carry}).save(
+        os.path.join(d, "checkpoint.pt"))
+    kind = info["kind"]
+    comm_note = f"; communication {info['comm_seconds']:.3f} s" if "comm_seconds" in info else ""
+    write_simple_log(os.path.join(log_dir, f"{kind}.{it}.log"), f"kaldi-avg {kind} iteration {it}",
+                     [f"job {j + 1}: objective {o:g}, weight {info['weights'][j]:g}, "
+                      f"data wait {info['wait'][j]:.3f} s" for j, o in sorted(info["objfs"].items())]
+                     + ([f"algorithm {info['algorithm']}{comm_note}"] if "algorithm" in info else []), seconds)
+    with open(os.path.join(log_dir, "data_wait.log"), "a") as f:
+        f.write(f"iter {it}: jobs {info['num_jobs']} data-wait-seconds {sum(info['wait'].values()):.3f} "
+                f"max {max(info['wait'].values()):.3f}{comm_note}\n")
+    old = it - 1
+    if old >= 1 and not _keep_model(params, old, combine_iters):
+        for path in (os.path.join(d, f"{old}.mdl"), _algo_state_path(d, old)):
+            if os.path.exists(path):
+                os.remove(path)
+
+
 def _diagnostics(params: Params, module: NnetModule, valid, train, name: str) -> None:
     for kind, batches in (("valid", valid), ("train", train)):
         t0 = time.time()
@@ -526,8 +488,8 @@ def _diagnostics(params: Params, module: NnetModule, valid, train, name: str) ->
                                f"nnet3-compute-prob (kaldi-avg) {name}.mdl {kind}_diagnostic", time.time() - t0)
 
 
-def _finish_report(params: Params, comm: Comm, report: SkipReport) -> int:
-    reports = comm.allgather(report.to_dict())
+def _finish_report(params: Params, comm: Communicator, report: SkipReport) -> int:
+    reports = comm.allgather_object(report.to_dict())
     if comm.rank == 0:
         merged = SkipReport.merged(SkipReport.from_dict(r) for r in reports)
         text = merged.summary()

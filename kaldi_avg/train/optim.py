@@ -70,9 +70,11 @@ class KaldiSgd:
         self.num_global_max_change_applied = 0
 
     def zero_grad(self) -> None:
+        # In place: a distributed run's gradients are views into one flat buffer (dist.FlatParams).
         for g in self.groups:
             for p in g.params:
-                p.grad = None
+                if p.grad is not None:
+                    p.grad.zero_()
 
     @torch.no_grad()
     def step(self, num_sequences: int = 1) -> StepInfo:

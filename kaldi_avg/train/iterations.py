@@ -1,0 +1,261 @@
+"""What one training iteration does on every rank.
+
+Two strategies share the driver's loop (diagnostics, N.mdl, checkpoints, combination, priors):
+
+* `KaldiJobs` (`--averaging.algorithm ma` without a period: the default): Kaldi's iteration.
+  num_jobs(it) independent jobs start from the same shrunk model, round robin over the ranks
+  (job j on rank j mod ranks, so the result does not depend on the number of ranks); iteration 0
+  keeps the best job, later iterations average the jobs within 1.0 of the best
+  (`dist.ModelAveraging.select_best_` / `average_accepted_`, one flattened collective).
+* `AlgorithmWorkers` (any other algorithm, or `ma` with `--averaging.period-frames`): N =
+  num-jobs-final workers, N / ranks per rank, each a `Learner` on its job's archive; the algorithm
+  synchronizes them during the iteration (`after_backward` / `after_step`) and `finalize()` leaves
+  its reference model in every worker at the end. With one rank the workers run under
+  `dist.Simulator` (its event clock orders the asynchronous algorithms' exchanges), so simulated
+  N is the same code as real N. Every worker restarts from that reference model at the next
+  iteration with a fresh optimizer, as Kaldi's jobs do: in-iteration state (BMUF's block
+  momentum, gossip pairings) restarts too; phase switches (post-local SGD) carry over.
+
+Synchronous algorithms need equal step counts: every worker takes the minimum over the workers
+of its archive's minibatch count (archives are balanced by frames, so a few minibatches at most
+are left; they are counted in the train logs).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..data import MinibatchStream, Prefetcher, SkipReport, halve_minibatch_size
+from ..dist import MANUAL, Algorithm, Communicator, Replica, Simulator
+from ..dist.ma import ModelAveraging
+from ..dist.post_local_sgd import PostLocalSGD
+from ..model.graph import NnetModule
+from . import schedule as sched
+from .diagnostics import TrainLog
+from .learner import Learner, compute_loss
+from .optim import KaldiSgd, flatten_state, load_flat_state, scale_parameters, set_learning_rates
+
+
+@dataclass
+class IterationSettings:
+    it: int
+    num_jobs: int
+    lrate: float
+    shrink: float
+    minibatch_size: str
+    max_change: float
+
+
+def iteration_settings(params, it: int) -> IterationSettings:
+    a = params.args
+    lrate = params.lrate(it)
+    # Saturation is not measured: 0.0 means shrink-value applies on iteration 0 only.
+    shrink = sched.shrink_value(it, lrate, 0.0, a.trainer_optimization_shrink_value,
+                                a.trainer_optimization_shrink_saturation_threshold,
+                                a.trainer_optimization_proportional_shrink)
+    mb_size = a.trainer_rnn_num_chunk_per_minibatch
+    if it == 0:
+        mb_size = halve_minibatch_size(mb_size)
+    return IterationSettings(it, params.num_jobs(it), lrate, shrink, mb_size,
+                             sched.max_param_change(it, a.trainer_max_param_change))
+
+
+def job_stream(params, source, plan, s: IterationSettings, job: int, report: SkipReport) -> MinibatchStream:
+    a = params.args
+    return MinibatchStream.for_job(source, plan, params.chunk_config, s.minibatch_size, job=job, iteration=s.it,
+                                   archives_processed=params.archives_processed(s.it), srand=a.trainer_srand,
+                                   shuffle_buffer_size=a.trainer_shuffle_buffer_size, report=report)
+
+
+def train_log(params, s: IterationSettings, job: int) -> TrainLog:
+    a = params.args
+    return TrainLog(f"nnet3-train (kaldi-avg job {job + 1}, iteration {s.it}) "
+                    f"--momentum={a.trainer_optimization_momentum} --max-param-change={s.max_change:g} "
+                    f"--l2-regularize-factor={1.0 / s.num_jobs:g} --srand={s.it + a.trainer_srand} "
+                    f"--learning-rate={s.lrate:g} --minibatch-size={s.minibatch_size} "
+                    f"--optimization.min-deriv-time={params.min_deriv_time}")
+
+
+def _write_log(params, log: TrainLog, s: IterationSettings, job: int) -> None:
+    log.write(os.path.join(params.dir, "log", f"train.{s.it}.{job + 1}.log"))
+
+
+def _finite(objf: float) -> float:
+    return objf if math.isfinite(objf) else -math.inf
+
+
+class KaldiJobs:
+    """Kaldi's iteration: independent jobs, then best-job selection or accepted averaging."""
+
+    def __init__(self, params, comm: Communicator, module: NnetModule, source, plan, report: SkipReport) -> None:
+        self.params, self.comm, self.module = params, comm, module
+        self.source, self.plan, self.report = source, plan, report
+        a = params.args
+        max_jobs = max(a.trainer_optimization_num_jobs_initial, a.trainer_optimization_num_jobs_final)
+        self.n_local = math.ceil(max_jobs / comm.size)
+        self.averaging = ModelAveraging(comm, self.n_local, period_frames=MANUAL)
+        state = torch.from_numpy(flatten_state(module))
+        self.averaging.setup([Replica(state.clone()) for _ in range(self.n_local)])
+
+    def job(self, k: int) -> int:
+        """Local replica k of this rank holds job k * ranks + rank (round robin)."""
+        return k * self.comm.size + self.comm.rank
+
+    def worker_job(self, worker: int) -> int:
+        rank, k = divmod(worker, self.n_local)
+        return k * self.comm.size + rank
+
+    def run(self, it: int) -> dict:
+        s = iteration_settings(self.params, it)
+        base = flatten_state(self.module)
+        objectives: list[float | None] = [None] * self.n_local
+        mine = []
+        for k in range(self.n_local):
+            job = self.job(k)
+            if job >= s.num_jobs:
+                continue
+            load_flat_state(self.module, base)
+            scale_parameters(self.module, s.shrink)
+            objf, frames, wait = self._train_job(s, job)
+            self.averaging.replicas[k].params.copy_(torch.from_numpy(flatten_state(self.module)))
+            objectives[k] = _finite(objf)
+            mine.append((job, objectives[k], frames, wait))
+        comm_before = self.comm.stats.seconds   # from here on: waiting for the other ranks, and averaging
+        jobs = sorted(r for part in self.comm.allgather_object(mine) for r in part)
+        if it == 0:
+            best = self.worker_job(self.averaging.select_best_(objectives))
+            weights = {j: float(j == best) for j, *_ in jobs}
+        else:
+            mask = self.averaging.average_accepted_(objectives)
+            accepted = [self.worker_job(w) for w, ok in enumerate(mask) if ok]
+            weights = {j: (1.0 / len(accepted) if j in accepted else 0.0) for j, *_ in jobs}
+        load_flat_state(self.module, self.averaging.replicas[0].params.numpy())
+        set_learning_rates(self.module, s.lrate)
+        return dict(iter=it, kind="select" if it == 0 else "average", num_jobs=s.num_jobs, lrate=s.lrate,
+                    shrink=s.shrink, objfs={j: o for j, o, _, _ in jobs}, weights=weights,
+                    frames={j: f for j, _, f, _ in jobs}, wait={j: w for j, _, _, w in jobs},
+                    comm_seconds=self.comm.stats.seconds - comm_before)
+
+    def _train_job(self, s: IterationSettings, job: int) -> tuple[float, float, float]:
+        params = self.params
+        torch.manual_seed(params.args.trainer_srand * 100003 + s.it * 1009 + job)
+        self.module.train()
+        opt = KaldiSgd(self.module, s.lrate, params.args.trainer_optimization_momentum, s.max_change,
+                       l2_regularize_factor=1.0 / s.num_jobs)
+        log = train_log(params, s, job)
+        stream = job_stream(params, self.source, self.plan, s, job, self.report)
+        with Prefetcher(stream, device=_prefetch_device(params)) as batches:
+            for mb in batches:
+                loss, objf, frames = compute_loss(self.module, mb, params.min_deriv_time)
+                loss.backward()
+                opt.step(mb.num_chunks)
+                log.add(objf, frames)
+            wait = batches.wait_seconds
+        _note_optimizer(log, opt, wait)
+        _write_log(params, log, s, job)
+        return log.objf_per_frame, log.frames, wait
+
+    def describe(self) -> str:
+        return "Kaldi jobs (iteration 0 keeps the best job, later iterations average the accepted jobs)"
+
+    def carry_state(self) -> dict:
+        return {}
+
+    def load_carry_state(self, state: dict) -> None:
+        return None
+
+
+class AlgorithmWorkers:
+    """N workers stepped by a `kaldi_avg.dist` algorithm; see the module docstring."""
+
+    def __init__(self, params, comm: Communicator, algorithm: Algorithm, nnet, source, plan,
+                 report: SkipReport) -> None:
+        self.params, self.comm, self.algorithm = params, comm, algorithm
+        self.source, self.plan, self.report = source, plan, report
+        self.base_seed = algorithm.seed
+        self.learners = [Learner(nnet, params.device, params.min_deriv_time) for _ in range(algorithm.n_local)]
+
+    @property
+    def module(self) -> NnetModule:
+        """The reference model (every worker holds it between iterations)."""
+        return self.learners[0].module
+
+    def worker(self, k: int) -> int:
+        return self.algorithm.first_worker + k
+
+    def run(self, it: int) -> dict:
+        params, algo = self.params, self.algorithm
+        s = iteration_settings(params, it)
+        for learner in self.learners:
+            scale_parameters(learner.module, s.shrink)
+        streams = [job_stream(params, self.source, self.plan, s, self.worker(k), self.report)
+                   for k in range(len(self.learners))]
+        steps = min(self.comm.allgather_object(min(len(st) for st in streams)))
+        logs = [train_log(params, s, self.worker(k)) for k in range(len(self.learners))]
+        prefetchers = [Prefetcher(st, device=_prefetch_device(params)) for st in streams]
+        torch.manual_seed(params.args.trainer_srand * 100003 + it * 1009 + self.worker(0))
+        momentum = params.args.trainer_optimization_momentum
+        for learner, prefetcher, log in zip(self.learners, prefetchers, logs):
+            learner.start(iter(prefetcher), log, s.lrate, momentum, s.max_change, 1.0 / s.num_jobs)
+        algo.seed = self.base_seed * 100003 + it   # new partner sequences every iteration, same on resume
+        comm_before = self.comm.stats.seconds
+        try:
+            self._steps(it, steps)
+        finally:
+            for prefetcher in prefetchers:
+                prefetcher.close()
+        comm_seconds = self.comm.stats.seconds - comm_before
+        for k, (learner, stream, prefetcher, log) in enumerate(zip(self.learners, streams, prefetchers, logs)):
+            if len(stream) > steps:
+                log.note(f"{len(stream) - steps} minibatch(es) of this archive left for equal step counts")
+            _note_optimizer(log, learner.optimizer, prefetcher.wait_seconds)
+            _write_log(params, log, s, self.worker(k))
+        for learner in self.learners:
+            set_learning_rates(learner.module, s.lrate)
+        mine = [(self.worker(k), log.objf_per_frame, log.frames, p.wait_seconds)
+                for k, (log, p) in enumerate(zip(logs, prefetchers))]
+        jobs = sorted(r for part in self.comm.allgather_object(mine) for r in part)
+        return dict(iter=it, kind="average", num_jobs=s.num_jobs, lrate=s.lrate, shrink=s.shrink, steps=steps,
+                    objfs={j: _finite(o) for j, o, _, _ in jobs}, weights={j: 1.0 / len(jobs) for j, *_ in jobs},
+                    frames={j: f for j, _, f, _ in jobs}, wait={j: w for j, _, _, w in jobs},
+                    comm_seconds=comm_seconds, algorithm=algo.describe())
+
+    def _steps(self, it: int, steps: int) -> None:
+        algo = self.algorithm
+        if isinstance(algo, PostLocalSGD) and algo.warmup_frames is None and it >= 1:
+            algo.local_phase = True   # Lin et al. switch at the first learning-rate decay: iteration 1
+        if self.comm.size == 1:
+            Simulator(algo, self.learners, seed=algo.seed).run(steps=steps)
+            return
+        algo.setup([learner.replica for learner in self.learners])
+        for _ in range(steps):
+            frames = [learner.backward() for learner in self.learners]
+            algo.after_backward(frames)
+            with algo.local_update():
+                for learner in self.learners:
+                    learner.update()
+            algo.after_step(frames)
+        algo.finalize()
+
+    def describe(self) -> str:
+        return str(self.algorithm.describe())
+
+    def carry_state(self) -> dict:
+        return self.algorithm.carry_state()
+
+    def load_carry_state(self, state: dict) -> None:
+        self.algorithm.load_carry_state(state)
+
+
+def _prefetch_device(params) -> str | None:
+    return params.device if params.device != "cpu" else None
+
+
+def _note_optimizer(log: TrainLog, opt: KaldiSgd, wait: float) -> None:
+    if opt.num_skipped:
+        log.note(f"{opt.num_skipped} updates were skipped for a non-finite change")
+    log.note(f"Per-component max-change was enforced {opt.num_max_change_applied} times; global "
+             f"max-change {opt.num_global_max_change_applied} times; data wait {wait:.3f} s")

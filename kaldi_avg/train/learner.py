@@ -1,0 +1,64 @@
+"""One worker of a distributed run: a replica of the network on one flat buffer, nnet3-train's
+update, and the minibatches of its job.
+
+`Learner` is what `kaldi_avg.dist` steps: `backward()` computes the next minibatch's gradient into
+the flat gradient buffer, `update()` applies KaldiSgd. The driver's loop and the in-process
+`Simulator` (N logical workers on one rank) drive the same object, so a simulated worker is
+exactly a real one. The optimizer is fresh each iteration (as each of Kaldi's nnet3-train jobs
+is), which keeps checkpoints at iteration boundaries complete.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Iterator
+
+import torch
+
+from ..dist import FlatParams, Replica
+from ..kaldi.nnet3.nnet import Nnet
+from ..model.graph import NnetModule
+from .diagnostics import TrainLog, forward_minibatch, minibatch_objective
+from .optim import KaldiSgd
+
+
+def compute_loss(module: NnetModule, mb, min_deriv_time: int | None):
+    """One minibatch: (-(summed weighted log-likelihood), objective, frames)."""
+    out = forward_minibatch(module, mb, min_deriv_time)
+    objf = minibatch_objective(out, mb.targets, mb.weights)
+    return -objf, float(objf.detach()), float(mb.num_frames)
+
+
+class Learner:
+    """A worker's model replica (its own copy of `nnet`), optimizer and minibatch iterator."""
+
+    def __init__(self, nnet: Nnet, device: str = "cpu", min_deriv_time: int | None = None) -> None:
+        self.module = NnetModule(copy.deepcopy(nnet)).to(device)
+        self.flat = FlatParams(self.module.parameters())
+        self.min_deriv_time = min_deriv_time
+        self.optimizer: KaldiSgd | None = None
+        self.batches: Iterator = iter(())
+        self.log: TrainLog | None = None
+        self._num_chunks = 0
+        self.replica = Replica(self.flat.params, self.flat.grads, tuple(self.flat.parameters), self._optimizer_state)
+
+    def start(self, batches: Iterator, log: TrainLog, learning_rate: float, momentum: float,
+              max_param_change: float, l2_regularize_factor: float) -> None:
+        """Begin an iteration: a fresh nnet3-train optimizer over `batches`."""
+        self.module.train()
+        self.batches = batches
+        self.log = log
+        self.optimizer = KaldiSgd(self.module, learning_rate, momentum, max_param_change, l2_regularize_factor)
+
+    def backward(self) -> int:
+        mb = next(self.batches)
+        loss, objf, frames = compute_loss(self.module, mb, self.min_deriv_time)
+        loss.backward()
+        self._num_chunks = mb.num_chunks
+        self.log.add(objf, frames)
+        return int(frames)
+
+    def update(self) -> None:
+        self.optimizer.step(self._num_chunks)   # also zeroes the flat gradient buffer
+
+    def _optimizer_state(self) -> list[torch.Tensor]:
+        return [] if self.optimizer is None else [d for deltas in self.optimizer.delta for d in deltas]
