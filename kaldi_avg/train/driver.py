@@ -465,14 +465,16 @@ def _save_iteration(params: Params, module: NnetModule, am: Nnet3Model, trans_mo
                                      "num_iters": params.num_iters, "info": info, "algorithm": carry}).save(
         os.path.join(d, "checkpoint.pt"))
     kind = info["kind"]
-    comm_note = f"; communication {info['comm_seconds']:.3f} s" if "comm_seconds" in info else ""
     write_simple_log(os.path.join(log_dir, f"{kind}.{it}.log"), f"kaldi-avg {kind} iteration {it}",
                      [f"job {j + 1}: objective {o:g}, weight {info['weights'][j]:g}, "
                       f"data wait {info['wait'][j]:.3f} s" for j, o in sorted(info["objfs"].items())]
-                     + ([f"algorithm {info['algorithm']}{comm_note}"] if "algorithm" in info else []), seconds)
-    with open(os.path.join(log_dir, "data_wait.log"), "a") as f:
-        f.write(f"iter {it}: jobs {info['num_jobs']} data-wait-seconds {sum(info['wait'].values()):.3f} "
-                f"max {max(info['wait'].values()):.3f}{comm_note}\n")
+                     + [f"communication {info['comm_seconds']:.3f} s"]
+                     + ([f"algorithm {info['algorithm']}"] if "algorithm" in info else []), seconds)
+    with open(os.path.join(log_dir, "data_wait.log"), "a") as f:   # one line per iteration, for benchmarks
+        f.write(f"iter {it}: jobs {info['num_jobs']} frames {sum(info['frames'].values()):.0f} "
+                f"train-seconds {sum(info['seconds'].values()):.3f} "
+                f"data-wait-seconds {sum(info['wait'].values()):.3f} max {max(info['wait'].values()):.3f} "
+                f"communication-seconds {info['comm_seconds']:.3f} iteration-seconds {seconds:.3f}\n")
     old = it - 1
     if old >= 1 and not _keep_model(params, old, combine_iters):
         for path in (os.path.join(d, f"{old}.mdl"), _algo_state_path(d, old)):

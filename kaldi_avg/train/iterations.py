@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -119,10 +120,12 @@ class KaldiJobs:
                 continue
             load_flat_state(self.module, base)
             scale_parameters(self.module, s.shrink)
+            t0 = time.perf_counter()
             objf, frames, wait = self._train_job(s, job)
+            seconds = time.perf_counter() - t0
             self.averaging.replicas[k].params.copy_(torch.from_numpy(flatten_state(self.module)))
             objectives[k] = _finite(objf)
-            mine.append((job, objectives[k], frames, wait))
+            mine.append((job, objectives[k], frames, wait, seconds))
         comm_before = self.comm.stats.seconds   # from here on: waiting for the other ranks, and averaging
         jobs = sorted(r for part in self.comm.allgather_object(mine) for r in part)
         if it == 0:
@@ -135,9 +138,8 @@ class KaldiJobs:
         load_flat_state(self.module, self.averaging.replicas[0].params.numpy())
         set_learning_rates(self.module, s.lrate)
         return dict(iter=it, kind="select" if it == 0 else "average", num_jobs=s.num_jobs, lrate=s.lrate,
-                    shrink=s.shrink, objfs={j: o for j, o, _, _ in jobs}, weights=weights,
-                    frames={j: f for j, _, f, _ in jobs}, wait={j: w for j, _, _, w in jobs},
-                    comm_seconds=self.comm.stats.seconds - comm_before)
+                    shrink=s.shrink, comm_seconds=self.comm.stats.seconds - comm_before, **_per_job(jobs),
+                    weights=weights)
 
     def _train_job(self, s: IterationSettings, job: int) -> tuple[float, float, float]:
         params = self.params
@@ -201,13 +203,13 @@ class AlgorithmWorkers:
         for learner, prefetcher, log in zip(self.learners, prefetchers, logs):
             learner.start(iter(prefetcher), log, s.lrate, momentum, s.max_change, 1.0 / s.num_jobs)
         algo.seed = self.base_seed * 100003 + it   # new partner sequences every iteration, same on resume
-        comm_before = self.comm.stats.seconds
+        comm_before, t0 = self.comm.stats.seconds, time.perf_counter()
         try:
             self._steps(it, steps)
         finally:
             for prefetcher in prefetchers:
                 prefetcher.close()
-        comm_seconds = self.comm.stats.seconds - comm_before
+        comm_seconds, seconds = self.comm.stats.seconds - comm_before, time.perf_counter() - t0
         for k, (learner, stream, prefetcher, log) in enumerate(zip(self.learners, streams, prefetchers, logs)):
             if len(stream) > steps:
                 log.note(f"{len(stream) - steps} minibatch(es) of this archive left for equal step counts")
@@ -215,13 +217,13 @@ class AlgorithmWorkers:
             _write_log(params, log, s, self.worker(k))
         for learner in self.learners:
             set_learning_rates(learner.module, s.lrate)
-        mine = [(self.worker(k), log.objf_per_frame, log.frames, p.wait_seconds)
+        share = seconds / len(self.learners)   # this rank's loop time, shared by its workers
+        mine = [(self.worker(k), _finite(log.objf_per_frame), log.frames, p.wait_seconds, share)
                 for k, (log, p) in enumerate(zip(logs, prefetchers))]
         jobs = sorted(r for part in self.comm.allgather_object(mine) for r in part)
         return dict(iter=it, kind="average", num_jobs=s.num_jobs, lrate=s.lrate, shrink=s.shrink, steps=steps,
-                    objfs={j: _finite(o) for j, o, _, _ in jobs}, weights={j: 1.0 / len(jobs) for j, *_ in jobs},
-                    frames={j: f for j, _, f, _ in jobs}, wait={j: w for j, _, _, w in jobs},
-                    comm_seconds=comm_seconds, algorithm=algo.describe())
+                    comm_seconds=comm_seconds, algorithm=algo.describe(), **_per_job(jobs),
+                    weights={j: 1.0 / len(jobs) for j, *_ in jobs})
 
     def _steps(self, it: int, steps: int) -> None:
         algo = self.algorithm
@@ -248,6 +250,12 @@ class AlgorithmWorkers:
 
     def load_carry_state(self, state: dict) -> None:
         self.algorithm.load_carry_state(state)
+
+
+def _per_job(jobs: list[tuple]) -> dict:
+    """(job, objective, frames, data-wait s, train s) rows of every rank -> dicts by job."""
+    return {key: {row[0]: row[i] for row in jobs}
+            for i, key in enumerate(("objfs", "frames", "wait", "seconds"), start=1)}
 
 
 def _prefetch_device(params) -> str | None:

@@ -1,0 +1,150 @@
+"""Throughput of the MPI training driver on FSDD features, for several averaging periods.
+
+For each setting, `steps/kaldi_avg/train_rnn.py` trains the recipe's LSTM on FSDD (13-dim MFCC +
+per-speaker CMVN, monophone GMM alignments) with persistent ranks, and the driver's per-iteration
+timing log (`exp/log/data_wait.log`) gives:
+
+  frames/s per rank    training frames / seconds inside the jobs' minibatch loops, per rank
+  data-wait share      seconds the loop waited for the prefetch thread / loop seconds
+  averaging share      seconds in collectives on rank 0 (waiting for the other rank included)
+                       / iteration seconds
+  stage seconds        the whole train_rnn.py run (setup, LDA, diagnostics, combination, priors)
+
+Settings: `kaldi` = Kaldi's schedule (one average per iteration = samples-per-iter x chunk-width
+frames per job), a number = `--averaging.algorithm ma --averaging.period-frames N`.
+
+    python benchmarks/driver_throughput.py [--recipe-dir egs/fsdd/s5] [--feat-dir D --ali-dir D]
+        [--settings kaldi,100000,25600,6400] [--ranks 2] [--epochs 2] [--out benchmarks/results]
+
+Without --feat-dir/--ali-dir it uses the recipe's data/train and exp/mono_ali, running
+`run.sh --stage 0 --stop-stage 4` first when they are missing. Writes <out>/driver_throughput.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+FINAL_RE = re.compile(r"Overall (accuracy|log-likelihood) for 'output' is (\S+) per frame")
+TIMING_RE = re.compile(r"iter (\d+): jobs (\d+) frames (\S+) train-seconds (\S+) data-wait-seconds (\S+) max \S+ "
+                       r"communication-seconds (\S+) iteration-seconds (\S+)")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipe-dir", default=str(REPO / "egs" / "fsdd" / "s5"))
+    p.add_argument("--corpus", default=None, help="FSDD directory passed to run.sh (default: the recipe's)")
+    p.add_argument("--feat-dir", default=None)
+    p.add_argument("--ali-dir", default=None)
+    p.add_argument("--settings", default="kaldi,100000,25600,6400",
+                   help="comma-separated: kaldi, or MA periods in frames per worker")
+    p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--cell-dim", type=int, default=128)
+    p.add_argument("--samples-per-iter", type=int, default=1000)
+    p.add_argument("--work-dir", default=None, help="experiment dirs (default: <out>/driver_throughput_runs)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    return p
+
+
+def recipe_env(recipe: Path) -> dict:
+    venv_bin = REPO / "venv" / "bin"
+    return dict(os.environ, PATH=f"{venv_bin}:{recipe / 'utils'}:{os.environ['PATH']}", PYTHONPATH=str(REPO),
+                OMP_NUM_THREADS="1", LC_ALL="C")
+
+
+def ensure_alignments(args, recipe: Path) -> tuple[str, str]:
+    feat_dir = args.feat_dir or str(recipe / "data" / "train")
+    ali_dir = args.ali_dir or str(recipe / "exp" / "mono_ali")
+    if not (os.path.exists(f"{feat_dir}/feats.scp") and os.path.exists(f"{ali_dir}/ali.1.gz")):
+        if args.feat_dir or args.ali_dir:
+            raise SystemExit(f"{feat_dir}/feats.scp or {ali_dir}/ali.1.gz is missing")
+        cmd = ["./run.sh", "--stage", "0", "--stop-stage", "4"] + (["--corpus", args.corpus] if args.corpus else [])
+        print(f"preparing FSDD features and alignments: {' '.join(cmd)} (in {recipe})", flush=True)
+        subprocess.run(cmd, cwd=recipe, check=True, env=recipe_env(recipe))
+    return feat_dir, ali_dir
+
+
+def train_command(args, feat_dir: str, ali_dir: str, exp: Path, setting: str) -> list[str]:
+    cmd = [sys.executable, str(REPO / "steps" / "kaldi_avg" / "train_rnn.py"), "--stage=-10", "--use-gpu=false",
+           f"--mpi.num-ranks={args.ranks}", "--feat.cmvn-opts=--norm-means=true --norm-vars=false",
+           f"--trainer.num-epochs={args.epochs}", f"--trainer.samples-per-iter={args.samples_per_iter}",
+           f"--trainer.optimization.num-jobs-initial={args.ranks}",
+           f"--trainer.optimization.num-jobs-final={args.ranks}",
+           "--trainer.optimization.initial-effective-lrate=0.006",
+           "--trainer.optimization.final-effective-lrate=0.0006", "--trainer.rnn.num-chunk-per-minibatch=64",
+           "--egs.chunk-width=20", "--egs.chunk-left-context=20", "--egs.chunk-right-context=0",
+           "--egs.chunk-left-context-initial=0", "--egs.chunk-right-context-final=0",
+           f"--feat-dir={feat_dir}", f"--ali-dir={ali_dir}", f"--dir={exp}"]
+    if setting != "kaldi":
+        cmd += ["--averaging.algorithm=ma", f"--averaging.period-frames={int(setting)}"]
+    return cmd
+
+
+def summarize(exp: Path, setting: str, ranks: int, stage_seconds: float) -> dict:
+    rows = [TIMING_RE.match(line) for line in open(exp / "log" / "data_wait.log")]
+    rows = [[float(x) for x in m.groups()] for m in rows if m]
+    frames = sum(r[2] for r in rows)
+    train_s = sum(r[3] for r in rows)          # summed over jobs = over ranks (one job per rank)
+    wait_s = sum(r[4] for r in rows)
+    comm_s = sum(r[5] for r in rows)
+    iter_s = sum(r[6] for r in rows)
+    final = dict(m.groups() for m in map(FINAL_RE.search, open(exp / "log" / "compute_prob_valid.combined.log")) if m)
+    return {"setting": setting, "ranks": ranks, "iterations": len(rows), "frames": frames,
+            "frames_per_s_per_rank": frames / train_s if train_s else None,
+            "data_wait_share": wait_s / train_s if train_s else None,
+            "averaging_share": comm_s / iter_s if iter_s else None, "averaging_s": comm_s, "iterations_s": iter_s,
+            "stage_s": stage_seconds, "valid_accuracy": float(final["accuracy"]),
+            "valid_objective": float(final["log-likelihood"])}
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'setting':>10} {'iters':>5} {'frames/s/rank':>13} {'data-wait':>9} {'averaging':>9} {'stage s':>8} " \
+           f"{'valid acc':>9}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        acc = f"{r['valid_accuracy']:.3f}"
+        print(f"{r['setting']:>10} {r['iterations']:>5} {r['frames_per_s_per_rank']:>13.0f} "
+              f"{100 * r['data_wait_share']:>8.2f}% {100 * r['averaging_share']:>8.2f}% {r['stage_s']:>8.1f} {acc:>9}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    recipe = Path(args.recipe_dir).resolve()
+    feat_dir, ali_dir = ensure_alignments(args, recipe)
+    out = Path(args.out)
+    work = Path(args.work_dir) if args.work_dir else out / "driver_throughput_runs"
+    rows = []
+    for setting in args.settings.split(","):
+        exp = work / f"lstm_{setting}"
+        shutil.rmtree(exp, ignore_errors=True)
+        (exp / "configs").mkdir(parents=True)
+        subprocess.run(["bash", "local/nnet3/make_xconfig.sh", "--cell-dim", str(args.cell_dim), "--label-delay",
+                        "5", ali_dir, feat_dir, str(exp)], cwd=recipe, check=True, env=recipe_env(recipe))
+        t0 = time.perf_counter()
+        log = open(exp / "train_rnn.log", "w")
+        subprocess.run(train_command(args, feat_dir, ali_dir, exp, setting), check=True, stdout=log, stderr=log,
+                       env=recipe_env(recipe))
+        rows.append(summarize(exp, setting, args.ranks, time.perf_counter() - t0))
+        print(f"{setting}: done in {rows[-1]['stage_s']:.1f} s", flush=True)
+    print_table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "driver_throughput.json"
+    path.write_text(json.dumps({"feat_dir": feat_dir, "ali_dir": ali_dir, "epochs": args.epochs,
+                                "cell_dim": args.cell_dim, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
