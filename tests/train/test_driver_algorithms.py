@@ -95,13 +95,14 @@ def test_num_jobs_ramp_is_rejected_for_fixed_worker_algorithms(tmp_path):
 
 
 @pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
-@pytest.mark.parametrize("algorithm", ["bmuf", "adpsgd"])
-def test_two_real_ranks(tmp_path, algorithm):
-    """bmuf (synchronous): 2 ranks x 2 workers give the numbers of 4 simulated workers.
-    adpsgd (asynchronous, gossip threads across ranks; 1 worker per rank): trains and exports."""
-    workers = "4" if algorithm == "bmuf" else "2"
+@pytest.mark.parametrize("algorithm,backend", [("bmuf", "mpi"), ("ssgd", "torch"), ("adpsgd", "mpi")])
+def test_two_real_ranks(tmp_path, algorithm, backend):
+    """Synchronous algorithms: 2 ranks x 2 workers give the numbers of 4 simulated workers, over
+    mpi4py or torch.distributed (gloo). adpsgd (asynchronous, gossip threads across ranks; 1 worker
+    per rank): trains and exports."""
+    workers = "2" if algorithm == "adpsgd" else "4"
     size = {"--trainer.optimization.num-jobs-initial": workers, "--trainer.optimization.num-jobs-final": workers}
-    exp, args = train(tmp_path / "real", algorithm, **size, **{"--mpi.num-ranks": "2",
+    exp, args = train(tmp_path / "real", algorithm, **size, **{"--mpi.num-ranks": "2", "--mpi.backend": backend,
                                                                 "--mpi.launcher": _mpiexec()})
     try:
         r = subprocess.run([sys.executable, TRAIN_RNN] + args, capture_output=True, text=True, timeout=240,
@@ -110,7 +111,7 @@ def test_two_real_ranks(tmp_path, algorithm):
         pytest.fail(f"2-rank {algorithm} run timed out")
     assert r.returncode == 0, r.stderr[-3000:]
     assert np.all(np.isfinite(output_params(exp["exp"])))
-    if algorithm == "bmuf":
+    if algorithm != "adpsgd":
         exp_sim, args_sim = train(tmp_path / "sim", algorithm, **size)
         assert main(args_sim) == 0
         np.testing.assert_allclose(output_params(exp["exp"], "2.mdl"), output_params(exp_sim["exp"], "2.mdl"),
