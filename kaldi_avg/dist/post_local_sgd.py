@@ -23,7 +23,7 @@ class PostLocalSGD(Algorithm):
     DEFAULT_PERIOD_FRAMES = 32_000
     OPTIONS = (
         Option("warmup-frames", optional_float, None, "frames per worker of synchronous SGD before local SGD "
-               "(default: until the driver calls start_local_phase())"),
+               "(default: the training driver switches at iteration 1, the first learning-rate decay)"),
         Option("bucket-mb", float, 4.0, "gradient bucket size in MB (phase 1)"),
         Option("grad-reduce", str, "mean", "phase-1 gradient reduction: mean, sum or frame-normalized",
                GRAD_REDUCTIONS),

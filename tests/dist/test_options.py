@@ -59,3 +59,16 @@ def test_a_shared_option_must_be_declared_the_same_way(monkeypatch):
     monkeypatch.setitem(registry.ALGORITHMS, "clash", Clash)
     with pytest.raises(TypeError):
         add_algorithm_options(argparse.ArgumentParser())
+
+
+def test_training_docs_list_every_algorithm_and_option():
+    """docs/training.md is the user's reference for --averaging.*: nothing may be missing from it."""
+    import os
+
+    from kaldi_avg.dist.registry import ALGORITHMS, _all_options
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "training.md")
+    text = open(path).read()
+    for name in ALGORITHMS:
+        assert f"| `{name}` |" in text, name
+    for option in _all_options():
+        assert f"`--averaging.{option}`" in text, option
