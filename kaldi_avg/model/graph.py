@@ -149,9 +149,19 @@ class NnetModule(nn.Module):
         return self.ops[self._op_key[component_name]]
 
     def write_back(self) -> None:
-        """Copies the trained tensors into `self.nnet`'s components (before export)."""
+        """Copies the trained tensors into `self.nnet`'s components (before export), including
+        the training statistics (BatchNorm; Sigmoid/Tanh/LstmNonlinearity value and derivative
+        averages and counts, as nnet3-train leaves them in its output model)."""
         for op in self.ops.values():
             op.write_back()
+
+    def zero_stats(self) -> None:
+        """nnet3-train's ZeroComponentStats: clears every component's training statistics, so
+        what is accumulated from here on is one job's (call at the start of each job). The
+        statistics are module buffers, so averaging the module state averages them as
+        nnet3-average does (sums and counts alike)."""
+        for op in self.ops.values():
+            op.zero_stats()
 
     # -- ranges -------------------------------------------------------------------------
     def _computable(self, name: str, t0: int, t1: int) -> Range:

@@ -3,8 +3,9 @@
 `ComponentOp` wraps one nnet3 component: it owns the component's tensors (trainable ones as
 `nn.Parameter`, fixed ones as buffers) and applies the component to rows of shape (..., in_dim).
 Training-only behaviour that Kaldi has (BackpropTruncation's gradient clipping and zeroing,
-BatchNorm statistics, non-inverted dropout) is reproduced; decoders' test mode is the default
-outside `train()`.
+BatchNorm statistics, the value/derivative statistics of sigmoid and tanh units that drive
+shrinkage, non-inverted dropout) is reproduced; decoders' test mode is the default outside
+`train()`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ NONLINEAR = {
     "NoOpComponent": lambda x: x,
     "ClipGradientComponent": lambda x: x,
 }
+# Components whose activation statistics (Kaldi's value/deriv stats) are accumulated in training.
+ACTIVATION_STATS_TYPES = ("SigmoidComponent", "TanhComponent", "LstmNonlinearityComponent")
 SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | {
     "LinearComponent", "LstmNonlinearityComponent", "BackpropTruncationComponent", "ElementwiseProductComponent",
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
@@ -55,6 +58,10 @@ class ComponentOp(nn.Module):
             self.register_buffer("stats_count", torch.zeros((), dtype=torch.float64))
             self.register_buffer("stats_sum", torch.zeros(component.block_dim, dtype=torch.float64))
             self.register_buffer("stats_sumsq", torch.zeros(component.block_dim, dtype=torch.float64))
+        # Sigmoid/Tanh units (alone or the 5 inside an LSTM nonlinearity) keep Kaldi's activation
+        # statistics; see `_init_activation_stats`.
+        if self.type_name in ACTIVATION_STATS_TYPES:
+            self._init_activation_stats()
 
     def write_back(self) -> None:
         """Copies trained values into the nnet3 component (for export)."""
@@ -65,6 +72,93 @@ class ComponentOp(nn.Module):
             mean = (self.stats_sum / count).cpu().numpy()
             var = (self.stats_sumsq / count).cpu().numpy() - mean * mean
             self.component.set_stats(count, mean, np.maximum(var, 0.0))
+        if self.type_name in ACTIVATION_STATS_TYPES:
+            self._write_activation_stats()
+
+    # -- training statistics ------------------------------------------------------------
+    # Kaldi keeps, per unit, value_sum = sum of y and deriv_sum = sum of f'(x) over the frames it
+    # saw while training, with count = number of frames (rows); files hold value_sum/count and
+    # deriv_sum/count (<ValueAvg>, <DerivAvg>) and <Count>. SigmoidComponent/TanhComponent store
+    # them in the forward pass (StoreStats: every training frame); LstmNonlinearityComponent in
+    # its backward pass (only frames that are backpropagated), for its 5 nonlinearities
+    # i_t, f_t (sigmoid), tanh(c_part), o_t (sigmoid), tanh(c_t). The derivative is a function of
+    # the value: y(1 - y) for a sigmoid, 1 - y^2 for a tanh, so the buffers keep sum(y) and
+    # sum(y^2); deriv_sum = w*sum(y) + (1 - w)*count - sum(y^2) with w = 1 for sigmoid rows and 0
+    # for tanh rows. Every buffer is a plain sum, so averaging models' buffers (nnet3-average
+    # averages value_sum, deriv_sum and count alike) commutes with this conversion.
+    def _init_activation_stats(self) -> None:
+        c = self.component
+        if self.type_name == "LstmNonlinearityComponent":
+            shape = (5, c.cell_dim())
+            sigmoid = np.array([1.0, 1.0, 0.0, 1.0, 0.0])[:, None] * np.ones(shape)
+            value_avg, deriv_avg = np.asarray(c.value_avg, np.float64), np.asarray(c.deriv_avg, np.float64)
+        else:
+            shape = (c.dim,)
+            sigmoid = np.full(shape, 1.0 if self.type_name == "SigmoidComponent" else 0.0)
+            value_avg, deriv_avg = (np.asarray(a, np.float64).reshape(-1)
+                                    for a in (c.value_avg, c.deriv_avg))
+        count = float(c.count)
+        # Kaldi's files hold the sums themselves when count is 0; empty vectors mean no stats.
+        scale = count if count != 0.0 else 1.0
+        value_sum = value_avg * scale if value_avg.size else np.zeros(shape)
+        deriv_sum = deriv_avg * scale if deriv_avg.size else np.zeros(shape)
+        sqsum = sigmoid * value_sum + (1.0 - sigmoid) * count - deriv_sum
+        self.register_buffer("act_value_sum", torch.from_numpy(value_sum.reshape(shape).copy()))
+        self.register_buffer("act_value_sqsum", torch.from_numpy(sqsum.reshape(shape).copy()))
+        self.register_buffer("act_count", torch.tensor(count, dtype=torch.float64))
+        self.register_buffer("act_sigmoid_mask", torch.from_numpy(sigmoid.copy()), persistent=False)
+        self._act_stored = False
+
+    def _store_activation_stats(self, values: torch.Tensor) -> None:
+        """Adds the values of the nonlinearities on some frames: (..., dim) or (..., 5, C)."""
+        rows = values.detach().reshape(-1, *self.act_value_sum.shape)
+        self._act_stored = True  # Kaldi sizes empty statistics on the first frames it stores
+        with torch.no_grad():  # one call's sums in the values' precision, the totals in double
+            self.act_value_sum += rows.sum(0)
+            self.act_value_sqsum += (rows * rows).sum(0)
+            self.act_count += rows.shape[0]
+
+    def activation_stats(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(value_sum, deriv_sum, count) accumulated so far, as Kaldi holds them in memory."""
+        value_sum = self.act_value_sum.detach().cpu().numpy()
+        mask = self.act_sigmoid_mask.cpu().numpy()
+        count = float(self.act_count)
+        deriv_sum = mask * value_sum + (1.0 - mask) * count - self.act_value_sqsum.detach().cpu().numpy()
+        return value_sum, deriv_sum, count
+
+    def zero_stats(self) -> None:
+        """Kaldi's Component::ZeroStats (nnet3-train zeroes all component stats before training):
+        the accumulators here and the statistics fields of the component that this module never
+        accumulates (self-repair and output-derivative statistics). BatchNorm in test mode keeps
+        its statistics, as in Kaldi."""
+        c = self.component
+        if self.type_name == "BatchNormComponent" and not c.test_mode:
+            self.stats_count.zero_()
+            self.stats_sum.zero_()
+            self.stats_sumsq.zero_()
+        if self.type_name in ACTIVATION_STATS_TYPES:
+            self.act_value_sum.zero_()
+            self.act_value_sqsum.zero_()
+            self.act_count.zero_()
+            if self.type_name == "LstmNonlinearityComponent":
+                c.self_repair_prob = np.zeros_like(np.asarray(c.self_repair_prob, np.float32))
+            else:
+                c.oderiv_rms = np.zeros_like(np.asarray(c.oderiv_rms, np.float32))
+                c.oderiv_count = 0.0
+                c.num_dims_self_repaired = 0.0
+                c.num_dims_processed = 0.0
+
+    def _write_activation_stats(self) -> None:
+        """Into the component as Kaldi writes them: sums / count (the sums when count is 0)."""
+        c = self.component
+        value_sum, deriv_sum, count = self.activation_stats()
+        scale = 1.0 / count if count != 0.0 else 1.0
+        value_avg = (value_sum * scale).astype(np.float32)
+        deriv_avg = (deriv_sum * scale).astype(np.float32)
+        if self.type_name != "LstmNonlinearityComponent" and np.size(c.value_avg) == 0 \
+                and not self._act_stored and count == 0.0 and not value_sum.any() and not deriv_sum.any():
+            value_avg = deriv_avg = np.zeros(0, np.float32)  # no stats yet: empty, as Kaldi writes
+        c.value_avg, c.deriv_avg, c.count = value_avg, deriv_avg, count
 
     # -- the math ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,9 +170,14 @@ class ComponentOp(nn.Module):
         if t == "LinearComponent":
             return torch.nn.functional.linear(x, self.linear_params)
         if t in NONLINEAR:
-            return NONLINEAR[t](x)
+            y = NONLINEAR[t](x)
+            if self.training and t in ACTIVATION_STATS_TYPES:
+                self._store_activation_stats(y)
+            return y
         if t == "LstmNonlinearityComponent":
-            return lstm_nonlinearity(x, self.peepholes)
+            # Kaldi accumulates these in the backward pass: only frames that get derivatives.
+            store = self.training and torch.is_grad_enabled()
+            return lstm_nonlinearity(x, self.peepholes, self._store_activation_stats if store else None)
         if t == "BackpropTruncationComponent":
             c = self.component
             if self.training and torch.is_grad_enabled():
@@ -146,8 +245,10 @@ def _tensors_of(c: Component) -> dict[str, np.ndarray]:
     return {}
 
 
-def lstm_nonlinearity(x: torch.Tensor, peep: torch.Tensor) -> torch.Tensor:
-    """LstmNonlinearityComponent (4.7): input [i, f, c, o, c_prev (, 3 dropout scales)] -> [c_t, m_t]."""
+def lstm_nonlinearity(x: torch.Tensor, peep: torch.Tensor, store_stats=None) -> torch.Tensor:
+    """LstmNonlinearityComponent (4.7): input [i, f, c, o, c_prev (, 3 dropout scales)] -> [c_t, m_t].
+    `store_stats`, if given, receives the 5 nonlinearities' values as (..., 5, C): i_t, f_t,
+    tanh(c_part), o_t, tanh(c_t) (the rows of Kaldi's ValueAvg/DerivAvg)."""
     C = peep.shape[1]
     i_part, f_part, c_part, o_part, c_prev = (x[..., k * C:(k + 1) * C] for k in range(5))
     if x.shape[-1] == 5 * C + 3:
@@ -156,9 +257,14 @@ def lstm_nonlinearity(x: torch.Tensor, peep: torch.Tensor) -> torch.Tensor:
         i_scale = f_scale = o_scale = 1.0
     i_t = torch.sigmoid(i_part + peep[0] * c_prev)
     f_t = torch.sigmoid(f_part + peep[1] * c_prev)
-    c_t = f_t * f_scale * c_prev + i_t * i_scale * torch.tanh(c_part)
+    tanh_c_part = torch.tanh(c_part)
+    c_t = f_t * f_scale * c_prev + i_t * i_scale * tanh_c_part
     o_t = torch.sigmoid(o_part + peep[2] * c_t)  # the output gate peeps at the new cell
-    m_t = o_t * o_scale * torch.tanh(c_t)
+    tanh_c_t = torch.tanh(c_t)
+    m_t = o_t * o_scale * tanh_c_t
+    if store_stats is not None:
+        with torch.no_grad():
+            store_stats(torch.stack([i_t, f_t, tanh_c_part, o_t, tanh_c_t], dim=-2))
     return torch.cat([c_t, m_t], dim=-1)
 
 

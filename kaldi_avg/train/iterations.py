@@ -33,6 +33,7 @@ from ..data import MinibatchStream, Prefetcher, SkipReport, halve_minibatch_size
 from ..dist import MANUAL, Algorithm, Communicator, Replica, Simulator
 from ..dist.ma import ModelAveraging
 from ..dist.post_local_sgd import PostLocalSGD
+from ..kaldi.nnet3.saturation import saturation
 from ..model.graph import NnetModule
 from . import schedule as sched
 from .diagnostics import TrainLog
@@ -50,11 +51,11 @@ class IterationSettings:
     max_change: float
 
 
-def iteration_settings(params, it: int) -> IterationSettings:
+def iteration_settings(params, it: int, saturation: float) -> IterationSettings:
+    """`saturation`: get_saturation.pl's number for the model the iteration starts from."""
     a = params.args
     lrate = params.lrate(it)
-    # Saturation is not measured: 0.0 means shrink-value applies on iteration 0 only.
-    shrink = sched.shrink_value(it, lrate, 0.0, a.trainer_optimization_shrink_value,
+    shrink = sched.shrink_value(it, lrate, saturation, a.trainer_optimization_shrink_value,
                                 a.trainer_optimization_shrink_saturation_threshold,
                                 a.trainer_optimization_proportional_shrink)
     mb_size = a.trainer_rnn_num_chunk_per_minibatch
@@ -62,6 +63,13 @@ def iteration_settings(params, it: int) -> IterationSettings:
         mb_size = halve_minibatch_size(mb_size)
     return IterationSettings(it, params.num_jobs(it), lrate, shrink, mb_size,
                              sched.max_param_change(it, a.trainer_max_param_change))
+
+
+def model_saturation(comm: Communicator, module: NnetModule) -> float:
+    """Rank 0's saturation of `module` (its statistics of the last iteration), so every rank
+    agrees on the shrinkage."""
+    module.write_back()
+    return comm.allgather_object(saturation(module.nnet))[0]
 
 
 def job_stream(params, source, plan, s: IterationSettings, job: int, report: SkipReport) -> MinibatchStream:
@@ -110,7 +118,7 @@ class KaldiJobs:
         return k * self.comm.size + rank
 
     def run(self, it: int) -> dict:
-        s = iteration_settings(self.params, it)
+        s = iteration_settings(self.params, it, model_saturation(self.comm, self.module))
         base = flatten_state(self.module)
         objectives: list[float | None] = [None] * self.n_local
         mine = []
@@ -120,6 +128,7 @@ class KaldiJobs:
                 continue
             load_flat_state(self.module, base)
             scale_parameters(self.module, s.shrink)
+            self.module.zero_stats()   # nnet3-train's ZeroComponentStats: stats are per job, then averaged
             t0 = time.perf_counter()
             objf, frames, wait = self._train_job(s, job)
             seconds = time.perf_counter() - t0
@@ -190,9 +199,10 @@ class AlgorithmWorkers:
 
     def run(self, it: int) -> dict:
         params, algo = self.params, self.algorithm
-        s = iteration_settings(params, it)
+        s = iteration_settings(params, it, model_saturation(self.comm, self.module))
         for learner in self.learners:
             scale_parameters(learner.module, s.shrink)
+            learner.module.zero_stats()
         streams = [job_stream(params, self.source, self.plan, s, self.worker(k), self.report)
                    for k in range(len(self.learners))]
         steps = min(self.comm.allgather_object(min(len(st) for st in streams)))

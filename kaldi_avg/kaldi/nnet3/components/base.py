@@ -152,6 +152,51 @@ def vector_stats(name: str, v: np.ndarray) -> list[tuple[str, Any]]:
     return [(f"{name}-{{mean,stddev}}", f"{mean:g},{std:g}")]
 
 
+def _succinct(f: float) -> str:
+    """How Kaldi prints one entry of a summarized vector (nnet-parse.cc PrintFloatSuccinctly)."""
+    a = abs(f)
+    if 10.0 <= a < 10000.0:
+        return "%.0f" % f
+    if a >= 0.995:
+        return "%.1f" % f
+    if a >= 0.01:
+        return "%.2f" % f
+    return "%.1g" % f
+
+
+SUMMARY_PERCENTILES = (0, 1, 2, 5, 10, 20, 50, 80, 90, 95, 98, 99, 100)
+
+
+def summary_mean(v) -> float | None:
+    """The mean Kaldi's SummarizeVector prints for `v` (float32 arithmetic), or None for vectors of
+    fewer than 10 entries, which it prints element by element without a mean."""
+    v = np.asarray(v, np.float32).reshape(-1)
+    if v.size < 10:
+        return None
+    return float(np.float32(np.float32(v.astype(np.float64).sum()) / np.float32(v.size)))
+
+
+def summarize_vector(v) -> str:
+    """Kaldi's SummarizeVector, used for statistics in `nnet3-info` lines: `[ a b ... ]` below 10
+    entries, else `[percentiles(0,1,2,5 10,20,50,80,90 95,98,99,100)=(...), mean=m, stddev=s]`
+    (mean and stddev to 3 significant digits)."""
+    v = np.asarray(v, np.float32).reshape(-1)
+    if v.size < 10:
+        return "[ " + "".join(_succinct(float(x)) + " " for x in v) + "]"
+    mean = np.float32(summary_mean(v))
+    sq = np.float32(np.dot(v.astype(np.float64), v.astype(np.float64)))
+    stddev = np.sqrt(max(np.float32(sq / np.float32(v.size)) - mean * mean, np.float32(0.0)))
+    ordered = np.sort(v)
+    n = v.size - 1
+    parts = []
+    for i, p in enumerate(SUMMARY_PERCENTILES):
+        parts.append(_succinct(float(ordered[(n * p) // 100])))
+        if i + 1 < len(SUMMARY_PERCENTILES):
+            parts.append(" " if i in (3, 8) else ",")
+    return ("[percentiles(0,1,2,5 10,20,50,80,90 95,98,99,100)=(" + "".join(parts)
+            + "), mean=%.3g, stddev=%.3g]" % (float(mean), float(stddev)))
+
+
 class Component(ABC):
     """Base of all nnet3 components. Subclasses declare `type_name`, `FIELDS` (Kaldi's order) and
     the dimension/consistency logic; reading, writing and construction are generic."""

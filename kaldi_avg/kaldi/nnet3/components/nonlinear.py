@@ -1,7 +1,8 @@
 """Element-wise nonlinearities sharing Kaldi's NonlinearComponent layout (kaldi-interface.md 4.2).
 
-The statistics are diagnostics (and drive self-repair in Kaldi training); they are kept exactly
-as read: averages (ValueAvg, DerivAvg, OderivRms) and double-precision counts. A new component
+The statistics are diagnostics (and drive self-repair and, through steps/nnet3/get_saturation.pl,
+shrinkage in Kaldi training); they are kept exactly as read: averages (ValueAvg, DerivAvg,
+OderivRms) and double-precision counts. A new component
 has empty statistics, as a freshly initialized Kaldi component does.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import ConfigLine
-from .base import Kind, SameDimComponent, field, optional
+from .base import Kind, SameDimComponent, field, optional, summarize_vector
 
 UNSET_THRESHOLD = -1000.0          # Kaldi's kUnsetThreshold
 
@@ -55,8 +56,17 @@ class NonlinearComponent(SameDimComponent):
             items.append(("self-repair-upper-threshold", self.self_repair_upper_threshold))
         if self.self_repair_scale != 0.0:
             items.append(("self-repair-scale", self.self_repair_scale))
-        if self.count > 0:
+        if self.count > 0 and np.size(self.value_avg) == self.dim:
             items.append(("count", float("%.3g" % self.count)))
+            items.append(("self-repaired-proportion",
+                          self.num_dims_self_repaired / self.num_dims_processed
+                          if self.num_dims_processed > 0 else 0))
+            items.append(("value-avg", summarize_vector(self.value_avg)))
+            if np.size(self.deriv_avg) == self.dim:
+                items.append(("deriv-avg", summarize_vector(self.deriv_avg)))
+        if self.oderiv_count > 0 and np.size(self.oderiv_rms) == self.dim:
+            items.append(("oderiv-rms", summarize_vector(self.oderiv_rms)))
+            items.append(("oderiv-count", float(self.oderiv_count)))
         return items
 
     @classmethod

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import ConfigLine
-from .base import UPDATABLE_HEADER, Kind, SameDimComponent, UpdatableComponent, field, optional
+from .base import (UPDATABLE_HEADER, Kind, SameDimComponent, UpdatableComponent, field, optional,
+                   summarize_vector)
 from .initializers import gaussian, learning_rate_options, require
 
 # Order of the five nonlinearities in the stats rows and in SelfRepairConfig.
@@ -71,6 +72,15 @@ class LstmNonlinearityComponent(UpdatableComponent):
             items.append((f"{name}-rms", float(np.sqrt(np.mean(row * row)))))
         if self.count > 0:
             items.append(("count", float("%.3g" % self.count)))
+        # Per nonlinearity, as Kaldi's Info(): `i_t_sigmoid={ ..., value-avg=[...], deriv-avg=[...] }`.
+        for i, name in enumerate(LSTM_NONLINEARITIES):
+            block = [f"self-repair-lower-threshold={float(self.self_repair_config[i]):g}",
+                     f"self-repair-scale={float(self.self_repair_config[i + 5]):g}"]
+            if self.count != 0:
+                block += [f"self-repaired-proportion={float(self.self_repair_prob[i]):g}",
+                          f"value-avg={summarize_vector(self.value_avg[i])}",
+                          f"deriv-avg={summarize_vector(self.deriv_avg[i])}"]
+            items.append((name, "{ " + ", ".join(block) + " }"))
         return items
 
     @classmethod
