@@ -29,7 +29,7 @@ case $size in
     num_epochs=8; samples_per_iter=1000 ;;   # 20-frame chunks: ~7 archives of 20k frames
   tiny)
     synth_opts="--num-train-speakers 6 --num-test-speakers 2 --num-train-utts 60 --num-test-utts 20"
-    num_epochs=1; samples_per_iter=200 ;;
+    num_epochs=6; samples_per_iter=200 ;;
   *) echo "$0: --size must be default or tiny, not '$size'" >&2; exit 1 ;;
 esac
 
