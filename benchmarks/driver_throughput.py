@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -31,8 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fsdd_recipe import DEFAULT_RECIPE, REPO, ensure_stages, make_xconfig, recipe_env, train_command
 
 FINAL_RE = re.compile(r"Overall (accuracy|log-likelihood) for 'output' is (\S+) per frame")
 TIMING_RE = re.compile(r"iter (\d+): jobs (\d+) frames (\S+) train-seconds (\S+) data-wait-seconds (\S+) max \S+ "
@@ -41,7 +39,7 @@ TIMING_RE = re.compile(r"iter (\d+): jobs (\d+) frames (\S+) train-seconds (\S+)
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipe-dir", default=str(REPO / "egs" / "fsdd" / "s5"))
+    p.add_argument("--recipe-dir", default=str(DEFAULT_RECIPE))
     p.add_argument("--corpus", default=None, help="FSDD directory passed to run.sh (default: the recipe's)")
     p.add_argument("--feat-dir", default=None)
     p.add_argument("--ali-dir", default=None)
@@ -56,38 +54,11 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def recipe_env(recipe: Path) -> dict:
-    venv_bin = REPO / "venv" / "bin"
-    return dict(os.environ, PATH=f"{venv_bin}:{recipe / 'utils'}:{os.environ['PATH']}", PYTHONPATH=str(REPO),
-                OMP_NUM_THREADS="1", LC_ALL="C")
-
-
-def ensure_alignments(args, recipe: Path) -> tuple[str, str]:
-    feat_dir = args.feat_dir or str(recipe / "data" / "train")
-    ali_dir = args.ali_dir or str(recipe / "exp" / "mono_ali")
-    if not (os.path.exists(f"{feat_dir}/feats.scp") and os.path.exists(f"{ali_dir}/ali.1.gz")):
-        if args.feat_dir or args.ali_dir:
-            raise SystemExit(f"{feat_dir}/feats.scp or {ali_dir}/ali.1.gz is missing")
-        cmd = ["./run.sh", "--stage", "0", "--stop-stage", "4"] + (["--corpus", args.corpus] if args.corpus else [])
-        print(f"preparing FSDD features and alignments: {' '.join(cmd)} (in {recipe})", flush=True)
-        subprocess.run(cmd, cwd=recipe, check=True, env=recipe_env(recipe))
-    return feat_dir, ali_dir
-
-
-def train_command(args, feat_dir: str, ali_dir: str, exp: Path, setting: str) -> list[str]:
-    cmd = [sys.executable, str(REPO / "steps" / "kaldi_avg" / "train_rnn.py"), "--stage=-10", "--use-gpu=false",
-           f"--mpi.num-ranks={args.ranks}", "--feat.cmvn-opts=--norm-means=true --norm-vars=false",
-           f"--trainer.num-epochs={args.epochs}", f"--trainer.samples-per-iter={args.samples_per_iter}",
-           f"--trainer.optimization.num-jobs-initial={args.ranks}",
-           f"--trainer.optimization.num-jobs-final={args.ranks}",
-           "--trainer.optimization.initial-effective-lrate=0.006",
-           "--trainer.optimization.final-effective-lrate=0.0006", "--trainer.rnn.num-chunk-per-minibatch=64",
-           "--egs.chunk-width=20", "--egs.chunk-left-context=20", "--egs.chunk-right-context=0",
-           "--egs.chunk-left-context-initial=0", "--egs.chunk-right-context-final=0",
-           f"--feat-dir={feat_dir}", f"--ali-dir={ali_dir}", f"--dir={exp}"]
-    if setting != "kaldi":
-        cmd += ["--averaging.algorithm=ma", f"--averaging.period-frames={int(setting)}"]
-    return cmd
+def alignments(args, recipe: Path) -> tuple[str, str]:
+    if args.feat_dir or args.ali_dir:
+        return args.feat_dir, args.ali_dir
+    ensure_stages(recipe, 4, ["data/train/feats.scp", "exp/mono_ali/ali.1.gz"], args.corpus)
+    return str(recipe / "data" / "train"), str(recipe / "exp" / "mono_ali")
 
 
 def summarize(exp: Path, setting: str, ranks: int, stage_seconds: float) -> dict:
@@ -121,7 +92,7 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     recipe = Path(args.recipe_dir).resolve()
-    feat_dir, ali_dir = ensure_alignments(args, recipe)
+    feat_dir, ali_dir = alignments(args, recipe)
     out = Path(args.out)
     work = Path(args.work_dir) if args.work_dir else out / "driver_throughput_runs"
     rows = []
@@ -129,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         exp = work / f"lstm_{setting}"
         shutil.rmtree(exp, ignore_errors=True)
         (exp / "configs").mkdir(parents=True)
-        subprocess.run(["bash", "local/nnet3/make_xconfig.sh", "--cell-dim", str(args.cell_dim), "--label-delay",
-                        "5", ali_dir, feat_dir, str(exp)], cwd=recipe, check=True, env=recipe_env(recipe))
+        make_xconfig(recipe, ali_dir, feat_dir, exp, args.cell_dim)
+        extra = [] if setting == "kaldi" else ["--averaging.algorithm=ma", f"--averaging.period-frames={int(setting)}"]
+        cmd = train_command(feat_dir, ali_dir, exp, ranks=args.ranks, workers=args.ranks, epochs=args.epochs,
+                            samples_per_iter=args.samples_per_iter, extra=extra)
         t0 = time.perf_counter()
-        log = open(exp / "train_rnn.log", "w")
-        subprocess.run(train_command(args, feat_dir, ali_dir, exp, setting), check=True, stdout=log, stderr=log,
-                       env=recipe_env(recipe))
+        with open(exp / "train_rnn.log", "w") as log:
+            subprocess.run(cmd, check=True, stdout=log, stderr=log, env=recipe_env(recipe))
         rows.append(summarize(exp, setting, args.ranks, time.perf_counter() - t0))
         print(f"{setting}: done in {rows[-1]['stage_s']:.1f} s", flush=True)
     print_table(rows)
