@@ -10,6 +10,10 @@ Execution: nodes outside recurrent loops are computed for all their frames in on
 call; the nodes of a recurrent loop (a strongly connected component of the node graph) are
 stepped frame by frame, with the parts of their inputs that come from outside the loop
 precomputed for all frames (for affine components, including the matrix product).
+
+Natural gradient: a component's natural-gradient update is computed once per forward/backward
+computation from all rows it saw (every frame of a recurrent loop included, frames before
+min_deriv_time excluded), as Kaldi's consolidated model update does (`ops.py`).
 """
 from __future__ import annotations
 
@@ -155,6 +159,24 @@ class NnetModule(nn.Module):
         for op in self.ops.values():
             op.write_back()
 
+    def reset_preconditioners(self) -> None:
+        """Forgets every natural-gradient preconditioner's estimate, as at the start of an
+        nnet3-train job (Kaldi never stores them in a model); each re-initializes from the next
+        minibatch it sees. The estimates are not parameters or buffers, so they are neither
+        averaged nor checkpointed."""
+        for op in self.ops.values():
+            op.reset_preconditioners()
+
+    def set_natural_gradient(self, enabled: bool) -> None:
+        """True (the default): the components that use natural gradient in Kaldi
+        (NaturalGradientAffine, LinearComponent with use-natural-gradient, NaturalGradient-
+        PerElementScale, LstmNonlinearity peepholes; not those with <IsGradient> true) produce
+        the natural-gradient update direction as their gradient in training. False: plain
+        gradients everywhere (Kaldi's is-gradient / UpdateSimple behaviour)."""
+        for op in self.ops.values():
+            op.use_natural_gradient = bool(enabled) and op.has_natural_gradient and \
+                not getattr(op.component, "is_gradient", False)
+
     def zero_stats(self) -> None:
         """nnet3-train's ZeroComponentStats: clears every component's training statistics, so
         what is accumulated from here on is one job's (call at the start of each job). The
@@ -232,11 +254,18 @@ class NnetModule(nn.Module):
                     raise ValueError(f"the network has an input node {node.name!r}; pass ivectors")
                 vals[node.name] = (ivectors.unsqueeze(1), -INF)  # time-invariant
         ctx = _Eval(self, vals, need, feats, min_deriv_time)
-        for item in self._order:
-            if isinstance(item, _Loop):
-                ctx.run_loop(item)
-            elif item not in vals and need[item][0] <= need[item][1]:
-                ctx.run_node(item)
+        ng_ops = [op for op in self.ops.values() if op.has_natural_gradient]
+        for op in ng_ops:
+            op.begin_pass(min_deriv_time)
+        try:
+            for item in self._order:
+                if isinstance(item, _Loop):
+                    ctx.run_loop(item)
+                elif item not in vals and need[item][0] <= need[item][1]:
+                    ctx.run_node(item)
+        finally:
+            for op in ng_ops:
+                op.end_pass()
         return vals[self.output_name][0]
 
 
@@ -368,8 +397,8 @@ class _Eval:
             return [self._step_value(p, t, steps, start, inside) for p, i in zip(parts, is_internal) if i]
 
         if op is not None and op.type_name in AFFINE_TYPES + ("LinearComponent",):
-            W = op.linear_params
-            b = op.bias_params if op.type_name != "LinearComponent" else None
+            W = op.param("linear_params")
+            b = op.param("bias_params") if op.type_name != "LinearComponent" else None
             cols, pos = [], 0
             for d_, i in zip(dims, is_internal):
                 cols.append((pos, pos + d_, i))
@@ -379,11 +408,19 @@ class _Eval:
             W_int = W[:, int_idx]
             pre = (torch.nn.functional.linear(ext, W[:, ext_idx], b) if ext is not None
                    else (b if b is not None else 0.0))
+            ng = op.ng_pass
+            # Natural gradient needs each frame's whole input row [ext, internal] in the
+            # component's column order: `order` undoes the (ext, internal) concatenation.
+            order = torch.argsort(torch.tensor(ext_idx + int_idx, device=self.device)) if ng is not None else None
 
             def affine_step(t, steps, start):
                 x = torch.cat(internal_values(t, steps, start), dim=-1)
                 base = pre[:, t - lo] if ext is not None else pre
-                return base + torch.nn.functional.linear(x, W_int)
+                y = base + torch.nn.functional.linear(x, W_int)
+                if ng is not None and y.requires_grad:
+                    rows = x if ext is None else torch.cat([ext[:, t - lo].detach(), x.detach()], dim=-1)
+                    ng.record(rows[:, order], y)
+                return y
             return affine_step
 
         def generic_step(t, steps, start):

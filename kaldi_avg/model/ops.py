@@ -6,6 +6,15 @@ Training-only behaviour that Kaldi has (BackpropTruncation's gradient clipping a
 BatchNorm statistics, the value/derivative statistics of sigmoid and tanh units that drive
 shrinkage, non-inverted dropout) is reproduced; decoders' test mode is the default outside
 `train()`.
+
+Natural gradient (Kaldi's NG-SGD, `natural_gradient.py`): in training, the components that use
+it in Kaldi (NaturalGradientAffineComponent; LinearComponent with use-natural-gradient;
+NaturalGradientPerElementScaleComponent; the peepholes of LstmNonlinearityComponent) produce as
+their parameters' gradient the preconditioned update direction of Kaldi's Update/Backprop
+(times its scales), computed once per forward/backward computation from all the rows the
+component saw, so the optimizer applies it like a plain gradient. Outputs and input derivatives
+are unchanged. Components with <IsGradient> true, and every component after
+`ComponentOp.use_natural_gradient = False`, give the plain gradient (Kaldi's UpdateSimple).
 """
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ from torch import nn
 
 from ..kaldi.nnet3.components import Component
 from ..kaldi.nnet3.config import ConfigError
+from .natural_gradient import NaturalGradientPass, OnlineNaturalGradient, natural_gradient_params
 
 # Trainable arrays, per component type; everything else a component needs is a fixed buffer.
 AFFINE_TYPES = ("NaturalGradientAffineComponent", "AffineComponent", "FixedAffineComponent")
@@ -36,6 +46,15 @@ SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | {
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
     "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
     "DropoutComponent"}
+# Trainable tensors whose gradient natural gradient replaces, per component type.
+NATURAL_GRADIENT_PARAMS = {
+    "NaturalGradientAffineComponent": ("linear_params", "bias_params"),
+    "LinearComponent": ("linear_params",),
+    "NaturalGradientPerElementScaleComponent": ("scales",),
+    "LstmNonlinearityComponent": ("peepholes",),
+}
+# LstmNonlinearityComponent::InitNaturalGradient (not configurable, not stored in the file).
+LSTM_NATURAL_GRADIENT = dict(rank=20, update_period=2, num_samples_history=1000.0, alpha=4.0)
 
 
 class ComponentOp(nn.Module):
@@ -62,6 +81,7 @@ class ComponentOp(nn.Module):
         # statistics; see `_init_activation_stats`.
         if self.type_name in ACTIVATION_STATS_TYPES:
             self._init_activation_stats()
+        self._init_natural_gradient()
 
     def write_back(self) -> None:
         """Copies trained values into the nnet3 component (for export)."""
@@ -160,15 +180,103 @@ class ComponentOp(nn.Module):
             value_avg = deriv_avg = np.zeros(0, np.float32)  # no stats yet: empty, as Kaldi writes
         c.value_avg, c.deriv_avg, c.count = value_avg, deriv_avg, count
 
+    # -- natural gradient ----------------------------------------------------------------
+    # The preconditioners are plain attributes (not parameters or buffers): Kaldi never writes
+    # them, averaging does not touch them, and each job starts with fresh ones.
+    def _init_natural_gradient(self) -> None:
+        c, t = self.component, self.type_name
+        if t == "NaturalGradientAffineComponent" or (t == "LinearComponent" and c.use_natural_gradient):
+            opts = dict(update_period=c.update_period, num_samples_history=c.num_samples_history,
+                        alpha=c.alpha)
+            self.preconditioners = (OnlineNaturalGradient(c.rank_in, **opts),
+                                    OnlineNaturalGradient(c.rank_out, **opts))
+        elif t == "NaturalGradientPerElementScaleComponent":
+            self.preconditioners = (OnlineNaturalGradient(c.rank, c.update_period, c.num_samples_history,
+                                                          c.alpha),)
+        elif t == "LstmNonlinearityComponent":
+            self.preconditioners = (OnlineNaturalGradient(**LSTM_NATURAL_GRADIENT),)
+        else:
+            self.preconditioners = ()
+        # Kaldi's is_gradient_: the exact gradient (UpdateSimple) instead of the natural gradient.
+        self.use_natural_gradient = bool(self.preconditioners) and not getattr(c, "is_gradient", False)
+        self._ng_pass: NaturalGradientPass | None = None
+        self._ng_params: dict[str, torch.Tensor] = {}
+
+    @property
+    def has_natural_gradient(self) -> bool:
+        return bool(self.preconditioners)
+
+    def reset_preconditioners(self) -> None:
+        for p in self.preconditioners:
+            p.reset()
+
+    def begin_pass(self, min_deriv_time: int | None = None) -> None:
+        """Starts one forward computation: if it is a training computation that will be
+        backpropagated, this computation's uses of the parameters go through one natural-gradient
+        node (see `natural_gradient.NaturalGradientPass`)."""
+        self.end_pass()
+        if not (self.use_natural_gradient and self.training and torch.is_grad_enabled()):
+            return
+        names = NATURAL_GRADIENT_PARAMS[self.type_name]
+        params = [getattr(self, n) for n in names]
+        if not any(p.requires_grad for p in params):
+            return
+        self._ng_pass = NaturalGradientPass(self._natural_gradients, min_deriv_time)
+        self._ng_params = dict(zip(names, natural_gradient_params(self._ng_pass, *params)))
+
+    def end_pass(self) -> None:
+        self._ng_pass = None
+        self._ng_params = {}
+
+    @property
+    def ng_pass(self) -> NaturalGradientPass | None:
+        return self._ng_pass
+
+    def param(self, name: str) -> torch.Tensor:
+        """The tensor this computation uses for parameter `name`."""
+        return self._ng_params.get(name) if self._ng_pass is not None else getattr(self, name)
+
+    def _natural_gradients(self, ng_pass: NaturalGradientPass, grads: tuple) -> tuple:
+        """Kaldi's natural-gradient Update for one computation: the gradients (of -objective, so
+        the optimizer's descent is Kaldi's ascent) replacing the plain `grads`."""
+        t = self.type_name
+        if t == "LstmNonlinearityComponent":
+            # Kaldi preconditions the 3 x C peephole derivative summed over the minibatch, as 3 rows.
+            g = grads[0]
+            if g is None:
+                return (None,)
+            g_hat, scale = self.preconditioners[0].precondition(g.reshape(3, -1).double())
+            return ((g_hat * scale).reshape(g.shape).to(g.dtype),)
+        rows = ng_pass.rows()
+        if rows is None:
+            return grads
+        x, g = rows[0].double(), rows[1].double()   # see natural_gradient.py on precision
+        if t == "NaturalGradientPerElementScaleComponent":
+            p_hat, scale = self.preconditioners[0].precondition(x * g)
+            return ((p_hat.sum(0) * scale).to(self.scales.dtype),)
+        if t == "NaturalGradientAffineComponent":
+            x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)
+        x_hat, in_scale = self.preconditioners[0].precondition(x)
+        g_hat, out_scale = self.preconditioners[1].precondition(g)
+        scale = in_scale * out_scale
+        W = self.linear_params
+        if t == "LinearComponent":
+            return ((g_hat.t() @ x_hat * scale).to(W.dtype),)
+        grad_w = g_hat.t() @ x_hat[:, :-1] * scale
+        grad_b = g_hat.t() @ x_hat[:, -1] * scale
+        return grad_w.to(W.dtype), grad_b.to(self.bias_params.dtype)
+
     # -- the math ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         """`x`: (..., input_dim). `times`: frame index of each row's time axis, needed only by
         BackpropTruncation's zeroing in training (shape broadcastable to x[..., 0])."""
         t = self.type_name
-        if t in AFFINE_TYPES:
-            return torch.nn.functional.linear(x, self.linear_params, self.bias_params)
-        if t == "LinearComponent":
-            return torch.nn.functional.linear(x, self.linear_params)
+        if t in AFFINE_TYPES or t == "LinearComponent":
+            y = torch.nn.functional.linear(x, self.param("linear_params"),
+                                           self.param("bias_params") if t != "LinearComponent" else None)
+            if self._ng_pass is not None:
+                self._ng_pass.record(x, y, times)
+            return y
         if t in NONLINEAR:
             y = NONLINEAR[t](x)
             if self.training and t in ACTIVATION_STATS_TYPES:
@@ -177,7 +285,7 @@ class ComponentOp(nn.Module):
         if t == "LstmNonlinearityComponent":
             # Kaldi accumulates these in the backward pass: only frames that get derivatives.
             store = self.training and torch.is_grad_enabled()
-            return lstm_nonlinearity(x, self.peepholes, self._store_activation_stats if store else None)
+            return lstm_nonlinearity(x, self.param("peepholes"), self._store_activation_stats if store else None)
         if t == "BackpropTruncationComponent":
             c = self.component
             if self.training and torch.is_grad_enabled():
@@ -192,7 +300,10 @@ class ComponentOp(nn.Module):
                 out = out * x[..., i * c.output_dim():(i + 1) * c.output_dim()]
             return out
         if t in ("NaturalGradientPerElementScaleComponent", "PerElementScaleComponent"):
-            return x * self.scales
+            y = x * self.param("scales")
+            if self._ng_pass is not None:
+                self._ng_pass.record(x, y, times)
+            return y
         if t == "FixedScaleComponent":
             return x * self.scales
         if t == "FixedBiasComponent":

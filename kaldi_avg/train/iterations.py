@@ -129,6 +129,7 @@ class KaldiJobs:
             load_flat_state(self.module, base)
             scale_parameters(self.module, s.shrink)
             self.module.zero_stats()   # nnet3-train's ZeroComponentStats: stats are per job, then averaged
+            self.module.reset_preconditioners()   # each nnet3-train job starts its NG-SGD estimates afresh
             t0 = time.perf_counter()
             objf, frames, wait = self._train_job(s, job)
             seconds = time.perf_counter() - t0
@@ -203,6 +204,7 @@ class AlgorithmWorkers:
         for learner in self.learners:
             scale_parameters(learner.module, s.shrink)
             learner.module.zero_stats()
+            learner.module.reset_preconditioners()
         streams = [job_stream(params, self.source, self.plan, s, self.worker(k), self.report)
                    for k in range(len(self.learners))]
         steps = min(self.comm.allgather_object(min(len(st) for st in streams)))

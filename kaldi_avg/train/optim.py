@@ -10,7 +10,13 @@ update is gradient ascent on it.  Call `loss = -objective; loss.backward(); opt.
   a non-finite total skips the update (and clears delta);
 * params_c += scale * factor_c * delta_c; then delta *= momentum.
 
-Natural-gradient preconditioning is not applied (plain SGD direction); see the report.
+Natural gradient: in training, the components that use Kaldi's NG-SGD (NaturalGradientAffine,
+LinearComponent with use-natural-gradient, NaturalGradientPerElementScale, the LstmNonlinearity
+peepholes) already produce the preconditioned, rescaled update direction of Kaldi's Update as their
+gradient (`kaldi_avg/model/natural_gradient.py`, `ops.py`), so delta_c += lr * grad above is
+Kaldi's natural-gradient step, before max-change, exactly as in nnet3-train. Call
+`module.reset_preconditioners()` at the start of each job (a fresh nnet3-train process);
+`module.set_natural_gradient(False)` gives plain SGD.
 """
 from __future__ import annotations
 

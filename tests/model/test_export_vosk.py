@@ -65,6 +65,7 @@ def train_briefly(nnet, data, steps=60, batch=24, seed=0):
     torch.manual_seed(seed)
     module = NnetModule(nnet)
     module.train()
+    module.set_natural_gradient(False)   # Adam on plain gradients (natural gradient is KaldiSgd's)
     left, right = model_context(nnet)
     opt = torch.optim.Adam(module.parameters(), lr=5e-3)
     rng = np.random.default_rng(seed)
