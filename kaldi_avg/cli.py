@@ -16,6 +16,7 @@ COMMANDS = {
     "compute": "network outputs for features, as nnet3-compute",
     "info": "contexts, dims and components, as nnet3-am-info",
     "train": "train_rnn.py-compatible training (see steps/kaldi_avg/train_rnn.py)",
+    "experiment": "the distributed-training experiments E1-E6 (docs/results.md)",
 }
 
 
@@ -137,6 +138,11 @@ def cmd_info(argv: list[str]) -> None:
 def cmd_train(argv: list[str]) -> None:
     from .train.cli import main as train_main
     train_main(argv)
+
+
+def cmd_experiment(argv: list[str]) -> None:
+    from .experiments.command import main as experiment_main
+    experiment_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

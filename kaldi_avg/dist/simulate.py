@@ -150,9 +150,9 @@ class Simulator:
             if observer is not None:
                 observer(now, unit, self.steps)
             start(u, now)
-        if finalize:
+        if finalize:   # the final synchronization costs simulated time like any other
             self.algorithm.finalize()
-            self.algorithm.log.take()
+            self.time += self._charge(self.algorithm.log.take(), self.time)
         return SimulationReport(self.time, list(self.steps), list(self.frames), self.comm_seconds,
                                 self.server_wait_s, self.algorithm.log.summary(), self.algorithm.describe())
 

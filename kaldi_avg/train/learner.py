@@ -49,6 +49,10 @@ class Learner:
         self.log = log
         self.optimizer = KaldiSgd(self.module, learning_rate, momentum, max_param_change, l2_regularize_factor)
 
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Within an iteration (schedules finer than Kaldi's per-iteration rate, e.g. experiments)."""
+        self.optimizer.learning_rate = learning_rate
+
     def backward(self) -> int:
         mb = next(self.batches)
         loss, objf, frames = compute_loss(self.module, mb, self.min_deriv_time)
