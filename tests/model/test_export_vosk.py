@@ -145,7 +145,12 @@ def test_vosk_decodes_our_final_mdl_like_we_do(name, models, system, test_set, t
     other_scale = our_hypotheses(model, system, utts, feats, acoustic_scale=0.1)
     ties = [i for i, (a, b) in enumerate(zip(ours, other_scale)) if a != b]
     assert len(ties) <= len(utts) // 20, f"{name}: {len(ties)} near ties; the model is too weakly trained"
-    assert [h for i, h in enumerate(ours) if i not in ties] == [h for i, h in enumerate(theirs) if i not in ties]
+    # A briefly trained model also has ties that beam pruning in vosk's lattice generation can break
+    # the other way (seen once in 100 with one torch thread: ours "two", vosk "eight", reference
+    # "zero"); a real computation difference disagrees on most utterances (test_swapped_gates...).
+    compared = [i for i in range(len(utts)) if i not in ties]
+    differ = [(utts[i], ours[i], theirs[i]) for i in compared if ours[i] != theirs[i]]
+    assert len(differ) <= len(compared) // 50, f"{name}: vosk differs from our decode on {differ}"
     correct = sum(h == r for h, r in zip(ours, refs))
     assert correct >= len(refs) // 2, f"{name}: only {correct}/{len(refs)} correct; the model did not train"
 
