@@ -26,9 +26,10 @@ def ensure_stages(recipe: Path, stop_stage: int, needed: list[str], corpus: str 
 
 
 def make_xconfig(recipe: Path, ali_dir: str, feat_dir: str, exp: Path, cell_dim: int) -> None:
-    subprocess.run(["bash", "local/nnet3/make_xconfig.sh", "--cell-dim", str(cell_dim), "--label-delay", "5",
-                    ali_dir, feat_dir, str(exp)], cwd=recipe, check=True, env=recipe_env(recipe),
-                   stdout=subprocess.DEVNULL)
+    # path.sh makes the recipe's utils/ and steps/ links (absent in a fresh checkout).
+    subprocess.run(["bash", "-c", '. ./path.sh && local/nnet3/make_xconfig.sh "$@"', "make_xconfig",
+                    "--cell-dim", str(cell_dim), "--label-delay", "5", ali_dir, feat_dir, str(exp)],
+                   cwd=recipe, check=True, env=recipe_env(recipe), stdout=subprocess.DEVNULL)
 
 
 def train_command(feat_dir: str, ali_dir: str, exp: Path, *, ranks: int, workers: int, epochs: float,
