@@ -39,7 +39,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulated", type=int, default=8, help="workers simulated on one rank")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--cell-dim", type=int, default=64)
-    p.add_argument("--samples-per-iter", type=int, default=1000)
+    p.add_argument("--samples-per-iter", type=int, default=500, help="small enough for >= 8 archives (workers)")
     p.add_argument("--test-every", type=int, default=10)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     return p
