@@ -4,8 +4,9 @@
 # feature dim of <feat-dir>/feats.scp and whose output dim is the number of pdfs of the
 # alignment model <ali-dir>/final.mdl (what tree-info would print for <ali-dir>/tree).
 # As in Kaldi's LSTM recipes, the spliced input goes through an LDA-like fixed affine layer
-# (estimated by the trainer into <dir>/configs/lda.mat), which also normalises the raw
-# features: the network takes un-normalised MFCCs, as online decoders (vosk) give it.
+# (estimated by the trainer into <dir>/configs/lda.mat), which also normalises its input, so
+# a network trained without CMVN (egs/synth_digits) takes raw MFCCs as online decoders (vosk)
+# give them; egs/fsdd trains with per-speaker CMVN on means instead.
 set -euo pipefail
 
 cell_dim=64
