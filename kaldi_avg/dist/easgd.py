@@ -98,7 +98,14 @@ class EASGD(Algorithm):
         self.synced_this_step = True
 
     def finalize(self) -> None:
+        # One last elastic step with what the workers learned since their last one: the centre
+        # is the model (a run shorter than one period would otherwise leave it untrained).
+        if not self.async_mode and self.clock.steps:
+            self.sync()
         if self.server is not None:
+            for k, clock in enumerate(self.worker_clocks):
+                if clock.frames > 0:
+                    self._exchange(k)
             self.server.close()
             if self.comm.size > 1:
                 self.comm.broadcast_(self.centre, 0)

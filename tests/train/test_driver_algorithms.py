@@ -116,3 +116,12 @@ def test_two_real_ranks(tmp_path, algorithm, backend):
         assert main(args_sim) == 0
         np.testing.assert_allclose(output_params(exp["exp"], "2.mdl"), output_params(exp_sim["exp"], "2.mdl"),
                                    rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["easgd", "bmuf", "ma"])
+def test_period_longer_than_an_iteration_still_learns(tmp_path, algorithm):
+    """The iteration's end is a synchronization: what the workers learned must reach N.mdl even
+    when no period elapsed (EASGD's centre once stayed at 0.mdl here)."""
+    exp, args = train(tmp_path, algorithm, **{"--averaging.period-frames": "1000000", "--exit-stage": "1"})
+    assert main(args) == 0
+    assert not np.allclose(output_params(exp["exp"], "0.mdl"), output_params(exp["exp"], "1.mdl"))
