@@ -188,6 +188,8 @@ def get_params(args: argparse.Namespace) -> Params:
         raise SystemExit("--trainer.optimization.backstitch-training-scale is not implemented by kaldi-avg")
     if a.trainer_input_model:
         raise SystemExit("--trainer.input-model is not implemented by kaldi-avg")
+    if a.trainer_dropout_schedule:
+        raise SystemExit("--trainer.dropout-schedule is not implemented by kaldi-avg (dropout would be silently off)")
     if not uses_kaldi_jobs(a):
         nj0, nj = a.trainer_optimization_num_jobs_initial, a.trainer_optimization_num_jobs_final
         if nj0 != nj:

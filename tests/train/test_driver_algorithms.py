@@ -125,3 +125,9 @@ def test_period_longer_than_an_iteration_still_learns(tmp_path, algorithm):
     exp, args = train(tmp_path, algorithm, **{"--averaging.period-frames": "1000000", "--exit-stage": "1"})
     assert main(args) == 0
     assert not np.allclose(output_params(exp["exp"], "0.mdl"), output_params(exp["exp"], "1.mdl"))
+
+
+def test_unimplemented_trainer_options_are_errors(tmp_path):
+    exp, args = train(tmp_path, "ma", **{"--trainer.dropout-schedule": "0,0.2,0"})
+    with pytest.raises(SystemExit, match="dropout-schedule is not implemented"):
+        main(args)
