@@ -30,9 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from fsdd_recipe import DEFAULT_RECIPE, REPO, ensure_stages, make_xconfig, recipe_env, train_command
+from fsdd_recipe import DEFAULT_RECIPE, REPO, ensure_stages, final_valid, make_xconfig, recipe_env, train_command
 
-FINAL_RE = re.compile(r"Overall (accuracy|log-likelihood) for 'output' is (\S+) per frame")
 TIMING_RE = re.compile(r"iter (\d+): jobs (\d+) frames (\S+) train-seconds (\S+) data-wait-seconds (\S+) max \S+ "
                        r"communication-seconds (\S+) iteration-seconds (\S+)")
 
@@ -69,13 +68,13 @@ def summarize(exp: Path, setting: str, ranks: int, stage_seconds: float) -> dict
     wait_s = sum(r[4] for r in rows)
     comm_s = sum(r[5] for r in rows)
     iter_s = sum(r[6] for r in rows)
-    final = dict(m.groups() for m in map(FINAL_RE.search, open(exp / "log" / "compute_prob_valid.combined.log")) if m)
+    final = final_valid(exp)
     return {"setting": setting, "ranks": ranks, "iterations": len(rows), "frames": frames,
             "frames_per_s_per_rank": frames / train_s if train_s else None,
             "data_wait_share": wait_s / train_s if train_s else None,
             "averaging_share": comm_s / iter_s if iter_s else None, "averaging_s": comm_s, "iterations_s": iter_s,
-            "stage_s": stage_seconds, "valid_accuracy": float(final["accuracy"]),
-            "valid_objective": float(final["log-likelihood"])}
+            "stage_s": stage_seconds, "valid_accuracy": final["accuracy"],
+            "valid_objective": final["log-likelihood"]}
 
 
 def print_table(rows: list[dict]) -> None:

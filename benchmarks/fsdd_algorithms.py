@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from fsdd_recipe import DEFAULT_RECIPE, ensure_stages, make_xconfig, recipe_env, train_command
+from fsdd_recipe import DEFAULT_RECIPE, ensure_stages, final_valid, make_xconfig, recipe_env, train_command
 
 ALGORITHMS = "ma,bmuf,easgd,asgd,ssgd,adpsgd,hadpsgd,adpsgd-delay1,post-local-sgd"
 # Periods short enough that every algorithm synchronizes many times in one epoch.
 EXTRA = {"ma": ["--averaging.period-frames=25600"], "hadpsgd": ["--averaging.group-size=2"]}
-FINAL_RE = re.compile(r"Overall accuracy for 'output' is (\S+) per frame")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -77,8 +75,7 @@ def run_one(args, recipe: Path, algorithm: str, ranks: int, workers: int, test_d
     row = {"algorithm": algorithm, "ranks": ranks, "workers": workers, "trained": trained, "train_s": train_s}
     if not trained:
         return {**row, "error": (exp / "train_rnn.log").read_text()[-1500:]}
-    valid = (exp / "log" / "compute_prob_valid.combined.log").read_text()
-    row["valid_accuracy"] = float(FINAL_RE.search(valid).group(1))
+    row["valid_accuracy"] = final_valid(exp)["accuracy"]
     decode = exp / "decode_test_subset"
     r = subprocess.run(["steps/nnet3/decode.sh", "--nj", "1", "--extra-left-context", "20",
                         "--extra-left-context-initial", "0", "--frames-per-chunk", "20",

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = REPO / "egs" / "fsdd" / "s5"
+_FINAL_RE = re.compile(r"Overall (accuracy|log-likelihood) for 'output' is (\S+) per frame")
 
 
 def recipe_env(recipe: Path) -> dict:
@@ -44,3 +46,9 @@ def train_command(feat_dir: str, ali_dir: str, exp: Path, *, ranks: int, workers
             "--egs.chunk-width=20", "--egs.chunk-left-context=20", "--egs.chunk-right-context=0",
             "--egs.chunk-left-context-initial=0", "--egs.chunk-right-context-final=0",
             f"--feat-dir={feat_dir}", f"--ali-dir={ali_dir}", f"--dir={exp}", *extra]
+
+
+def final_valid(exp: Path) -> dict[str, float]:
+    """{'accuracy': .., 'log-likelihood': ..} of the combined model on the valid set (its compute_prob log)."""
+    lines = open(exp / "log" / "compute_prob_valid.combined.log")
+    return {m.group(1): float(m.group(2)) for m in map(_FINAL_RE.search, lines) if m}

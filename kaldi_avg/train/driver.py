@@ -308,7 +308,7 @@ def make_iterations(params: Params, comm: Communicator, am: Nnet3Model, source, 
     """KaldiJobs or AlgorithmWorkers (kaldi_avg.train.iterations), starting from `am`."""
     a = params.args
     if uses_kaldi_jobs(a):
-        return KaldiJobs(params, comm, NnetModule(am.nnet).to(params.device), source, plan, report)
+        return KaldiJobs(params, comm, am.nnet, source, plan, report)
     n_local = a.trainer_optimization_num_jobs_final // comm.size
     return AlgorithmWorkers(params, comm, build_algorithm(a, comm, n_local), am.nnet, source, plan, report)
 

@@ -37,8 +37,8 @@ from ..kaldi.nnet3.saturation import saturation
 from ..model.graph import NnetModule
 from . import schedule as sched
 from .diagnostics import TrainLog
-from .learner import Learner, compute_loss
-from .optim import KaldiSgd, flatten_state, load_flat_state, scale_parameters, set_learning_rates
+from .learner import Learner
+from .optim import KaldiSgd, flatten_state, load_flat_state, set_learning_rates
 
 
 @dataclass
@@ -99,15 +99,20 @@ def _finite(objf: float) -> float:
 class KaldiJobs:
     """Kaldi's iteration: independent jobs, then best-job selection or accepted averaging."""
 
-    def __init__(self, params, comm: Communicator, module: NnetModule, source, plan, report: SkipReport) -> None:
-        self.params, self.comm, self.module = params, comm, module
+    def __init__(self, params, comm: Communicator, nnet, source, plan, report: SkipReport) -> None:
+        self.params, self.comm = params, comm
         self.source, self.plan, self.report = source, plan, report
+        self.learner = Learner(nnet, params.device, params.min_deriv_time)   # runs this rank's jobs in turn
         a = params.args
         max_jobs = max(a.trainer_optimization_num_jobs_initial, a.trainer_optimization_num_jobs_final)
         self.n_local = math.ceil(max_jobs / comm.size)
         self.averaging = ModelAveraging(comm, self.n_local, period_frames=MANUAL)
-        state = torch.from_numpy(flatten_state(module))
+        state = torch.from_numpy(flatten_state(self.module))
         self.averaging.setup([Replica(state.clone()) for _ in range(self.n_local)])
+
+    @property
+    def module(self) -> NnetModule:
+        return self.learner.module
 
     def job(self, k: int) -> int:
         """Local replica k of this rank holds job k * ranks + rank (round robin)."""
@@ -127,9 +132,6 @@ class KaldiJobs:
             if job >= s.num_jobs:
                 continue
             load_flat_state(self.module, base)
-            scale_parameters(self.module, s.shrink)
-            self.module.zero_stats()   # nnet3-train's ZeroComponentStats: stats are per job, then averaged
-            self.module.reset_preconditioners()   # each nnet3-train job starts its NG-SGD estimates afresh
             t0 = time.perf_counter()
             objf, frames, wait = self._train_job(s, job)
             seconds = time.perf_counter() - t0
@@ -154,19 +156,14 @@ class KaldiJobs:
     def _train_job(self, s: IterationSettings, job: int) -> tuple[float, float, float]:
         params = self.params
         torch.manual_seed(params.args.trainer_srand * 100003 + s.it * 1009 + job)
-        self.module.train()
-        opt = KaldiSgd(self.module, s.lrate, params.args.trainer_optimization_momentum, s.max_change,
-                       l2_regularize_factor=1.0 / s.num_jobs)
         log = train_log(params, s, job)
         stream = job_stream(params, self.source, self.plan, s, job, self.report)
         with Prefetcher(stream, device=_prefetch_device(params)) as batches:
-            for mb in batches:
-                loss, objf, frames = compute_loss(self.module, mb, params.min_deriv_time)
-                loss.backward()
-                opt.step(mb.num_chunks)
-                log.add(objf, frames)
+            self.learner.start(iter(batches), log, s.lrate, params.args.trainer_optimization_momentum,
+                               s.max_change, 1.0 / s.num_jobs, shrink=s.shrink)
+            self.learner.train_pass()
             wait = batches.wait_seconds
-        _note_optimizer(log, opt, wait)
+        _note_optimizer(log, self.learner.optimizer, wait)
         _write_log(params, log, s, job)
         return log.objf_per_frame, log.frames, wait
 
@@ -201,10 +198,6 @@ class AlgorithmWorkers:
     def run(self, it: int) -> dict:
         params, algo = self.params, self.algorithm
         s = iteration_settings(params, it, model_saturation(self.comm, self.module))
-        for learner in self.learners:
-            scale_parameters(learner.module, s.shrink)
-            learner.module.zero_stats()
-            learner.module.reset_preconditioners()
         streams = [job_stream(params, self.source, self.plan, s, self.worker(k), self.report)
                    for k in range(len(self.learners))]
         steps = min(self.comm.allgather_object(min(len(st) for st in streams)))
@@ -213,7 +206,7 @@ class AlgorithmWorkers:
         torch.manual_seed(params.args.trainer_srand * 100003 + it * 1009 + self.worker(0))
         momentum = params.args.trainer_optimization_momentum
         for learner, prefetcher, log in zip(self.learners, prefetchers, logs):
-            learner.start(iter(prefetcher), log, s.lrate, momentum, s.max_change, 1.0 / s.num_jobs)
+            learner.start(iter(prefetcher), log, s.lrate, momentum, s.max_change, 1.0 / s.num_jobs, shrink=s.shrink)
         algo.seed = self.base_seed * 100003 + it   # new partner sequences every iteration, same on resume
         comm_before, t0 = self.comm.stats.seconds, time.perf_counter()
         try:

@@ -18,7 +18,7 @@ from ..dist import FlatParams, Replica
 from ..kaldi.nnet3.nnet import Nnet
 from ..model.graph import NnetModule
 from .diagnostics import TrainLog, forward_minibatch, minibatch_objective
-from .optim import KaldiSgd
+from .optim import KaldiSgd, scale_parameters
 
 
 def compute_loss(module: NnetModule, mb, min_deriv_time: int | None):
@@ -42,12 +42,25 @@ class Learner:
         self.replica = Replica(self.flat.params, self.flat.grads, tuple(self.flat.parameters), self._optimizer_state)
 
     def start(self, batches: Iterator, log: TrainLog, learning_rate: float, momentum: float,
-              max_param_change: float, l2_regularize_factor: float) -> None:
-        """Begin an iteration: a fresh nnet3-train optimizer over `batches`."""
+              max_param_change: float, l2_regularize_factor: float, shrink: float = 1.0) -> None:
+        """Begin a job (nnet3-copy --scale=shrink | nnet3-train): shrunk parameters, zeroed component
+        statistics (ZeroComponentStats), fresh NG-SGD estimates and a fresh optimizer over `batches`."""
+        scale_parameters(self.module, shrink)
+        self.module.zero_stats()
+        self.module.reset_preconditioners()
         self.module.train()
         self.batches = batches
         self.log = log
         self.optimizer = KaldiSgd(self.module, learning_rate, momentum, max_param_change, l2_regularize_factor)
+
+    def train_pass(self) -> None:
+        """Every remaining minibatch of `batches` (a whole Kaldi job)."""
+        while True:
+            try:
+                self.backward()
+            except StopIteration:
+                return
+            self.update()
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Within an iteration (schedules finer than Kaldi's per-iteration rate, e.g. experiments)."""
