@@ -75,7 +75,7 @@ def cmd_compute(argv: list[str]) -> None:
     from .kaldi.nnet3.context import model_context
     from .kaldi.tables import read_matrix_table, write_matrix_table
     from .model.checkpoint import load_model
-    from .model.compute import ChunkOptions, compute_utterance
+    from .model.compute import ChunkOptions, compute_utterances
     from .model.graph import NnetModule
     p = _parser("compute", "[options] <model-in> <feats-rspecifier> <matrix-wspecifier>")
     p.add_argument("--frames-per-chunk", type=int, default=50)
@@ -107,8 +107,8 @@ def cmd_compute(argv: list[str]) -> None:
     in_dim = model.nnet.input_dim("input")
     n_done = n_fail = 0
 
-    def outputs():
-        nonlocal n_done, n_fail
+    def checked():
+        nonlocal n_fail
         for utt, feats in read_matrix_table(a.feats_rspecifier):
             if feats.shape[0] == 0:
                 print(f"WARNING (kaldi-avg compute) Zero-length utterance: {utt}", file=sys.stderr)
@@ -117,7 +117,11 @@ def cmd_compute(argv: list[str]) -> None:
             if feats.shape[1] != in_dim:
                 raise ValueError(f"utterance {utt}: features have dim {feats.shape[1]}, the network expects "
                                  f"{in_dim}")
-            out = compute_utterance(module, feats, opts, context, log_priors)
+            yield utt, feats, None
+
+    def outputs():
+        nonlocal n_done
+        for utt, out in compute_utterances(module, checked(), opts, context, log_priors):
             n_done += 1
             yield utt, np.exp(out) if a.apply_exp else out
 

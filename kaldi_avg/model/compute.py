@@ -3,12 +3,15 @@
 Each chunk of `frames_per_chunk` output frames is its own computation whose recurrent state
 starts from zero `extra_left_context` frames before the chunk (the first chunk uses
 `extra_left_context_initial` when that is >= 0, the last `extra_right_context_final`);
-frames outside the utterance repeat the first/last frame. Chunks of equal shape are batched
-along the sequence axis, which changes nothing since they are independent.
+frames outside the utterance repeat the first/last frame. Chunks of equal shape, of one
+utterance or of many, are batched along the sequence axis, which changes nothing since they
+are independent.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,28 +60,54 @@ def _edge_padded(feats: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     return feats[idx]
 
 
-@torch.no_grad()
 def compute_utterance(module: NnetModule, feats, opts: ChunkOptions, context: tuple[int, int],
                       log_priors: np.ndarray | None = None, ivector: np.ndarray | None = None) -> np.ndarray:
     """Output of node `output` for every frame of `feats` (T, D); minus `log_priors` if given."""
+    [(_, out)] = compute_utterances(module, [(None, feats, ivector)], opts, context, log_priors)
+    return out
+
+
+@torch.no_grad()
+def compute_utterances(module: NnetModule, utterances: Iterable[tuple[Any, Any, np.ndarray | None]],
+                       opts: ChunkOptions, context: tuple[int, int], log_priors: np.ndarray | None = None,
+                       utterances_per_batch: int = 256) -> Iterator[tuple[Any, np.ndarray]]:
+    """(key, output) for each (key, feats, ivector-or-None), in order. The chunks of up to
+    `utterances_per_batch` utterances are computed together, one forward per chunk shape:
+    a recurrent network's cost here is per time step, not per chunk."""
     module.eval()
+    block: list[tuple[Any, Any, np.ndarray | None]] = []
+    for item in utterances:
+        block.append(item)
+        if len(block) == utterances_per_batch:
+            yield from _compute_block(module, block, opts, context, log_priors)
+            block = []
+    if block:
+        yield from _compute_block(module, block, opts, context, log_priors)
+
+
+def _compute_block(module: NnetModule, block, opts: ChunkOptions, context: tuple[int, int],
+                   log_priors: np.ndarray | None) -> list[tuple[Any, np.ndarray]]:
     device = next(module.buffers(), torch.empty(0)).device
-    x = torch.as_tensor(np.asarray(feats, dtype=np.float32), device=device)
-    T = x.shape[0]
-    groups: dict[tuple[int, int, int], list[_Chunk]] = {}
-    for c in plan_chunks(T, context[0], context[1], opts):
-        groups.setdefault((c.num, c.left, c.right), []).append(c)
-    iv = None if ivector is None else torch.as_tensor(np.asarray(ivector, np.float32), device=device)
-    out = None
+    feats = [torch.as_tensor(np.asarray(f, dtype=np.float32), device=device) for _, f, _ in block]
+    ivectors = [None if iv is None else torch.as_tensor(np.asarray(iv, np.float32), device=device)
+                for _, _, iv in block]
+    groups: dict[tuple[int, int, int], list[tuple[int, _Chunk]]] = {}
+    for u, x in enumerate(feats):
+        for c in plan_chunks(x.shape[0], context[0], context[1], opts):
+            groups.setdefault((c.num, c.left, c.right), []).append((u, c))
+    outs: list[torch.Tensor | None] = [None] * len(block)
     for (num, left, right), chunks in groups.items():
-        batch = torch.stack([_edge_padded(x, c.first - left, c.first + num - 1 + right) for c in chunks])
-        ivs = None if iv is None else iv.expand(len(chunks), -1)
+        batch = torch.stack([_edge_padded(feats[u], c.first - left, c.first + num - 1 + right) for u, c in chunks])
+        ivs = None if ivectors[chunks[0][0]] is None else torch.stack([ivectors[u] for u, _ in chunks])
         y = module(batch, left_context=left, num_frames=num, ivectors=ivs)
-        if out is None:
-            out = torch.empty(T, y.shape[-1], dtype=y.dtype, device=device)
-        for c, rows in zip(chunks, y):
-            out[c.first:c.first + num] = rows
-    result = out.cpu().numpy()
-    if log_priors is not None:
-        result = result - log_priors[None, :].astype(np.float32)
-    return result
+        for (u, c), rows in zip(chunks, y):
+            if outs[u] is None:
+                outs[u] = torch.empty(feats[u].shape[0], y.shape[-1], dtype=y.dtype, device=device)
+            outs[u][c.first:c.first + num] = rows
+    results = []
+    for (key, _, _), out in zip(block, outs):
+        result = out.cpu().numpy()
+        if log_priors is not None:
+            result = result - log_priors[None, :].astype(np.float32)
+        results.append((key, result))
+    return results

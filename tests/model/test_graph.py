@@ -5,7 +5,7 @@ import torch
 
 from kaldi_avg.kaldi.nnet3.context import model_context
 from kaldi_avg.kaldi.nnet3.nnet import Nnet
-from kaldi_avg.model.compute import ChunkOptions, compute_utterance
+from kaldi_avg.model.compute import ChunkOptions, compute_utterance, compute_utterances
 from kaldi_avg.model.graph import NnetModule
 
 from .networks import randomized, spec_5_10_config
@@ -44,6 +44,18 @@ def test_executor_equals_reference(nnet, opts):
     got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet))
     want = reference_chunked(nnet, feats, opts)
     assert np.abs(got - want).max() < 1e-5
+
+
+def test_utterances_batched_together_equal_the_reference(nnet):
+    rng = np.random.default_rng(2)
+    utts = [(f"u{k}", rng.normal(size=(n, 4)).astype(np.float32), None) for k, n in enumerate((23, 5, 14, 23, 1))]
+    opts = ChunkOptions(frames_per_chunk=7, extra_left_context=4, extra_left_context_initial=0)
+    log_priors = rng.normal(size=nnet.output_dim("output")).astype(np.float32)
+    got = list(compute_utterances(NnetModule(nnet), iter(utts), opts, model_context(nnet), log_priors,
+                                  utterances_per_batch=2))
+    assert [k for k, _ in got] == [k for k, _, _ in utts]
+    for (_, feats, _), (_, out) in zip(utts, got):
+        assert np.abs(out - (reference_chunked(nnet, feats, opts) - log_priors)).max() < 1e-5
 
 
 def test_batch_of_chunks_equals_one_at_a_time(nnet):
