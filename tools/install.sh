@@ -9,6 +9,12 @@ if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
   echo "install.sh: $py lacks venv/ensurepip; installing python3-venv with apt-get" >&2
   apt-get update -qq && apt-get install -y -qq python3-venv
 fi
+if ! command -v sox >/dev/null; then
+  # Only egs/fsdd's speed perturbation needs it, so a failure here is a warning.
+  echo "install.sh: installing sox (speed perturbation in egs/fsdd/s5) with apt-get" >&2
+  { apt-get update -qq && apt-get install -y -qq sox; } ||
+    echo "install.sh: WARNING: could not install sox; run egs/fsdd/s5 with --speed-perturb false" >&2
+fi
 [ -x venv/bin/python ] || "$py" -m venv venv
 stamp=venv/.kaldi-avg-installed
 want=$(cat requirements.txt setup.py | sha1sum | cut -d' ' -f1)

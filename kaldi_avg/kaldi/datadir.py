@@ -145,6 +145,11 @@ class DataDir:
         return self._map("wav.scp")
 
     @cached_property
+    def utt2uniq(self) -> dict[str, str] | None:
+        """Utterance -> its source utterance (speed-perturbed copies share one)."""
+        return self._map("utt2uniq")
+
+    @cached_property
     def utt2num_frames(self) -> dict[str, int] | None:
         return self._numbers("utt2num_frames", int)
 

@@ -345,8 +345,10 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
     params.source = source
     report = SkipReport()
     usable = screen_utterances(source, params.chunk_config, report=report)
+    # utt2uniq (speed perturbation) keeps every copy of a held-out utterance out of training, as get_egs.sh.
     plan = plan_archives(usable, samples_per_iter=a.trainer_samples_per_iter,
-                         principal_chunk_width=params.chunk_config.principal_width, srand=a.trainer_srand)
+                         principal_chunk_width=params.chunk_config.principal_width, srand=a.trainer_srand,
+                         utt2uniq=DataDir(a.feat_dir).utt2uniq)
     params.num_archives = plan.num_archives
     nj_init, nj_final = a.trainer_optimization_num_jobs_initial, a.trainer_optimization_num_jobs_final
     if nj_final > plan.num_archives:
