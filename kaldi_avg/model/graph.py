@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..kaldi.nnet3.config import ConfigError
-from ..kaldi.nnet3.context import node_spans
+from ..kaldi.nnet3.context import node_spans, reads_input
 from ..kaldi.nnet3.descriptor import (Append, Const, Descriptor, IfDefined, NodeRef, Offset, ReplaceIndex, Scale,
                                       Sum, descriptor_dim)
 from ..kaldi.nnet3.nnet import ComponentNode, DimRangeNode, Nnet, OutputNode
@@ -119,7 +119,9 @@ class NnetModule(nn.Module):
         self.spans = node_spans(nnet)
         self._deps: dict[str, list[tuple[str, int, bool]]] = {}
         for n in nnet.nodes:
-            if isinstance(n, (ComponentNode, OutputNode)):
+            if not reads_input(nnet, n):
+                self._deps[n.name] = []
+            elif isinstance(n, (ComponentNode, OutputNode)):
                 self._deps[n.name] = _refs(n.input)
             elif isinstance(n, DimRangeNode):
                 self._deps[n.name] = [(n.input_node, 0, False)]
@@ -158,6 +160,13 @@ class NnetModule(nn.Module):
         averages and counts, as nnet3-train leaves them in its output model)."""
         for op in self.ops.values():
             op.write_back()
+
+    def set_dropout_proportion(self, proportion: float, pattern: str = "*") -> int:
+        """nnet3-copy's `set-dropout-proportion name=<pattern> proportion=<p>` edit on this network
+        (`Nnet.set_dropout_proportion`). The ops read the proportion from their component on every
+        forward, and export writes the components, so it takes effect at once and the exported
+        model records it. Returns how many components were set."""
+        return self.nnet.set_dropout_proportion(proportion, pattern)
 
     def reset_preconditioners(self) -> None:
         """Forgets every natural-gradient preconditioner's estimate, as at the start of an
@@ -350,7 +359,8 @@ class _Eval:
             src = self.slice(node.input_node, lo, hi)
             self.vals[name] = (src[..., node.dim_offset:node.dim_offset + node.dim], lo)
             return
-        x = self.descriptor(node.input, lo, hi)
+        # A component that takes no input gets an empty one: only the frames (rows) matter.
+        x = self.descriptor(node.input, lo, hi) if reads_input(self.m.nnet, node) else self._zeros(hi - lo + 1, 0)
         if isinstance(node, ComponentNode):
             x = self.m.op(node.component)(x, self._times(lo, hi))
         self.vals[name] = (x, lo)

@@ -4,8 +4,10 @@
 `nn.Parameter`, fixed ones as buffers) and applies the component to rows of shape (..., in_dim).
 Training-only behaviour that Kaldi has (BackpropTruncation's gradient clipping and zeroing,
 BatchNorm statistics, the value/derivative statistics of sigmoid and tanh units that drive
-shrinkage, non-inverted dropout) is reproduced; decoders' test mode is the default outside
-`train()`.
+shrinkage, non-inverted dropout and the LSTM's per-frame dropout masks) is reproduced; decoders'
+test mode is the default outside `train()` (and inside it for a dropout component whose
+<TestMode> is set, as in Kaldi). Random masks come from torch's global generator, which the
+trainer seeds per job.
 
 Natural gradient (Kaldi's NG-SGD, `natural_gradient.py`): in training, the components that use
 it in Kaldi (NaturalGradientAffineComponent; LinearComponent with use-natural-gradient;
@@ -45,7 +47,7 @@ SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | {
     "LinearComponent", "LstmNonlinearityComponent", "BackpropTruncationComponent", "ElementwiseProductComponent",
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
     "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
-    "DropoutComponent"}
+    "DropoutComponent", "DropoutMaskComponent"}
 # Trainable tensors whose gradient natural gradient replaces, per component type.
 NATURAL_GRADIENT_PARAMS = {
     "NaturalGradientAffineComponent": ("linear_params", "bias_params"),
@@ -314,11 +316,18 @@ class ComponentOp(nn.Module):
             return normalize_rows(x, self.component)
         if t == "BatchNormComponent":
             return self._batchnorm(x)
+        if t == "DropoutMaskComponent":
+            return dropout_mask(x.shape[:-1], self.component, self._random_dropout(), x.dtype, x.device)
         p = self.component.dropout_proportion  # DropoutComponent: the last supported type
-        if self.training and p > 0:
-            # Kaldi's dropout is not inverted: kept values are not rescaled.
-            return x * (torch.rand_like(x) >= p).to(x.dtype)
+        if self._random_dropout() and p > 0:
+            # Kaldi's dropout is not inverted: kept values are not rescaled. Per frame: one draw per row.
+            draws = torch.rand_like(x[..., :1] if self.component.dropout_per_frame else x)
+            return x * (draws > p).to(x.dtype)
         return x * (1.0 - p)
+
+    def _random_dropout(self) -> bool:
+        """Training mode of a dropout component: Kaldi's <TestMode> overrides training."""
+        return self.training and not self.component.test_mode
 
     def _batchnorm(self, x: torch.Tensor) -> torch.Tensor:
         c = self.component
@@ -377,6 +386,30 @@ def lstm_nonlinearity(x: torch.Tensor, peep: torch.Tensor, store_stats=None) -> 
         with torch.no_grad():
             store_stats(torch.stack([i_t, f_t, tanh_c_part, o_t, tanh_c_t], dim=-2))
     return torch.cat([c_t, m_t], dim=-1)
+
+
+def dropout_mask(rows: torch.Size, c: Component, training: bool, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+    """DropoutMaskComponent: (*rows, output-dim) scales, one row per frame; its input is ignored.
+    Proportion 0 gives ones. Test mode gives 1 - p (continuous: 1). Training gives 0 with
+    probability p and 1 otherwise, not rescaled (continuous: uniform on [1 - 2p, 1 + 2p])."""
+    p, shape = c.dropout_proportion, (*rows, c.dim)
+    if p == 0:
+        return torch.ones(shape, dtype=dtype, device=device)
+    if c.continuous:
+        if not training:
+            return torch.ones(shape, dtype=dtype, device=device)
+        return 1.0 - 2.0 * p + 4.0 * p * torch.rand(shape, dtype=dtype, device=device)
+    if not training:
+        return torch.full(shape, 1.0 - p, dtype=dtype, device=device)
+    keep = torch.rand(shape, dtype=dtype, device=device) > p
+    if c.dim in (2, 3):
+        # Kaldi's LSTM case: the first two scales (input and forget gates) come from one uniform u,
+        # dropped for u < p and for u > 1 - p, so for p <= 0.5 they are never dropped together.
+        u = torch.rand(rows, dtype=dtype, device=device)
+        keep[..., 0] = u > p
+        keep[..., 1] = u < 1.0 - p
+    return keep.to(dtype)
 
 
 def normalize_rows(x: torch.Tensor, c: Component) -> torch.Tensor:

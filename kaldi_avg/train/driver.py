@@ -42,6 +42,8 @@ from . import schedule as sched
 from .combine import combine
 from .diagnostics import (compute_prob, plot_progress, write_accuracy_report, write_compute_prob_log,
                           write_simple_log)
+from .dropout import (DropoutSchedule, DropoutScheduleError, describe, dropout_proportions,
+                      parse_dropout_schedule)
 from .iterations import AlgorithmWorkers, KaldiJobs
 from .learner import compute_loss  # noqa: F401 - part of the driver's interface (icefall's skeleton)
 from .priors import adjust_priors, alignment_priors, posterior_sum
@@ -161,6 +163,7 @@ class Params:
     device: str = "cpu"
     source: object = None
     ignored: list[str] = field(default_factory=list)
+    dropout_schedule: list[DropoutSchedule] = field(default_factory=list)   # --trainer.dropout-schedule
 
     def num_jobs(self, it: int) -> int:
         a = self.args
@@ -169,6 +172,13 @@ class Params:
 
     def archives_processed(self, it: int) -> int:
         return sum(self.num_jobs(i) for i in range(it))
+
+    def dropout(self, it: int) -> list[tuple[str, float]]:
+        """(pattern, proportion) edits for iteration `it`, at the fraction of the data processed
+        before it (train_rnn.py); none without --trainer.dropout-schedule."""
+        if not self.dropout_schedule:
+            return []
+        return dropout_proportions(self.dropout_schedule, self.archives_processed(it) / self.archives_to_process)
 
     def lrate(self, it: int) -> float:
         a = self.args
@@ -188,8 +198,10 @@ def get_params(args: argparse.Namespace) -> Params:
         raise SystemExit("--trainer.optimization.backstitch-training-scale is not implemented by kaldi-avg")
     if a.trainer_input_model:
         raise SystemExit("--trainer.input-model is not implemented by kaldi-avg")
-    if a.trainer_dropout_schedule:
-        raise SystemExit("--trainer.dropout-schedule is not implemented by kaldi-avg (dropout would be silently off)")
+    try:
+        dropout_schedule = parse_dropout_schedule(a.trainer_dropout_schedule) if a.trainer_dropout_schedule else []
+    except DropoutScheduleError as e:
+        raise SystemExit(str(e)) from None
     if not uses_kaldi_jobs(a):
         nj0, nj = a.trainer_optimization_num_jobs_initial, a.trainer_optimization_num_jobs_final
         if nj0 != nj:
@@ -202,7 +214,7 @@ def get_params(args: argparse.Namespace) -> Params:
     defaults = get_parser().parse_args([])
     ignored = [k for k in IGNORED if hasattr(a, k) and getattr(a, k) != getattr(defaults, k)]
     device = "cuda" if (a.use_gpu not in ("no", "false") and torch.cuda.is_available()) else "cpu"
-    return Params(args=a, dir=a.dir, device=device, ignored=ignored)
+    return Params(args=a, dir=a.dir, device=device, ignored=ignored, dropout_schedule=dropout_schedule)
 
 
 # -- data -------------------------------------------------------------------------------
@@ -394,8 +406,9 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
         if rank == 0:
             _save_iteration(params, iterations.module, am, trans_model, xconfig_text, info, carry, combine_iters,
                             time.time() - t0)
-            _say(comm, f"iteration {it}/{params.num_iters}: jobs {info['num_jobs']} lrate {info['lrate']:.3g} "
-                       f"objf {max(info['objfs'].values()):.4f} ({time.time() - t0:.1f} s)")
+            dropout = f" dropout {describe(info['dropout'])}" if info["dropout"] else ""
+            _say(comm, f"iteration {it}/{params.num_iters}: jobs {info['num_jobs']} lrate {info['lrate']:.3g}"
+                       f"{dropout} objf {max(info['objfs'].values()):.4f} ({time.time() - t0:.1f} s)")
         comm.barrier()
     if a.exit_stage is not None and a.exit_stage <= params.num_iters:
         return _finish_report(params, comm, report)
@@ -473,7 +486,8 @@ def _save_iteration(params: Params, module: NnetModule, am: Nnet3Model, trans_mo
                      [f"job {j + 1}: objective {o:g}, weight {info['weights'][j]:g}, "
                       f"data wait {info['wait'][j]:.3f} s" for j, o in sorted(info["objfs"].items())]
                      + [f"communication {info['comm_seconds']:.3f} s"]
-                     + ([f"algorithm {info['algorithm']}"] if "algorithm" in info else []), seconds)
+                     + ([f"algorithm {info['algorithm']}"] if "algorithm" in info else [])
+                     + ([f"dropout {describe(info['dropout'])}"] if info["dropout"] else []), seconds)
     with open(os.path.join(log_dir, "data_wait.log"), "a") as f:   # one line per iteration, for benchmarks
         f.write(f"iter {it}: jobs {info['num_jobs']} frames {sum(info['frames'].values()):.0f} "
                 f"train-seconds {sum(info['seconds'].values()):.3f} "

@@ -49,6 +49,7 @@ class IterationSettings:
     shrink: float
     minibatch_size: str
     max_change: float
+    dropout: list[tuple[str, float]]   # (pattern, proportion) set-dropout-proportion edits
 
 
 def iteration_settings(params, it: int, saturation: float) -> IterationSettings:
@@ -62,7 +63,7 @@ def iteration_settings(params, it: int, saturation: float) -> IterationSettings:
     if it == 0:
         mb_size = halve_minibatch_size(mb_size)
     return IterationSettings(it, params.num_jobs(it), lrate, shrink, mb_size,
-                             sched.max_param_change(it, a.trainer_max_param_change))
+                             sched.max_param_change(it, a.trainer_max_param_change), params.dropout(it))
 
 
 def model_saturation(comm: Communicator, module: NnetModule) -> float:
@@ -150,8 +151,8 @@ class KaldiJobs:
         load_flat_state(self.module, self.averaging.replicas[0].params.numpy())
         set_learning_rates(self.module, s.lrate)
         return dict(iter=it, kind="select" if it == 0 else "average", num_jobs=s.num_jobs, lrate=s.lrate,
-                    shrink=s.shrink, comm_seconds=self.comm.stats.seconds - comm_before, **_per_job(jobs),
-                    weights=weights)
+                    shrink=s.shrink, dropout=s.dropout, comm_seconds=self.comm.stats.seconds - comm_before,
+                    **_per_job(jobs), weights=weights)
 
     def _train_job(self, s: IterationSettings, job: int) -> tuple[float, float, float]:
         params = self.params
@@ -160,7 +161,7 @@ class KaldiJobs:
         stream = job_stream(params, self.source, self.plan, s, job, self.report)
         with Prefetcher(stream, device=_prefetch_device(params)) as batches:
             self.learner.start(iter(batches), log, s.lrate, params.args.trainer_optimization_momentum,
-                               s.max_change, 1.0 / s.num_jobs, shrink=s.shrink)
+                               s.max_change, 1.0 / s.num_jobs, shrink=s.shrink, dropout=s.dropout)
             self.learner.train_pass()
             wait = batches.wait_seconds
         _note_optimizer(log, self.learner.optimizer, wait)
@@ -206,7 +207,8 @@ class AlgorithmWorkers:
         torch.manual_seed(params.args.trainer_srand * 100003 + it * 1009 + self.worker(0))
         momentum = params.args.trainer_optimization_momentum
         for learner, prefetcher, log in zip(self.learners, prefetchers, logs):
-            learner.start(iter(prefetcher), log, s.lrate, momentum, s.max_change, 1.0 / s.num_jobs, shrink=s.shrink)
+            learner.start(iter(prefetcher), log, s.lrate, momentum, s.max_change, 1.0 / s.num_jobs, shrink=s.shrink,
+                          dropout=s.dropout)
         algo.seed = self.base_seed * 100003 + it   # new partner sequences every iteration, same on resume
         comm_before, t0 = self.comm.stats.seconds, time.perf_counter()
         try:
@@ -226,8 +228,8 @@ class AlgorithmWorkers:
         mine = [(self.worker(k), _finite(log.objf_per_frame), log.frames, p.wait_seconds, share)
                 for k, (log, p) in enumerate(zip(logs, prefetchers))]
         jobs = sorted(r for part in self.comm.allgather_object(mine) for r in part)
-        return dict(iter=it, kind="average", num_jobs=s.num_jobs, lrate=s.lrate, shrink=s.shrink, steps=steps,
-                    comm_seconds=comm_seconds, algorithm=algo.describe(), **_per_job(jobs),
+        return dict(iter=it, kind="average", num_jobs=s.num_jobs, lrate=s.lrate, shrink=s.shrink, dropout=s.dropout,
+                    steps=steps, comm_seconds=comm_seconds, algorithm=algo.describe(), **_per_job(jobs),
                     weights={j: 1.0 / len(jobs) for j, *_ in jobs})
 
     def _steps(self, it: int, steps: int) -> None:

@@ -10,7 +10,7 @@ is), which keeps checkpoints at iteration boundaries complete.
 from __future__ import annotations
 
 import copy
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -42,10 +42,16 @@ class Learner:
         self.replica = Replica(self.flat.params, self.flat.grads, tuple(self.flat.parameters), self._optimizer_state)
 
     def start(self, batches: Iterator, log: TrainLog, learning_rate: float, momentum: float,
-              max_param_change: float, l2_regularize_factor: float, shrink: float = 1.0) -> None:
-        """Begin a job (nnet3-copy --scale=shrink | nnet3-train): shrunk parameters, zeroed component
-        statistics (ZeroComponentStats), fresh NG-SGD estimates and a fresh optimizer over `batches`."""
+              max_param_change: float, l2_regularize_factor: float, shrink: float = 1.0,
+              dropout: Sequence[tuple[str, float]] = ()) -> None:
+        """Begin a job (nnet3-copy --scale=shrink [--edits=set-dropout-proportion...] | nnet3-train):
+        shrunk parameters, the (pattern, proportion) dropout edits, zeroed component statistics
+        (ZeroComponentStats), fresh NG-SGD estimates and a fresh optimizer over `batches`."""
         scale_parameters(self.module, shrink)
+        for pattern, proportion in dropout:
+            count = self.module.set_dropout_proportion(proportion, pattern)
+            log.note(f"set-dropout-proportion name={pattern} proportion={proportion}: "
+                     f"set dropout proportions for {count} components.")
         self.module.zero_stats()
         self.module.reset_preconditioners()
         self.module.train()

@@ -27,12 +27,13 @@ def _component(c, x: np.ndarray) -> np.ndarray:
     if t == "LstmNonlinearityComponent":
         C = c.peepholes.shape[1]
         i, f, g, o, cp = (x[k * C:(k + 1) * C] for k in range(5))
+        si, sf, so = x[5 * C:] if c.use_dropout else (1.0, 1.0, 1.0)   # the gates' dropout scales
         w = c.peepholes.astype(np.float64)
         it = _sigmoid(i + w[0] * cp)
         ft = _sigmoid(f + w[1] * cp)
-        ct = ft * cp + it * np.tanh(g)
+        ct = ft * sf * cp + it * si * np.tanh(g)
         ot = _sigmoid(o + w[2] * ct)
-        return np.concatenate([ct, ot * np.tanh(ct)])
+        return np.concatenate([ct, ot * so * np.tanh(ct)])
     if t == "BackpropTruncationComponent":
         return c.scale * x
     if t == "SigmoidComponent":
@@ -58,6 +59,12 @@ def _component(c, x: np.ndarray) -> np.ndarray:
     raise KeyError(t)
 
 
+def _test_mode_mask(c) -> np.ndarray:
+    """DropoutMaskComponent in test mode (decoders): 1 - p, or 1 when p = 0 or continuous."""
+    p = 0.0 if c.continuous else c.dropout_proportion
+    return np.full(c.dim, 1.0 - p)
+
+
 class ReferenceNnet3:
     def __init__(self, nnet: Nnet, feats: np.ndarray, first_frame: int, ivector=None):
         self.nnet, self.feats, self.first, self.ivector = nnet, feats, first_frame, ivector
@@ -79,6 +86,8 @@ class ReferenceNnet3:
         if isinstance(node, DimRangeNode):
             v = self.value(node.input_node, t)
             return None if v is None else v[node.dim_offset:node.dim_offset + node.dim]
+        if isinstance(node, ComponentNode) and self.nnet.components[node.component].type_name == "DropoutMaskComponent":
+            return _test_mode_mask(self.nnet.components[node.component])   # takes no input
         x = self.desc(node.input, t)
         if x is None or isinstance(node, OutputNode):
             return x

@@ -1,10 +1,11 @@
 """Exported final.mdl files decode in real Kaldi code (vosk) exactly as our own pipeline does.
 
 On FSDD with a small monophone GMM system (alignments, HCLG), a feed-forward net, an LSTM and an
-LSTMP are built from xconfig files, trained briefly in PyTorch, exported as final.mdl and decoded
-twice: by vosk (Kaldi's nnet3 + online decoder reading our final.mdl and HCLG.fst) and by our
-`compute` + mapped decoder. The words must agree on every test utterance. A deliberately broken
-export (LSTM gates i and f swapped) must fail the same check.
+LSTMP (also with dropout masks, proportion 0.2 and 0) are built from xconfig files, trained
+briefly in PyTorch, exported as final.mdl and decoded twice: by vosk (Kaldi's nnet3 + online
+decoder reading our final.mdl and HCLG.fst) and by our `compute` + mapped decoder. The words
+must agree on every test utterance. A deliberately broken export (LSTM gates i and f swapped)
+must fail the same check.
 """
 import numpy as np
 import pytest
@@ -44,6 +45,11 @@ fast-lstmp-layer name=lstm1 cell-dim=32 recurrent-projection-dim=16 non-recurren
 output-layer name=output output-delay=2 dim=NUM_PDFS
 """,
 }
+# fast-lstmp with Kaldi's per-frame gate dropout (DropoutMaskComponent): trained with random masks,
+# exported with the proportion; decoders run it in test mode (gates scaled by 1 - p).
+NETWORKS.update({f"lstmp-dropout{p}": NETWORKS["lstmp"].replace("decay-time=20",
+                                                                  f"decay-time=20 dropout-proportion={p}")
+                 for p in ("0.2", "0.0")})
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,6 @@ def test_period_longer_than_an_iteration_still_learns(tmp_path, algorithm):
 
 
 def test_unimplemented_trainer_options_are_errors(tmp_path):
-    exp, args = train(tmp_path, "ma", **{"--trainer.dropout-schedule": "0,0.2,0"})
-    with pytest.raises(SystemExit, match="dropout-schedule is not implemented"):
+    exp, args = train(tmp_path, "ma", **{"--trainer.input-model": "x.raw"})
+    with pytest.raises(SystemExit, match="input-model is not implemented"):
         main(args)

@@ -16,6 +16,12 @@ def is_valid_name(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
+def name_matches_pattern(name: str, pattern: str) -> bool:
+    """Kaldi's NameMatchesPattern: `*` matches any run of characters, every other character only
+    itself (no `?` or `[...]` as in shell globs)."""
+    return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), name, re.DOTALL) is not None
+
+
 class ConfigError(ValueError):
     pass
 

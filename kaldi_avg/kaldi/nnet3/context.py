@@ -10,7 +10,7 @@ from __future__ import annotations
 from .config import ConfigError
 from .descriptor import (Append, Const, Descriptor, Failover, IfDefined, NodeRef, Offset, ReplaceIndex,
                          Round, Scale, Sum, Switch, to_string)
-from .nnet import DimRangeNode, InputNode, Nnet, OutputNode
+from .nnet import ComponentNode, DimRangeNode, InputNode, Nnet, Node, OutputNode
 
 # (lo, hi) offsets of the `input` frames a value needs; None = needs no `input` frame
 # (an i-vector, a constant, or only IfDefined paths).
@@ -63,6 +63,11 @@ def strict_dependencies(d: Descriptor) -> list[str]:
     return out
 
 
+def reads_input(nnet: Nnet, node: Node) -> bool:
+    """Whether a node's input descriptor is evaluated (not for components that take no input)."""
+    return not isinstance(node, ComponentNode) or nnet.components[node.component].READS_INPUT
+
+
 def node_spans(nnet: Nnet) -> dict[str, Span]:
     """Span of every node. Errors if a cycle avoids IfDefined (Kaldi: "Failure in
     ComputeSimpleNnetContext")."""
@@ -81,6 +86,8 @@ def node_spans(nnet: Nnet) -> dict[str, Span]:
             s: Span = (0, 0) if name == "input" else None
         elif isinstance(node, DimRangeNode):
             s = span(node.input_node)
+        elif not reads_input(nnet, node):
+            s = None
         else:
             for dep in strict_dependencies(node.input):
                 span(dep)

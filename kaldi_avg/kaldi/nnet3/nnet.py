@@ -9,7 +9,7 @@ import numpy as np
 
 from ..binary import KaldiFormatError, KaldiReader, KaldiWriter
 from .components import Component, component_from_config, read_component
-from .config import ConfigError, ConfigLine, is_valid_name, read_config_lines
+from .config import ConfigError, ConfigLine, is_valid_name, name_matches_pattern, read_config_lines
 from .descriptor import Descriptor, descriptor_dim, parse_descriptor, to_string
 
 
@@ -55,6 +55,8 @@ class OutputNode:
 
 
 Node = InputNode | ComponentNode | DimRangeNode | OutputNode
+# The components nnet3-copy's set-dropout-proportion edit changes (that kaldi-avg has).
+DROPOUT_TYPES = ("DropoutComponent", "DropoutMaskComponent")
 NODE_LINE_TYPES = ("input-node", "component-node", "dim-range-node", "output-node")
 
 
@@ -123,6 +125,18 @@ class Nnet:
         lines += self.config_lines_with_dims()
         lines += [f"component name={name} {comp.info()}" for name, comp in self.components.items()]
         return "".join(line + "\n" for line in lines)
+
+    def set_dropout_proportion(self, proportion: float, pattern: str = "*") -> int:
+        """nnet3-copy's edit `set-dropout-proportion name=<pattern> proportion=<p>`: every dropout
+        component whose component name matches `pattern` gets the proportion (rounded to float,
+        as Kaldi keeps it). Returns how many were set (Kaldi logs the count; 0 is no error)."""
+        if not 0.0 <= proportion <= 1.0:
+            raise ValueError(f"dropout proportion {proportion} is not in [0, 1]")
+        matched = [c for name, c in self.components.items()
+                   if c.type_name in DROPOUT_TYPES and name_matches_pattern(name, pattern)]
+        for c in matched:
+            c.dropout_proportion = float(np.float32(proportion))
+        return len(matched)
 
     def num_parameters(self) -> int:
         return sum(c.num_params() for c in self.components.values())

@@ -205,6 +205,9 @@ class Component(ABC):
     FIELDS: ClassVar[tuple[Field, ...]] = ()
     END_ALIASES: ClassVar[tuple[str, ...]] = ()   # closing tokens Kaldi also accepts
     PARAMS: ClassVar[tuple[str, ...]] = ()        # attributes holding trainable arrays
+    # False where Kaldi's GetInputIndexes asks for nothing: the node's input descriptor is never
+    # evaluated (DropoutMaskComponent, whose node names itself as input).
+    READS_INPUT: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -151,6 +151,7 @@ class DropoutMaskComponent(SameDimComponent):
     """Per-frame 0/1 masks for the 3 dropout inputs of a LstmNonlinearity (fast-lstmp with
     dropout); its input is ignored. Test mode (decoders) outputs 1 - dropout-proportion."""
     type_name = "DropoutMaskComponent"
+    READS_INPUT = False
     FIELDS = (
         field("<OutputDim>", Kind.I32, attr="dim"),
         field("<DropoutProportion>", Kind.F32, 0.5),
