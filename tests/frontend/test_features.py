@@ -251,3 +251,35 @@ def test_command_line(wavs, tmp_path, capsys):
     assert e.value.code == 1
     assert F.main(["compute-mfcc-feats", f"scp:{wavs}/wav.scp", "ark:/dev/null"]) == 1   # 16 kHz default
     assert "sample rate 8000 Hz differs" in capsys.readouterr().err
+
+
+def _fsdd_benchmark():
+    """benchmarks/fsdd_mono_gmm.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "fsdd_mono_gmm.py")
+    spec = importlib.util.spec_from_file_location("fsdd_mono_gmm", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("compress", [None, False])
+def test_fsdd_benchmark_stores_features_as_make_mfcc(wavs, compress):
+    # Kaldi's steps/make_mfcc.sh pipes compute-mfcc-feats through copy-feats --compress=true by
+    # default, so its GMM and CMVN stats see CM-compressed features; so must the benchmark's
+    # (by default; --compress false keeps them plain).
+    write_kaldi_map(str(wavs / "spk2utt"), {"spkA": "spkA-1 spkA-2", "spkB": "spkB-1 spkB-2"})
+    bench = _fsdd_benchmark()
+    if compress is None:
+        bench.make_features(wavs, 1.0)
+    else:
+        bench.make_features(wavs, 1.0, compress)
+    compressed = compress is None
+    with open(wavs / "feats.ark", "rb") as f:
+        assert (b"\0BCM " in f.read(64)) == compressed
+    values = F.resolve_options(None, {"sample-frequency": 8000.0, "use-energy": False})
+    want = _knf_reference(_speechy(0), F.knf_mfcc_options(values), F.utterance_seed("spkA-1"))
+    reader = kaldi_native_io.RandomAccessFloatMatrixReader(f"scp:{wavs}/feats.scp")
+    got = np.array(reader["spkA-1"])        # a copy: the reader reuses its buffer
+    np.testing.assert_allclose(got, want, atol=0.02 * np.abs(want).max() if compressed else 1e-4)
+    assert (wavs / "cmvn.scp").read_text().split()[::2] == ["spkA", "spkB"]    # CMVN per speaker
