@@ -288,3 +288,16 @@ def test_fsdd_recipe_first_stages(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert len((recipe / "data/train/feats.scp").read_text().splitlines()) == 50
     assert (recipe / "data/test/cmvn.scp").read_text().startswith("lucas ")
+    if shutil.which("sox") is None:
+        pytest.skip("sox is not installed (apt-get install sox): stages 2-7 (speed perturbation) not run")
+    r = sh("./run.sh --stage 2 --stop-stage 7 --nj 2", recipe, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    sp = recipe / "data/train_sp_hires"
+    utts = [line.split()[0] for line in (sp / "feats.scp").read_text().splitlines()]
+    assert len(utts) == 150 and {u.split("-")[0] for u in utts} >= {"sp0.9", "sp1.1", "george"}
+    assert "sp1.1-yweweler-9-00 yweweler-9-00" in (sp / "utt2uniq").read_text().splitlines()
+    ali = recipe / "exp/mono_ali_sp"
+    kaldi_native_io = pytest.importorskip("kaldi_native_io")
+    aligned = {k for j in (1, 2) for k, _ in kaldi_native_io.SequentialInt32VectorReader(
+        f"ark:gunzip -c {ali}/ali.{j}.gz |")}
+    assert len(aligned) >= 145 and "sp0.9-george-0-00" in aligned
