@@ -25,7 +25,8 @@ num_epochs=6            # of the speed-perturbed data (3 copies of each utteranc
 label_delay=10          # output-delay of the LSTM: it sees 10 frames (100 ms) past each label
 samples_per_iter=1000   # 20-frame chunks per archive: archives of about 20k frames
 speed_perturb=true      # train the LSTM on 0.9x/1.0x/1.1x copies (needs sox)
-help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--corpus <fsdd-dir>] [--num-epochs N] [--seed N] [--label-delay N] [--speed-perturb true|false]"
+cmvn_opts="--norm-means=true --norm-vars=true"   # the LSTM's per-speaker CMVN
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--corpus <fsdd-dir>] [--num-epochs N] [--seed N] [--label-delay N] [--speed-perturb true|false] [--cmvn-opts '<apply-cmvn options>']"
 
 . ./cmd.sh
 . ./path.sh
@@ -108,7 +109,7 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   local/nnet3/make_xconfig.sh --cell-dim 128 --label-delay "$label_delay" $ali_dir data/${train_set}_hires exp/lstm
   # Two persistent MPI ranks train in parallel and average their models (kaldi-avg).
   steps/kaldi_avg/train_rnn.py --stage=-10 --cmd="$train_cmd" --use-gpu=false --mpi.num-ranks=2 \
-    --feat.cmvn-opts="--norm-means=true --norm-vars=true" \
+    --feat.cmvn-opts="$cmvn_opts" \
     --trainer.srand="$seed" --trainer.num-epochs="$num_epochs" \
     --trainer.optimization.num-jobs-initial=2 --trainer.optimization.num-jobs-final=2 \
     --trainer.optimization.initial-effective-lrate=0.003 \
