@@ -9,7 +9,11 @@ our HCLG.  Layout written (toolchain.md 6):
     graph/HCLG.fst                const FST
     graph/words.txt, graph/phones.txt, graph/phones/word_boundary.int (if the graph dir has it)
 vosk's online pipeline gives the network raw MFCCs (no deltas, no speaker CMVN): the model's
-input must be what mfcc.conf produces, with any context done inside the network.
+input must be what mfcc.conf produces, with any context done inside the network. A model trained
+with per-speaker CMVN can still be checked on a one-speaker test set: `fold_cmvn_from` folds that
+speaker's CMVN (with the model's cmvn_opts) into the network's input affine layer
+(kaldi_avg.kaldi.nnet3.fold), so that vosk computes what our decoder computes on normalized
+features.
 
 vosk scales the graph costs of its final lattice by 0.9 before choosing the result (and by
 default picks it by MBR).  `decode_with_vosk` asks for the n-best list, whose first entry is the
@@ -24,7 +28,10 @@ import sys
 import wave
 from dataclasses import dataclass
 
+from ..kaldi.cmvn import CmvnApplier, cmvn_transform
 from ..kaldi.datadir import DataDir
+from ..kaldi.nnet3.am import read_nnet3_file
+from ..kaldi.nnet3.fold import fold_input_transform
 from ..options import KaldiArgumentParser
 from ..atomic import copy_file, write_lines, write_text
 from .cliopts import parse_kaldi_args
@@ -62,10 +69,11 @@ def _need(path: str) -> str:
 
 
 def make_vosk_model(model: str, graph_dir: str, mfcc_conf: str, out_dir: str,
-                    opts: VoskOptions = VoskOptions()) -> None:
+                    opts: VoskOptions = VoskOptions(), fold_cmvn_from: str | None = None) -> None:
     """Writes a vosk model dir from an nnet3 `final.mdl` (or the experiment dir holding it), a
     graph dir (const HCLG.fst, words.txt, phones/silence.csl) and the mfcc.conf of the features
-    the model was trained on."""
+    the model was trained on; with `fold_cmvn_from` (a one-speaker data dir), that speaker's CMVN
+    folded into the network."""
     if os.path.isdir(model):
         model = os.path.join(model, "final.mdl")
     silence_csl = open(_need(os.path.join(graph_dir, "phones", "silence.csl")), encoding="utf-8").read().strip()
@@ -73,7 +81,10 @@ def make_vosk_model(model: str, graph_dir: str, mfcc_conf: str, out_dir: str,
         raise VoskModelError(f"{graph_dir}/phones/silence.csl is empty (vosk's endpointing needs silence phones)")
     for sub in ("am", "conf", "graph/phones"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    copy_file(_need(model), os.path.join(out_dir, "am", "final.mdl"))
+    if fold_cmvn_from is None:
+        copy_file(_need(model), os.path.join(out_dir, "am", "final.mdl"))
+    else:
+        folded_cmvn_model(_need(model), fold_cmvn_from).write(os.path.join(out_dir, "am", "final.mdl"))
     copy_file(_need(mfcc_conf), os.path.join(out_dir, "conf", "mfcc.conf"))
     copy_file(_need(os.path.join(graph_dir, "HCLG.fst")), os.path.join(out_dir, "graph", "HCLG.fst"))
     copy_file(_need(os.path.join(graph_dir, "words.txt")), os.path.join(out_dir, "graph", "words.txt"))
@@ -90,6 +101,23 @@ def make_vosk_model(model: str, graph_dir: str, mfcc_conf: str, out_dir: str,
         f"--lattice-beam={opts.lattice_beam}",
         f"--endpoint.silence-phones={silence_csl}",
     ])
+
+
+def folded_cmvn_model(model: str, data_dir: str):
+    """`model` (a final.mdl next to its cmvn_opts) with the CMVN of `data_dir`'s only speaker
+    folded into its input layer."""
+    cmvn_opts = os.path.join(os.path.dirname(model), "cmvn_opts")
+    applier = CmvnApplier(data_dir, open(_need(cmvn_opts), encoding="utf-8").read().strip())
+    if not applier.opts.norm_means:
+        raise VoskModelError(f"{cmvn_opts}: the model was trained without CMVN; there is nothing to fold")
+    speakers = list(applier.data.spk2utt)
+    if len(speakers) != 1 or not applier.per_speaker:
+        raise VoskModelError(f"{data_dir}: folding CMVN into a model needs one speaker with per-speaker stats "
+                             f"(has {len(speakers)} speakers)")
+    offset, scale = cmvn_transform(applier.data.cmvn[speakers[0]], applier.opts.norm_vars)
+    am = read_nnet3_file(model)
+    fold_input_transform(am.nnet, offset, scale)
+    return am
 
 
 def decode_with_vosk(model_dir: str, wav_paths: list[str]) -> list[str]:
@@ -171,7 +199,7 @@ def vosk_check(model_dir: str, data_dir: str, out_dir: str, compare_with: str | 
 def _make(argv: list[str]) -> None:
     p = KaldiArgumentParser(prog="vosk_model make",
                             usage="python -m kaldi_avg.frontend.vosk_model make --mfcc-config=<conf> "
-                                  "<final.mdl|nnet-dir> <graph-dir> <vosk-model-dir>",
+                                  "[--fold-cmvn-from=<data-dir>] <final.mdl|nnet-dir> <graph-dir> <vosk-model-dir>",
                             description="Writes a vosk (V2 layout) model dir.")
     d = VoskOptions()
     p.add_argument("--mfcc-config", required=True)
@@ -180,13 +208,16 @@ def _make(argv: list[str]) -> None:
     p.add_argument("--max-active", type=int, default=d.max_active)
     p.add_argument("--lattice-beam", type=float, default=d.lattice_beam)
     p.add_argument("--frames-per-chunk", type=int, default=d.frames_per_chunk)
+    p.add_argument("--fold-cmvn-from", default=None,
+                   help="one-speaker data dir whose CMVN (with the model's cmvn_opts) is folded into the network")
     p.add_argument("model")
     p.add_argument("graph_dir")
     p.add_argument("out_dir")
     a = parse_kaldi_args(p, argv)
     make_vosk_model(a.model, a.graph_dir, a.mfcc_config, a.out_dir,
                     VoskOptions(acoustic_scale=a.acoustic_scale, beam=a.beam, max_active=a.max_active,
-                                lattice_beam=a.lattice_beam, frames_per_chunk=a.frames_per_chunk))
+                                lattice_beam=a.lattice_beam, frames_per_chunk=a.frames_per_chunk),
+                    a.fold_cmvn_from)
 
 
 def _decode(argv: list[str]) -> None:

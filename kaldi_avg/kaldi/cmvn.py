@@ -96,14 +96,23 @@ def apply_cmvn(feats: np.ndarray, stats: np.ndarray, norm_means: bool = True,
                norm_vars: bool = False) -> np.ndarray:
     """Normalized float32 copy of `feats` (frames x D) with apply-cmvn's arithmetic."""
     feats = np.asarray(feats, dtype=np.float32)
-    if norm_vars and not norm_means:
-        raise CmvnError("variance normalization needs mean normalization too")
     if not norm_means:
+        if norm_vars:
+            raise CmvnError("variance normalization needs mean normalization too")
         return feats.copy()
+    if feats.ndim != 2 or feats.shape[1] != np.shape(stats)[-1] - 1:
+        raise CmvnError(f"dim mismatch: cmvn stats {np.shape(stats)}, feats {feats.shape}")
+    offset, scale = cmvn_transform(stats, norm_vars)
+    return offset + feats * scale
+
+
+def cmvn_transform(stats: np.ndarray, norm_vars: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, scale), float32 as Kaldi keeps them, such that apply-cmvn with mean (and, with
+    `norm_vars`, variance) normalization computes offset + feats * scale."""
     stats = np.asarray(stats, dtype=np.float64)
-    if stats.ndim != 2 or stats.shape[0] != 2 or feats.ndim != 2 or feats.shape[1] != stats.shape[1] - 1:
-        raise CmvnError(f"dim mismatch: cmvn stats {stats.shape}, feats {feats.shape}")
-    dim = feats.shape[1]
+    if stats.ndim != 2 or stats.shape[0] != 2:
+        raise CmvnError(f"cmvn stats must be 2 x (dim + 1), got {stats.shape}")
+    dim = stats.shape[1] - 1
     count = stats[0, dim]
     if count < 1.0:
         raise CmvnError(f"insufficient stats for cepstral mean and variance normalization: "
@@ -123,7 +132,7 @@ def apply_cmvn(feats: np.ndarray, stats: np.ndarray, norm_means: bool = True,
             raise CmvnError("NaN or infinity in cepstral mean/variance computation")
         offset = -(mean * scale)
     # Kaldi stores offset and scale as float and applies them in float.
-    return offset.astype(np.float32) + feats * scale.astype(np.float32)
+    return offset.astype(np.float32), scale.astype(np.float32)
 
 
 class CmvnApplier:
