@@ -50,9 +50,11 @@ def best_index(objectives: Sequence[float | None]) -> int:
 
 
 def accepted_mask(objectives: Sequence[float | None], threshold: float = 1.0) -> list[bool]:
-    """Kaldi's `get_successful_models`: accept worker i iff best − objᵢ ≤ threshold."""
+    """Kaldi's `get_successful_models`: accept worker i iff best − objᵢ ≤ threshold. Jobs that saw no
+    frames report −inf; Kaldi cannot parse their objective and gives them all one low value, so
+    when no job has a finite objective all of them are accepted."""
     best = objectives[best_index(objectives)]
-    return [o is not None and best - o <= threshold for o in objectives]
+    return [o is not None and (best - o <= threshold or o == best) for o in objectives]
 
 
 def select_best(flats: Sequence[torch.Tensor], objectives: Sequence[float | None]) -> torch.Tensor:

@@ -356,7 +356,8 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
     source, pdfs, match_summary = build_source(a, trans_model)
     params.source = source
     report = SkipReport()
-    usable = screen_utterances(source, params.chunk_config, report=report)
+    # Every rank screens the whole corpus; rank 0's report counts it once (the ranks' reports are summed).
+    usable = screen_utterances(source, params.chunk_config, report=report if rank == 0 else SkipReport())
     # utt2uniq (speed perturbation) keeps every copy of a held-out utterance out of training, as get_egs.sh.
     plan = plan_archives(usable, samples_per_iter=a.trainer_samples_per_iter,
                          principal_chunk_width=params.chunk_config.principal_width, srand=a.trainer_srand,

@@ -33,6 +33,9 @@ def test_best_index_is_first_maximum_and_skips_idle_and_diverged_jobs():
 
 def test_acceptance_threshold_is_inclusive_like_get_successful_models():
     assert accepted_mask([-1.0, -2.0, -2.0001, None, float("nan")], threshold=1.0) == [True, True, False, False, False]
+    inf = float("inf")
+    assert accepted_mask([-inf, -1.5, None], threshold=1.0) == [False, True, False]
+    assert accepted_mask([-inf, -inf, None], threshold=1.0) == [True, True, False]   # no job saw a frame
 
 
 def test_kaldi_average_and_selection():

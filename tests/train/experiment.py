@@ -36,7 +36,9 @@ def transition_model() -> TransitionModel:
     return TransitionModel.read(KaldiReader.from_bytes(str(tm).encode()))
 
 
-def make_experiment(root: str, num_utts: int = 24, seed: int = 0) -> dict:
+def make_experiment(root: str, num_utts: int = 24, seed: int = 0, num_short_utts: int = 0) -> dict:
+    """Features, alignments and an LSTM xconfig; the last `num_short_utts` utterances are 10 frames,
+    shorter than any chunk the tests train on."""
     tm = transition_model()
     num_pdfs = tm.num_pdfs
     tid2pdf = tm.transition_id_to_pdf_array()
@@ -47,9 +49,9 @@ def make_experiment(root: str, num_utts: int = 24, seed: int = 0) -> dict:
     for p in (data, ali, os.path.join(exp, "configs")):
         os.makedirs(p, exist_ok=True)
     feats, alis, utt2spk = {}, {}, {}
-    for i in range(num_utts):
+    for i in range(num_utts + num_short_utts):
         utt = f"spk{i % 2}-utt{i:02d}"
-        T = int(rng.integers(40, 80))
+        T = int(rng.integers(40, 80)) if i < num_utts else 10
         labels = []
         while len(labels) < T:
             labels += [int(rng.integers(num_pdfs))] * int(rng.integers(3, 8))

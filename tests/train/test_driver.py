@@ -121,6 +121,17 @@ def test_two_ranks_under_mpiexec_match_one_rank(trained, tmp_path):
 
 
 @pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
+def test_two_ranks_count_each_skipped_utterance_once(tmp_path):
+    exp = make_experiment(str(tmp_path), num_short_utts=3)
+    args = train_args(exp, **{"--mpi.num-ranks": "2", "--mpi.launcher": _mpiexec(), "--trainer.num-epochs": "1"})
+    r = subprocess.run([sys.executable, TRAIN_RNN] + args, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    skipped = open(os.path.join(exp["exp"], "log", "skipped.log")).read()
+    assert "too_short: 3 (30 frames;" in skipped, skipped
+
+
+@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
 def test_failing_rank_ends_all_ranks(tmp_path):
     exp = make_experiment(str(tmp_path))
     os.remove(os.path.join(exp["data"], "feats.ark"))  # every rank fails reading features
