@@ -50,5 +50,5 @@ def train_command(feat_dir: str, ali_dir: str, exp: Path, *, ranks: int, workers
 
 def final_valid(exp: Path) -> dict[str, float]:
     """{'accuracy': .., 'log-likelihood': ..} of the combined model on the valid set (its compute_prob log)."""
-    lines = open(exp / "log" / "compute_prob_valid.combined.log")
+    lines = (exp / "log" / "compute_prob_valid.combined.log").read_text().splitlines()
     return {m.group(1): float(m.group(2)) for m in map(_FINAL_RE.search, lines) if m}

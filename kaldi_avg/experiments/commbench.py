@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from ..dist import Communicator, InProcessGroup, make_communicator
+from ..dist.base import CommEvent
+from ..dist.simulate import CostModel
 
 KB = 1024
 
@@ -96,20 +98,17 @@ def fit_alpha_beta(rows: list[dict[str, Any]]) -> tuple[float, float]:
     return alpha, beta
 
 
-def ring_allreduce_s(n: int, nbytes: int, alpha: float, beta: float) -> float:
-    return 2 * (n - 1) * alpha + 2 * (n - 1) / n * nbytes * beta
-
-
 def annotate(rows: list[dict[str, Any]], backend: str, alpha: float, beta: float) -> list[dict[str, Any]]:
     """Add the model's predictions, bandwidths and efficiencies to measured rows."""
-    out = []
+    cost, out = CostModel(alpha, beta), []   # the simulator's α–β model
     for r in rows:
         n, m = r["ranks"], r["bytes"]
-        predicted = ring_allreduce_s(n, m, alpha, beta)
+        predicted = cost.seconds(CommEvent("allreduce", m, n, True))
+        point_to_point = cost.seconds(CommEvent("pairwise", m, 2, True))
         algbw = m / r["allreduce_s"]
         busbw = algbw * 2 * (n - 1) / n
         out.append({**r, "experiment": "E6", "backend": backend, "alpha_s": alpha, "beta_s_per_byte": beta,
-                    "pingpong_model_s": alpha + m * beta, "exchange_model_s": alpha + m * beta,
+                    "pingpong_model_s": point_to_point, "exchange_model_s": point_to_point,
                     "allreduce_model_s": predicted, "allreduce_over_model": r["allreduce_s"] / predicted,
                     "algbw_bytes_per_s": algbw, "busbw_bytes_per_s": busbw, "busbw_over_link": busbw * beta})
     return out

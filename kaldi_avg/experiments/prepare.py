@@ -31,7 +31,6 @@ class Prepared:
     feat_dir: str
     ali_dir: str
     seconds: float      # time spent preparing now (0 when reused)
-    reused: bool
 
 
 def default_fsdd_dir() -> str:
@@ -86,7 +85,7 @@ def prepare(corpus: str, cache: str, fsdd_dir: str, nj: int = 2, synth_size: str
     feat_dir, ali_dir = os.path.join(s5, "data", "train"), os.path.join(s5, "exp", "mono_ali")
     done = os.path.join(s5, _DONE)
     if os.path.exists(done):
-        return Prepared(corpus, feat_dir, ali_dir, 0.0, True)
+        return Prepared(corpus, feat_dir, ali_dir, 0.0)
     command = recipe_command(corpus, fsdd_dir, nj, synth_size)
     log(f"preparing {corpus} features and alignments: (cd {s5} && {' '.join(command)})")
     t0 = time.perf_counter()
@@ -98,7 +97,7 @@ def prepare(corpus: str, cache: str, fsdd_dir: str, nj: int = 2, synth_size: str
     with open(done, "w") as f:
         f.write(f"{seconds:.1f}\n")
     log(f"prepared {corpus} in {seconds:.0f} s")
-    return Prepared(corpus, feat_dir, ali_dir, seconds, False)
+    return Prepared(corpus, feat_dir, ali_dir, seconds)
 
 
 def given(corpus: str, feat_dir: str, ali_dir: str) -> Prepared:
@@ -106,7 +105,7 @@ def given(corpus: str, feat_dir: str, ali_dir: str) -> Prepared:
     for path in (os.path.join(feat_dir, "feats.scp"), os.path.join(ali_dir, "final.mdl")):
         if not os.path.exists(path):
             raise ValueError(f"{path} does not exist")
-    return Prepared(corpus, feat_dir, ali_dir, 0.0, True)
+    return Prepared(corpus, feat_dir, ali_dir, 0.0)
 
 
 if __name__ == "__main__":  # python -m kaldi_avg.experiments.prepare <fsdd|synth> <cache>

@@ -33,6 +33,7 @@ from ..dist import CostModel, LocalCommunicator, Simulator, StepTime, make_algor
 from ..dist.base import Algorithm
 from ..train.diagnostics import TrainLog, compute_prob
 from ..train.learner import Learner
+from ..train.schedule import geometric_decay
 from .dataset import Dataset
 
 SINGLE = "single"   # the one-worker baseline (SSGD with N = 1: no communication)
@@ -114,11 +115,6 @@ def reference_params(algorithm: Algorithm, learners: Sequence[Learner]) -> torch
     return torch.stack([learner.flat.params for learner in learners]).mean(0)
 
 
-def learning_rate(settings: Settings, fraction: float) -> float:
-    """Kaldi's exponential decay from the initial to the final effective rate."""
-    return settings.initial_lrate * (settings.final_lrate / settings.initial_lrate) ** fraction
-
-
 def evaluate(evaluator: Learner, params: torch.Tensor, data: Dataset) -> tuple[float, float]:
     evaluator.flat.params.copy_(params)
     stats = compute_prob(evaluator.module, data.valid)
@@ -136,10 +132,10 @@ class Progress:
     reference model each time another 1/`evaluations` of the budget is spent."""
 
     def __init__(self, spec: RunSpec, data: Dataset, settings: Settings, algorithm: Algorithm,
-                 learners: Sequence[Learner], logs: Sequence[TrainLog]) -> None:
+                 learners: Sequence[Learner], logs: Sequence[TrainLog], nnet) -> None:
         self.spec, self.data, self.settings = spec, data, settings
         self.algorithm, self.learners, self.logs = algorithm, learners, logs
-        self.evaluator = Learner(data.build_nnet(spec.seed))
+        self.evaluator = Learner(nnet)   # Learner copies the network
         self.steps = None if spec.sim_seconds is not None else total_steps(spec, data)
         self.curve: list[dict[str, Any]] = []
         self.eval_seconds = 0.0
@@ -151,7 +147,9 @@ class Progress:
         return sum(steps) / (self.spec.workers * self.steps)
 
     def learning_rate(self, fraction: float) -> float:
-        return self.spec.lr_scale * learning_rate(self.settings, min(fraction, 1.0))
+        """Kaldi's geometric decay by the fraction of the budget spent."""
+        s = self.settings
+        return self.spec.lr_scale * geometric_decay(min(fraction, 1.0), s.initial_lrate, s.final_lrate)
 
     def __call__(self, now: float, stepped: Sequence[int], steps: Sequence[int]) -> None:
         fraction = self.fraction(now, steps)
@@ -187,7 +185,7 @@ def run(spec: RunSpec, data: Dataset, settings: Settings) -> dict[str, Any]:
     step_time = StepTime(step_seconds(data, spec.chunks, settings), settings.jitter, dict(spec.slowdown))
     cost = cost_model(spec, data, learners[0].flat.params.numel() * 4, settings)
     simulator = Simulator(algorithm, learners, step_time, cost, seed=spec.seed)
-    progress = Progress(spec, data, settings, algorithm, learners, logs)
+    progress = Progress(spec, data, settings, algorithm, learners, logs, nnet)
     budget = {"until_s": spec.sim_seconds} if spec.sim_seconds is not None else {"steps": progress.steps}
     t0 = time.perf_counter()
     report = simulator.run(**budget, observer=progress, finalize=True)

@@ -100,9 +100,15 @@ def apply_cmvn(feats: np.ndarray, stats: np.ndarray, norm_means: bool = True,
         if norm_vars:
             raise CmvnError("variance normalization needs mean normalization too")
         return feats.copy()
-    if feats.ndim != 2 or feats.shape[1] != np.shape(stats)[-1] - 1:
-        raise CmvnError(f"dim mismatch: cmvn stats {np.shape(stats)}, feats {feats.shape}")
-    offset, scale = cmvn_transform(stats, norm_vars)
+    return normalize(feats, cmvn_transform(stats, norm_vars))
+
+
+def normalize(feats: np.ndarray, transform: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """offset + feats * scale for an (offset, scale) from `cmvn_transform`, in float32."""
+    feats = np.asarray(feats, dtype=np.float32)
+    offset, scale = transform
+    if feats.ndim != 2 or feats.shape[1] != offset.shape[0]:
+        raise CmvnError(f"dim mismatch: cmvn stats for dim {offset.shape[0]}, feats {feats.shape}")
     return offset + feats * scale
 
 
@@ -139,14 +145,14 @@ class CmvnApplier:
     """Applies a data directory's CMVN (cmvn.scp via utt2spk) with given `cmvn_opts`.
 
     cmvn.scp may be keyed by speaker (the usual case) or by utterance. Call as
-    `applier(utt, feats)`; stats are cached per key.
+    `applier(utt, feats)`; the normalization of each key is computed once.
     """
 
     def __init__(self, datadir: str | DataDir, cmvn_opts: str | CmvnOptions = ""):
         self.data = datadir if isinstance(datadir, DataDir) else DataDir(datadir)
         self.opts = cmvn_opts if isinstance(cmvn_opts, CmvnOptions) else parse_cmvn_opts(cmvn_opts)
         self.per_speaker = True
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}   # key -> (offset, scale)
         if self.opts.norm_means:
             self.per_speaker = self._keyed_by_speaker()
 
@@ -177,13 +183,12 @@ class CmvnApplier:
         if not self.opts.norm_means:
             return np.array(feats, dtype=np.float32)
         key = self.stats_key(utt)
-        stats = self._cache.get(key)
-        if stats is None:
-            if key not in self.data.cmvn:
-                raise CmvnError(f"{self.data.file('cmvn.scp')}: no stats for {key!r} "
-                                f"(utterance {utt!r})")
-            stats = self._cache[key] = self.data.cmvn[key]
         try:
-            return apply_cmvn(feats, stats, self.opts.norm_means, self.opts.norm_vars)
+            transform = self._cache.get(key)
+            if transform is None:   # once per speaker, not per utterance
+                if key not in self.data.cmvn:
+                    raise CmvnError(f"{self.data.file('cmvn.scp')}: no stats")
+                transform = self._cache[key] = cmvn_transform(self.data.cmvn[key], self.opts.norm_vars)
+            return normalize(feats, transform)
         except CmvnError as e:
             raise CmvnError(f"utterance {utt!r} (cmvn key {key!r}): {e}") from None

@@ -104,10 +104,6 @@ def _compute_block(module: NnetModule, block, opts: ChunkOptions, context: tuple
             if outs[u] is None:
                 outs[u] = torch.empty(feats[u].shape[0], y.shape[-1], dtype=y.dtype, device=device)
             outs[u][c.first:c.first + num] = rows
-    results = []
-    for (key, _, _), out in zip(block, outs):
-        result = out.cpu().numpy()
-        if log_priors is not None:
-            result = result - log_priors[None, :].astype(np.float32)
-        results.append((key, result))
-    return results
+    priors = None if log_priors is None else np.asarray(log_priors, dtype=np.float32)[None, :]
+    return [(key, out.cpu().numpy() if priors is None else out.cpu().numpy() - priors)
+            for (key, _, _), out in zip(block, outs)]

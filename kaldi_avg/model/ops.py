@@ -402,13 +402,12 @@ def dropout_mask(rows: torch.Size, c: Component, training: bool, dtype: torch.dt
         return 1.0 - 2.0 * p + 4.0 * p * torch.rand(shape, dtype=dtype, device=device)
     if not training:
         return torch.full(shape, 1.0 - p, dtype=dtype, device=device)
-    keep = torch.rand(shape, dtype=dtype, device=device) > p
+    u = torch.rand(shape, dtype=dtype, device=device)
+    keep = u > p
     if c.dim in (2, 3):
         # Kaldi's LSTM case: the first two scales (input and forget gates) come from one uniform u,
         # dropped for u < p and for u > 1 - p, so for p <= 0.5 they are never dropped together.
-        u = torch.rand(rows, dtype=dtype, device=device)
-        keep[..., 0] = u > p
-        keep[..., 1] = u < 1.0 - p
+        keep[..., 1] = u[..., 0] < 1.0 - p
     return keep.to(dtype)
 
 

@@ -40,9 +40,13 @@ def effective_learning_rate(iteration: int, iterations: int, archives_processed:
     value on the last iteration (`get_learning_rate` before its multiplication by num_jobs)."""
     if iteration + 1 >= iterations:
         return final_effective_lrate
-    return initial_effective_lrate * math.exp(
-        archives_processed * math.log(float(final_effective_lrate) / initial_effective_lrate)
-        / archives_to_process)
+    return geometric_decay(archives_processed / archives_to_process, initial_effective_lrate,
+                           final_effective_lrate)
+
+
+def geometric_decay(fraction: float, initial: float, final: float) -> float:
+    """initial at fraction 0, final at 1, geometric in between (Kaldi's learning-rate decay)."""
+    return initial * math.exp(fraction * math.log(float(final) / initial))
 
 
 def learning_rate(iteration: int, jobs: int, iterations: int, archives_processed: int,

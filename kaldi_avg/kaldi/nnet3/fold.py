@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .components.affine import AffineComponent, FixedAffineComponent
 from .descriptor import Append, Descriptor, NodeRef, Offset
 from .nnet import ComponentNode, DimRangeNode, Nnet, OutputNode
-
-
-_AFFINE_TYPES = ("FixedAffineComponent", "AffineComponent", "NaturalGradientAffineComponent")
 
 
 class FoldError(ValueError):
@@ -30,7 +28,7 @@ def fold_input_transform(nnet: Nnet, offset: np.ndarray, scale: np.ndarray, inpu
                         f"{[n.name for n in readers]}")
     node = readers[0]
     component = nnet.components[node.component]
-    if component.type_name not in _AFFINE_TYPES:
+    if not isinstance(component, (AffineComponent, FixedAffineComponent)):   # NaturalGradientAffine is one
         raise FoldError(f"node {node.name} reads '{input_name}' through {component.type_name}; folding needs "
                         "an affine component")
     pieces = node.input.args if isinstance(node.input, Append) else (node.input,)
