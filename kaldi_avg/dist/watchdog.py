@@ -2,9 +2,11 @@
 
 Each mechanism covers a different way of failing:
 
-* `failure_guard(comm)`: an exception anywhere in this rank (main thread or any other thread) prints
-  "rank r/n failed: ..." and aborts the whole job, instead of leaving the other ranks blocked in a
-  collective (with MPICH, a rank that merely exits after an exception hangs in MPI_Finalize).
+* `failure_guard(comm, report_path)`: an exception anywhere in this rank (main thread or any other
+  thread) prints "rank r/n failed: ..." and aborts the whole job, instead of leaving the other ranks
+  blocked in a collective (with MPICH, a rank that merely exits after an exception hangs in
+  MPI_Finalize). The launcher may kill a rank before it forwards the rank's stderr, so the message and
+  traceback also go to `report_path`, a file the process that started the launcher can print.
 * `ExitMonitor(comm)`: a tiny helper process per rank that notices when the rank's process is gone
   without having said goodbye (killed by a signal or the OOM killer, crashed in C, `os._exit`) and
   prints "rank r/n (pid p on host) ended without finishing at <time>". The launcher (hydra) then kills
@@ -64,14 +66,19 @@ class ExitMonitor:
 
 
 @contextlib.contextmanager
-def failure_guard(comm: Communicator) -> Iterator[None]:
+def failure_guard(comm: Communicator, report_path: str | None = None) -> Iterator[None]:
     """Abort every rank when this rank fails, in this block or in any thread it started."""
 
     def report_and_abort(kind: str, error: BaseException | None, tb) -> None:
         if isinstance(error, CommAborted):
             raise error
-        traceback.print_exception(type(error), error, tb, file=sys.stderr)
-        comm.abort(f"rank {comm.rank}/{comm.size} failed ({kind}): {type(error).__name__}: {error}")
+        message = f"rank {comm.rank}/{comm.size} failed ({kind}): {type(error).__name__}: {error}"
+        trace = "".join(traceback.format_exception(type(error), error, tb))
+        print(trace, end="", file=sys.stderr, flush=True)
+        if report_path is not None:
+            with open(report_path, "w") as report:
+                report.write(f"{trace}kaldi_avg.dist: {message}\n")
+        comm.abort(message)
 
     previous_hook = threading.excepthook
     threading.excepthook = lambda args: report_and_abort(

@@ -21,13 +21,22 @@ def launched_by_mpi() -> bool:
     return any(int(os.environ.get(var, "1")) > 1 for var in _LAUNCHER_SIZE_VARIABLES)
 
 
+def failure_report_path(exp_dir: str, rank: int) -> str:
+    """Where rank `rank` leaves its failure message (read by steps/kaldi_avg/train_rnn.py)."""
+    return os.path.join(exp_dir, "log", f"rank.{rank}.failed")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     comm = make_communicator(args.mpi_backend) if launched_by_mpi() else LocalCommunicator()
     if comm.size == 1:
         return run(0, 1, args, comm)
     monitor = ExitMonitor(comm)
-    with failure_guard(comm), Watchdog(comm, timeout_s=30.0):
+    report_path = failure_report_path(args.dir, comm.rank)
+    os.makedirs(os.path.dirname(report_path), exist_ok=True)
+    if os.path.exists(report_path):
+        os.remove(report_path)
+    with failure_guard(comm, report_path), Watchdog(comm, timeout_s=30.0):
         code = run(comm.rank, comm.size, args, comm)
     monitor.close()
     return code

@@ -9,12 +9,23 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from kaldi_avg.train.cli import failure_report_path  # noqa: E402
 from kaldi_avg.train.driver import get_parser  # noqa: E402
+
+
+def print_failure_reports(exp_dir, num_ranks, since):
+    """Repeat what failed ranks wrote: the launcher may have killed them before forwarding stderr."""
+    for rank in range(num_ranks):
+        path = failure_report_path(exp_dir, rank)
+        if os.path.exists(path) and os.path.getmtime(path) >= since:
+            with open(path) as report:
+                sys.stderr.write(f"# {path}:\n{report.read()}")
 
 
 def main(argv):
@@ -32,7 +43,11 @@ def main(argv):
     env.setdefault("OMP_NUM_THREADS", str(args.num_threads))
     cmd = [launcher, "-n", str(n), sys.executable, "-m", "kaldi_avg.train.cli"] + list(argv)
     print("# " + " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.call(cmd, env=env)
+    started = time.time()
+    code = subprocess.call(cmd, env=env)
+    if code != 0:
+        print_failure_reports(args.dir, n, started)
+    return code
 
 
 if __name__ == "__main__":

@@ -178,10 +178,10 @@ def test_watchdog_op_timeout_names_the_stuck_operation():
 
 
 @pytest.mark.parametrize("where", ["main", "thread"])
-def test_failure_guard_turns_an_exception_into_an_abort_naming_the_rank(where):
+def test_failure_guard_turns_an_exception_into_an_abort_naming_the_rank(where, tmp_path):
     def play(comm):
         try:
-            with failure_guard(comm):
+            with failure_guard(comm, str(tmp_path / f"rank.{comm.rank}.failed")):
                 if comm.rank == 1:
                     if where == "main":
                         raise RuntimeError("bad minibatch")
@@ -196,6 +196,8 @@ def test_failure_guard_turns_an_exception_into_an_abort_naming_the_rank(where):
     expected = ("rank 1/2 failed (main): RuntimeError: bad minibatch" if where == "main"
                 else "rank 1/2 failed (thread prefetch): ZeroDivisionError")
     assert all(message.startswith(expected) for message in messages), messages
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank.1.failed"]  # the report survives the abort
+    assert expected in (tmp_path / "rank.1.failed").read_text()
 
 
 def test_flat_params_are_views_and_gradients_land_in_the_flat_buffer():
