@@ -69,6 +69,9 @@ class ASGD(Algorithm):
         for k in range(self.n_local):
             self._push_pull(k)
 
+    def reference_params(self) -> torch.Tensor:
+        return self.server_model.clone()
+
     def finalize(self) -> None:
         assert self.server is not None
         for k, clock in enumerate(self.worker_clocks):

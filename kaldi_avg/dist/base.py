@@ -210,6 +210,12 @@ class Algorithm(ABC):
         """Groups of local replicas that step together; synchronous algorithms: one group of all."""
         return [list(range(self.n_local))] if not self.asynchronous else [[k] for k in range(self.n_local)]
 
+    def reference_params(self) -> torch.Tensor:
+        """A copy of the model a run would output if it ended now, without disturbing it, as this
+        rank sees it (for evaluating simulated runs, where one process holds every worker): the mean
+        of the local replicas; algorithms that keep a global model return that."""
+        return torch.stack(self.params).mean(0)
+
     def describe(self) -> dict[str, Any]:
         """The exact variant and hyperparameters, resolved defaults included (log it with results)."""
         return {"algorithm": self.name, "workers": self.n_workers, "ranks": self.comm.size,

@@ -90,6 +90,9 @@ class BMUF(Algorithm):
         self.apply_optimizer_state_policy(self.optimizer_state_policy)
         self.clock.reset(self.global_scalar_sum, self.n_workers)
 
+    def reference_params(self) -> torch.Tensor:
+        return self.model.clone()
+
     def finalize(self) -> None:
         if self.clock.steps:
             self.sync()

@@ -97,6 +97,9 @@ class EASGD(Algorithm):
         self.clock.reset(self.global_scalar_sum, self.n_workers)
         self.synced_this_step = True
 
+    def reference_params(self) -> torch.Tensor:
+        return self.centre.clone()
+
     def finalize(self) -> None:
         # One last elastic step with what the workers learned since their last one: the centre
         # is the model (a run shorter than one period would otherwise leave it untrained).

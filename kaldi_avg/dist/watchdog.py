@@ -74,10 +74,10 @@ def failure_guard(comm: Communicator, report_path: str | None = None) -> Iterato
             raise error
         message = f"rank {comm.rank}/{comm.size} failed ({kind}): {type(error).__name__}: {error}"
         trace = "".join(traceback.format_exception(type(error), error, tb))
-        print(trace, end="", file=sys.stderr, flush=True)
-        if report_path is not None:
+        if report_path is not None:  # first: another rank's abort may kill this one at any moment
             with open(report_path, "w") as report:
                 report.write(f"{trace}kaldi_avg.dist: {message}\n")
+        print(trace, end="", file=sys.stderr, flush=True)
         comm.abort(message)
 
     previous_hook = threading.excepthook

@@ -13,7 +13,7 @@ from typing import Any
 from ..options import KaldiArgumentParser
 from . import dataset, matrix, plots, prepare
 from .commbench import run_e6
-from .runner import RunSpec, Settings, run_all, step_seconds
+from .runner import RunSpec, Settings, run_all
 from .tables import TABLES
 
 EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5", "E6")
@@ -82,7 +82,7 @@ def load_data(args: argparse.Namespace) -> tuple[dataset.Dataset, dict[str, Any]
 
 def specs_for(args: argparse.Namespace, data: dataset.Dataset, settings: Settings) -> list[RunSpec]:
     if args.experiment == "E5":
-        specs = matrix.specs_e5(args.quick, data.train_frames, step_seconds(data, matrix.CHUNKS, settings))
+        specs = matrix.specs_e5(args.quick, data.train_frames, settings.frames_per_s)
     else:
         specs = matrix.SIMULATED[args.experiment](args.quick)
     if args.workers:
@@ -93,7 +93,7 @@ def specs_for(args: argparse.Namespace, data: dataset.Dataset, settings: Setting
             spec.epochs = args.epochs
             if spec.sim_seconds is not None:
                 spec.sim_seconds = matrix.e5_seconds(args.epochs, data.train_frames, spec.workers,
-                                                     step_seconds(data, matrix.CHUNKS, settings))
+                                                     settings.frames_per_s)
     return specs
 
 

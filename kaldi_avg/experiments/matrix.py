@@ -121,15 +121,16 @@ def specs_e4(quick: bool) -> list[RunSpec]:
 
 
 # ---- E5: straggler resilience of the ADPSGD variants ----------------------------------------------
-def e5_seconds(epochs: float, train_frames: int, workers: int, step_seconds: float) -> float:
-    """Simulated time in which N unslowed workers process `epochs` epochs."""
-    return epochs * train_frames / (workers * STEP_FRAMES) * step_seconds
+def e5_seconds(epochs: float, train_frames: int, workers: int, frames_per_s: float) -> float:
+    """Simulated time in which N unslowed workers process `epochs` epochs (each worker computes
+    `frames_per_s`, so this is the frame budget of the step-budgeted experiments)."""
+    return epochs * train_frames / (workers * frames_per_s)
 
 
-def specs_e5(quick: bool, train_frames: int, step_seconds: float) -> list[RunSpec]:
+def specs_e5(quick: bool, train_frames: int, frames_per_s: float) -> list[RunSpec]:
     n = 8
     epochs = _epochs(quick, 4.0, 1.0)
-    budget = e5_seconds(epochs, train_frames, n, step_seconds)
+    budget = e5_seconds(epochs, train_frames, n, frames_per_s)
     variants = (("fixed ring", "adpsgd", {"pairing": "ring"}), ("random ring", "adpsgd", {"pairing": "random"}),
                 ("delay-by-one", "adpsgd-delay1", {"pairing": "ring"}))
     specs = []

@@ -38,9 +38,6 @@ from .dataset import Dataset
 
 SINGLE = "single"   # the one-worker baseline (SSGD with N = 1: no communication)
 # Where an algorithm keeps its reference model between synchronizations (default: the workers' mean).
-REFERENCE = {"bmuf": "model", "easgd": "centre", "asgd": "server_model"}
-
-
 @dataclass
 class Settings:
     """What all runs of an invocation share."""
@@ -107,14 +104,6 @@ def build_algorithm(spec: RunSpec) -> Algorithm:
     return make_algorithm(spec.algorithm, LocalCommunicator(), n_local=spec.workers, seed=spec.seed, **spec.options)
 
 
-def reference_params(algorithm: Algorithm, learners: Sequence[Learner]) -> torch.Tensor:
-    """The model the algorithm would output now, without disturbing the run."""
-    attribute = REFERENCE.get(algorithm.name)
-    if attribute is not None:
-        return getattr(algorithm, attribute)
-    return torch.stack([learner.flat.params for learner in learners]).mean(0)
-
-
 def evaluate(evaluator: Learner, params: torch.Tensor, data: Dataset) -> tuple[float, float]:
     evaluator.flat.params.copy_(params)
     stats = compute_prob(evaluator.module, data.valid)
@@ -156,7 +145,7 @@ class Progress:
         for learner in self.learners:
             learner.set_learning_rate(self.learning_rate(fraction))
         if len(self.curve) < self.spec.evaluations - 1 and fraction >= (len(self.curve) + 1) / self.spec.evaluations:
-            self.record(reference_params(self.algorithm, self.learners), now, steps, fraction)
+            self.record(self.algorithm.reference_params(), now, steps, fraction)
 
     def record(self, params: torch.Tensor, now: float, steps: Sequence[int], fraction: float) -> None:
         t0 = time.perf_counter()

@@ -7,6 +7,7 @@ import math
 import os
 
 import numpy as np
+import torch
 import pytest
 
 from kaldi_avg import cli
@@ -65,13 +66,26 @@ def test_reference_model_is_the_algorithms_output(tiny):
     algorithm = runner.build_algorithm(spec)
     learners = [runner.Learner(tiny.build_nnet(0)) for _ in range(2)]
     runner.Simulator(algorithm, learners)
-    assert runner.reference_params(algorithm, learners) is algorithm.model
+    algorithm.model.add_(1.0)   # the global model, not the workers' mean
+    assert torch.equal(algorithm.reference_params(), algorithm.model)
+    ma = runner.build_algorithm(RunSpec("E2", "ma", "ma", 2, chunks=4))
+    runner.Simulator(ma, learners)
+    learners[1].flat.params.add_(2.0)
+    assert torch.allclose(ma.reference_params(), learners[0].flat.params + 1.0)
 
 
 def test_step_budget_spends_the_frames(tiny):
     spec = RunSpec("E1", "ma", "ma", 2, chunks=4, epochs=2.0, evaluations=3)
     expected = 2.0 * tiny.train_frames / (2 * 4 * tiny.mean_chunk_frames)
     assert abs(runner.total_steps(spec, tiny) - expected) <= 1
+
+
+def test_time_budget_is_the_step_budget_in_simulated_seconds(tiny):
+    settings = Settings()
+    spec = RunSpec("E1", "ma", "ma", 2, chunks=1, epochs=1.0, evaluations=1)   # many steps: little rounding
+    seconds = runner.total_steps(spec, tiny) * runner.step_seconds(tiny, 1, settings)
+    budget = matrix.e5_seconds(1.0, tiny.train_frames, 2, settings.frames_per_s)
+    assert budget == pytest.approx(seconds, rel=0.05)
 
 
 def test_time_budget_run_evaluates_along_the_clock(tiny):
@@ -92,7 +106,7 @@ def test_matrix_quick_grids_are_small():
     assert len(matrix.specs_e1(True)) <= 20 and len(matrix.specs_e2(True)) <= 30
     assert {s.workers for s in matrix.specs_e2(False)} == {1, 2, 4, 8, 16}
     assert len(matrix.specs_e1(True)) == 13
-    assert all(s.sim_seconds for s in matrix.specs_e5(True, 100_000, 0.1))
+    assert all(s.sim_seconds for s in matrix.specs_e5(True, 100_000, 10_000.0))
 
 
 def test_corpus_choice(tmp_path):
