@@ -6,7 +6,8 @@ Each mechanism covers a different way of failing:
   thread) prints "rank r/n failed: ..." and aborts the whole job, instead of leaving the other ranks
   blocked in a collective (with MPICH, a rank that merely exits after an exception hangs in
   MPI_Finalize). The launcher may kill a rank before it forwards the rank's stderr, so the message and
-  traceback also go to `report_path`, a file the process that started the launcher can print.
+  traceback also go to `report_path`, a file the process that started the launcher can print (the
+  Watchdog below writes its verdict there too).
 * `ExitMonitor(comm)`: a tiny helper process per rank that notices when the rank's process is gone
   without having said goodbye (killed by a signal or the OOM killer, crashed in C, `os._exit`) and
   prints "rank r/n (pid p on host) ended without finishing at <time>". The launcher (hydra) then kills
@@ -65,6 +66,14 @@ class ExitMonitor:
         atexit.unregister(self.close)
 
 
+def leave_report(report_path: str | None, trace: str, message: str) -> None:
+    """Write why this rank aborts to `report_path`, before printing it: another rank's abort may
+    kill this one at any moment, and the launcher may not forward what was printed."""
+    if report_path is not None:
+        with open(report_path, "w") as report:
+            report.write(f"{trace}kaldi_avg.dist: {message}\n")
+
+
 @contextlib.contextmanager
 def failure_guard(comm: Communicator, report_path: str | None = None) -> Iterator[None]:
     """Abort every rank when this rank fails, in this block or in any thread it started."""
@@ -74,9 +83,7 @@ def failure_guard(comm: Communicator, report_path: str | None = None) -> Iterato
             raise error
         message = f"rank {comm.rank}/{comm.size} failed ({kind}): {type(error).__name__}: {error}"
         trace = "".join(traceback.format_exception(type(error), error, tb))
-        if report_path is not None:  # first: another rank's abort may kill this one at any moment
-            with open(report_path, "w") as report:
-                report.write(f"{trace}kaldi_avg.dist: {message}\n")
+        leave_report(report_path, trace, message)
         print(trace, end="", file=sys.stderr, flush=True)
         comm.abort(message)
 
@@ -100,13 +107,14 @@ class Watchdog:
     """Ring heartbeats from a daemon thread; see the module docstring. Start and stop collectively."""
 
     def __init__(self, comm: Communicator, interval_s: float = 0.5, timeout_s: float = 10.0,
-                 op_timeout_s: float | None = None) -> None:
+                 op_timeout_s: float | None = None, report_path: str | None = None) -> None:
         if timeout_s <= interval_s:
             raise ValueError("the silence timeout must exceed the heartbeat interval")
         self.comm = comm
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.op_timeout_s = op_timeout_s
+        self.report_path = report_path
         self.successor = (comm.rank + 1) % comm.size
         self.predecessor = (comm.rank - 1) % comm.size
         self._channel: HeartbeatChannel | None = None
@@ -163,6 +171,7 @@ class Watchdog:
 
     def _fail(self, message: str) -> None:
         self.failure = message
+        leave_report(self.report_path, "", message)
         try:
             self.comm.abort(message)
         except CommAborted:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.dirname(report_path), exist_ok=True)
     if os.path.exists(report_path):
         os.remove(report_path)
-    with failure_guard(comm, report_path), Watchdog(comm, timeout_s=30.0):
+    with failure_guard(comm, report_path), Watchdog(comm, timeout_s=30.0, report_path=report_path):
         code = run(comm.rank, comm.size, args, comm)
     monitor.close()
     return code

@@ -162,9 +162,10 @@ def test_watchdog_names_a_silent_rank_and_lets_a_clean_stop_pass():
     assert "rank 1 sent no heartbeat" in results[0]
 
 
-def test_watchdog_op_timeout_names_the_stuck_operation():
+def test_watchdog_op_timeout_names_the_stuck_operation(tmp_path):
     def play(comm):
-        watchdog = Watchdog(comm, interval_s=0.05, timeout_s=20.0, op_timeout_s=0.3).start()
+        watchdog = Watchdog(comm, interval_s=0.05, timeout_s=20.0, op_timeout_s=0.3,
+                            report_path=str(tmp_path / f"rank.{comm.rank}.failed")).start()
         if comm.rank == 0:
             try:
                 comm.allreduce_sum_(torch.ones(1))     # rank 1 never joins
@@ -175,6 +176,7 @@ def test_watchdog_op_timeout_names_the_stuck_operation():
 
     results = InProcessGroup(2, timeout_s=20).run(play, join_timeout_s=30)
     assert "allreduce has waited" in results[0]
+    assert "allreduce has waited" in (tmp_path / "rank.0.failed").read_text()   # the verdict survives the abort
 
 
 @pytest.mark.parametrize("where", ["main", "thread"])
