@@ -37,7 +37,8 @@ from ..train.schedule import geometric_decay
 from .dataset import Dataset
 
 SINGLE = "single"   # the one-worker baseline (SSGD with N = 1: no communication)
-# Where an algorithm keeps its reference model between synchronizations (default: the workers' mean).
+
+
 @dataclass
 class Settings:
     """What all runs of an invocation share."""
