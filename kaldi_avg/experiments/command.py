@@ -1,4 +1,4 @@
-"""`kaldi-avg experiment <E1..E6> [--quick] --out DIR`: run one experiment of algorithms.md §3.3 and
+"""`kaldi-avg experiment <E1..E6> [--quick] --out DIR`: run one experiment of docs/algorithms.md §3.3 and
 write DIR/<E>.json (one row per run), DIR/<E>.png and DIR/<E>.md (the summary table)."""
 from __future__ import annotations
 

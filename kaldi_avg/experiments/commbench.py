@@ -25,9 +25,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..dist import Communicator, InProcessGroup, make_communicator
-from ..dist.base import CommEvent
-from ..dist.simulate import CostModel
+from ..parallel import Communicator, InProcessGroup, make_communicator
+from ..parallel.base import CommEvent
+from ..parallel.simulate import CostModel
 
 KB = 1024
 

@@ -1,4 +1,4 @@
-"""One PNG per experiment (matplotlib, Agg backend): the shapes algorithms.md §3.3 asks for."""
+"""One PNG per experiment (matplotlib, Agg backend): the shapes docs/algorithms.md §3.3 asks for."""
 from __future__ import annotations
 
 from collections import defaultdict

@@ -1,5 +1,5 @@
 """One simulated training run: N real workers (`train.learner.Learner`: the network replica, Kaldi's
-nnet3-train update and the worker's minibatches) driven by a `kaldi_avg.dist` algorithm in the
+nnet3-train update and the worker's minibatches) driven by a `kaldi_avg.parallel` algorithm in the
 in-process `Simulator`, with held-out objective and accuracy measured along the way.
 
 Data: worker k of N reads archive ((it·N + k) mod A) in its pass `it`, Kaldi's round-robin, so the
@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..data import MinibatchStream
-from ..dist import CostModel, LocalCommunicator, Simulator, StepTime, make_algorithm
-from ..dist.base import Algorithm
+from ..parallel import CostModel, LocalCommunicator, Simulator, StepTime, make_algorithm
+from ..parallel.base import Algorithm
 from ..train.diagnostics import TrainLog, compute_prob
 from ..train.learner import Learner
 from ..train.schedule import geometric_decay
@@ -58,7 +58,7 @@ class Settings:
 class RunSpec:
     experiment: str
     label: str                      # the variant, as tables and plots name it
-    algorithm: str                  # a kaldi_avg.dist algorithm, or SINGLE
+    algorithm: str                  # a kaldi_avg.parallel algorithm, or SINGLE
     workers: int
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)   # make_algorithm keyword arguments

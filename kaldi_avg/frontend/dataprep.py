@@ -2,7 +2,7 @@
 
 Both corpora (the espeak-ng synthetic one and FSDD) say digit words, so one hand-written
 lexicon with CMU phones (stress marks dropped: a digit grammar has no use for them) serves
-both. Kaldi's conventions (kaldi-interface.md 8.1): one record per line, keys sorted in C
+both. Kaldi's conventions (docs/kaldi-formats.md 8.1): one record per line, keys sorted in C
 order, utterance ids prefixed by their speaker id so utt2spk and spk2utt sort alike.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Alignment directories: `ali.{1..N}.gz` transition-ids -> per-frame pdf-ids (ali-to-pdf).
 
-kaldi-interface.md 2.4, 8.4. The gzip streams are opened in Python (no `gunzip` process).
+docs/kaldi-formats.md 2.4, 8.4. The gzip streams are opened in Python (no `gunzip` process).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kaldi's object serialization primitives, binary and text (kaldi-interface.md section 1).
+"""Kaldi's object serialization primitives, binary and text (docs/kaldi-formats.md section 1).
 
 One `KaldiReader` / `KaldiWriter` pair handles both modes so that every object format
 (transition model, nnet3 components, ...) is written once and works in either mode.

@@ -1,6 +1,6 @@
 """Cepstral mean and variance normalization as Kaldi's compute-cmvn-stats / apply-cmvn do it.
 
-kaldi-interface.md 8.3 (`src/transform/cmvn.cc`, `src/featbin/apply-cmvn.cc`). Stats are a
+docs/kaldi-formats.md 8.3 (`src/transform/cmvn.cc`, `src/featbin/apply-cmvn.cc`). Stats are a
 double 2 x (D+1) matrix: row 0 = [sum x_d..., count], row 1 = [sum x_d^2..., 0].
 """
 from __future__ import annotations

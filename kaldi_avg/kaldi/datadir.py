@@ -1,6 +1,6 @@
 """Kaldi data directories: read lazily, validate, write maps, split per speaker.
 
-kaldi-interface.md 8.1-8.2 (`utils/validate_data_dir.sh`, `utils/split_data.sh`,
+docs/kaldi-formats.md 8.1-8.2 (`utils/validate_data_dir.sh`, `utils/split_data.sh`,
 `utils/split_scp.pl`). Keys sort in C-locale (byte) order, which for UTF-8 text is Python's
 code-point order of `str`.
 """

@@ -1,6 +1,6 @@
 """Kaldi tables (archives and scripts) read and written through kaldiio.
 
-kaldi-interface.md 1.6 and 1.8. kaldiio decodes the binary objects (FM/DM/CM/CM2/CM3 and
+docs/kaldi-formats.md 1.6 and 1.8. kaldiio decodes the binary objects (FM/DM/CM/CM2/CM3 and
 int32 vectors) and runs pipes; the helpers here fill its gaps:
 * rspecifier/wspecifier options Kaldi accepts (`s`, `cs`, `p`, `o`, `bg`, `b`, `f`, ...);
 * text archives (kaldiio guesses an integer dtype from the first number and then fails);

@@ -1,6 +1,6 @@
 """HmmTopology and TransitionModel: read, write (byte-identical), transition-id -> pdf-id.
 
-Formats: kaldi-interface.md sections 2.2-2.4 (Kaldi `src/hmm/hmm-topology.cc`,
+Formats: docs/kaldi-formats.md sections 2.2-2.4 (Kaldi `src/hmm/hmm-topology.cc`,
 `src/hmm/transition-model.cc`). Any file that starts with a transition model (a GMM or an
 nnet3 `final.mdl`) can be read; the rest of the file is left to the caller.
 """

@@ -1,4 +1,4 @@
-"""`nnet3-compute` semantics: an utterance in independent chunks (kaldi-interface.md 3.4-3.5).
+"""`nnet3-compute` semantics: an utterance in independent chunks (docs/kaldi-formats.md 3.4-3.5).
 
 Each chunk of `frames_per_chunk` output frames is its own computation whose recurrent state
 starts from zero `extra_left_context` frames before the chunk (the first chunk uses

@@ -2,7 +2,7 @@
 
 Any network made of the supported components and the descriptors Offset/Append/Sum/Scale/
 Const/IfDefined/ReplaceIndex(ivector) runs here, so a model built from an xconfig file and a
-model trained by Kaldi are the same kind of object. Semantics (kaldi-interface.md 3.5):
+model trained by Kaldi are the same kind of object. Semantics (docs/kaldi-formats.md 3.5):
 a node exists at frame t iff all its non-IfDefined inputs exist; IfDefined gives zeros where
 its argument does not exist, so recurrent state starts from zero.
 

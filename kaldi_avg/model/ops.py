@@ -1,4 +1,4 @@
-"""nnet3 component math in PyTorch, exactly as Kaldi computes it (kaldi-interface.md section 4).
+"""nnet3 component math in PyTorch, exactly as Kaldi computes it (docs/kaldi-formats.md section 4).
 
 `ComponentOp` wraps one nnet3 component: it owns the component's tensors (trainable ones as
 `nn.Parameter`, fixed ones as buffers) and applies the component to rows of shape (..., in_dim).

@@ -1,15 +1,15 @@
 """`kaldi-avg train` / `python -m kaldi_avg.train.cli`: one persistent rank of a training run.
 
-Under an MPI launcher every rank runs `main` with a communicator from `kaldi_avg.dist`
+Under an MPI launcher every rank runs `main` with a communicator from `kaldi_avg.parallel`
 (`--mpi.backend`: mpi4py or torch.distributed). A rank that fails, dies or hangs ends the whole job
-with a message naming it (`dist.failure_guard`, `ExitMonitor`, `Watchdog`); no rank waits forever.
+with a message naming it (`parallel.failure_guard`, `ExitMonitor`, `Watchdog`); no rank waits forever.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from ..dist import ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
+from ..parallel import ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
 from .driver import get_parser, run
 
 # Set by mpiexec (MPICH/hydra, srun --mpi=pmi2), Open MPI's mpirun, and srun job steps.

@@ -1,4 +1,4 @@
-"""Final combination in nnet3-combine's simple form (kaldi-interface.md 6.6).
+"""Final combination in nnet3-combine's simple form (docs/kaldi-formats.md 6.6).
 
 The models are given newest first.  The newest model's objective (per frame, test mode) on the
 combine set is the baseline; then running averages of the newest n models, n = 2..K, are

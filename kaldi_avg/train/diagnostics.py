@@ -1,4 +1,4 @@
-"""Objective/accuracy computation and Kaldi's log formats (kaldi-interface.md 6.9).
+"""Objective/accuracy computation and Kaldi's log formats (docs/kaldi-formats.md 6.9).
 
 * `log/compute_prob_{valid,train}.<iter>.log` with nnet3-compute-prob's PrintTotalStats lines;
 * `log/train.<iter>.<job>.log` with nnet3-train's phase lines, the final "Overall average

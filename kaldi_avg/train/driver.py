@@ -1,9 +1,9 @@
-"""The train_rnn.py stage as persistent ranks (kaldi-interface.md 6.2-6.10).
+"""The train_rnn.py stage as persistent ranks (docs/kaldi-formats.md 6.2-6.10).
 
     get_parser()          Kaldi's train_rnn.py options (+ --averaging.*, --mpi.*)
     get_params(args)      validated, derived settings
     compute_loss(...)     one minibatch: -(summed weighted log-likelihood), objf, frames
-    make_iterations(...)  what an iteration does: Kaldi's jobs, or a kaldi_avg.dist algorithm
+    make_iterations(...)  what an iteration does: Kaldi's jobs, or a kaldi_avg.parallel algorithm
     run(rank, ws, args)   setup stages, iterations, combination, priors, reports
 
 Every iteration writes `N.mdl`, `N.algo.pt` (the algorithm state that crosses iterations) and
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..data import ChunkConfig, DiagnosticSet, SkipReport, UtteranceSource, plan_archives, screen_utterances
-from ..dist import DEFAULT, Communicator, LocalCommunicator, add_algorithm_options, build_algorithm
+from ..parallel import DEFAULT, Communicator, LocalCommunicator, add_algorithm_options, build_algorithm
 from ..kaldi.alignment import match_alignments, pdf_counts, read_alignments
 from ..kaldi.binary import KaldiWriter
 from ..kaldi.cmvn import CmvnApplier, parse_cmvn_opts

@@ -6,12 +6,12 @@ Two strategies share the driver's loop (diagnostics, N.mdl, checkpoints, combina
   num_jobs(it) independent jobs start from the same shrunk model, round robin over the ranks
   (job j on rank j mod ranks, so the result does not depend on the number of ranks); iteration 0
   keeps the best job, later iterations average the jobs within 1.0 of the best
-  (`dist.ModelAveraging.select_best_` / `average_accepted_`, one flattened collective).
+  (`parallel.ModelAveraging.select_best_` / `average_accepted_`, one flattened collective).
 * `AlgorithmWorkers` (any other algorithm, or `ma` with `--averaging.period-frames`): N =
   num-jobs-final workers, N / ranks per rank, each a `Learner` on its job's archive; the algorithm
   synchronizes them during the iteration (`after_backward` / `after_step`) and `finalize()` leaves
   its reference model in every worker at the end. With one rank the workers run under
-  `dist.Simulator` (its event clock orders the asynchronous algorithms' exchanges), so simulated
+  `parallel.Simulator` (its event clock orders the asynchronous algorithms' exchanges), so simulated
   N is the same code as real N. Every worker restarts from that reference model at the next
   iteration with a fresh optimizer, as Kaldi's jobs do: in-iteration state (BMUF's block
   momentum, gossip pairings) restarts too; phase switches (post-local SGD) carry over.
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 
 from ..data import MinibatchStream, Prefetcher, SkipReport, halve_minibatch_size
-from ..dist import MANUAL, Algorithm, Communicator, Replica, Simulator
-from ..dist.ma import ModelAveraging
-from ..dist.post_local_sgd import PostLocalSGD
+from ..parallel import MANUAL, Algorithm, Communicator, Replica, Simulator
+from ..parallel.ma import ModelAveraging
+from ..parallel.post_local_sgd import PostLocalSGD
 from ..kaldi.nnet3.saturation import saturation
 from ..model.graph import NnetModule
 from . import schedule as sched
@@ -179,7 +179,7 @@ class KaldiJobs:
 
 
 class AlgorithmWorkers:
-    """N workers stepped by a `kaldi_avg.dist` algorithm; see the module docstring."""
+    """N workers stepped by a `kaldi_avg.parallel` algorithm; see the module docstring."""
 
     def __init__(self, params, comm: Communicator, algorithm: Algorithm, nnet, source, plan,
                  report: SkipReport) -> None:

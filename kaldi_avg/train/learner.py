@@ -1,7 +1,7 @@
 """One worker of a distributed run: a replica of the network on one flat buffer, nnet3-train's
 update, and the minibatches of its job.
 
-`Learner` is what `kaldi_avg.dist` steps: `backward()` computes the next minibatch's gradient into
+`Learner` is what `kaldi_avg.parallel` steps: `backward()` computes the next minibatch's gradient into
 the flat gradient buffer, `update()` applies KaldiSgd. The driver's loop and the in-process
 `Simulator` (N logical workers on one rank) drive the same object, so a simulated worker is
 exactly a real one. The optimizer is fresh each iteration (as each of Kaldi's nnet3-train jobs
@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..dist import FlatParams, Replica
+from ..parallel import FlatParams, Replica
 from ..kaldi.nnet3.nnet import Nnet
 from ..model.graph import NnetModule
 from .diagnostics import TrainLog, forward_minibatch, minibatch_objective

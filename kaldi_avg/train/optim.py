@@ -1,4 +1,4 @@
-"""Kaldi's nnet3-train update (kaldi-interface.md 6.5): `UpdateNnetWithMaxChange` with momentum.
+"""Kaldi's nnet3-train update (docs/kaldi-formats.md 6.5): `UpdateNnetWithMaxChange` with momentum.
 
 The objective is the *summed* (not averaged) weighted log-likelihood of the minibatch and the
 update is gradient ascent on it.  Call `loss = -objective; loss.backward(); opt.step(n_seqs)`:
@@ -76,7 +76,7 @@ class KaldiSgd:
         self.num_global_max_change_applied = 0
 
     def zero_grad(self) -> None:
-        # In place: a distributed run's gradients are views into one flat buffer (dist.FlatParams).
+        # In place: a distributed run's gradients are views into one flat buffer (parallel.FlatParams).
         for g in self.groups:
             for p in g.params:
                 if p.grad is not None:

@@ -1,4 +1,4 @@
-"""Priors from the network (kaldi-interface.md 6.8, 3.3).
+"""Priors from the network (docs/kaldi-formats.md 6.8, 3.3).
 
 `compute_average_posterior`: summed softmax outputs (exp of the log-softmax output node) over
 a training subset, test mode, frames weighted like the training targets;

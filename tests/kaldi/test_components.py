@@ -1,6 +1,6 @@
 """nnet3 components: Kaldi's exact bytes/characters, reading variants, nnet3-init, validation.
 
-Fixtures are the Kaldi-verified examples of kaldi-interface.md section 4.
+Fixtures are the Kaldi-verified examples of docs/kaldi-formats.md section 4.
 """
 import struct
 
@@ -48,7 +48,7 @@ def dyadic(seed, *shape):
     return (np.random.default_rng(seed).integers(-64, 64, size=shape) / 16).astype(np.float32)
 
 
-# -- the verified text examples of kaldi-interface.md section 4 ---------------------------------
+# -- the verified text examples of docs/kaldi-formats.md section 4 ---------------------------------
 
 def test_fresh_log_softmax_text_matches_kaldi():
     comp = from_config("component name=output.log-softmax type=LogSoftmaxComponent dim=8")
@@ -129,7 +129,7 @@ def test_statistics_are_written_as_doubles():
 
 
 def test_small_xconfig_network_components():
-    """The components of kaldi-interface.md 5.10: dims, natural-gradient ranks, 878 parameters."""
+    """The components of docs/kaldi-formats.md 5.10: dims, natural-gradient ranks, 878 parameters."""
     lines = [
         "type=NaturalGradientAffineComponent input-dim=14 output-dim=32  max-change=1.5",
         "type=LstmNonlinearityComponent cell-dim=8 use-dropout=false  max-change=0.75",

@@ -1,4 +1,4 @@
-"""get_saturation.pl's number from component statistics (kaldi-interface.md 6.4)."""
+"""get_saturation.pl's number from component statistics (docs/kaldi-formats.md 6.4)."""
 import re
 
 import numpy as np

@@ -146,7 +146,7 @@ def test_int_vectors_byte_identical_to_kaldi(tmp_path, alis):
         for k, v in alis.items():
             w[k] = v.tolist()
     assert (tmp_path / "ours.ark").read_bytes() == (tmp_path / "theirs.ark").read_bytes()
-    # kaldi-interface.md 1.8 example (there with key utt1): [2, 4, 3] under key "c"
+    # docs/kaldi-formats.md 1.8 example (there with key utt1): [2, 4, 3] under key "c"
     assert (tmp_path / "ours.ark").read_bytes().endswith(
         bytes.fromhex("63 20 00 42 04 03000000 04 02000000 04 04000000 04 03000000"))
     assert_tables_equal(dict(read_int_vector_table(f"ark:{tmp_path}/theirs.ark")), alis)

@@ -7,7 +7,7 @@ from kaldi_avg.kaldi.transition import TransitionModel, read_transition_model
 
 khg = pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm is the reference implementation")
 
-# kaldi-interface.md 2.4 worked example: phones 2,3 with 3 emitting states, phone 1 with 2.
+# docs/kaldi-formats.md 2.4 worked example: phones 2,3 with 3 emitting states, phone 1 with 2.
 MIXED_TOPO = """<Topology>
 <TopologyEntry>
 <ForPhones>

@@ -1,5 +1,5 @@
 """xconfig -> config lines, checked against the expansions verified with Kaldi
-(kaldi-interface.md 5.5-5.10) and against Kaldi's generator formats."""
+(docs/kaldi-formats.md 5.5-5.10) and against Kaldi's generator formats."""
 import os
 
 import pytest

@@ -46,7 +46,7 @@ def fast_lstm_lines(name: str, inp: str, in_dim: int, C: int, delay: int, scale:
 
 
 def spec_5_10_config(num_pdfs: int = 8) -> str:
-    """The kaldi-interface.md 5.10 network (lda random instead of from a file)."""
+    """The docs/kaldi-formats.md 5.10 network (lda random instead of from a file)."""
     lines = ["input-node name=input dim=4",
              "component name=lda type=FixedAffineComponent input-dim=12 output-dim=12",
              "component-node name=lda component=lda input=Append(Offset(input, -1), input, Offset(input, 1))"]

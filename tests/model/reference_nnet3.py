@@ -1,7 +1,7 @@
 """A deliberately naive nnet3 evaluator used as a test oracle for the PyTorch executor.
 
 It evaluates node values one (node, frame) at a time with memoization, straight from the
-definitions in kaldi-interface.md 3.5 and 4 (computability, IfDefined, the component
+definitions in docs/kaldi-formats.md 3.5 and 4 (computability, IfDefined, the component
 equations), sharing no code with `kaldi_avg.model`. One sequence, one chunk.
 """
 from __future__ import annotations

@@ -201,7 +201,7 @@ def test_write_back_binary_round_trip_and_reload(nnet):
 
 def test_written_layout_is_kaldis(nnet):
     """Kaldi's LstmNonlinearityComponent::Write: <ValueAvg>/<DerivAvg> as float matrices 5 x C of
-    sum / count, <SelfRepairProb> 5 floats, then <Count> as a double (kaldi-interface.md 4.7)."""
+    sum / count, <SelfRepairProb> 5 floats, then <Count> as a double (docs/kaldi-formats.md 4.7)."""
     m = NnetModule(nnet).train()
     _train_step(m, torch.randn(2, 20, 4))
     m.write_back()

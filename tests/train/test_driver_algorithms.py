@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition model")
 
-from kaldi_avg.dist import ALGORITHMS  # noqa: E402
+from kaldi_avg.parallel import ALGORITHMS  # noqa: E402
 from kaldi_avg.kaldi.nnet3.am import read_nnet3_file  # noqa: E402
 from kaldi_avg.train.cli import main  # noqa: E402
 

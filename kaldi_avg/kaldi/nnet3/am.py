@@ -1,5 +1,5 @@
 """nnet3 model files: a raw `Nnet`, or `final.mdl` = TransitionModel + Nnet + contexts + priors
-(kaldi-interface.md 3.1, 3.3). Any of them, binary or text, is read by `read_nnet3_file`.
+(docs/kaldi-formats.md 3.1, 3.3). Any of them, binary or text, is read by `read_nnet3_file`.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Kaldi config lines (`first-word key=value ...`), as nnet3 configs and xconfig files use them.
 
-Lexical rules of `ConfigLine::ParseLine` (kaldi-interface.md 5.1): `#` starts a comment, a
+Lexical rules of `ConfigLine::ParseLine` (docs/kaldi-formats.md 5.1): `#` starts a comment, a
 value runs to the last blank before the next `key=`, quotes are allowed, the first
 occurrence of a repeated key wins, and every key must be consumed by the reader.
 """

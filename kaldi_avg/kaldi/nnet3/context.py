@@ -1,7 +1,7 @@
 """Which input frames each node needs: model left/right context (`ComputeSimpleNnetContext`).
 
 For networks whose recurrences all go through `IfDefined(Offset(...))` the answer is analytic
-(kaldi-interface.md 3.1, 3.6): a node at time t needs the `input` frames t+lo .. t+hi over
+(docs/kaldi-formats.md 3.1, 3.6): a node at time t needs the `input` frames t+lo .. t+hi over
 its non-IfDefined dependency paths. The same ranges tell the graph executor on which frames
 each node is computable.
 """

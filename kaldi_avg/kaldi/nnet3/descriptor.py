@@ -1,4 +1,4 @@
-"""nnet3 Descriptors: parse, normalize and print in Kaldi's canonical form (kaldi-interface.md 5.3).
+"""nnet3 Descriptors: parse, normalize and print in Kaldi's canonical form (docs/kaldi-formats.md 5.3).
 
 The tree classes are shared by the file format (printing node lines byte-identically with
 `nnet3-copy`), the context computation and the PyTorch graph executor.

@@ -1,5 +1,5 @@
 """The nnet3 network: nodes + components, read/written exactly as Kaldi's `Nnet::Read/Write`,
-built from config lines as `nnet3-init` does (kaldi-interface.md 3.2, 5.1-5.2, 9).
+built from config lines as `nnet3-init` does (docs/kaldi-formats.md 3.2, 5.1-5.2, 9).
 """
 from __future__ import annotations
 

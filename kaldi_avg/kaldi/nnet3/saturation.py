@@ -1,7 +1,7 @@
 """How saturated a network's sigmoid and tanh units are: the number `steps/nnet3/get_saturation.pl`
 prints for `nnet3-am-info` of a model, which Kaldi's training scripts compare with
 `--trainer.shrink-saturation-threshold` to decide on shrinkage (`should_do_shrinkage`,
-kaldi-interface.md 6.4).
+docs/kaldi-formats.md 6.4).
 
 Each sigmoid or tanh nonlinearity contributes one term, 1 - d / d_max, where d is the `mean=` that
 the Info line prints for its `deriv-avg` (the mean over units of the average derivative, to 3

@@ -1,5 +1,5 @@
 """xconfig -> nnet3 config lines, as Kaldi's `steps/nnet3/xconfig_to_configs.py` writes them
-(kaldi-interface.md 5.4-5.10). Pure text processing: the lines feed `nnet3-init`-style
+(docs/kaldi-formats.md 5.4-5.10). Pure text processing: the lines feed `nnet3-init`-style
 network building elsewhere.
 
     layers = parse_xconfig(substitute(text, {"NUM_PDFS": 42}), "network.xconfig")

@@ -1,5 +1,5 @@
 """Input, output, affine and affine+nonlinearity layers (Kaldi's `xconfig/basic_layers.py`;
-kaldi-interface.md 5.5, 5.9). Line formats, including their doubled and trailing blanks,
+docs/kaldi-formats.md 5.5, 5.9). Line formats, including their doubled and trailing blanks,
 follow Kaldi's generator character for character.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Descriptors as xconfig files write them (kaldi-interface.md 5.4).
+"""Descriptors as xconfig files write them (docs/kaldi-formats.md 5.4).
 
 xconfig extends the nnet3 grammar (`nnet3/descriptor.py`) with `[-k]` (the k-th previous
 layer), `name@k` (= Offset(name, k)), a bare integer k (= Offset(previous layer, k); 0 = the

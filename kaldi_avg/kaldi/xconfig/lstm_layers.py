@@ -1,4 +1,4 @@
-"""LSTM layers (Kaldi's `xconfig/lstm.py`; kaldi-interface.md 5.6-5.8): `fast-lstm-layer` and
+"""LSTM layers (Kaldi's `xconfig/lstm.py`; docs/kaldi-formats.md 5.6-5.8): `fast-lstm-layer` and
 `fast-lstmp-layer` (one LstmNonlinearityComponent), `lstm-layer` and `lstmp-layer` (separate
 gate components), each with a `-batchnorm-` variant where Kaldi has one. Lines, comment
 lines included, follow Kaldi's generator character for character.
@@ -72,7 +72,7 @@ class _ProjectedMixin:
         c = self.config
         if c["recurrent-projection-dim"] <= 0:
             # Kaldi's default cell-dim/4 is a float under Python 3 ("input-dim=56.0"), which
-            # nnet3-init rejects (kaldi-interface.md pitfall 22), so it must be explicit.
+            # nnet3-init rejects (docs/kaldi-formats.md pitfall 22), so it must be explicit.
             raise self.error(f"recurrent-projection-dim= must be given as a positive integer "
                              f"(Kaldi's default cell-dim/4 = {c['cell-dim'] / 4} is fractional "
                              f"under Python 3 and nnet3-init rejects it)")

@@ -1,5 +1,5 @@
 """Lexical level of xconfig files: one layer per line, `layer-type key=value ...`
-(kaldi-interface.md 5.4; Kaldi's `xconfig/utils.py` `parse_config_line`).
+(docs/kaldi-formats.md 5.4; Kaldi's `xconfig/utils.py` `parse_config_line`).
 
 xconfig's rules differ from nnet3 config lines (`nnet3/config.py`): only a fixed character
 set is allowed, strings containing `=` are double-quoted (single quotes are rejected), runs of

@@ -1,5 +1,5 @@
 """Layers -> init/ref/final config lines, and the config directory that Kaldi's
-`steps/nnet3/xconfig_to_configs.py` writes (kaldi-interface.md 5.4).
+`steps/nnet3/xconfig_to_configs.py` writes (docs/kaldi-formats.md 5.4).
 
 `vars` (model contexts) and `*.raw` need the built network and are written by its builder.
 """

@@ -1,4 +1,4 @@
-"""Affine and linear components (kaldi-interface.md 4.3-4.6): y = W x (+ b), W is out x in."""
+"""Affine and linear components (docs/kaldi-formats.md 4.3-4.6): y = W x (+ b), W is out x in."""
 from __future__ import annotations
 
 import math

@@ -2,7 +2,7 @@
 
 Every component class lists its fields in Kaldi's on-disk order (`FIELDS`); the generic reader
 and writer below turn that table into exactly what Kaldi's `Read`/`Write` produce and accept
-(kaldi-interface.md section 4), so each type's token order is written down once. A field is
+(docs/kaldi-formats.md section 4), so each type's token order is written down once. A field is
 either always written, written only when Kaldi would (pitfall 6), or legacy: accepted on read
 for old models and never written.
 """

@@ -1,4 +1,4 @@
-"""Element-wise nonlinearities sharing Kaldi's NonlinearComponent layout (kaldi-interface.md 4.2).
+"""Element-wise nonlinearities sharing Kaldi's NonlinearComponent layout (docs/kaldi-formats.md 4.2).
 
 The statistics are diagnostics (and drive self-repair and, through steps/nnet3/get_saturation.pl,
 shrinkage in Kaldi training); they are kept exactly as read: averages (ValueAvg, DerivAvg,

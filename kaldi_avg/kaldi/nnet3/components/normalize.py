@@ -1,4 +1,4 @@
-"""NormalizeComponent and BatchNormComponent (kaldi-interface.md 4.9, 4.10)."""
+"""NormalizeComponent and BatchNormComponent (docs/kaldi-formats.md 4.9, 4.10)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Components of xconfig's fast LSTM layers (kaldi-interface.md 4.7, 4.8, 5.6, 5.7):
+"""Components of xconfig's fast LSTM layers (docs/kaldi-formats.md 4.7, 4.8, 5.6, 5.7):
 the LSTM cell nonlinearity, the recurrence truncation/decay, and the per-frame dropout mask."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-element scales and offsets, fixed and trainable (kaldi-interface.md 4.12, 4.13, 4.16)."""
+"""Per-element scales and offsets, fixed and trainable (docs/kaldi-formats.md 4.12, 4.13, 4.16)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Identity-like and structural components (kaldi-interface.md 4.11, 4.14, 4.15, 4.17)."""
+"""Identity-like and structural components (docs/kaldi-formats.md 4.11, 4.14, 4.15, 4.17)."""
 from __future__ import annotations
 
 import numpy as np

@@ -41,7 +41,7 @@ def _all_options() -> dict[str, tuple[Option, list[str]]]:
 def add_algorithm_options(parser: argparse.ArgumentParser) -> None:
     """Add `--averaging.algorithm`, `--averaging.period-frames`, `--averaging.seed` and every
     algorithm's own options (`--averaging.<name>`) to `parser`."""
-    group = parser.add_argument_group("distributed training algorithm (kaldi_avg.dist)")
+    group = parser.add_argument_group("distributed training algorithm (kaldi_avg.parallel)")
     group.add_argument("--averaging.algorithm", dest=_PREFIX + "algorithm", default="ma",
                        choices=sorted(ALGORITHMS), help="the distributed training algorithm")
     group.add_argument("--averaging.period-frames", dest=_PREFIX + "period_frames", type=period_frames,

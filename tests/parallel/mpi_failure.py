@@ -1,4 +1,4 @@
-"""A 2-rank job in which rank 1 fails: `mpiexec -n 2 python tests/dist/mpi_failure.py MODE`.
+"""A 2-rank job in which rank 1 fails: `mpiexec -n 2 python tests/parallel/mpi_failure.py MODE`.
 
 Rank 0 keeps averaging; at step 20 rank 1 raises (MODE=exception), exits without a word (exit),
 is killed by a signal (kill) or hangs with its threads alive (hang). The test expects every rank to
@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from kaldi_avg.dist import ExitMonitor, Watchdog, failure_guard, make_communicator  # noqa: E402
+from kaldi_avg.parallel import ExitMonitor, Watchdog, failure_guard, make_communicator  # noqa: E402
 
 
 def fail(mode: str) -> None:

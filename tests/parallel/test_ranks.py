@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kaldi_avg.dist import run_ranks
+from kaldi_avg.parallel import run_ranks
 
 from .mpi_checks import CHECKS
 

@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from kaldi_avg.dist import InProcessGroup
-from kaldi_avg.dist.comm import CommTimeout
-from kaldi_avg.dist.gossip import (GossipThread, PartnerChooser, gossip_partners, is_active, ring_neighbours,
+from kaldi_avg.parallel import InProcessGroup
+from kaldi_avg.parallel.comm import CommTimeout
+from kaldi_avg.parallel.gossip import (GossipThread, PartnerChooser, gossip_partners, is_active, ring_neighbours,
                                    round_matching)
 
 

@@ -5,9 +5,9 @@ import argparse
 
 import pytest
 
-from kaldi_avg.dist import (ALGORITHMS, MANUAL, LocalCommunicator, Option, add_algorithm_options,
+from kaldi_avg.parallel import (ALGORITHMS, MANUAL, LocalCommunicator, Option, add_algorithm_options,
                             build_algorithm, make_algorithm)
-from kaldi_avg.dist import registry
+from kaldi_avg.parallel import registry
 
 
 def parse(*argv):
@@ -65,7 +65,7 @@ def test_training_docs_list_every_algorithm_and_option():
     """docs/training.md is the user's reference for --averaging.*: nothing may be missing from it."""
     import os
 
-    from kaldi_avg.dist.registry import ALGORITHMS, _all_options
+    from kaldi_avg.parallel.registry import ALGORITHMS, _all_options
     path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "training.md")
     text = open(path).read()
     for name in ALGORITHMS:

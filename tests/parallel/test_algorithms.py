@@ -6,10 +6,10 @@ import copy
 import pytest
 import torch
 
-from kaldi_avg.dist import (ALGORITHMS, CostModel, LocalCommunicator, Replica, Simulator, StepTime, make_algorithm,
+from kaldi_avg.parallel import (ALGORITHMS, CostModel, LocalCommunicator, Replica, Simulator, StepTime, make_algorithm,
                             run_ranks)
-from kaldi_avg.dist.averaging import average_accepted, frame_weighted_mean, mean, select_best
-from kaldi_avg.dist.ssgd import plan_buckets
+from kaldi_avg.parallel.averaging import average_accepted, frame_weighted_mean, mean, select_best
+from kaldi_avg.parallel.ssgd import plan_buckets
 
 from .problems import (RegressionLearner, batch, drive, drive_units, make_model, simulate_lockstep,
                        train_single_process)

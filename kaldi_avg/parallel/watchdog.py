@@ -51,7 +51,7 @@ class ExitMonitor:
     Normal interpreter exit says goodbye by itself (atexit); `close()` does it earlier."""
 
     def __init__(self, comm: Communicator) -> None:
-        self.who = f"kaldi_avg.dist: rank {comm.rank}/{comm.size} (pid {os.getpid()} on {socket.gethostname()})"
+        self.who = f"kaldi_avg.parallel: rank {comm.rank}/{comm.size} (pid {os.getpid()} on {socket.gethostname()})"
         # Its own session: the launcher's clean-up of our process group must not silence it.
         self._process = subprocess.Popen([sys.executable, "-c", _MONITOR, self.who], stdin=subprocess.PIPE,
                                          text=True, start_new_session=True)
@@ -71,7 +71,7 @@ def leave_report(report_path: str | None, trace: str, message: str) -> None:
     kill this one at any moment, and the launcher may not forward what was printed."""
     if report_path is not None:
         with open(report_path, "w") as report:
-            report.write(f"{trace}kaldi_avg.dist: {message}\n")
+            report.write(f"{trace}kaldi_avg.parallel: {message}\n")
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kaldi_avg.dist import FlatParams, LocalCommunicator, Replica, make_algorithm
+from kaldi_avg.parallel import FlatParams, LocalCommunicator, Replica, make_algorithm
 
 N_FEATURES = 5
 
@@ -72,7 +72,7 @@ def train_single_process(workers: int, steps: int, batch_size: int | list[int] =
 
 
 def drive(algorithm, learners, steps: int) -> None:
-    """Set up, then the driver's loop (see kaldi_avg.dist.base) for `steps` steps."""
+    """Set up, then the driver's loop (see kaldi_avg.parallel.base) for `steps` steps."""
     algorithm.setup([learner.replica for learner in learners])
     drive_units(algorithm, learners, steps)
 

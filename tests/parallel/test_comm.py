@@ -8,14 +8,14 @@ import time
 import pytest
 import torch
 
-from kaldi_avg.dist import (FlatParams, InProcessGroup, LocalCommunicator, Watchdog, common_step_count,
+from kaldi_avg.parallel import (FlatParams, InProcessGroup, LocalCommunicator, Watchdog, common_step_count,
                             failure_guard, make_communicator, optimizer_state_tensors, run_ranks)
-from kaldi_avg.dist.comm import CommAborted, CommTimeout
-from kaldi_avg.dist.flat import parameter_offsets
+from kaldi_avg.parallel.comm import CommAborted, CommTimeout
+from kaldi_avg.parallel.flat import parameter_offsets
 
 
 def test_importing_the_package_does_not_import_mpi4py():
-    assert "kaldi_avg.dist.mpi_backend" not in sys.modules or "mpi4py" in sys.modules
+    assert "kaldi_avg.parallel.mpi_backend" not in sys.modules or "mpi4py" in sys.modules
 
 
 def test_local_communicator_is_an_identity():

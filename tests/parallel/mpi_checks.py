@@ -1,4 +1,4 @@
-"""Oracle checks on real ranks: run as `mpiexec -n 2 python tests/dist/mpi_checks.py mpi|torch`.
+"""Oracle checks on real ranks: run as `mpiexec -n 2 python tests/parallel/mpi_checks.py mpi|torch`.
 
 Every rank runs every check; rank 0 prints "ok <check>" for each. Each real run is compared with the
 same algorithm simulated in this process (N logical workers), which must give the same numbers.
@@ -13,9 +13,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from kaldi_avg.dist import Replica, Watchdog, failure_guard, make_algorithm, make_communicator  # noqa: E402
-from kaldi_avg.dist.averaging import average_accepted, select_best  # noqa: E402
-from tests.dist.problems import (RegressionLearner, drive, simulate_lockstep,  # noqa: E402
+from kaldi_avg.parallel import Replica, Watchdog, failure_guard, make_algorithm, make_communicator  # noqa: E402
+from kaldi_avg.parallel.averaging import average_accepted, select_best  # noqa: E402
+from tests.parallel.problems import (RegressionLearner, drive, simulate_lockstep,  # noqa: E402
                                  train_single_process)
 
 STEPS = 12

@@ -212,7 +212,7 @@ class Communicator(abc.ABC):
 
     def abort(self, message: str) -> NoReturn:
         """Print `message` and end every rank of the job with a non-zero status."""
-        print(f"kaldi_avg.dist: {message}", file=sys.stderr, flush=True)
+        print(f"kaldi_avg.parallel: {message}", file=sys.stderr, flush=True)
         self._abort()
         os._exit(1)
 
