@@ -195,11 +195,11 @@ def test_main_use_case_matches_spec_5_5_and_5_7():
 def test_fast_lstmp_comment_lines_are_kaldis():
     text = substitute(MAIN_XCONFIG, {"NUM_PDFS": 42})
     final = lines_of(text)
-    start = final.index("##  Begin LTSM layer 'fastlstm1'")
+    start = final.index("##  Begin LSTM layer 'fastlstm1'")
     end = final.index("### End LSTM Layer 'fastlstm1'")
     comments = [line for line in final[start:end + 1] if line.startswith("#")]
     assert comments == [
-        "##  Begin LTSM layer 'fastlstm1'",
+        "##  Begin LSTM layer 'fastlstm1'",
         "# Gate control: contains W_i, W_f, W_c and W_o matrices as blocks.",
         "# The core LSTM nonlinearity, implemented as a single component.",
         "# Input = (i_part, f_part, c_part, o_part, c_{t-1}), output = (c_t, m_t)",
@@ -326,7 +326,7 @@ def test_lstm_layer_differs_from_lstmp_as_kaldi_prints_it():
             "output-layer name=output dim=3\n")
     final = lines_of(text)
     pes = " max-change=0.75 param-mean=0.0 param-stddev=1.0  l2-regularize=0.01 "
-    assert final[1] == "### Begin LTSM layer 'L'"
+    assert final[1] == "### Begin LSTM layer 'L'"
     assert final[3] == ("component name=L.W_i.xr type=NaturalGradientAffineComponent input-dim=7 "
                         "output-dim=4  max-change=0.75  l2-regularize=0.01 ")
     assert final[5] == f"component name=L.w_i.c type=NaturalGradientPerElementScaleComponent dim=4 {pes} "
@@ -336,7 +336,7 @@ def test_lstm_layer_differs_from_lstmp_as_kaldi_prints_it():
         "component name=L.r type=BackpropTruncationComponent dim=4 clipping-threshold=30.0 "
         "zeroing-threshold=15.0 zeroing-interval=20 recurrence-interval=1 scale=1.0",
         "component-node name=L.r_t component=L.r input=L.m_t",
-        "### End LTSM layer 'L'",
+        "### End LSTM layer 'L'",
         "component name=output.affine type=NaturalGradientAffineComponent input-dim=4 "
         "output-dim=3  max-change=1.5 param-stddev=0.0 bias-stddev=0.0"]
     assert "component-node name=output.affine component=output.affine input=L.m_t" in final
@@ -416,7 +416,7 @@ def test_batchnorm_variants_of_lstm_layers_change_the_output_node():
         assert final[i + 1] == (f"component-node name={name}.{node}_batchnorm "
                                 f"component={name}.{node}_batchnorm input={name}.{node}")
     assert "input=Append(a.m_batchnorm, IfDefined(Offset(b.r_trunc, -1)))" in final[final.index(
-        "###  Nodes for the components above.", final.index("##  Begin LTSM layer 'b'")) + 1]
+        "###  Nodes for the components above.", final.index("##  Begin LSTM layer 'b'")) + 1]
     assert "component-node name=output.affine component=output.affine input=c.rp_t_batchnorm" in final
 
 

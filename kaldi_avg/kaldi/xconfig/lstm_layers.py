@@ -108,7 +108,7 @@ class FastLstmLayer(_RecurrentLayer):
 
     def config_lines(self):
         n, C, d = self.name, self.config["cell-dim"], self.config["delay"]
-        lines = [f"### Begin LTSM layer '{n}'",
+        lines = [f"### Begin LSTM layer '{n}'",
                  *_fused_gates(self, recurrent_dim=C),
                  f"component name={n}.lstm_nonlin type=LstmNonlinearityComponent cell-dim={C} "
                  f"{self.config['lstm-nonlinearity-options']} {self.l2_option()}",
@@ -127,7 +127,7 @@ class FastLstmLayer(_RecurrentLayer):
                  f"dim={C}"]
         if self.batchnorm:
             lines += _batchnorm(n, "m", C)
-        lines.append(f"### End LTSM layer '{n}'")
+        lines.append(f"### End LSTM layer '{n}'")
         return ref_and_final(lines)
 
 
@@ -152,7 +152,7 @@ class FastLstmpLayer(_ProjectedMixin, _RecurrentLayer):
         R, P = self.projection_dims
         affine, l2 = c["ng-affine-options"], self.l2_option()
         use_dropout = "true" if self.dropout else "false"
-        lines = [f"##  Begin LTSM layer '{n}'",
+        lines = [f"##  Begin LSTM layer '{n}'",
                  *_fused_gates(self, recurrent_dim=R),
                  f"component name={n}.lstm_nonlin type=LstmNonlinearityComponent cell-dim={C} "
                  f"use-dropout={use_dropout} {c['lstm-nonlinearity-options']} {l2}",
@@ -266,7 +266,7 @@ class _GateLayer(_RecurrentLayer):
                     f"{before}dim={C} {pes} {l2}{after}")
 
         diagonal = "# note : the cell outputs pass through a diagonal matrix"
-        lines = [f"### Begin LTSM layer '{n}'"] if self.begin_comment else []
+        lines = [f"### Begin LSTM layer '{n}'"] if self.begin_comment else []
         lines += ["# Input gate control : W_i* matrices", gate_affine("i"),
                   diagonal, peephole("i"),
                   "# Forget gate control : W_f* matrices", gate_affine("f"),
@@ -342,7 +342,7 @@ class LstmLayer(_GateLayer):
             f"component name={n}.r type=BackpropTruncationComponent dim={C} "
             f"{self.truncation_options()}",
             f"component-node name={n}.r_t component={n}.r input={n}.m_t",
-            f"### End LTSM layer '{n}'"])
+            f"### End LSTM layer '{n}'"])
 
 
 class LstmpLayer(_ProjectedMixin, _GateLayer):
