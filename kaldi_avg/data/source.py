@@ -5,23 +5,32 @@ what comes back.  Checks that need no feature I/O run once, up front (`screen_ut
 the rest run when an utterance is loaded (`load_utterance`).  Tolerances follow
 `nnet3-get-egs`: targets may differ from the feature length by `targets_length_tolerance`
 frames (missing frames get weight 0), i-vector rows x period by `ivector_length_tolerance`.
+Features that cannot be read (a corrupt archive entry that the start-up header check of
+`kaldi_avg.data.checks` could not see) are skipped as `unreadable`, with a warning naming the
+entry.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from ..kaldi.alignment import TARGETS_LENGTH_TOLERANCE
+from ..kaldi.binary import KaldiFormatError
 from .chunking import ChunkConfig
 from .report import DataError, SkipReport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class UtteranceSource:
     """`load_features(utt) -> (T, feat_dim) float32`, `targets[utt] -> (T,) pdf ids`,
     optional `load_ivector(utt) -> (rows, ivector_dim)` with one row per `ivector_period`
-    frames.  The loaders raise KeyError for an unknown utterance."""
+    frames.  The loaders raise KeyError for an unknown utterance, KaldiFormatError for an
+    unreadable one."""
 
     lengths: Mapping[str, int]
     load_features: Callable[[str], np.ndarray]
@@ -31,7 +40,7 @@ class UtteranceSource:
     ivector_dim: int = 0
     ivector_period: int = 1
     num_pdfs: int | None = None
-    targets_length_tolerance: int = 2
+    targets_length_tolerance: int = TARGETS_LENGTH_TOLERANCE
     ivector_length_tolerance: int = 100
 
     def __post_init__(self):
@@ -81,6 +90,10 @@ def load_utterance(source: UtteranceSource, utt: str,
         features = np.asarray(source.load_features(utt), dtype=np.float32)
     except KeyError:
         raise DataError(utt, "the feature loader does not know it") from None
+    except KaldiFormatError as e:
+        if report.add("unreadable", utt, expected):
+            log.warning("skipping utterance %r: %s", utt, e)
+        return None
     if features.ndim != 2 or features.shape[0] != expected:
         raise DataError(utt, f"features have shape {features.shape}, but the utterance list "
                              f"says {expected} frames")

@@ -9,6 +9,7 @@ import os
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -70,6 +71,16 @@ def read_alignments(ali_dir: str, trans_model: TransitionModel | None = None) ->
 
 
 MAX_EXAMPLES = 5
+# nnet3-get-egs --targets-length-tolerance (default 2; steps/nnet3/get_egs.sh does not set it):
+# src/nnet3bin/nnet3-get-egs.cc, UtteranceSplitter::LengthsMatch in src/nnet3/nnet-example-utils.cc.
+TARGETS_LENGTH_TOLERANCE = 2
+
+
+class SkipSink(Protocol):
+    """Where dropped utterances are recorded: `kaldi_avg.data.SkipReport` (reasons
+    `missing_targets`, `target_length_mismatch`)."""
+
+    def add(self, reason: str, key: str, frames: int = 0) -> object: ...
 
 
 @dataclass
@@ -81,6 +92,7 @@ class AlignmentMatchReport:
     num_unused_alignments: int = 0  # alignments for utterances that are not in the data
     no_alignment_examples: list[str] = field(default_factory=list)
     length_mismatch_examples: list[str] = field(default_factory=list)  # "utt (feats F, ali A)"
+    num_length_tolerated: int = 0  # kept although their length differs (within the tolerance)
 
     def __add__(self, other: "AlignmentMatchReport") -> "AlignmentMatchReport":
         return AlignmentMatchReport(
@@ -89,7 +101,8 @@ class AlignmentMatchReport:
             self.num_length_mismatch + other.num_length_mismatch,
             self.num_unused_alignments + other.num_unused_alignments,
             (self.no_alignment_examples + other.no_alignment_examples)[:MAX_EXAMPLES],
-            (self.length_mismatch_examples + other.length_mismatch_examples)[:MAX_EXAMPLES])
+            (self.length_mismatch_examples + other.length_mismatch_examples)[:MAX_EXAMPLES],
+            self.num_length_tolerated + other.num_length_tolerated)
 
     @classmethod
     def merge(cls, reports: Iterable["AlignmentMatchReport"]) -> "AlignmentMatchReport":
@@ -101,6 +114,8 @@ class AlignmentMatchReport:
 
     def summary(self) -> str:
         parts = [f"{self.num_matched} utterances with alignments"]
+        if self.num_length_tolerated:
+            parts.append(f"{self.num_length_tolerated} of them within the length tolerance")
         if self.num_no_alignment:
             parts.append(f"{self.num_no_alignment} skipped without alignment "
                          f"(e.g. {', '.join(self.no_alignment_examples)})")
@@ -112,12 +127,17 @@ class AlignmentMatchReport:
         return "; ".join(parts)
 
 
-def match_alignments(num_frames_by_utt: Mapping[str, int], pdfs_by_utt: Mapping[str, np.ndarray]
+def match_alignments(num_frames_by_utt: Mapping[str, int], pdfs_by_utt: Mapping[str, np.ndarray],
+                     skipped: SkipSink | None = None,
+                     length_tolerance: int = TARGETS_LENGTH_TOLERANCE
                      ) -> tuple[dict[str, np.ndarray], AlignmentMatchReport]:
-    """Keeps the utterances whose alignment length equals their frame count.
+    """Keeps the utterances whose alignment length is within `length_tolerance` frames of
+    their frame count, as nnet3-get-egs does (a shorter alignment leaves the last frames
+    unlabelled, weight 0; a longer one's extra labels are never used).
 
-    Returns `{utt: pdfs}` in the order of `num_frames_by_utt`, and a report counting the
-    utterances dropped for having no alignment or a different length.
+    Returns `{utt: pdfs}` (unchanged, in the order of `num_frames_by_utt`) and a report of
+    the counts; each dropped utterance is also recorded in `skipped` with its frame count,
+    under `missing_targets` or `target_length_mismatch`.
     """
     matched: dict[str, np.ndarray] = {}
     report = AlignmentMatchReport()
@@ -127,11 +147,16 @@ def match_alignments(num_frames_by_utt: Mapping[str, int], pdfs_by_utt: Mapping[
             report.num_no_alignment += 1
             if len(report.no_alignment_examples) < MAX_EXAMPLES:
                 report.no_alignment_examples.append(utt)
-        elif len(pdfs) != frames:
+            if skipped is not None:
+                skipped.add("missing_targets", utt, frames)
+        elif abs(len(pdfs) - frames) > length_tolerance:
             report.num_length_mismatch += 1
             if len(report.length_mismatch_examples) < MAX_EXAMPLES:
                 report.length_mismatch_examples.append(f"{utt} (feats {frames}, ali {len(pdfs)})")
+            if skipped is not None:
+                skipped.add("target_length_mismatch", utt, frames)
         else:
+            report.num_length_tolerated += len(pdfs) != frames
             matched[utt] = pdfs
     report.num_matched = len(matched)
     report.num_unused_alignments = sum(1 for utt in pdfs_by_utt if utt not in num_frames_by_utt)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kaldi_avg.data import SkipReport
 from kaldi_avg.kaldi.alignment import (AlignmentMatchReport, alignment_archives, match_alignments,
                                        pdf_counts, read_alignments)
 from kaldi_avg.kaldi.binary import BINARY_HEADER, KaldiFormatError, KaldiReader
@@ -95,19 +96,39 @@ def test_duplicate_utterance_and_bad_transition_id(ali_dir):
 
 
 def test_match_alignments_counts_and_merges():
-    pdfs = {"a": np.zeros(5, np.int32), "b": np.zeros(3, np.int32), "extra": np.zeros(1, np.int32)}
+    pdfs = {"a": np.zeros(5, np.int32), "b": np.zeros(1, np.int32), "extra": np.zeros(1, np.int32)}
     frames = {"a": 5, "b": 4, "c": 7}
     matched, report = match_alignments(frames, pdfs)
     assert list(matched) == ["a"]
     assert (report.num_matched, report.num_no_alignment, report.num_length_mismatch,
             report.num_unused_alignments, report.num_dropped) == (1, 1, 1, 1, 2)
     assert report.summary() == ("1 utterances with alignments; 1 skipped without alignment (e.g. c); "
-                                "1 skipped for a length mismatch (e.g. b (feats 4, ali 3)); "
+                                "1 skipped for a length mismatch (e.g. b (feats 4, ali 1)); "
                                 "1 alignments for utterances not in the data")
     _, other = match_alignments({f"x{i}": 1 for i in range(7)}, {})
     total = AlignmentMatchReport.merge([report, other])
     assert (total.num_matched, total.num_no_alignment, total.num_length_mismatch) == (1, 8, 1)
     assert total.no_alignment_examples == ["c", "x0", "x1", "x2", "x3"]
+
+
+def test_match_alignments_applies_nnet3_get_egs_tolerance():
+    """|alignment - frames| <= 2 is kept unchanged (nnet3-get-egs --targets-length-tolerance=2);
+    beyond it the utterance is dropped and recorded once in the SkipReport."""
+    frames = {"short1": 50, "long2": 50, "short3": 50, "long3": 50, "none": 40}
+    pdfs = {"short1": np.zeros(49, np.int32), "long2": np.zeros(52, np.int32),
+            "short3": np.zeros(47, np.int32), "long3": np.zeros(53, np.int32)}
+    skipped = SkipReport()
+    matched, report = match_alignments(frames, pdfs, skipped)
+    assert list(matched) == ["short1", "long2"] and len(matched["long2"]) == 52
+    assert (report.num_matched, report.num_length_tolerated, report.num_length_mismatch,
+            report.num_no_alignment) == (2, 2, 2, 1)
+    assert "2 of them within the length tolerance" in report.summary()
+    assert skipped.skipped == {"target_length_mismatch": {"short3": 50, "long3": 50},
+                               "missing_targets": {"none": 40}}
+    match_alignments(frames, pdfs, skipped)  # a second pass (e.g. a resumed run) adds nothing
+    assert skipped.total() == 3
+    exact, _ = match_alignments(frames, pdfs, length_tolerance=0)
+    assert list(exact) == []
 
 
 def test_pdf_counts():
