@@ -9,7 +9,10 @@ its argument does not exist, so recurrent state starts from zero.
 Execution: nodes outside recurrent loops are computed for all their frames in one batched
 call; the nodes of a recurrent loop (a strongly connected component of the node graph) are
 stepped frame by frame, with the parts of their inputs that come from outside the loop
-precomputed for all frames (for affine components, including the matrix product).
+precomputed for all frames (for affine components, including the matrix product). A loop
+whose recurrences read the future (IfDefined(Offset(x, +d)), a BLSTM's backward layers) is
+stepped from its last computable frame down, its state zero beyond that frame; one loop
+cannot read both past and future.
 
 Natural gradient: a component's natural-gradient update is computed once per forward/backward
 computation from all rows it saw (every frame of a recurrent loop included, frames before
@@ -95,9 +98,15 @@ def _strongly_connected(names: list[str], deps: dict[str, list[str]]) -> list[li
 
 @dataclass
 class _Loop:
-    """A recurrent strongly connected component, stepped frame by frame."""
+    """A recurrent strongly connected component, stepped frame by frame: forward in time when
+    its recurrences read the past (Offset < 0, LSTM delay=-d), backward in time when they read
+    the future (Offset > 0, the backward layers of a BLSTM)."""
     members: list[str]  # in within-frame evaluation order
     offsets: set[int] = field(default_factory=set)
+
+    @property
+    def backward(self) -> bool:
+        return max(self.offsets) > 0
 
 
 class NnetModule(nn.Module):
@@ -140,15 +149,16 @@ class NnetModule(nn.Module):
             if len(comp) == 1 and not internal:
                 order.append(comp[0])
                 continue
-            if any(k > 0 for _, _, k in internal):
-                raise ConfigError(f"recurrence with a positive time offset among {sorted(comp)}: backward "
-                                  "recurrences are not supported by kaldi-avg")
+            offsets = {k for _, _, k in internal}
+            if min(offsets) < 0 < max(offsets):
+                raise ConfigError(f"recurrence among {sorted(comp)} reads both past and future frames "
+                                  f"(offsets {sorted(offsets)}): it cannot be stepped in either direction")
             # Within one frame, members depend on each other only through offset-0 references.
             same_frame = {m: [d for mm, d, k in internal if mm == m and k == 0] for m in comp}
             within = [c[0] for c in _strongly_connected(sorted(comp), same_frame)]
             if len(within) != len(comp):
                 raise ConfigError(f"nodes {sorted(comp)} depend on each other at the same frame")
-            order.append(_Loop(within, {k for _, _, k in internal}))
+            order.append(_Loop(within, offsets))
         return order
 
     def op(self, component_name: str) -> ComponentOp:
@@ -215,25 +225,7 @@ class NnetModule(nn.Module):
         for item in reversed(self._order):
             members = item.members if isinstance(item, _Loop) else [item]
             if isinstance(item, _Loop):
-                # A loop runs from where it becomes computable. Members that read only the
-                # recurrence (IfDefined) are computable anywhere; they start with the loop.
-                start = min((comp[m][0] for m in members if comp[m][0] > -INF), default=-INF)
-                if start == -INF:
-                    raise ConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
-                first = {m: max(comp[m][0], start) for m in members}
-                for m in members:
-                    if need[m][0] <= need[m][1]:
-                        need[m] = (first[m], need[m][1])
-                changed = True
-                while changed:
-                    changed = False
-                    for m in members:
-                        lo, hi = need[m]
-                        if lo > hi:
-                            continue
-                        for dep, k, _ in self._deps[m]:
-                            if dep in members:
-                                changed |= add(dep, first[dep], hi + k)
+                self._extend_to_loop_start(item, comp, need, add)
             for m in members:
                 lo, hi = need[m]
                 if lo > hi:
@@ -241,6 +233,40 @@ class NnetModule(nn.Module):
                 for dep, k, _ in self._deps[m]:
                     add(dep, lo + k, hi + k)
         return need
+
+    def _extend_to_loop_start(self, loop: _Loop, comp: dict[str, Range], need: dict[str, Range], add) -> None:
+        """A loop member's value at a frame depends on every frame from where the loop starts:
+        the first frame where it is computable, or for a backward loop the last, since beyond
+        it IfDefined gives zero state (docs/kaldi-formats.md 3.5). Members that read only the
+        recurrence (IfDefined) are computable anywhere; they start with the loop."""
+        members = loop.members
+        if loop.backward:
+            end = max((comp[m][1] for m in members if comp[m][1] < INF), default=INF)
+            if end == INF:
+                raise ConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
+            start = {m: min(comp[m][1], end) for m in members}
+        else:
+            first = min((comp[m][0] for m in members if comp[m][0] > -INF), default=-INF)
+            if first == -INF:
+                raise ConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
+            start = {m: max(comp[m][0], first) for m in members}
+
+        def from_start(m: str, lo: int, hi: int) -> Range:
+            return (lo, start[m]) if loop.backward else (start[m], hi)
+
+        for m in members:
+            if need[m][0] <= need[m][1]:
+                need[m] = from_start(m, *need[m])
+        changed = True
+        while changed:
+            changed = False
+            for m in members:
+                lo, hi = need[m]
+                if lo > hi:
+                    continue
+                for dep, k, _ in self._deps[m]:
+                    if dep in members:
+                        changed |= add(dep, *from_start(dep, lo + k, hi + k))
 
     # -- evaluation ---------------------------------------------------------------------
     def forward(self, feats: torch.Tensor, left_context: int, num_frames: int,
@@ -371,19 +397,19 @@ class _Eval:
         if not members:
             return
         inside = set(loop.members)
-        steps: dict[str, list[torch.Tensor]] = {m: [] for m in members}
-        start = {m: self.need[m][0] for m in members}
+        steps: dict[str, dict[int, torch.Tensor]] = {m: {} for m in members}  # node -> frame -> (N, dim)
         plans = {m: self._step_plan(m, inside) for m in members}
-        lo = min(start.values())
+        lo = min(self.need[m][0] for m in members)
         hi = max(self.need[m][1] for m in members)
-        for t in range(lo, hi + 1):
+        for t in (range(hi, lo - 1, -1) if loop.backward else range(lo, hi + 1)):
             with torch.set_grad_enabled(torch.is_grad_enabled() and
                                         (self.min_deriv_time is None or t >= self.min_deriv_time)):
                 for m in members:
-                    if start[m] <= t <= self.need[m][1]:
-                        steps[m].append(plans[m](t, steps, start))
+                    if self.need[m][0] <= t <= self.need[m][1]:
+                        steps[m][t] = plans[m](t, steps)
         for m in members:
-            self.vals[m] = (torch.stack(steps[m], dim=1), start[m])
+            first, last = self.need[m]
+            self.vals[m] = (torch.stack([steps[m][t] for t in range(first, last + 1)], dim=1), first)
 
     def _step_plan(self, name: str, inside: set[str]):
         """A function computing node `name` at one frame t -> (N, dim)."""
@@ -393,9 +419,9 @@ class _Eval:
             a, b = node.dim_offset, node.dim_offset + node.dim
             src = node.input_node
             if src in inside:
-                return lambda t, steps, start: steps[src][t - start[src]][:, a:b]
+                return lambda t, steps: steps[src][t][:, a:b]
             full = self.slice(src, lo, hi)[..., a:b]
-            return lambda t, steps, start: full[:, t - lo]
+            return lambda t, steps: full[:, t - lo]
         parts = list(node.input.args) if isinstance(node.input, Append) else [node.input]
         is_internal = [any(r in inside for r, _, _ in _refs(p)) for p in parts]
         dims = [self.dim(p) for p in parts]
@@ -403,8 +429,8 @@ class _Eval:
         ext_parts = [p for p, i in zip(parts, is_internal) if not i]
         ext = self.descriptor(Append(tuple(ext_parts)), lo, hi) if ext_parts else None
 
-        def internal_values(t, steps, start):
-            return [self._step_value(p, t, steps, start, inside) for p, i in zip(parts, is_internal) if i]
+        def internal_values(t, steps):
+            return [self._step_value(p, t, steps, inside) for p, i in zip(parts, is_internal) if i]
 
         if op is not None and op.type_name in AFFINE_TYPES + ("LinearComponent",):
             W = op.param("linear_params")
@@ -423,8 +449,8 @@ class _Eval:
             # component's column order: `order` undoes the (ext, internal) concatenation.
             order = torch.argsort(torch.tensor(ext_idx + int_idx, device=self.device)) if ng is not None else None
 
-            def affine_step(t, steps, start):
-                x = torch.cat(internal_values(t, steps, start), dim=-1)
+            def affine_step(t, steps):
+                x = torch.cat(internal_values(t, steps), dim=-1)
                 base = pre[:, t - lo] if ext is not None else pre
                 y = base + torch.nn.functional.linear(x, W_int)
                 if ng is not None and y.requires_grad:
@@ -433,8 +459,8 @@ class _Eval:
                 return y
             return affine_step
 
-        def generic_step(t, steps, start):
-            ints = iter(internal_values(t, steps, start))
+        def generic_step(t, steps):
+            ints = iter(internal_values(t, steps))
             off, pieces = 0, []
             for d_, i in zip(dims, is_internal):
                 if i:
@@ -448,35 +474,36 @@ class _Eval:
             return op(x, torch.tensor([t], device=self.device))
         return generic_step
 
-    def _step_value(self, d: Descriptor, t: int, steps, start, inside) -> torch.Tensor:
+    def _step_value(self, d: Descriptor, t: int, steps, inside) -> torch.Tensor:
         if isinstance(d, NodeRef):
             if d.name in inside:
-                i = t - start.get(d.name, INF)
-                if 0 <= i < len(steps.get(d.name, ())):
-                    return steps[d.name][i]
+                # Stepping in the loop's direction, a frame not computed yet lies beyond the
+                # loop's start: undefined there.
+                if t in steps.get(d.name, {}):
+                    return steps[d.name][t]
                 raise _Undefined(d.name)
             v, s = self.vals[d.name]
             if s != -INF and not (s <= t < s + v.shape[1]):
                 raise _Undefined(d.name)
             return v[:, 0 if s == -INF else t - s]
         if isinstance(d, Offset):
-            return self._step_value(d.arg, t + d.t, steps, start, inside)
+            return self._step_value(d.arg, t + d.t, steps, inside)
         if isinstance(d, IfDefined):
             try:
-                return self._step_value(d.arg, t, steps, start, inside)
+                return self._step_value(d.arg, t, steps, inside)
             except _Undefined:
                 return torch.zeros(self.N, self.dim(d.arg), dtype=self.dtype, device=self.device)
         if isinstance(d, Append):
-            return torch.cat([self._step_value(a, t, steps, start, inside) for a in d.args], dim=-1)
+            return torch.cat([self._step_value(a, t, steps, inside) for a in d.args], dim=-1)
         if isinstance(d, Sum):
-            return (self._step_value(d.a, t, steps, start, inside)
-                    + self._step_value(d.b, t, steps, start, inside))
+            return (self._step_value(d.a, t, steps, inside)
+                    + self._step_value(d.b, t, steps, inside))
         if isinstance(d, Scale):
-            return d.scale * self._step_value(d.arg, t, steps, start, inside)
+            return d.scale * self._step_value(d.arg, t, steps, inside)
         if isinstance(d, Const):
             return torch.full((self.N, d.dim), d.value, dtype=self.dtype, device=self.device)
         if isinstance(d, ReplaceIndex):
-            return self._step_value(d.arg, 0, steps, start, inside)
+            return self._step_value(d.arg, 0, steps, inside)
         raise ConfigError(f"descriptor {d} is not supported by kaldi-avg")
 
 

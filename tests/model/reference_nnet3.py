@@ -3,11 +3,17 @@
 It evaluates node values one (node, frame) at a time with memoization, straight from the
 definitions in docs/kaldi-formats.md 3.5 and 4 (computability, IfDefined, the component
 equations), sharing no code with `kaldi_avg.model`. One sequence, one chunk.
+
+It knows nothing of recurrence directions: it sweeps the frames of the chunk forward and
+backward in turn, computing every (node, frame) whose inputs are known, until all are (a
+forward LSTM resolves in a forward sweep, a backward one in a backward sweep). Frames outside
+the chunk are computed on demand; they are undefined wherever they need the input.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from kaldi_avg.kaldi.nnet3.context import model_context
 from kaldi_avg.kaldi.nnet3.descriptor import (Append, Const, IfDefined, NodeRef, Offset, ReplaceIndex, Scale,
                                               Sum, descriptor_dim)
 from kaldi_avg.kaldi.nnet3.nnet import ComponentNode, DimRangeNode, InputNode, Nnet, OutputNode
@@ -65,14 +71,23 @@ def _test_mode_mask(c) -> np.ndarray:
     return np.full(c.dim, 1.0 - p)
 
 
+class _NotYet(Exception):
+    """A (node, frame) of the chunk that no sweep has computed yet."""
+
+
 class ReferenceNnet3:
     def __init__(self, nnet: Nnet, feats: np.ndarray, first_frame: int, ivector=None):
         self.nnet, self.feats, self.first, self.ivector = nnet, feats, first_frame, ivector
         self.memo: dict[tuple[str, int], np.ndarray | None] = {}
 
+    def _in_chunk(self, t: int) -> bool:
+        return self.first <= t < self.first + len(self.feats)
+
     def value(self, name: str, t: int):
         key = (name, t)
         if key not in self.memo:
+            if self._in_chunk(t) and not isinstance(self.nnet.node(name), InputNode):
+                raise _NotYet(key)
             self.memo[key] = self._compute(name, t)
         return self.memo[key]
 
@@ -123,11 +138,35 @@ class ReferenceNnet3:
             return v
         raise TypeError(d)
 
+    def _sweep(self, frames) -> bool:
+        """Computes what can be computed, frame by frame in the given order; whether anything was."""
+        progress = False
+        for t in frames:
+            grew = True
+            while grew:   # nodes of one frame, in whatever order they are listed
+                grew = False
+                for node in self.nnet.nodes:
+                    key = (node.name, t)
+                    if key in self.memo:
+                        continue
+                    try:
+                        self.memo[key] = self._compute(node.name, t)
+                    except _NotYet:
+                        continue
+                    grew = progress = True
+        return progress
+
+    def _compute_chunk(self) -> None:
+        frames = list(range(self.first, self.first + len(self.feats)))
+        keys = [(node.name, t) for t in frames for node in self.nnet.nodes]
+        forward = True
+        while not all(k in self.memo for k in keys):
+            if not self._sweep(frames if forward else frames[::-1]):
+                raise RuntimeError("no (node, frame) became computable: a cycle without IfDefined?")
+            forward = not forward
+
     def outputs(self, frames) -> np.ndarray:
-        # Sweep all nodes in increasing time first so recurrences memoize instead of recursing deeply.
-        for t in range(self.first, self.first + len(self.feats)):
-            for node in self.nnet.nodes:
-                self.value(node.name, t)
+        self._compute_chunk()
         rows = []
         for t in frames:
             v = self.value("output", t)
@@ -135,3 +174,24 @@ class ReferenceNnet3:
                 raise ValueError(f"output not computable at frame {t}")
             rows.append(v)
         return np.stack(rows)
+
+
+def reference_chunked(nnet: Nnet, feats: np.ndarray, opts, ivector=None) -> np.ndarray:
+    """nnet3-compute's chunking (docs/kaldi-formats.md 3.5, Kaldi's
+    src/nnet3/nnet-am-decodable-simple.cc `EnsureFrameIsComputed`) over the naive evaluator:
+    each chunk of `opts.frames_per_chunk` output frames is computed on its own from input frames
+    first - (model left + extra left) .. last + (model right + extra right), the first chunk's
+    extra left replaced by `extra_left_context_initial` and the last's extra right by
+    `extra_right_context_final` where >= 0, frames outside the utterance repeating its ends."""
+    left, right = model_context(nnet)
+    T, rows = len(feats), []
+    for s in range(0, T, opts.frames_per_chunk):
+        n = min(opts.frames_per_chunk, T - s)
+        extra_left = opts.extra_left_context_initial if s == 0 and opts.extra_left_context_initial >= 0 \
+            else opts.extra_left_context
+        extra_right = opts.extra_right_context_final if s + n == T and opts.extra_right_context_final >= 0 \
+            else opts.extra_right_context
+        lo, hi = s - left - extra_left, s + n - 1 + right + extra_right
+        idx = np.clip(np.arange(lo, hi + 1), 0, T - 1)
+        rows.append(ReferenceNnet3(nnet, feats[idx], lo, ivector).outputs(range(s, s + n)))
+    return np.concatenate(rows)

@@ -9,25 +9,12 @@ from kaldi_avg.model.compute import ChunkOptions, compute_utterance, compute_utt
 from kaldi_avg.model.graph import NnetModule
 
 from .networks import randomized, spec_5_10_config
-from .reference_nnet3 import ReferenceNnet3
+from .reference_nnet3 import reference_chunked
 
 
 @pytest.fixture(scope="module")
 def nnet():
     return randomized(Nnet.from_config(spec_5_10_config()))
-
-
-def reference_chunked(nnet, feats, opts: ChunkOptions):
-    left, right = model_context(nnet)
-    T, rows = len(feats), []
-    for s in range(0, T, opts.frames_per_chunk):
-        n = min(opts.frames_per_chunk, T - s)
-        el = opts.extra_left_context_initial if s == 0 and opts.extra_left_context_initial >= 0 \
-            else opts.extra_left_context
-        lo, hi = s - left - el, s + n - 1 + right
-        idx = np.clip(np.arange(lo, hi + 1), 0, T - 1)
-        rows.append(ReferenceNnet3(nnet, feats[idx], lo).outputs(range(s, s + n)))
-    return np.concatenate(rows)
 
 
 def test_context_of_spec_network(nnet):
@@ -112,11 +99,4 @@ def test_xconfig_layer_zoo_equals_reference():
     ivector = rng.normal(size=5).astype(np.float32)
     opts = ChunkOptions(frames_per_chunk=6, extra_left_context=2)
     got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
-    left, right = model_context(nnet)
-    rows = []
-    for s in range(0, len(feats), 6):
-        n = min(6, len(feats) - s)
-        lo, hi = s - left - 2, s + n - 1 + right
-        idx = np.clip(np.arange(lo, hi + 1), 0, len(feats) - 1)
-        rows.append(ReferenceNnet3(nnet, feats[idx], lo, ivector).outputs(range(s, s + n)))
-    assert np.abs(got - np.concatenate(rows)).max() < 1e-5
+    assert np.abs(got - reference_chunked(nnet, feats, opts, ivector)).max() < 1e-5
