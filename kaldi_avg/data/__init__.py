@@ -11,21 +11,25 @@ Typical use by a rank (job j of iteration i):
         for mb in batches: ...   # checkpoint: stream.state_dict(after=mb)
 """
 from .archives import ArchivePlan, archive_for_job, num_archives, plan_archives, select_heldout
+from .checks import (InputError, ScpCheck, check_alignments, check_features, check_matrix_scp,
+                     check_minibatches, check_tree)
 from .chunking import Chunk, ChunkConfig, chunks_for_utterance, parse_chunk_widths, split_utterance
 from .collate import Minibatch, collate
 from .diagnostics import DiagnosticSet
 from .merging import MinibatchSizeRule, halve_minibatch_size, merge_into_minibatches
 from .prefetch import Prefetcher
-from .report import REASONS, DataError, SkipReport
+from .report import REASON_INFO, REASONS, DataError, SkipReport
 from .source import LoadedUtterance, UtteranceSource, load_utterance, screen_utterances
 from .stream import MinibatchStream, plan_minibatches
 
 __all__ = [
     "ArchivePlan", "archive_for_job", "num_archives", "plan_archives", "select_heldout",
+    "InputError", "ScpCheck", "check_alignments", "check_features", "check_matrix_scp",
+    "check_minibatches", "check_tree",
     "Chunk", "ChunkConfig", "chunks_for_utterance", "parse_chunk_widths", "split_utterance",
     "Minibatch", "collate", "DiagnosticSet",
     "MinibatchSizeRule", "halve_minibatch_size", "merge_into_minibatches",
-    "Prefetcher", "REASONS", "DataError", "SkipReport",
+    "Prefetcher", "REASON_INFO", "REASONS", "DataError", "SkipReport",
     "LoadedUtterance", "UtteranceSource", "load_utterance", "screen_utterances",
     "MinibatchStream", "plan_minibatches",
 ]

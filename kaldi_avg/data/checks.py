@@ -1,0 +1,235 @@
+"""Start-up checks of the training inputs, run once on rank 0 before anything is trained.
+
+Each check is cheap (no feature matrix is decoded) and raises `InputError`, a one-line message
+naming the file and the utterance, so that a truncated archive, a wrong feature dimension or a
+tree from another system stops the run at once instead of hours later.
+
+* scp entries (docs/kaldi-formats.md 1.5, 1.6, 1.8): the archive opens, the offset lies in it,
+  the object there is a binary matrix (`FM`, `DM`, `CM`, `CM2`, `CM3`) whose data fits in the
+  file, and its dimension is the expected one.  Row/column ranges (`ark:off[a:b]`) are checked
+  against the header.  Pipes (`cmd |`, `-`) are not run (that would compute every feature);
+  text-mode entries are not parsed; both are counted in the result as not checked.
+* alignments (2.4, 8.4): every transition-id within the transition model; the `tree` parses
+  and has the transition model's number of pdfs (2.5, 2.6).
+* minibatches (6.1): every archive holds at least one full minibatch of chunks.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from kaldiio.matio import read_token
+
+from ..kaldi.alignment import read_alignments
+from ..kaldi.binary import BINARY_HEADER, KaldiFormatError
+from ..kaldi.tables import _is_pipe, _parse_range, _split_rxfilename, read_script
+from ..kaldi.transition import TransitionModel
+from ..kaldi.tree import read_tree_num_pdfs
+from .merging import MinibatchSizeRule
+
+
+class InputError(ValueError):
+    """Training input that fails a start-up check; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ScpCheck:
+    """What `check_matrix_scp` looked at: entries whose header was checked, and the rest."""
+    path: str
+    num_checked: int
+    num_pipes: int = 0   # `cmd |` or `-`: not run
+    num_text: int = 0    # text-mode objects: not parsed
+    cols: int | None = None  # the columns of every checked entry
+
+    def summary(self) -> str:
+        skipped = [f"{n} {what} not checked" for n, what in ((self.num_pipes, "pipe entries"),
+                                                              (self.num_text, "text entries")) if n]
+        return f"{self.path}: {self.num_checked} entries checked" + "".join(f", {s}" for s in skipped)
+
+
+# Bytes after the token: FM/DM: int32 rows and cols with size bytes; CM*: a raw 16-byte header.
+_FULL = {"FM": 4, "DM": 8}
+_COMPRESSED = {"CM", "CM2", "CM3"}
+
+
+def _data_bytes(token: str, rows: int, cols: int) -> int:
+    """Bytes of matrix data after the header (`src/matrix/compressed-matrix.cc` DataSize)."""
+    if token in _FULL:
+        return rows * cols * _FULL[token]
+    if token == "CM":  # per-column headers (four uint16) + one byte per element
+        return cols * 8 + rows * cols
+    return rows * cols * (2 if token == "CM2" else 1)
+
+
+def _read_matrix_header(f) -> tuple[str, int, int, int] | None:
+    """(token, rows, cols, header bytes read) of the binary matrix at the stream position, or
+    None for a text-mode object; KaldiFormatError if it is neither."""
+    start = f.tell()
+    marker = f.read(2)
+    if marker != BINARY_HEADER:
+        if marker[:1].isspace() or marker[:1] == b"[":
+            return None
+        raise KaldiFormatError(f"expected a Kaldi object (\\0B or text), got {marker!r}")
+    token = read_token(f)
+    if token in _FULL:
+        raw = f.read(10)
+        if len(raw) < 10 or raw[0] != 4 or raw[5] != 4:
+            raise KaldiFormatError(f"{token} matrix header is truncated or corrupt")
+        rows, cols = struct.unpack("<i", raw[1:5])[0], struct.unpack("<i", raw[6:10])[0]
+    elif token in _COMPRESSED:
+        raw = f.read(16)
+        if len(raw) < 16:
+            raise KaldiFormatError(f"{token} matrix header is truncated")
+        rows, cols = struct.unpack("<ii", raw[8:16])
+    else:
+        raise KaldiFormatError(f"expected a matrix (FM, DM, CM, CM2 or CM3), got {token!r}")
+    if rows < 0 or cols < 0:
+        raise KaldiFormatError(f"{token} matrix header says {rows}x{cols}")
+    return token, rows, cols, f.tell() - start
+
+
+class _OpenArchives:
+    """Archives opened once each (an scp points into few files many times)."""
+
+    def __init__(self):
+        self.files: dict[str, tuple[object, int]] = {}
+
+    def get(self, path: str):
+        if path not in self.files:
+            f = open(path, "rb")
+            self.files[path] = (f, os.fstat(f.fileno()).st_size)
+        return self.files[path]
+
+    def close(self) -> None:
+        for f, _ in self.files.values():
+            f.close()
+
+
+def _entry_shape(archives: _OpenArchives, rx: str) -> tuple[int, int] | None:
+    """(rows, cols) of the matrix `rx` points at, after its range; None for a text object."""
+    path, offset, rng = _split_rxfilename(rx)
+    try:
+        f, size = archives.get(path)
+    except OSError as e:
+        raise KaldiFormatError(f"cannot open {path}: {e.strerror}") from None
+    offset = offset or 0
+    if offset >= size:
+        raise KaldiFormatError(f"offset {offset} is beyond the end of {path} ({size} bytes)")
+    f.seek(offset)
+    header = _read_matrix_header(f)
+    if header is None:
+        return None
+    token, rows, cols, header_bytes = header
+    end = offset + header_bytes + _data_bytes(token, rows, cols)
+    if end > size:
+        raise KaldiFormatError(f"{rows}x{cols} {token} matrix at {path}:{offset} needs {end} bytes, "
+                               f"the file has {size} (truncated archive?)")
+    if rng is None:
+        return rows, cols
+    row_range, col_range = _parse_range(rng, (rows, cols), rx)
+    return row_range.stop - row_range.start, col_range.stop - col_range.start
+
+
+def check_matrix_scp(scp_path: str, expected_cols: int | None = None, what: str = "utterance",
+                     expected_by: str = "the network's input") -> ScpCheck:
+    """Checks every entry of a matrix scp (feats.scp, cmvn.scp) by its header alone.
+
+    Raises InputError for an empty or malformed scp, an entry that cannot be opened or is
+    truncated, or (when `expected_cols` is given) a column count other than `expected_cols`:
+    "data/train/feats.scp: utterance X has dim 65, the network's input expects 40".  Without
+    `expected_cols`, all checked entries must agree with the first.
+    """
+    try:
+        entries = read_script(scp_path)
+    except KaldiFormatError as e:
+        raise InputError(str(e)) from None
+    if not entries:
+        raise InputError(f"{scp_path} is empty")
+    counts = {"checked": 0, "pipes": 0, "text": 0}
+    archives = _OpenArchives()
+    try:
+        for key, rx in entries:
+            shape = _checked_shape(archives, scp_path, what, key, rx, counts)
+            if shape is None:
+                continue
+            if expected_cols is None:
+                expected_cols = shape[1]
+                expected_by = f"{what} {key}"
+            if shape[1] != expected_cols:
+                raise InputError(f"{scp_path}: {what} {key} has dim {shape[1]}, "
+                                 f"{expected_by} expects {expected_cols}")
+    finally:
+        archives.close()
+    return ScpCheck(scp_path, counts["checked"], counts["pipes"], counts["text"],
+                    expected_cols if counts["checked"] else None)
+
+
+def _checked_shape(archives: _OpenArchives, scp_path: str, what: str, key: str, rx: str,
+                   counts: dict[str, int]) -> tuple[int, int] | None:
+    if _is_pipe(rx) or rx.strip() == "-":
+        counts["pipes"] += 1
+        return None
+    try:
+        shape = _entry_shape(archives, rx)
+    except KaldiFormatError as e:
+        raise InputError(f"{scp_path}: {what} {key} ({rx}): {e}") from None
+    counts["text" if shape is None else "checked"] += 1
+    return shape
+
+
+def check_features(feats_scp: str, input_dim: int, cmvn_scp: str | None = None) -> list[ScpCheck]:
+    """feats.scp against the network's input dim, and cmvn.scp (if given) against it: each
+    CMVN entry is a 2 x (dim + 1) statistics matrix (docs/kaldi-formats.md 8.3)."""
+    checks = [check_matrix_scp(feats_scp, input_dim)]
+    if cmvn_scp is not None:
+        checks.append(check_matrix_scp(cmvn_scp, input_dim + 1, what="entry",
+                                       expected_by=f"features of dim {input_dim}"))
+    return checks
+
+
+def check_alignments(ali_dir: str, trans_model: TransitionModel,
+                     tree_path: str | None = None) -> dict[str, np.ndarray]:
+    """Reads the alignments (every transition-id must be in the transition model) and checks
+    that the tree (default `<ali_dir>/tree`) parses and has the transition model's number of
+    pdfs.  Returns the per-frame pdf-ids by utterance, as `read_alignments`."""
+    check_tree(tree_path or os.path.join(ali_dir, "tree"), trans_model,
+               os.path.join(ali_dir, "final.mdl"))
+    try:
+        return read_alignments(ali_dir, trans_model)
+    except KaldiFormatError as e:
+        raise InputError(str(e)) from None
+
+
+def check_tree(tree_path: str, trans_model: TransitionModel, model_path: str = "the transition model") -> int:
+    """The tree's number of pdfs, which must equal the transition model's."""
+    try:
+        num_pdfs = read_tree_num_pdfs(tree_path)
+    except OSError as e:
+        raise InputError(f"{tree_path}: cannot read the tree: {e.strerror}") from None
+    except KaldiFormatError as e:
+        raise InputError(f"{tree_path}: not a Kaldi tree: {str(e).removeprefix(tree_path + ': ')}") from None
+    if num_pdfs != trans_model.num_pdfs:
+        raise InputError(f"{tree_path}: the tree has {num_pdfs} pdfs but {model_path} has "
+                         f"{trans_model.num_pdfs} (tree and model from different systems?)")
+    return num_pdfs
+
+
+def check_minibatches(archive_frames: Sequence[int] | Mapping[int, int], chunk_width: int,
+                      num_chunk_per_minibatch: str, eg_size: int = 0) -> None:
+    """Every archive must give at least one minibatch: its chunks (frames // chunk_width)
+    must reach the smallest size `--trainer.rnn.num-chunk-per-minibatch` allows at the end of
+    input (nnet3-merge-egs discards the rest; docs/kaldi-formats.md 6.1).  `eg_size` picks
+    the rule of a per-size string ("64=32/256=16"); the archives are numbered from 1."""
+    rule = MinibatchSizeRule.parse(num_chunk_per_minibatch)
+    items = archive_frames.items() if isinstance(archive_frames, Mapping) else enumerate(archive_frames, 1)
+    for archive, frames in items:
+        chunks = frames // chunk_width
+        if rule.size_for(eg_size, chunks, input_ended=True) == 0:
+            raise InputError(
+                f"archive {archive}: {frames} frames make {chunks} chunks of {chunk_width} frames, "
+                f"too few for one minibatch of --trainer.rnn.num-chunk-per-minibatch="
+                f"{num_chunk_per_minibatch}: raise --trainer.samples-per-iter or lower "
+                f"--trainer.rnn.num-chunk-per-minibatch")
