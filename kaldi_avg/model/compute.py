@@ -1,11 +1,13 @@
-"""`nnet3-compute` semantics: an utterance in independent chunks (docs/kaldi-formats.md 3.4-3.5).
+"""`nnet3-compute` semantics: an utterance in independent chunks (docs/kaldi-formats.md 3.4-3.5,
+7.1; Kaldi's src/nnet3/nnet-am-decodable-simple.cc `EnsureFrameIsComputed`).
 
-Each chunk of `frames_per_chunk` output frames is its own computation whose recurrent state
-starts from zero `extra_left_context` frames before the chunk (the first chunk uses
-`extra_left_context_initial` when that is >= 0, the last `extra_right_context_final`);
-frames outside the utterance repeat the first/last frame. Chunks of equal shape, of one
-utterance or of many, are batched along the sequence axis, which changes nothing since they
-are independent.
+Each chunk of `frames_per_chunk` output frames is its own computation on the input frames from
+model left + `extra_left_context` before it to model right + `extra_right_context` after it:
+forward recurrences start from zero state at its first input frame, backward ones (BLSTMs) at
+its last. The first chunk uses `extra_left_context_initial` and the last
+`extra_right_context_final` instead where those are >= 0; frames outside the utterance repeat
+the first/last frame. Chunks of equal shape, of one utterance or of many, are batched along
+the sequence axis, which changes nothing since they are independent.
 """
 from __future__ import annotations
 
