@@ -3,7 +3,10 @@
 For networks whose recurrences all go through `IfDefined(Offset(...))` the answer is analytic
 (docs/kaldi-formats.md 3.1, 3.6): a node at time t needs the `input` frames t+lo .. t+hi over
 its non-IfDefined dependency paths. The same ranges tell the graph executor on which frames
-each node is computable.
+each node is computable. A recurrence adds no context in either direction: Kaldi's
+`ComputeSimpleNnetContext` (src/nnet3/nnet-utils.cc) counts IfDefined inputs as always
+computable, so a BLSTM's backward layers (IfDefined(Offset(x, +d))) leave the right context at
+that of its splicing and output delay; decoders give them more with --extra-right-context.
 """
 from __future__ import annotations
 
