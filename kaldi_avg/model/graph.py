@@ -270,7 +270,14 @@ class NnetModule(nn.Module):
 
     # -- evaluation ---------------------------------------------------------------------
     def forward(self, feats: torch.Tensor, left_context: int, num_frames: int,
-                ivectors: torch.Tensor | None = None, min_deriv_time: int | None = None) -> torch.Tensor:
+                ivectors: torch.Tensor | None = None, min_deriv_time: int | None = None,
+                max_deriv_time: int | None = None) -> torch.Tensor:
+        """`min_deriv_time`/`max_deriv_time`: nnet3-train's --optimization.min-deriv-time and
+        max-deriv-time (train_rnn.py: -(deriv_truncate_margin + model left context) and
+        num_frames - 1 + deriv_truncate_margin + model right context, the latter given to
+        nnet3-train as --optimization.max-deriv-time-relative); recurrent loops propagate no
+        derivative through frames outside them, forward loops before the one, backward loops
+        (BLSTMs trained with --egs.chunk-right-context) after the other."""
         N, T_in, _ = feats.shape
         t0, t1 = -left_context, T_in - left_context - 1
         out_range = (0, num_frames - 1)
@@ -288,7 +295,7 @@ class NnetModule(nn.Module):
                 if ivectors is None:
                     raise ValueError(f"the network has an input node {node.name!r}; pass ivectors")
                 vals[node.name] = (ivectors.unsqueeze(1), -INF)  # time-invariant
-        ctx = _Eval(self, vals, need, feats, min_deriv_time)
+        ctx = _Eval(self, vals, need, feats, min_deriv_time, max_deriv_time)
         ng_ops = [op for op in self.ops.values() if op.has_natural_gradient]
         for op in ng_ops:
             op.begin_pass(min_deriv_time)
@@ -307,14 +314,15 @@ class NnetModule(nn.Module):
 class _Eval:
     """State of one forward computation."""
 
-    def __init__(self, module: NnetModule, vals, need, feats, min_deriv_time):
+    def __init__(self, module: NnetModule, vals, need, feats, min_deriv_time, max_deriv_time):
         self.m = module
         self.vals = vals
         self.need = need
         self.N = feats.shape[0]
         self.dtype = feats.dtype
         self.device = feats.device
-        self.min_deriv_time = min_deriv_time
+        self.min_deriv_time = -INF if min_deriv_time is None else min_deriv_time
+        self.max_deriv_time = INF if max_deriv_time is None else max_deriv_time
 
     def _zeros(self, T: int, dim: int) -> torch.Tensor:
         return torch.zeros(self.N, T, dim, dtype=self.dtype, device=self.device)
@@ -403,7 +411,7 @@ class _Eval:
         hi = max(self.need[m][1] for m in members)
         for t in (range(hi, lo - 1, -1) if loop.backward else range(lo, hi + 1)):
             with torch.set_grad_enabled(torch.is_grad_enabled() and
-                                        (self.min_deriv_time is None or t >= self.min_deriv_time)):
+                                        self.min_deriv_time <= t <= self.max_deriv_time):
                 for m in members:
                     if self.need[m][0] <= t <= self.need[m][1]:
                         steps[m][t] = plans[m](t, steps)

@@ -173,3 +173,20 @@ def test_spec_network_mirrored_in_time_equals_reference():
     nnet = randomized(Nnet.from_config(text))
     opts = ChunkOptions(frames_per_chunk=5, extra_left_context=2, extra_right_context=6, extra_right_context_final=0)
     assert _max_diff(nnet, 23, opts) < 1e-5
+
+
+def test_deriv_times_bound_both_directions():
+    """nnet3-train's min/max-deriv-time: no derivative reaches frames before min through the
+    forward layers or after max through the backward ones, so with splicing of +-2 the input
+    gets derivatives only on frames min-2 .. max+2 (train_rnn.py, --trainer.deriv-truncate-margin)."""
+    nnet = randomized(build_nnet(BLSTM, "blstm.xconfig", which="ref"), seed=5)
+    m = NnetModule(nnet).train()
+    feats = torch.randn(2, 30, 4, requires_grad=True)   # frames -8 .. 21; outputs 0 .. 11
+
+    def frames_with_derivatives(**deriv_times):
+        feats.grad = None
+        m(feats, left_context=8, num_frames=12, ivectors=torch.randn(2, 5), **deriv_times).sum().backward()
+        return (feats.grad.abs().sum(dim=(0, 2)) > 0).nonzero().flatten() - 8
+
+    assert frames_with_derivatives().tolist() == list(range(-8, 22))
+    assert frames_with_derivatives(min_deriv_time=-4, max_deriv_time=13).tolist() == list(range(-6, 16))
