@@ -7,7 +7,6 @@ layer: the inputs are CMVN-normalised 13-dim MFCCs, so no LDA matrix needs estim
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from ..data import (ArchivePlan, ChunkConfig, DiagnosticSet, UtteranceSource, ch
 from ..kaldi.nnet3.nnet import Nnet
 from ..kaldi.transition import read_transition_model
 from ..model.build import build_nnet, xconfig_context
+from ..train.config import RunConfig
 from ..train.driver import build_source
 from .prepare import Prepared
 
@@ -53,10 +53,9 @@ def xconfig_text(feat_dim: int, num_pdfs: int, cell_dim: int, label_delay: int =
 
 def load(prepared: Prepared, cell_dim: int, num_archives: int, srand: int = 0) -> Dataset:
     """The source from the recipe's data dir and alignments (with the recipe's CMVN)."""
-    args = argparse.Namespace(feat_dir=prepared.feat_dir, ali_dir=prepared.ali_dir, feat_cmvn_opts="",
-                              feat_online_ivector_dir=None)
+    config = RunConfig(dir="", feat_dir=prepared.feat_dir, ali_dir=prepared.ali_dir)
     trans_model = read_transition_model(f"{prepared.ali_dir}/final.mdl")
-    source, _, summary = build_source(args, trans_model)
+    source, _, summary = build_source(config, trans_model)
     return from_source(in_memory(source), cell_dim, num_archives, srand, f"{prepared.corpus}: {summary}")
 
 

@@ -31,7 +31,8 @@ import torch
 from ..data import MinibatchStream
 from ..parallel import CostModel, LocalCommunicator, Simulator, StepTime, make_algorithm
 from ..parallel.base import Algorithm
-from ..train.diagnostics import TrainLog, compute_prob
+from ..train.diagnostics import TrainLog
+from ..train.objective import compute_prob
 from ..train.learner import Learner
 from ..train.schedule import geometric_decay
 from .dataset import Dataset

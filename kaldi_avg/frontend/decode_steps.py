@@ -35,7 +35,7 @@ from .featpipe import NO_CMVN, FeatureError, SkipReport, feature_loader, read_cm
 from .gmm_model import GmmModel
 from .graph import load_graph
 from .hmm import read_tree, to_khg
-from .joblog import JobLog
+from ..kaldi.runlog import JobLog
 from .lang import read_symbol_table
 from .lattice import LatticeError, write_lattice_archive
 from .score import score_kaldi

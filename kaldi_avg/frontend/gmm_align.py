@@ -28,7 +28,7 @@ from .cliopts import parse_kaldi_args
 from .featpipe import read_cmvn_opts
 from .gmm_data import Job, load_jobs, write_alignments
 from .gmm_model import GmmModel
-from .joblog import JobLog
+from ..kaldi.runlog import JobLog
 from .lang import Lang, read_symbol_table
 
 

@@ -28,7 +28,7 @@ from .gmm_align import AlignOptions, GmmStats, align_jobs, compile_graphs, equal
 from .gmm_data import Job, load_jobs
 from .gmm_model import GmmModel
 from .hmm import khg_topology, read_topology, write_tree
-from .joblog import JobLog
+from ..kaldi.runlog import JobLog
 from .lang import Lang
 
 REALIGN_ITERS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29, 32, 35, 38)

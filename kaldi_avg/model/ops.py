@@ -43,6 +43,8 @@ NONLINEAR = {
 }
 # Components whose activation statistics (Kaldi's value/deriv stats) are accumulated in training.
 ACTIVATION_STATS_TYPES = ("SigmoidComponent", "TanhComponent", "LstmNonlinearityComponent")
+# The buffers that training accumulates in place (Kaldi's component statistics).
+STATISTICS_BUFFERS = ("stats_count", "stats_sum", "stats_sumsq", "act_value_sum", "act_value_sqsum", "act_count")
 SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | {
     "LinearComponent", "LstmNonlinearityComponent", "BackpropTruncationComponent", "ElementwiseProductComponent",
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
@@ -466,3 +468,14 @@ class _BackpropTruncation(torch.autograd.Function):
         if zero is not None:
             g = torch.where(zero, torch.zeros_like(g), g)
         return g, None, None, None, None, None, None
+
+
+def training_statistics(module: nn.Module) -> list[torch.Tensor]:
+    """Every component's statistics buffers in `module`, in a fixed order (what nnet3-average
+    averages besides the parameters)."""
+    out = []
+    for op in module.modules():
+        if isinstance(op, ComponentOp):
+            buffers = dict(op.named_buffers(recurse=False))
+            out.extend(buffers[name] for name in STATISTICS_BUFFERS if name in buffers)
+    return out

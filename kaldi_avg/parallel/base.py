@@ -223,6 +223,11 @@ class Algorithm(ABC):
                 "seed": self.seed, **self.hyperparameters}
 
     # ---- hooks -------------------------------------------------------------------------------
+    def begin_iteration(self, iteration: int, seed: int) -> None:
+        """The training driver starts iteration `iteration` (every rank, before `setup`): new partner
+        sequences from `seed`; algorithms with phases switch here (post-local SGD)."""
+        self.seed = seed
+
     def setup(self, replicas: Sequence[Replica]) -> None:
         """Bind the local replicas and make them all equal to worker 0's parameters."""
         if len(replicas) != self.n_local:
@@ -348,14 +353,15 @@ class Algorithm(ABC):
         for p in self.params:
             p.copy_(value)
 
-    def broadcast_from_worker_(self, worker: int) -> None:
-        """Every replica ← worker `worker`'s parameters."""
+    def broadcast_from_worker_(self, worker: int, field: str = "params") -> None:
+        """Every replica ← worker `worker`'s `field` buffer (its parameters, or its statistics)."""
         owner, index = divmod(worker, self.n_local)
-        source = self.params[index] if owner == self.comm.rank else torch.empty_like(self.params[0])
+        buffers = [getattr(replica, field) for replica in self.replicas]
+        source = buffers[index] if owner == self.comm.rank else torch.empty_like(buffers[0])
         if self.comm.size > 1:
             self.comm.broadcast_(source, owner)
-            self.log.record(CommEvent("broadcast", self.model_bytes, self.n_workers, True))
-        for p in self.params:
+            self.log.record(CommEvent("broadcast", source.numel() * source.element_size(), self.n_workers, True))
+        for p in buffers:
             if p is not source:
                 p.copy_(source)
 

@@ -26,35 +26,50 @@ class Replica:
     grads: torch.Tensor | None = None
     parameters: Sequence[torch.Tensor] = field(default_factory=tuple)
     optimizer_state: Callable[[], list[torch.Tensor]] | None = None
+    stats: torch.Tensor | None = None
+
+
+def _tile(tensors: Sequence[torch.Tensor], dtype: torch.dtype, device) -> torch.Tensor:
+    """One flat buffer holding `tensors`, which become views into it (in order)."""
+    flat = torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=device)
+    offset = 0
+    for t in tensors:
+        if t.dtype != dtype or t.device != flat.device:
+            raise ValueError("all tensors of one flat buffer must share one dtype and device")
+        n = t.numel()
+        flat[offset:offset + n].copy_(t.detach().reshape(-1))
+        t.data = flat[offset:offset + n].view_as(t)
+        offset += n
+    return flat
 
 
 class FlatParams:
-    """Re-points `parameters` to views of one flat `params` buffer and their grads into `grads`."""
+    """Re-points `parameters` to views of one flat `params` buffer and their grads into `grads`.
 
-    def __init__(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+    `statistics` (optional): accumulators that training updates in place besides the parameters,
+    such as Kaldi's per-unit activation statistics; they become views of one flat `stats` buffer of
+    their own dtype, so Kaldi's model averaging can average them as nnet3-average does. Fixed
+    buffers (an LDA matrix) belong to neither: training never changes them, so nothing sends them."""
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], statistics: Sequence[torch.Tensor] = ()) -> None:
         self.parameters = [p for p in parameters if p.requires_grad]
         if not self.parameters:
             raise ValueError("no trainable parameters")
         first = self.parameters[0]
-        total = sum(p.numel() for p in self.parameters)
-        self.params = torch.empty(total, dtype=first.dtype, device=first.device)
-        self.grads = torch.zeros(total, dtype=first.dtype, device=first.device)
+        self.params = _tile(self.parameters, first.dtype, first.device)
+        self.grads = torch.zeros_like(self.params)
         offset = 0
         for p in self.parameters:
-            if p.dtype != first.dtype or p.device != first.device:
-                raise ValueError("all parameters must share one dtype and device")
-            n = p.numel()
-            self.params[offset:offset + n].copy_(p.detach().reshape(-1))
-            p.data = self.params[offset:offset + n].view_as(p)
-            p.grad = self.grads[offset:offset + n].view_as(p)
-            offset += n
+            p.grad = self.grads[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        self.stats = _tile(statistics, statistics[0].dtype, statistics[0].device) if statistics else None
 
     def zero_grad(self) -> None:
         self.grads.zero_()
 
     def replica(self, optimizer: torch.optim.Optimizer | None = None) -> Replica:
         state = None if optimizer is None else (lambda: optimizer_state_tensors(optimizer))
-        return Replica(self.params, self.grads, tuple(self.parameters), state)
+        return Replica(self.params, self.grads, tuple(self.parameters), state, self.stats)
 
 
 def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -87,29 +87,39 @@ class ModelAveraging(Algorithm):
         return [o for part in self.comm.allgather_object(list(objectives)) for o in part]
 
     def select_best_(self, objectives: Sequence[float | None]) -> int:
-        """Kaldi's iteration 0: every replica ← the model of the worker with the best objective.
-        Returns that worker's index."""
+        """Kaldi's iteration 0: every replica ← the model (and statistics) of the worker with the
+        best objective. Returns that worker's index."""
         best = best_index(self._all_objectives(objectives))
-        self.broadcast_from_worker_(best)
+        for field in self._model_fields():
+            self.broadcast_from_worker_(best, field)
         self._restart_period()
         return best
 
     def average_accepted_(self, objectives: Sequence[float | None], threshold: float = 1.0) -> list[bool]:
         """Kaldi's iterations ≥ 1: every replica ← uniform average of the workers whose objective is
-        within `threshold` of the best (`get_successful_models`). Returns the acceptance mask."""
+        within `threshold` of the best (`get_successful_models`), statistics included as nnet3-average
+        averages them. Returns the acceptance mask."""
         mask = accepted_mask(self._all_objectives(objectives), threshold)
         mine = mask[self.first_worker:self.first_worker + self.n_local]
-        # Rejected models are left out of the sum, not weighted by 0: 0·NaN would poison it.
-        total = torch.zeros_like(self.params[0])
-        for p, ok in zip(self.params, mine):
-            if ok:
-                total += p
-        self.comm.allreduce_sum_(total)
-        self.log.record(CommEvent("allreduce", self.model_bytes, self.n_workers, True))
-        self.set_all_(total.div_(sum(mask)))
+        for field in self._model_fields():
+            buffers = [getattr(replica, field) for replica in self.replicas]
+            # Rejected models are left out of the sum, not weighted by 0: 0·NaN would poison it.
+            total = torch.zeros_like(buffers[0])
+            for p, ok in zip(buffers, mine):
+                if ok:
+                    total += p
+            self.comm.allreduce_sum_(total)
+            self.log.record(CommEvent("allreduce", total.numel() * total.element_size(), self.n_workers, True))
+            total.div_(sum(mask))
+            for p in buffers:
+                p.copy_(total)
         self.apply_optimizer_state_policy(self.optimizer_state_policy)
         self._restart_period()
         return mask
+
+    def _model_fields(self) -> tuple[str, ...]:
+        """The replica buffers a Kaldi model average covers: parameters, and statistics if kept."""
+        return ("params", "stats") if self.replicas[0].stats is not None else ("params",)
 
     # ---- resume ------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

@@ -52,6 +52,13 @@ class PostLocalSGD(Algorithm):
             self.ssgd.setup(self.replicas)
         self.ma.replicas = self.replicas   # already equal: bind without another broadcast
 
+    def begin_iteration(self, iteration: int, seed: int) -> None:
+        """Without --averaging.warmup-frames, Lin et al.'s switch at the first learning-rate decay:
+        the driver's iteration 1."""
+        super().begin_iteration(iteration, seed)
+        if self.warmup_frames is None and iteration >= 1:
+            self.local_phase = True
+
     def start_local_phase(self) -> None:
         """Switch to local SGD now (call on every rank at the same step)."""
         self.local_phase = True

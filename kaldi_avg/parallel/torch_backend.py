@@ -57,7 +57,7 @@ def _rendezvous(rank: int, size: int) -> tuple[str, int]:
 class _StoreHeartbeats(HeartbeatChannel):
     """Heartbeats as store keys: `post` overwrites dest's slot for us, `drain` reads ours from source."""
 
-    def __init__(self, store: parallel.Store, prefix: str, rank: int) -> None:
+    def __init__(self, store: dist.Store, prefix: str, rank: int) -> None:
         self._store, self._prefix, self._rank = store, prefix, rank
         self._sequence = 0
         self._seen: dict[int, int] = {}
@@ -84,7 +84,7 @@ class TorchDistCommunicator(Communicator):
     """`size` ranks joined through the store at `store_address`, under `prefix`."""
 
     def __init__(self, store_address: tuple[str, int], rank: int, size: int, timeout: datetime.timedelta,
-                 prefix: str = "kaldi_avg/world", use_nccl: bool = False, store: parallel.Store | None = None) -> None:
+                 prefix: str = "kaldi_avg/world", use_nccl: bool = False, store: dist.Store | None = None) -> None:
         super().__init__(rank, size)
         self._store_address = store_address
         self._store = store if store is not None else self._connect()
@@ -92,10 +92,10 @@ class TorchDistCommunicator(Communicator):
         self._prefix = prefix
         self._use_nccl = use_nccl
         self._children = 0
-        self._pg = parallel.ProcessGroupGloo(parallel.PrefixStore(f"{prefix}/gloo/", self._store), rank, size, timeout)
+        self._pg = dist.ProcessGroupGloo(dist.PrefixStore(f"{prefix}/gloo/", self._store), rank, size, timeout)
         self._nccl = None
         if use_nccl:
-            self._nccl = parallel.ProcessGroupNCCL(parallel.PrefixStore(f"{prefix}/nccl/", self._store), rank, size)
+            self._nccl = dist.ProcessGroupNCCL(dist.PrefixStore(f"{prefix}/nccl/", self._store), rank, size)
 
     @classmethod
     def init(cls, backend: str | None = None, timeout_s: float = 300.0) -> "TorchDistCommunicator":
@@ -103,7 +103,7 @@ class TorchDistCommunicator(Communicator):
         rank, size = rank_and_size_from_environment()
         host, port = _rendezvous(rank, size)
         timeout = datetime.timedelta(seconds=timeout_s)
-        store = parallel.TCPStore(host, port, size, is_master=rank == 0, timeout=timeout)
+        store = dist.TCPStore(host, port, size, is_master=rank == 0, timeout=timeout)
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend not in ("gloo", "nccl"):
@@ -112,9 +112,9 @@ class TorchDistCommunicator(Communicator):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank % max(1, torch.cuda.device_count()))))
         return cls((host, port), rank, size, timeout, use_nccl=backend == "nccl", store=store)
 
-    def _connect(self) -> parallel.Store:
+    def _connect(self) -> dist.Store:
         host, port = self._store_address
-        return parallel.TCPStore(host, port, is_master=False, wait_for_workers=False)
+        return dist.TCPStore(host, port, is_master=False, wait_for_workers=False)
 
     # ---- tensors on the right side of the wire -----------------------------------------------
     @staticmethod
@@ -137,15 +137,15 @@ class TorchDistCommunicator(Communicator):
     def _iallreduce_sum_(self, t: torch.Tensor):
         group = self._collective_group(t)
         buf, back = (t, None) if group is self._nccl else self._on_host(t)
-        opts = parallel.AllreduceOptions()
-        opts.reduceOp = parallel.ReduceOp.SUM
+        opts = dist.AllreduceOptions()
+        opts.reduceOp = dist.ReduceOp.SUM
         work = group.allreduce([buf], opts)
         return work.wait, back
 
     def _broadcast_(self, t: torch.Tensor, root: int) -> None:
         group = self._collective_group(t)
         buf, back = (t, None) if group is self._nccl else self._on_host(t)
-        opts = parallel.BroadcastOptions()
+        opts = dist.BroadcastOptions()
         opts.rootRank, opts.rootTensor = root, 0
         group.broadcast([buf], opts).wait()
         if back:

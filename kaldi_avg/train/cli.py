@@ -10,7 +10,9 @@ import os
 import sys
 
 from ..parallel import ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
-from .driver import get_parser, run
+from .config import ConfigError
+from .driver import run
+from .options import get_parser
 
 # Set by mpiexec (MPICH/hydra, srun --mpi=pmi2), Open MPI's mpirun, and srun job steps.
 _LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
@@ -28,6 +30,14 @@ def failure_report_path(exp_dir: str, rank: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
+    try:
+        return run_rank(args)
+    except ConfigError as e:   # a misconfiguration: one line, no traceback
+        print(f"train_rnn.py: error: {e}", file=sys.stderr)
+        return 1
+
+
+def run_rank(args) -> int:
     comm = make_communicator(args.mpi_backend) if launched_by_mpi() else LocalCommunicator()
     if comm.size == 1:
         return run(0, 1, args, comm)

@@ -11,11 +11,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
+import torch
 
 from ..model.graph import NnetModule
-from .diagnostics import compute_prob
-from .optim import flatten_state, load_flat_state
+from ..model.ops import training_statistics
+from ..parallel import FlatParams
+from .objective import compute_prob
 
 
 @dataclass
@@ -32,28 +33,43 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
         raise ValueError("nothing to combine")
     batches = list(batches)
     target = modules[0]
-    flats = [flatten_state(m) for m in modules]
-    K = len(flats)
+    flats = [FlatParams(m.parameters(), training_statistics(m)) for m in modules]
+    vectors = [_model_vector(f) for f in flats]   # float64: averages of up to K models are exact
+    K = len(vectors)
     every = max(1, math.ceil(K / max_objective_evaluations))
-    running = flats[0].copy()
+    running = vectors[0].clone()
     best_n, best_objf = 1, compute_prob(target, batches).objf_per_frame
     evaluations = [(1, best_objf)]
     if log:
         log(f"Combining {K} models; objective of the newest model is {best_objf:g}")
-    best_flat = flats[0]
+    best_vector = vectors[0]
     for n in range(2, K + 1):
-        running += flats[n - 1]
+        running += vectors[n - 1]
         if (n - 1) % every and n != K:
             continue
         avg = running / n
-        load_flat_state(target, avg)
+        _load_model_vector(flats[0], avg)
         objf = compute_prob(target, batches).objf_per_frame
         evaluations.append((n, objf))
         if log:
             log(f"Average of the newest {n} models: objective {objf:g}")
         if objf > best_objf:
-            best_n, best_objf, best_flat = n, objf, avg
-    load_flat_state(target, np.asarray(best_flat))
+            best_n, best_objf, best_vector = n, objf, avg
+    _load_model_vector(flats[0], best_vector)
     if log:
         log(f"Combination chose the average of the newest {best_n} model(s), objective {best_objf:g}")
     return target, CombineResult(best_n, best_objf, evaluations)
+
+
+def _model_vector(flat: FlatParams) -> torch.Tensor:
+    """Parameters and statistics of one model as one float64 vector (what nnet3-combine averages)."""
+    parts = [flat.params.double()] + ([flat.stats.double()] if flat.stats is not None else [])
+    return torch.cat(parts)
+
+
+def _load_model_vector(flat: FlatParams, vector: torch.Tensor) -> None:
+    n = flat.params.numel()
+    with torch.no_grad():
+        flat.params.copy_(vector[:n])
+        if flat.stats is not None:
+            flat.stats.copy_(vector[n:])

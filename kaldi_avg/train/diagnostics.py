@@ -1,4 +1,4 @@
-"""Objective/accuracy computation and Kaldi's log formats (docs/kaldi-formats.md 6.9).
+"""Kaldi's training log formats (docs/kaldi-formats.md 6.9).
 
 * `log/compute_prob_{valid,train}.<iter>.log` with nnet3-compute-prob's PrintTotalStats lines;
 * `log/train.<iter>.<job>.log` with nnet3-train's phase lines, the final "Overall average
@@ -12,65 +12,15 @@ import glob
 import os
 import re
 import time
-from dataclasses import dataclass
-from typing import Iterable
 
-import torch
+from ..kaldi.runlog import write_run_log
+from .objective import ProbStats
 
 VERSION = "kaldi-avg"
 PROB_RE = re.compile(r".*compute_prob_.*\.([0-9]+).log:LOG .nnet3.*compute-prob.*:PrintTotalStats..:"
                      r"nnet.*diagnostics.cc:[0-9]+. Overall ([a-zA-Z\-]+) for 'output'.*is ([0-9.\-e]+) .*per frame")
 TRAIN_OBJF_RE = re.compile(r"Overall average objective function for 'output' is (\S+) over (\S+) frames")
 ACCOUNTING_RE = re.compile(r"# Accounting: time=(\d+(?:\.\d+)?) threads=")
-
-
-@dataclass
-class ProbStats:
-    objf: float = 0.0       # summed weighted log-likelihood
-    correct: float = 0.0    # summed weight of frames whose argmax is the label
-    frames: float = 0.0     # summed weight
-
-    def add(self, other: "ProbStats") -> None:
-        self.objf += other.objf
-        self.correct += other.correct
-        self.frames += other.frames
-
-    @property
-    def objf_per_frame(self) -> float:
-        return self.objf / self.frames if self.frames else float("nan")
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.frames if self.frames else float("nan")
-
-
-def minibatch_objective(output: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Kaldi's linear objective: sum over frames of weight * output[label] (summed, not averaged)."""
-    picked = output.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (picked * weights).sum()
-
-
-def forward_minibatch(module, mb, min_deriv_time=None) -> torch.Tensor:
-    return module(mb.features, mb.left_context, mb.targets.shape[1], ivectors=mb.ivectors,
-                  min_deriv_time=min_deriv_time)
-
-
-@torch.no_grad()
-def compute_prob(module, batches: Iterable) -> ProbStats:
-    """nnet3-compute-prob: objective and accuracy in test mode."""
-    was_training = module.training
-    module.eval()
-    stats = ProbStats()
-    try:
-        for mb in batches:
-            out = forward_minibatch(module, mb)
-            stats.objf += float(minibatch_objective(out, mb.targets, mb.weights))
-            correct = (out.argmax(-1) == mb.targets).to(mb.weights.dtype)
-            stats.correct += float((correct * mb.weights).sum())
-            stats.frames += float(mb.weights.sum())
-    finally:
-        module.train(was_training)
-    return stats
 
 
 def _log_prefix(program: str, function: str, source: str, line: int) -> str:
@@ -81,31 +31,13 @@ def _frames(x: float) -> str:
     return f"{x:g}" if x != int(x) else str(int(x))
 
 
-def _header(command: str) -> list[str]:
-    return [f"# {command}", f"# Started at {time.strftime('%a %b %d %H:%M:%S %Z %Y')}", "#"]
-
-
-def _trailer(seconds: float, code: int = 0) -> list[str]:
-    return [f"# Accounting: time={int(round(seconds))} threads=1",
-            f"# Ended (code {code}) at {time.strftime('%a %b %d %H:%M:%S %Z %Y')}, elapsed time {int(round(seconds))} seconds"]
-
-
-def _write(path: str, lines: list[str]) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-
-
 def write_compute_prob_log(path: str, stats: ProbStats, command: str, seconds: float) -> None:
     p = _log_prefix("nnet3-compute-prob", "PrintTotalStats", "nnet-diagnostics.cc", 194)
-    lines = _header(command) + [
+    write_run_log(path, command, [
         p + f"Overall log-likelihood for 'output' is {stats.objf_per_frame:g} per frame, over "
             f"{_frames(stats.frames)} frames.",
         p + f"Overall accuracy for 'output' is {stats.accuracy:g} per frame, over {_frames(stats.frames)} frames.",
-    ] + _trailer(seconds)
-    _write(path, lines)
+    ], seconds)
 
 
 class TrainLog:
@@ -152,14 +84,9 @@ class TrainLog:
         if self._count % self.print_interval:
             self._flush_phase()
         p = _log_prefix("nnet3-train", "PrintTotalStats", "nnet-training.cc", 307)
-        lines = _header(self.command) + self.lines + [
+        write_run_log(path, self.command, self.lines + [
             p + f"Overall average objective function for 'output' is {self.objf_per_frame:g} over "
-                f"{_frames(self.frames)} frames."] + _trailer(time.time() - self.started)
-        _write(path, lines)
-
-
-def write_simple_log(path: str, command: str, lines: list[str], seconds: float) -> None:
-    _write(path, _header(command) + lines + _trailer(seconds))
+                f"{_frames(self.frames)} frames."], time.time() - self.started)
 
 
 def parse_prob_logs(log_dir: str, kind: str, key: str = "accuracy") -> dict[int, float]:

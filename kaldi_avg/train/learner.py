@@ -14,18 +14,13 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..parallel import FlatParams, Replica
 from ..kaldi.nnet3.nnet import Nnet
 from ..model.graph import NnetModule
-from .diagnostics import TrainLog, forward_minibatch, minibatch_objective
-from .optim import KaldiSgd, scale_parameters
-
-
-def compute_loss(module: NnetModule, mb, min_deriv_time: int | None):
-    """One minibatch: (-(summed weighted log-likelihood), objective, frames)."""
-    out = forward_minibatch(module, mb, min_deriv_time)
-    objf = minibatch_objective(out, mb.targets, mb.weights)
-    return -objf, float(objf.detach()), float(mb.num_frames)
+from ..model.ops import training_statistics
+from ..parallel import FlatParams, Replica
+from .diagnostics import TrainLog
+from .objective import compute_loss
+from .optim import KaldiSgd, scale_parameters, set_learning_rates
 
 
 class Learner:
@@ -33,20 +28,23 @@ class Learner:
 
     def __init__(self, nnet: Nnet, device: str = "cpu", min_deriv_time: int | None = None) -> None:
         self.module = NnetModule(copy.deepcopy(nnet)).to(device)
-        self.flat = FlatParams(self.module.parameters())
+        self.flat = FlatParams(self.module.parameters(), training_statistics(self.module))
         self.min_deriv_time = min_deriv_time
         self.optimizer: KaldiSgd | None = None
         self.batches: Iterator = iter(())
         self.log: TrainLog | None = None
         self._num_chunks = 0
-        self.replica = Replica(self.flat.params, self.flat.grads, tuple(self.flat.parameters), self._optimizer_state)
+        self.replica = Replica(self.flat.params, self.flat.grads, tuple(self.flat.parameters), self._optimizer_state,
+                               self.flat.stats)
 
     def start(self, batches: Iterator, log: TrainLog, learning_rate: float, momentum: float,
               max_param_change: float, l2_regularize_factor: float, shrink: float = 1.0,
               dropout: Sequence[tuple[str, float]] = ()) -> None:
-        """Begin a job (nnet3-copy --scale=shrink [--edits=set-dropout-proportion...] | nnet3-train):
-        shrunk parameters, the (pattern, proportion) dropout edits, zeroed component statistics
-        (ZeroComponentStats), fresh NG-SGD estimates and a fresh optimizer over `batches`."""
+        """Begin a job (nnet3-copy --learning-rate --scale=shrink [--edits=set-dropout-proportion...] |
+        nnet3-train): the learning rate stored in the components (so written models carry it, as
+        Kaldi's do), shrunk parameters, the (pattern, proportion) dropout edits, zeroed component
+        statistics (ZeroComponentStats), fresh NG-SGD estimates and a fresh optimizer over `batches`."""
+        set_learning_rates(self.module, learning_rate)
         scale_parameters(self.module, shrink)
         for pattern, proportion in dropout:
             count = self.module.set_dropout_proportion(proportion, pattern)

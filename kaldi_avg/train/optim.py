@@ -142,25 +142,3 @@ def set_learning_rates(module: NnetModule, learning_rate: float) -> None:
     for name, comp in module.nnet.components.items():
         if hasattr(comp, "learning_rate_factor"):
             comp.learning_rate = float(learning_rate * comp.learning_rate_factor)
-
-
-def _float_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [t for t in module.state_dict(keep_vars=True).values() if t.is_floating_point()]
-
-
-def flatten_state(module: torch.nn.Module) -> "np.ndarray":
-    """All floating-point parameters and buffers as one float64 vector (what is averaged)."""
-    import numpy as np
-    with torch.no_grad():
-        return np.concatenate([t.detach().reshape(-1).double().cpu().numpy() for t in _float_tensors(module)])
-
-
-def load_flat_state(module: torch.nn.Module, flat) -> None:
-    offset = 0
-    with torch.no_grad():
-        for t in _float_tensors(module):
-            n = t.numel()
-            t.copy_(torch.from_numpy(flat[offset:offset + n]).reshape(t.shape).to(t.dtype))
-            offset += n
-    if offset != len(flat):
-        raise ValueError(f"flat state has {len(flat)} values, the module {offset}")

@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .diagnostics import forward_minibatch
+from .objective import forward_minibatch
 
 
 @torch.no_grad()

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
+
+from ..data.merging import halve_minibatch_size
+from .dropout import DropoutSchedule, dropout_proportions
 
 
 def num_archives_to_process(num_epochs: float, num_archives: int) -> int:
@@ -104,28 +108,59 @@ def max_param_change(iteration: int, value: float) -> float:
 
 
 @dataclass(frozen=True)
+class ScheduleOptions:
+    """The options of train_rnn.py that fix the schedule; defaults are train_rnn.py's own."""
+
+    num_epochs: float = 8.0
+    num_jobs_initial: int = 1
+    num_jobs_final: int = 8
+    num_jobs_step: int = 1
+    initial_effective_lrate: float = 0.0003
+    final_effective_lrate: float = 0.00003
+    max_param_change: float = 2.0
+    minibatch_size: str = "100"                        # --trainer.rnn.num-chunk-per-minibatch
+    dropout: tuple[DropoutSchedule, ...] = ()          # --trainer.dropout-schedule, parsed
+    max_models_combine: int = 20
+
+
+@dataclass(frozen=True)
 class Iteration:
+    """Everything the options decide about one iteration; shrinkage alone depends on the model
+    (`shrink_value`), so the loop computes it when the iteration starts."""
+
     index: int
     num_jobs: int
     archives_processed: int
-    learning_rate: float
-    archives: tuple[int, ...]  # 1-based archive index of each job
-    select_best: bool          # iteration 0: keep the best job's model instead of averaging
+    learning_rate: float                         # what each job trains with: num_jobs x effective rate
+    archives: tuple[int, ...]                    # 1-based archive index of each job
+    select_best: bool                            # iteration 0 keeps the best job's model
+    max_param_change: float
+    minibatch_size: str                          # iteration 0 halves it
+    dropout: tuple[tuple[str, float], ...] = ()  # set-dropout-proportion edits (pattern, proportion)
 
 
-def plan(num_epochs: float, num_archives: int, num_jobs_initial: int = 1, num_jobs_final: int = 8,
-         num_jobs_step: int = 1, initial_effective_lrate: float = 0.0003,
-         final_effective_lrate: float = 0.00003) -> list[Iteration]:
-    """Every iteration of a train_rnn.py run with these options (defaults: train_rnn.py's)."""
-    to_process = num_archives_to_process(num_epochs, num_archives)
-    iterations = num_iters(to_process, num_jobs_initial, num_jobs_final)
+def plan(options: ScheduleOptions, num_archives: int) -> list[Iteration]:
+    """Every iteration of a train_rnn.py run with these options over `num_archives` archives: the
+    only schedule the training loop follows."""
+    to_process = num_archives_to_process(options.num_epochs, num_archives)
+    iterations = num_iters(to_process, options.num_jobs_initial, options.num_jobs_final)
     out = []
     processed = 0
     for it in range(iterations):
-        jobs = num_jobs(it, iterations, num_jobs_initial, num_jobs_final, num_jobs_step)
-        lr = learning_rate(it, jobs, iterations, processed, to_process, initial_effective_lrate,
-                           final_effective_lrate)
+        jobs = num_jobs(it, iterations, options.num_jobs_initial, options.num_jobs_final, options.num_jobs_step)
+        lr = learning_rate(it, jobs, iterations, processed, to_process, options.initial_effective_lrate,
+                           options.final_effective_lrate)
         archives = tuple(archive_index(processed, job, num_archives) for job in range(1, jobs + 1))
-        out.append(Iteration(it, jobs, processed, lr, archives, it == 0))
+        # train_rnn.py: the dropout schedule is read at the fraction of the data processed before it
+        dropout = tuple(dropout_proportions(list(options.dropout), processed / to_process)) if options.dropout else ()
+        out.append(Iteration(it, jobs, processed, lr, archives, it == 0,
+                             max_param_change(it, options.max_param_change),
+                             halve_minibatch_size(options.minibatch_size) if it == 0 else options.minibatch_size,
+                             dropout))
         processed += jobs
     return out
+
+
+def combine_iterations(options: ScheduleOptions, iterations: Sequence[Iteration], num_archives: int) -> set[int]:
+    """The models (by iteration number, N.mdl) that enter the final combination."""
+    return models_to_combine(len(iterations), num_archives, options.max_models_combine, options.num_jobs_final)

@@ -12,7 +12,8 @@ from kaldi_avg.kaldi.nnet3.components import LstmNonlinearityComponent, SigmoidC
 from kaldi_avg.kaldi.nnet3.nnet import Nnet
 from kaldi_avg.model.graph import NnetModule
 from kaldi_avg.model.ops import ComponentOp, lstm_nonlinearity
-from kaldi_avg.train.optim import flatten_state, load_flat_state
+from kaldi_avg.parallel import FlatParams
+from kaldi_avg.model.ops import training_statistics
 
 from .networks import randomized, spec_5_10_config
 
@@ -226,6 +227,7 @@ def test_written_layout_is_kaldis(nnet):
 
 def test_zero_stats_and_averaging_as_nnet3_average(nnet):
     m = NnetModule(nnet).train()
+    flat = FlatParams(m.parameters(), training_statistics(m))   # statistics become views of flat.stats
     op = m.op("lstm1.lstm_nonlin")
     states, sums = [], []
     for n in (2, 3):  # two jobs on different data
@@ -233,9 +235,9 @@ def test_zero_stats_and_averaging_as_nnet3_average(nnet):
         assert op.activation_stats()[2] == 0.0
         _train_step(m, torch.randn(n, 20, 4))
         sums.append(op.activation_stats())
-        states.append(flatten_state(m))
+        states.append(flat.stats.clone())
     # nnet3-average: sums and counts averaged alike, so the averages are pooled over the jobs.
-    load_flat_state(m, (states[0] + states[1]) / 2)
+    flat.stats.copy_((states[0] + states[1]) / 2)
     m.write_back()
     comp = nnet.components["lstm1.lstm_nonlin"]
     assert comp.count == pytest.approx((28 + 42) / 2)

@@ -62,7 +62,7 @@ def test_experiment_dir_contents(trained):
     d = trained["exp"]
     for name in ("0.mdl", "combined.mdl", "final.mdl", "tree", "cmvn_opts", "num_jobs", "srand",
                  "configs/vars", "configs/final.config", "accuracy.report", "progress.png",
-                 "post.combined.vec", "checkpoint.pt", "log/combine.log", "log/data_wait.log"):
+                 "post.combined.vec", "log/combine.log", "log/data_wait.log"):
         assert os.path.exists(os.path.join(d, name)), name
     final = read_nnet3_file(os.path.join(d, "final.mdl"))
     assert final.is_am and final.priors.size == trained["num_pdfs"]

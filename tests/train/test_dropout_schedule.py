@@ -1,10 +1,11 @@
 """--trainer.dropout-schedule: Kaldi's syntax, the piecewise-linear value over the data fraction,
 and the fraction train_rnn.py uses (archives processed before the iteration / archives to process)."""
-import argparse
+import dataclasses
 
 import pytest
 
-from kaldi_avg.train.driver import Params
+from kaldi_avg.train import schedule
+from kaldi_avg.train.schedule import ScheduleOptions
 from kaldi_avg.train.dropout import (DropoutSchedule, DropoutScheduleError, describe, dropout_proportions,
                                      parse_dropout_schedule)
 
@@ -59,12 +60,12 @@ def test_malformed_schedules_name_the_option(text):
 
 
 def test_iteration_fraction_is_archives_processed_over_archives_to_process():
-    """num-jobs 1 -> 2 over 4 iterations: jobs 1, 1, 2, 2 (int(0.5 + 1 + it/4)), so 0, 1, 2 and 4
-    of the 6 archives are processed before iterations 0..3."""
-    args = argparse.Namespace(trainer_optimization_num_jobs_initial=1, trainer_optimization_num_jobs_final=2,
-                              trainer_optimization_num_jobs_step=1)
-    params = Params(args=args, dir="", num_iters=4, archives_to_process=6,
-                    dropout_schedule=parse_dropout_schedule("0,0.6,0"))
+    """3 archives, 2 epochs, num-jobs 1 -> 2 over 4 iterations: jobs 1, 1, 2, 2 (int(0.5 + 1 + it/4)),
+    so 0, 1, 2 and 4 of the 6 archives are processed before iterations 0..3."""
+    options = ScheduleOptions(num_epochs=2, num_jobs_initial=1, num_jobs_final=2,
+                              dropout=tuple(parse_dropout_schedule("0,0.6,0")))
+    plan = schedule.plan(options, num_archives=3)
+    assert [it.num_jobs for it in plan] == [1, 1, 2, 2]
     expected = [0.0, 0.6 * (1 / 6) / 0.5, 0.6 * (2 / 6) / 0.5, 0.6 * (1 - 4 / 6) / 0.5]
-    assert [params.dropout(it)[0][1] for it in range(4)] == pytest.approx(expected)
-    assert Params(args=args, dir="", num_iters=4, archives_to_process=6).dropout(2) == []
+    assert [it.dropout[0][1] for it in plan] == pytest.approx(expected)
+    assert all(it.dropout == () for it in schedule.plan(dataclasses.replace(options, dropout=()), 3))

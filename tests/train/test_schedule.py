@@ -33,7 +33,7 @@ def test_iteration_count():
 
 def test_plan_by_hand():
     """A = 10, E = 2, nj 1 → 3, η_eff 3e-4 → 3e-5 (train_rnn.py's defaults)."""
-    plan = schedule.plan(num_epochs=2, num_archives=10, num_jobs_initial=1, num_jobs_final=3)
+    plan = schedule.plan(schedule.ScheduleOptions(num_epochs=2, num_jobs_initial=1, num_jobs_final=3), 10)
     # ideal = 1 + 2·it/10 = 1.0 1.2 1.4 1.6 1.8 2.0 2.2 2.4 2.6 2.8, rounded with int(0.5 + ideal)
     assert [it.num_jobs for it in plan] == [1, 1, 1, 2, 2, 2, 2, 2, 3, 3]
     assert [it.archives_processed for it in plan] == [0, 1, 2, 3, 5, 7, 9, 11, 13, 16]
@@ -46,6 +46,9 @@ def test_plan_by_hand():
     # archives go round robin: job j of an iteration reads ((processed + j − 1) mod A) + 1
     assert plan[3].archives == (4, 5) and plan[9].archives == (7, 8, 9)
     assert schedule.archive_index(19, 2, 10) == 1
+    # iteration 0 halves the minibatch and divides max-param-change by sqrt(2), as train_rnn.py
+    assert plan[0].minibatch_size == "50" and plan[1].minibatch_size == "100"
+    assert plan[0].max_param_change == pytest.approx(2.0 / math.sqrt(2)) and plan[1].max_param_change == 2.0
 
 
 def test_effective_learning_rate_decays_geometrically_by_data_processed():

@@ -1,0 +1,173 @@
+"""The run's configuration: typed, frozen, validated once from the command line.
+
+`RunConfig.from_args(args)` is the only place that reads the parsed options
+(kaldi_avg/train/options.py); every other module receives the typed pieces. A combination that
+would train in a way the user did not ask for raises `ConfigError` (one line, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..parallel import DEFAULT, algorithm_kwargs
+from .dropout import DropoutScheduleError, parse_dropout_schedule
+from .options import ignored_options
+from .schedule import ScheduleOptions
+
+
+class ConfigError(ValueError):
+    """Options that cannot be trained as given; the message says which option to change."""
+
+
+@dataclass(frozen=True)
+class ChunkOptions:
+    """--egs.chunk-*: how utterances are cut into chunks (docs/kaldi-formats.md 8.6)."""
+
+    width: str = "20"
+    left_context: int = 40
+    right_context: int = 0
+    left_context_initial: int = -1
+    right_context_final: int = -1
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """What one job does with its minibatches, and the final stages."""
+
+    srand: int = 0
+    momentum: float = 0.5
+    samples_per_iter: int = 20000
+    shuffle_buffer_size: int = 5000
+    deriv_truncate_margin: int = 8
+    shrink_value: float = 0.99
+    shrink_saturation_threshold: float = 0.40
+    proportional_shrink: float = 0.0
+    do_final_combination: bool = True
+    max_objective_evaluations: int = 30
+    prior_subset_size: int = 20000
+    num_jobs_compute_prior: int = 10
+
+
+@dataclass(frozen=True)
+class AveragingOptions:
+    """--averaging.*: the distributed algorithm and its constructor's keyword arguments."""
+
+    algorithm: str = "ma"
+    kwargs: tuple[tuple[str, Any], ...] = ()   # period_frames, seed and the algorithm's own options
+
+    @property
+    def kaldi_jobs(self) -> bool:
+        """Kaldi's own iteration (independent jobs, then select/average) unless another algorithm or
+        an explicit averaging period is asked for."""
+        return self.algorithm == "ma" and dict(self.kwargs).get("period_frames", DEFAULT) is DEFAULT
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How the ranks run: --mpi.*, --num-threads, --use-gpu, --cmd."""
+
+    launcher: str = "mpiexec"
+    num_ranks: int = 1
+    backend: str = "mpi"
+    num_threads: int = 1
+    use_gpu: str = "yes"
+    cmd: str = "run.pl"
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.use_gpu not in ("no", "false") and torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dir: str
+    feat_dir: str
+    ali_dir: str
+    cmvn_opts: str = ""
+    online_ivector_dir: str | None = None
+    stage: int = -4
+    exit_stage: int | None = None
+    cleanup: bool = True
+    preserve_model_interval: int = 100
+    chunk: ChunkOptions = ChunkOptions()
+    schedule: ScheduleOptions = ScheduleOptions()
+    trainer: TrainerOptions = TrainerOptions()
+    averaging: AveragingOptions = AveragingOptions()
+    launch: LaunchOptions = LaunchOptions()
+    ignored: tuple[tuple[str, str], ...] = ()    # (flag, reason) of ignored options the user set
+
+    @property
+    def device(self) -> str:
+        return self.launch.device
+
+    @property
+    def min_deriv_time_margin(self) -> int | None:
+        """--trainer.deriv-truncate-margin, None when negative (no truncation)."""
+        margin = self.trainer.deriv_truncate_margin
+        return None if margin is None or margin < 0 else margin
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunConfig:
+        a = args
+        for flag, value in (("--feat-dir", a.feat_dir), ("--ali-dir", a.ali_dir), ("--dir", a.dir)):
+            if not value:
+                raise ConfigError(f"{flag} is required")
+        if a.trainer_optimization_backstitch_training_scale:
+            raise ConfigError("--trainer.optimization.backstitch-training-scale is not implemented by kaldi-avg")
+        if a.trainer_input_model:
+            raise ConfigError("--trainer.input-model is not implemented by kaldi-avg")
+        try:
+            dropout = tuple(parse_dropout_schedule(a.trainer_dropout_schedule)) if a.trainer_dropout_schedule else ()
+        except DropoutScheduleError as e:
+            raise ConfigError(str(e)) from None
+        algorithm, kwargs = algorithm_kwargs(a)
+        config = cls(
+            dir=a.dir, feat_dir=a.feat_dir, ali_dir=a.ali_dir, cmvn_opts=a.feat_cmvn_opts or "",
+            online_ivector_dir=a.feat_online_ivector_dir, stage=a.stage, exit_stage=a.exit_stage,
+            cleanup=a.cleanup, preserve_model_interval=a.cleanup_preserve_model_interval,
+            chunk=ChunkOptions(a.egs_chunk_width, a.egs_chunk_left_context, a.egs_chunk_right_context,
+                               a.egs_chunk_left_context_initial, a.egs_chunk_right_context_final),
+            schedule=ScheduleOptions(
+                num_epochs=a.trainer_num_epochs, num_jobs_initial=a.trainer_optimization_num_jobs_initial,
+                num_jobs_final=a.trainer_optimization_num_jobs_final,
+                num_jobs_step=a.trainer_optimization_num_jobs_step,
+                initial_effective_lrate=a.trainer_optimization_initial_effective_lrate,
+                final_effective_lrate=a.trainer_optimization_final_effective_lrate,
+                max_param_change=a.trainer_max_param_change, minibatch_size=a.trainer_rnn_num_chunk_per_minibatch,
+                dropout=dropout, max_models_combine=a.trainer_optimization_max_models_combine),
+            trainer=TrainerOptions(
+                srand=a.trainer_srand, momentum=a.trainer_optimization_momentum,
+                samples_per_iter=a.trainer_samples_per_iter, shuffle_buffer_size=a.trainer_shuffle_buffer_size,
+                deriv_truncate_margin=a.trainer_deriv_truncate_margin,
+                shrink_value=a.trainer_optimization_shrink_value,
+                shrink_saturation_threshold=a.trainer_optimization_shrink_saturation_threshold,
+                proportional_shrink=a.trainer_optimization_proportional_shrink,
+                do_final_combination=a.trainer_optimization_do_final_combination,
+                max_objective_evaluations=a.trainer_optimization_max_objective_evaluations,
+                prior_subset_size=a.trainer_prior_subset_size,
+                num_jobs_compute_prior=a.trainer_num_jobs_compute_prior),
+            averaging=AveragingOptions(algorithm.name, tuple(sorted(kwargs.items()))),
+            launch=LaunchOptions(a.mpi_launcher, a.mpi_num_ranks, a.mpi_backend, a.num_threads, a.use_gpu, a.cmd),
+            ignored=tuple(ignored_options(a)))
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        s = self.schedule
+        if not 0.0 <= self.trainer.momentum < 1.0:
+            raise ConfigError(f"--trainer.optimization.momentum must be in [0, 1), got {self.trainer.momentum}")
+        if s.num_jobs_initial < 1 or s.num_jobs_final < 1:
+            raise ConfigError("--trainer.optimization.num-jobs-initial and -final must be at least 1")
+        if self.averaging.kaldi_jobs:
+            return
+        if s.num_jobs_initial != s.num_jobs_final:
+            raise ConfigError(f"--averaging.algorithm={self.averaging.algorithm} (or an explicit "
+                              "--averaging.period-frames) trains a fixed number of workers: set "
+                              "--trainer.optimization.num-jobs-initial equal to --trainer.optimization.num-jobs-final "
+                              f"(got {s.num_jobs_initial} and {s.num_jobs_final})")
+        if s.num_jobs_final % max(1, self.launch.num_ranks):
+            raise ConfigError(f"--trainer.optimization.num-jobs-final={s.num_jobs_final} workers cannot be shared "
+                              f"equally by --mpi.num-ranks={self.launch.num_ranks} ranks")

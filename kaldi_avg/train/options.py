@@ -1,0 +1,146 @@
+"""The command line of steps/kaldi_avg/train_rnn.py: Kaldi's train_rnn.py options, with their
+meanings and defaults (docs/kaldi-formats.md 6.1), plus `--mpi.*` and `--averaging.*`.
+
+Every option is one `Opt` row; an option that means nothing without egs carries the reason it is
+ignored, and the driver reports the ignored options a user set. `RunConfig.from_args`
+(kaldi_avg/train/config.py) turns the parsed options into the typed configuration.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..options import KaldiArgumentParser, kaldi_bool
+from ..parallel import add_algorithm_options
+
+NO_EGS = "kaldi-avg reads features and alignments directly and dumps no egs"
+
+
+@dataclass(frozen=True)
+class Opt:
+    flag: str
+    default: Any
+    help: str
+    type: Callable[[str], Any] = str
+    ignored: str | None = None      # why kaldi-avg accepts the option but does not use it
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace(".", "_").replace("-", "_")
+
+
+OPTIONS = (
+    Opt("--stage", -4, "stage to start at: -4 from the beginning (-3 LDA, -2 and -1 the initial "
+        "model), N >= 0 resumes from N.mdl", int),
+    Opt("--exit-stage", None, "stop before this iteration (the models up to it are kept)", int),
+    Opt("--cmd", "run.pl", "how Kaldi launches jobs (run.pl, queue.pl, slurm.pl); see --mpi.launcher"),
+    Opt("--use-gpu", "yes", "yes, wait or no: train on CUDA when a GPU is visible (yes/wait), on CPU "
+        "with no"),
+    Opt("--feat-dir", None, "data directory with feats.scp (and cmvn.scp, utt2spk) to train on"),
+    Opt("--ali-dir", None, "alignment directory: ali.*.gz, final.mdl (the transition model), tree"),
+    Opt("--lang", None, "the lang directory", ignored="train_rnn.py does not use it either"),
+    Opt("--dir", None, "the experiment directory; configs/network.xconfig defines the network"),
+    Opt("--feat.cmvn-opts", "", "options of apply-cmvn applied to the features, e.g. "
+        "'--norm-means=true --norm-vars=false'"),
+    Opt("--feat.online-ivector-dir", None, "directory with ivector_online.scp and ivector_period"),
+    Opt("--egs.chunk-width", "20", "frames per chunk (BPTT length); a comma list gives alternatives, the "
+        "first is the principal width"),
+    Opt("--egs.chunk-left-context", 40, "extra frames of left context per chunk (to warm up the "
+        "recurrence), added to the model's left context", int),
+    Opt("--egs.chunk-right-context", 0, "extra frames of right context per chunk (BLSTMs)", int),
+    Opt("--egs.chunk-left-context-initial", -1, "left context of the first chunk of an utterance "
+        "(-1: the same as --egs.chunk-left-context)", int),
+    Opt("--egs.chunk-right-context-final", -1, "right context of the last chunk of an utterance "
+        "(-1: the same as --egs.chunk-right-context)", int),
+    Opt("--egs.dir", None, "a directory of dumped egs", ignored=NO_EGS),
+    Opt("--egs.stage", 0, "stage of get_egs.sh", int, ignored=NO_EGS),
+    Opt("--egs.opts", None, "extra options of get_egs.sh", ignored=NO_EGS),
+    Opt("--egs.cmd", None, "how get_egs.sh jobs are launched", ignored=NO_EGS),
+    Opt("--trainer.input-model", None, "start from this raw nnet3 model instead of configs/"),
+    Opt("--trainer.srand", 0, "random seed of data order, initialization and dropout", int),
+    Opt("--trainer.num-epochs", 8.0, "passes over the training data", float),
+    Opt("--trainer.samples-per-iter", 20000, "chunks per archive (one job's data for one iteration)", int),
+    Opt("--trainer.prior-subset-size", 20000, "chunks per job used to estimate the priors", int),
+    Opt("--trainer.num-jobs-compute-prior", 10, "jobs (archives) the priors are estimated over", int),
+    Opt("--trainer.optimization.num-jobs-initial", 1, "parallel jobs at the first iteration", int),
+    Opt("--trainer.optimization.num-jobs-final", 8, "parallel jobs at the last iteration (the job count "
+        "ramps linearly); kaldi-avg runs this many ranks by default", int),
+    Opt("--trainer.optimization.num-jobs-step", 1, "above this, job counts are multiples of it", int),
+    Opt("--trainer.optimization.initial-effective-lrate", 0.0003, "effective learning rate at the start; "
+        "each job trains with num-jobs x the effective rate", float),
+    Opt("--trainer.optimization.final-effective-lrate", 0.00003, "effective learning rate at the end "
+        "(geometric decay by data processed)", float),
+    Opt("--trainer.optimization.momentum", 0.5, "momentum of nnet3-train's update", float),
+    Opt("--trainer.optimization.shrink-value", 0.99, "parameter scale applied at iteration 0 and when the "
+        "sigmoid/tanh units saturate", float),
+    Opt("--trainer.optimization.shrink-saturation-threshold", 0.40, "saturation above which "
+        "--trainer.optimization.shrink-value is applied", float),
+    Opt("--trainer.optimization.proportional-shrink", 0.0, "shrink by 1 - this x learning rate every "
+        "iteration (an l2 alternative)", float),
+    Opt("--trainer.optimization.max-models-combine", 20, "models of the last iterations that enter "
+        "the final combination", int),
+    Opt("--trainer.optimization.max-objective-evaluations", 30, "objective evaluations of the final "
+        "combination's search", int),
+    Opt("--trainer.optimization.do-final-combination", True, "combine the last models into "
+        "combined.mdl (else the last model is used)", kaldi_bool),
+    Opt("--trainer.optimization.backstitch-training-scale", 0.0, "backstitch training scale "
+        "(not implemented: must stay 0)", float),
+    Opt("--trainer.optimization.backstitch-training-interval", 1, "backstitch every this many "
+        "minibatches", int),
+    Opt("--trainer.max-param-change", 2.0, "largest parameter change per minibatch (halved by sqrt 2 at "
+        "iteration 0)", float),
+    Opt("--trainer.rnn.num-chunk-per-minibatch", "100", "chunks per minibatch (a Kaldi minibatch rule "
+        "such as 128,64; iteration 0 halves it)"),
+    Opt("--trainer.deriv-truncate-margin", 8, "backpropagate through at most this many frames of the "
+        "left context (negative: no truncation)", int),
+    Opt("--trainer.shuffle-buffer-size", 5000, "chunks shuffled together when reading an archive", int),
+    Opt("--trainer.dropout-schedule", None, "dropout proportion over the data processed, e.g. "
+        "'0,0@0.20,0.3@0.50,0' (Kaldi's syntax)"),
+    Opt("--trainer.add-option", None, "extra option passed to nnet3-train",
+        ignored="kaldi-avg runs no nnet3-train"),
+    Opt("--trainer.lda.rand-prune", 4.0, "randomized pruning of the LDA statistics", float,
+        ignored="the LDA statistics are accumulated exactly"),
+    Opt("--trainer.lda.max-lda-jobs", 10, "jobs accumulating LDA statistics", int,
+        ignored="the LDA statistics are accumulated in one pass"),
+    Opt("--trainer.presoftmax-prior-scale-power", -0.25, "power of the presoftmax prior scale", float,
+        ignored="the LSTM xconfigs use no presoftmax scale"),
+    Opt("--trainer.compute-per-dim-accuracy", False, "write per-dimension accuracies", kaldi_bool,
+        ignored="not written"),
+    Opt("--cleanup", True, "remove the models that are no longer needed", kaldi_bool),
+    Opt("--cleanup.remove-egs", True, "remove the egs at the end", kaldi_bool, ignored=NO_EGS),
+    Opt("--cleanup.preserve-model-interval", 100, "keep every N-th model when cleaning up", int),
+    Opt("--reporting.email", None, "mail progress reports here", ignored="no mail is sent"),
+    Opt("--reporting.interval", 0.1, "fraction of the iterations between reports", float,
+        ignored="no mail is sent"),
+    Opt("--mpi.launcher", "mpiexec", "how the persistent ranks are started: an MPI launcher on PATH "
+        "(mpiexec, mpirun, srun) or its path"),
+    Opt("--mpi.num-ranks", 1, "persistent ranks; 1 trains in this process", int),
+    Opt("--mpi.backend", "mpi", "how tensors move between ranks: mpi (mpi4py) or torch "
+        "(torch.distributed: gloo on CPU, nccl on GPUs)"),
+    Opt("--num-threads", 1, "torch threads per rank", int),
+)
+
+
+_METAVARS = {int: "N", float: "X", kaldi_bool: "true|false"}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Kaldi's train_rnn.py options (+ --averaging.*, --mpi.*); every option's help says its
+    meaning and default."""
+    p = KaldiArgumentParser(prog="steps/kaldi_avg/train_rnn.py", allow_abbrev=False, usage="%(prog)s [options]",
+                            description="Kaldi's train_rnn.py stage with persistent ranks and no egs dump.")
+    for opt in OPTIONS:
+        help_text = f"{opt.help} (default: {opt.default})"
+        if opt.ignored:
+            help_text += f" [accepted, ignored: {opt.ignored}]"
+        p.add_argument(opt.flag, dest=opt.dest, default=opt.default, type=opt.type, metavar=_METAVARS.get(opt.type, "STR"),
+                       help=help_text.replace("%", "%%"))
+    add_algorithm_options(p)
+    return p
+
+
+def ignored_options(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(flag, reason) of every ignored option set to something other than its default."""
+    return [(opt.flag, opt.ignored) for opt in OPTIONS
+            if opt.ignored and getattr(args, opt.dest) != opt.default]
