@@ -124,32 +124,34 @@ class OnlineNaturalGradient:
         saved_t, saved_frozen = self.t, self.frozen
         self.t, self.frozen = 1, False
         num_iters = 1 if X0.shape[0] <= self.rank else 3
+        tr_X0 = _sum_sq(X0)
         for _ in range(num_iters):
-            self._precondition(X0.clone())
+            self._precondition(X0, tr_X0)
         self.t, self.frozen = saved_t, saved_frozen
 
     # -- the preconditioning ------------------------------------------------------------------
     @torch.no_grad()
-    def precondition(self, X: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def precondition(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (X_hat, gamma): X_hat = X - X W^T W (same dtype as X) and the scale that gives
-        gamma * X_hat the Frobenius norm of X. Updates the estimate when due. X: (N, dim)."""
+        gamma * X_hat the Frobenius norm of X, a 0-dim float64 tensor on X's device (no host
+        synchronization unless the estimate is updated). Updates the estimate when due. X: (N, dim)."""
         if X.dim() != 2:
             raise ValueError(f"expected a matrix of row vectors, got shape {tuple(X.shape)}")
-        if X.shape[1] == 1:
-            return X.clone(), 1.0   # dim 1: the rescaled natural gradient is the identity
-        if X.shape[0] == 0:
-            return X.clone(), 1.0
+        one = torch.ones((), dtype=torch.float64, device=X.device)
+        if X.shape[1] == 1 or X.shape[0] == 0:
+            return X.clone(), one   # dim 1: the rescaled natural gradient is the identity
         dtype, X = X.dtype, X.double()
         if self.t == 0:
             self._init(X)
-        initial = float((X ** 2).sum())
-        X_hat = self._precondition(X)
+        initial = _sum_sq(X)
+        X_hat = self._precondition(X, initial)
         self.t += 1
-        final = float((X_hat ** 2).sum())
-        scale = math.sqrt(initial / final) if initial > 0.0 and final > 0.0 else 1.0
+        final = _sum_sq(X_hat)
+        scale = torch.where((initial > 0.0) & (final > 0.0), torch.sqrt(initial / final), one)
         return X_hat.to(dtype), scale
 
-    def _precondition(self, X: torch.Tensor) -> torch.Tensor:
+    def _precondition(self, X: torch.Tensor, tr_X: torch.Tensor) -> torch.Tensor:
+        """One minibatch with tr_X = tr(X X^T) (a 0-dim tensor on X's device)."""
         N, D = X.shape
         R = self.rank
         W_t, d_t, rho_t = self.W, self.d, self.rho
@@ -158,10 +160,12 @@ class OnlineNaturalGradient:
         if not self._updating():
             return X_hat
         eta = self.eta(N)
-        tr_X = float((X ** 2).sum())
         J = H.t() @ X                                     # R x D  = W X^T X
-        L = (H.t() @ H).cpu()                             # R x R  = W X^T X W^T
-        K = (J @ J.t()).cpu()                             # R x R
+        L = H.t() @ H                                     # R x R  = W X^T X W^T
+        K = J @ J.t()                                     # R x R
+        # the small algebra runs on the CPU: one device-to-host copy for all it needs
+        host = torch.cat([L.reshape(-1), K.reshape(-1), tr_X.reshape(1)]).cpu()
+        L, K, tr_X = host[:R * R].view(R, R), host[R * R:2 * R * R].view(R, R), float(host[-1])
         L = 0.5 * (L + L.t())
         K = 0.5 * (K + K.t())
         beta_t = self._beta(rho_t, d_t, D)
@@ -192,9 +196,10 @@ class OnlineNaturalGradient:
         # W_{t+1} = E_{t+1}^{1/2} R_{t+1}, R_{t+1} = C_t^{-1/2} U_t^T Y_t, factored as A_t B_t.
         beta_t1 = self._beta(rho_t1, d_t1, D)
         sqrt_e_t1 = self._e(d_t1, beta_t1).sqrt()
-        B = J + ((eta1 / etaN) * dr).to(J.device)[:, None] * W_t
+        # host-to-device copies from pageable memory need not wait for the device's queue
+        B = J + ((eta1 / etaN) * dr).to(J.device, non_blocking=True)[:, None] * W_t
         A = etaN * (sqrt_e_t1 / sqrt_c)[:, None] * U.t() * inv_sqrt_e[None, :]
-        W_t1 = A.to(B.device) @ B
+        W_t1 = A.to(B.device, non_blocking=True) @ B
         if must_reorthogonalize:
             W_t1 = self._reorthogonalize(W_t1, sqrt_e_t1)
         self.W, self.d, self.rho = W_t1, d_t1, rho_t1
@@ -225,6 +230,12 @@ class OnlineNaturalGradient:
             sign[sign == 0] = 1.0
             return sqrt_e.to(W.device)[:, None] * (sign[:, None] * R_rows)
         return (sqrt_e[:, None] * Cinv * inv_sqrt_e[None, :]).to(W.device) @ W
+
+
+def _sum_sq(X: torch.Tensor) -> torch.Tensor:
+    """tr(X X^T) as a 0-dim tensor: one dot product, without the temporary of (X ** 2).sum()."""
+    flat = X.reshape(-1)
+    return torch.dot(flat, flat)
 
 
 # -- autograd plumbing ------------------------------------------------------------------------
