@@ -84,17 +84,20 @@ class KaldiSgd:
 
     @torch.no_grad()
     def step(self, num_sequences: int = 1) -> StepInfo:
-        sq_norms = []
+        sq_norms = []                   # per component, 0-dim float64 tensors on the parameters' device
         for g, deltas in zip(self.groups, self.delta):
             lr_c = self.learning_rate * g.lr_factor
-            sq = 0.0
+            sq = None
             for p, d in zip(g.params, deltas):
                 if p.grad is not None:
                     d.add_(p.grad, alpha=-lr_c)          # ascent on the objective = descent on -objective
                 if g.l2 > 0.0:
                     d.add_(p, alpha=-2.0 * num_sequences * self.l2_regularize_factor * lr_c * g.l2)
-                sq += float(torch.sum(d.double() ** 2))
+                flat = d.reshape(-1).double()
+                sq = torch.dot(flat, flat) if sq is None else sq + torch.dot(flat, flat)
             sq_norms.append(sq)
+        # The one host synchronization of a step: the max-change decisions need the norms.
+        sq_norms = torch.stack(sq_norms).tolist() if sq_norms else []
         scale = 1.0 - self.momentum
         factors, clipped, total_sq = [], 0, 0.0
         for g, sq in zip(self.groups, sq_norms):
