@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity
+from torch.profiler import profile as torch_profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from kaldi_avg.data.collate import Minibatch
@@ -55,8 +57,8 @@ LABEL_DELAY = 5
 
 MODELS = {
     # name: (hidden layers, pdfs, default chunks per minibatch)
-    "lstmp": ("fast-lstmp-layer name=lstm1 cell-dim=128 recurrent-projection-dim=64 "
-              "non-recurrent-projection-dim=64 delay=-1\n", 67, 100),
+    "lstmp": (("fast-lstmp-layer name=lstm1 cell-dim=128 recurrent-projection-dim=64 "
+               "non-recurrent-projection-dim=64 delay=-1\n"), 67, 100),
     "lstm4x800": ("".join(f"fast-lstm-layer name=lstm{i} cell-dim=800 delay=-1\n" for i in range(1, 5)), 3000, 32),
 }
 GEMM_OPS = {"mm", "addmm", "bmm", "baddbmm"}
@@ -201,7 +203,6 @@ def gemm_bound(step: Step) -> dict:
 # -- the profile ------------------------------------------------------------------------------
 def profile(step: Step, top: int) -> list[dict]:
     """Operators of one step by self time (torch.profiler), largest first."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if step.device.startswith("cuda") else [])
     with torch_profile(activities=activities) as prof:
         step()
