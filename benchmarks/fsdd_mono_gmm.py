@@ -31,8 +31,7 @@ from kaldi_avg.frontend.decode_steps import decode_gmm  # noqa: E402
 from kaldi_avg.frontend.features import compute_cmvn_stats_table, compute_mfcc_feats, resolve_options  # noqa: E402
 from kaldi_avg.frontend.fsdd import prepare_fsdd  # noqa: E402
 from kaldi_avg.frontend.gmm_train import MonoConfig, train_mono  # noqa: E402
-from kaldi_avg.frontend.grammar import (compile_grammar, one_word_grammar, speech_words,  # noqa: E402
-                                        write_lang_with_grammar)
+from kaldi_avg.frontend.grammar import compile_grammar, one_word_grammar, speech_words, write_lang_with_grammar  # noqa: E402
 from kaldi_avg.frontend.graph import mkgraph  # noqa: E402
 from kaldi_avg.frontend.lang import Lang, prepare_lang  # noqa: E402
 from kaldi_avg.frontend.score import read_transcripts  # noqa: E402

@@ -184,7 +184,7 @@ def run_check(fn, *args) -> dict:
     start = time.perf_counter()
     try:
         out = fn(*args)
-    except Exception as error:  # noqa: BLE001 - one failing check must not hide the others' results
+    except Exception as error:
         out = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-3000:]}
     out["seconds"] = time.perf_counter() - start
     print(f"{fn.__name__}: {'FAILED ' + out['error'] if 'error' in out else 'ok'} ({out['seconds']:.1f} s)",

@@ -234,7 +234,8 @@ def print_table(rows: list[dict], threads: int) -> None:
             f"{'bound fr/s':>10} {'ratio':>6} {'fp64 GEMM':>9}")
     print(f"{threads} thread(s)\n{head}\n{'-' * len(head)}")
     for r in rows:
-        print(f"{r['model']:>10} {r['chunks']:>6} {r['step_s']:>7.3f} {r['frames_per_s']:>9.0f} {r['fp32_gflop']:>10.2f} "
+        print(f"{r['model']:>10} {r['chunks']:>6} {r['step_s']:>7.3f} {r['frames_per_s']:>9.0f} "
+              f"{r['fp32_gflop']:>10.2f} "
               f"{r['fp32_gemm_gflop_per_s']:>12.1f} {r['fp32_bound_frames_per_s']:>10.0f} {r['ratio']:>6.2f} "
               f"{100 * r['fp64_gemm_share']:>8.1f}%")
     for r in rows:

@@ -11,8 +11,15 @@ Typical use by a rank (job j of iteration i):
         for mb in batches: ...   # checkpoint: stream.state_dict(after=mb)
 """
 from .archives import ArchivePlan, archive_for_job, num_archives, plan_archives, select_heldout
-from .checks import (InputError, ScpCheck, check_alignments, check_features, check_matrix_scp,
-                     check_minibatches, check_tree)
+from .checks import (
+                     InputError,
+                     ScpCheck,
+                     check_alignments,
+                     check_features,
+                     check_matrix_scp,
+                     check_minibatches,
+                     check_tree,
+)
 from .chunking import Chunk, ChunkConfig, chunks_for_utterance, parse_chunk_widths, split_utterance
 from .collate import Minibatch, collate
 from .diagnostics import DiagnosticSet

@@ -22,8 +22,8 @@ non-validation utterances.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from .seeding import make_rng
 

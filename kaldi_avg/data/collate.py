@@ -1,8 +1,8 @@
 """Turning equal-structure chunks into one minibatch of tensors (what nnet3-merge-egs makes)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import torch

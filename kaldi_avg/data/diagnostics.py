@@ -6,7 +6,7 @@ the objectives are comparable; collated minibatches are kept after the first pas
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from .chunking import ChunkConfig, chunks_for_utterance
 from .collate import Minibatch

@@ -1,7 +1,7 @@
 """Loading the utterances a minibatch plan needs, each once per pass, and collating."""
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from .chunking import Chunk
 from .collate import Minibatch, collate

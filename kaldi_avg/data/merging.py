@@ -15,8 +15,9 @@ largest allowed size not above what is left, and chunks no allowed size fits are
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 

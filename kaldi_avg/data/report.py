@@ -15,8 +15,8 @@ out of range) raise `DataError` instead, naming the utterance.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 
 @dataclass(frozen=True)

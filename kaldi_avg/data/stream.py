@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from .archives import ArchivePlan, archive_for_job
 from .chunking import Chunk, ChunkConfig, chunks_for_utterance

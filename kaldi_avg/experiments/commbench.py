@@ -20,7 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,13 +68,14 @@ def measure(comm: Communicator, sizes: list[int]) -> list[dict[str, Any]]:
         recv = torch.empty_like(send)
         reps = repetitions(nbytes)
         row = {"bytes": nbytes, "ranks": comm.size}
+        # (the lambdas below run inside this iteration: binding send/recv late is intended)
         if peer < comm.size:
-            row["pingpong_s"] = _timed(comm, lambda: _pingpong(comm, peer, send, recv), reps) / 2
-            row["exchange_s"] = _timed(comm, lambda: comm.exchange(peer, send, recv), reps)
+            row["pingpong_s"] = _timed(comm, lambda: _pingpong(comm, peer, send, recv), reps) / 2  # noqa: B023
+            row["exchange_s"] = _timed(comm, lambda: comm.exchange(peer, send, recv), reps)  # noqa: B023
         else:  # an odd rank count: the last rank has no partner
             _timed(comm, lambda: None, reps)
             _timed(comm, lambda: None, reps)
-        row["allreduce_s"] = _timed(comm, lambda: comm.allreduce_sum_(send), reps)
+        row["allreduce_s"] = _timed(comm, lambda: comm.allreduce_sum_(send), reps)  # noqa: B023
         rows.append(row)
     return rows
 

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import (ArchivePlan, ChunkConfig, DiagnosticSet, UtteranceSource, chunks_for_utterance, plan_archives,
-                    screen_utterances)
+from ..data import (
+    ArchivePlan,
+    ChunkConfig,
+    DiagnosticSet,
+    UtteranceSource,
+    chunks_for_utterance,
+    plan_archives,
+    screen_utterances,
+)
 from ..kaldi.nnet3.nnet import Nnet
 from ..kaldi.transition import read_transition_model
 from ..model.build import build_nnet, xconfig_context

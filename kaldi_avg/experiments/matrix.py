@@ -14,7 +14,7 @@ server supply the rest), SSGD sums the workers' gradients of the summed objectiv
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .dataset import CHUNK_WIDTH
 from .runner import SINGLE, RunSpec

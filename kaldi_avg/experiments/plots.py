@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .tables import group_mean, time_to_target  # noqa: E402
+from .tables import group_mean, time_to_target
 
 Rows = list[dict[str, Any]]
 

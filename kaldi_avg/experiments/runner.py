@@ -23,8 +23,9 @@ import itertools
 import math
 import multiprocessing
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -32,8 +33,8 @@ from ..data import MinibatchStream
 from ..parallel import CostModel, LocalCommunicator, Simulator, StepTime, make_algorithm
 from ..parallel.base import Algorithm
 from ..train.diagnostics import TrainLog
-from ..train.objective import compute_prob
 from ..train.learner import Learner
+from ..train.objective import compute_prob
 from ..train.schedule import geometric_decay
 from .dataset import Dataset
 
@@ -237,5 +238,6 @@ def run_all(specs: Sequence[RunSpec], data: Dataset, settings: Settings, jobs: i
 
 def summary(r: dict[str, Any]) -> str:
     return (f"{r['experiment']} {r['algorithm']} N={r['N']} seed={r['seed']} period={r['period_frames']}: "
-            f"valid objf {r['valid_objf']:.3f} acc {r['valid_accuracy']:.3f}, {r['frames']:.0f} frames, sim {r['sim_wall_seconds']:.1f} s, "
+            f"valid objf {r['valid_objf']:.3f} acc {r['valid_accuracy']:.3f}, {r['frames']:.0f} frames, "
+            f"sim {r['sim_wall_seconds']:.1f} s, "
             f"measured {r['measured_seconds']:.1f} s")

@@ -13,10 +13,18 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..kaldi.datadir import (SPK_FILES, UTT_FILES, DataDir, DataDirError, read_kaldi_map_lines,
-                             split_data, utt2spk_to_spk2utt, write_kaldi_map)
-from ..options import KaldiArgumentParser
 from ..atomic import write_lines
+from ..kaldi.datadir import (
+    SPK_FILES,
+    UTT_FILES,
+    DataDir,
+    DataDirError,
+    read_kaldi_map_lines,
+    split_data,
+    utt2spk_to_spk2utt,
+    write_kaldi_map,
+)
+from ..options import KaldiArgumentParser
 
 # CMU pronunciations of the digit words; "oh" is the spoken variant of zero in digit strings.
 DIGIT_LEXICON = {

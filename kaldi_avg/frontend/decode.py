@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import kaldi_decoder
-import kaldifst
 import kaldi_hmm_gmm as khg
+import kaldifst
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Hypothesis:
     partial: bool          # no final state was reached (output allowed by allow_partial)
 
 
-def gmm_log_likelihoods(am: "khg.AmDiagGmm", feats: np.ndarray) -> np.ndarray:
+def gmm_log_likelihoods(am: khg.AmDiagGmm, feats: np.ndarray) -> np.ndarray:
     """(T, num_pdfs): log p(x_t | pdf) under each pdf's GMM (DecodableAmDiagGmm, unscaled)."""
     x = np.ascontiguousarray(feats, np.float32)
     out = np.empty((x.shape[0], am.num_pdfs), np.float32)
@@ -56,7 +56,7 @@ def gmm_log_likelihoods(am: "khg.AmDiagGmm", feats: np.ndarray) -> np.ndarray:
 class MappedDecoder:
     """latgen-faster-mapped: decodes (T, num_pdfs) log-likelihood matrices with one graph."""
 
-    def __init__(self, graph, trans_model: "khg.TransitionModel", opts: DecodeOptions = DecodeOptions()):
+    def __init__(self, graph, trans_model: khg.TransitionModel, opts: DecodeOptions = DecodeOptions()):
         self.graph = graph
         self.trans_model = trans_model
         self.opts = opts

@@ -23,19 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import write_lines
 from ..kaldi.binary import KaldiFormatError
 from ..kaldi.datadir import DataDir, split_data
+from ..kaldi.runlog import JobLog
 from ..kaldi.tables import read_matrix_table, write_matrix_table
 from ..kaldi.transition import read_transition_model
 from ..options import KaldiArgumentParser, kaldi_bool
-from ..atomic import write_lines
 from .cliopts import parse_kaldi_args
 from .decode import DecodeOptions, Hypothesis, MappedDecoder, gmm_log_likelihoods
 from .featpipe import NO_CMVN, FeatureError, SkipReport, feature_loader, read_cmvn_opts, usable_utterances
 from .gmm_model import GmmModel
 from .graph import load_graph
 from .hmm import read_tree, to_khg
-from ..kaldi.runlog import JobLog
 from .lang import read_symbol_table
 from .lattice import LatticeError, write_lattice_archive
 from .score import score_kaldi

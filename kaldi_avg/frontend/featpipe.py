@@ -8,11 +8,11 @@ string means apply-cmvn's defaults (mean normalisation per speaker).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-import numpy as np
 import kaldi_native_fbank as knf
+import numpy as np
 
 from ..kaldi.cmvn import CmvnApplier, CmvnError
 from ..kaldi.datadir import DataDir

@@ -10,7 +10,8 @@ Kaldi) draws from; it is re-seeded from each utterance id, so features are repro
 do not depend on how the data is split into jobs (Kaldi seeds once per process instead).
 
     python -m kaldi_avg.frontend.features compute-mfcc-feats [options] <wav-rspecifier> <feats-wspecifier>
-    python -m kaldi_avg.frontend.features compute-cmvn-stats [--spk2utt=ark:spk2utt] <feats-rspecifier> <stats-wspecifier>
+    python -m kaldi_avg.frontend.features compute-cmvn-stats [--spk2utt=ark:spk2utt] <feats-rspecifier> \
+        <stats-wspecifier>
     python -m kaldi_avg.frontend.features frame-shift <mfcc-config>
 
 compute-mfcc-feats also takes copy-feats' `--compress` and `--write-num-frames`, so one
@@ -31,12 +32,12 @@ from dataclasses import dataclass
 import kaldi_native_fbank as knf
 import numpy as np
 
+from ..atomic import write_lines
 from ..kaldi.binary import KaldiFormatError
 from ..kaldi.cmvn import compute_cmvn_stats
 from ..kaldi.datadir import read_kaldi_map
 from ..kaldi.tables import MatrixTable, parse_specifier, read_matrix_table, read_script, write_matrix_table
 from ..options import KaldiArgumentParser, kaldi_bool
-from ..atomic import write_lines
 
 
 class FeatureConfigError(ValueError):
@@ -227,7 +228,7 @@ def read_wav(rxfilename: str, utt: str) -> tuple[np.ndarray, float]:
     try:
         if rxfilename.rstrip().endswith("|"):
             proc = subprocess.run(rxfilename.rstrip()[:-1], shell=True,   # /bin/sh, as Kaldi's popen
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                  capture_output=True)
             if proc.returncode != 0:
                 raise WavError(f"{where}: command exited with status {proc.returncode}: "
                                f"{proc.stderr.decode(errors='replace').strip()[-200:]}")
@@ -398,7 +399,8 @@ def main(argv=None) -> int:
     _add_mfcc_options(m)
     m.add_argument("wav_rspecifier")
     m.add_argument("feats_wspecifier")
-    c = sub.add_parser("compute-cmvn-stats", usage="compute-cmvn-stats [--spk2utt=ark:spk2utt] <feats-rspecifier> <stats-wspecifier>",
+    c = sub.add_parser("compute-cmvn-stats",
+                       usage="compute-cmvn-stats [--spk2utt=ark:spk2utt] <feats-rspecifier> <stats-wspecifier>",
                        help="CMVN statistics per speaker or per utterance")
     c.add_argument("--spk2utt", help="rspecifier of spk2utt: stats per speaker")
     c.add_argument("feats_rspecifier")

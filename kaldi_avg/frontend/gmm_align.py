@@ -17,18 +17,18 @@ import os
 import sys
 from dataclasses import dataclass
 
-import numpy as np
-import kaldifst
 import kaldi_hmm_gmm as khg
+import kaldifst
+import numpy as np
 
-from ..kaldi.binary import KaldiFormatError
-from ..options import KaldiArgumentParser, kaldi_bool
 from ..atomic import copy_file, write_lines
+from ..kaldi.binary import KaldiFormatError
+from ..kaldi.runlog import JobLog
+from ..options import KaldiArgumentParser, kaldi_bool
 from .cliopts import parse_kaldi_args
 from .featpipe import read_cmvn_opts
 from .gmm_data import Job, load_jobs, write_alignments
 from .gmm_model import GmmModel
-from ..kaldi.runlog import JobLog
 from .lang import Lang, read_symbol_table
 
 
@@ -52,8 +52,8 @@ class AlignOptions:
     self_loop_scale: float = 0.1
 
 
-def make_graph_compiler(tm: "khg.TransitionModel", tree: "khg.ContextDependency",
-                        lexicon_fst) -> "khg.TrainingGraphCompiler":
+def make_graph_compiler(tm: khg.TransitionModel, tree: khg.ContextDependency,
+                        lexicon_fst) -> khg.TrainingGraphCompiler:
     opts = khg.TrainingGraphCompilerOptions(transition_scale=0.0, self_loop_scale=0.0)
     return khg.TrainingGraphCompiler(tm, tree, lexicon_fst, [], opts)
 
@@ -69,7 +69,7 @@ def equal_align(graph, num_frames: int, utt: str) -> list[int] | None:
     return list(tids) if ok and len(tids) == num_frames else None
 
 
-def boosted_silence_model(am: "khg.AmDiagGmm", silence_pdfs: list[int], boost: float) -> "khg.AmDiagGmm":
+def boosted_silence_model(am: khg.AmDiagGmm, silence_pdfs: list[int], boost: float) -> khg.AmDiagGmm:
     """gmm-boost-silence: a copy whose silence GMM weights are scaled by `boost` (not renormalised)."""
     out = khg.AmDiagGmm()
     out.copy_from_am_diag_gmm(am)
@@ -81,7 +81,7 @@ def boosted_silence_model(am: "khg.AmDiagGmm", silence_pdfs: list[int], boost: f
     return out
 
 
-def silence_pdfs(tm: "khg.TransitionModel", phones: list[int]) -> list[int]:
+def silence_pdfs(tm: khg.TransitionModel, phones: list[int]) -> list[int]:
     # pdfs shared with other phones (e.g. SIL with SIL_B via phones/sets) are boosted too, as
     # gmm-boost-silence does (it only warns)
     _, pdfs = khg.get_pdfs_for_phones(tm, phones)
@@ -95,7 +95,7 @@ class AlignResult:
     retried: bool
 
 
-def align_utterance(am: "khg.AmDiagGmm", tm: "khg.TransitionModel", graph, feats: np.ndarray, utt: str,
+def align_utterance(am: khg.AmDiagGmm, tm: khg.TransitionModel, graph, feats: np.ndarray, utt: str,
                     opts: AlignOptions) -> AlignResult:
     """gmm-align-compiled on one utterance (the graph is copied before its probabilities are added)."""
     fst = graph.copy()
@@ -115,12 +115,12 @@ class GmmStats:
     """gmm-acc-stats-ali output: per-pdf GMM statistics (Kaldi's AccumulateForGmm per frame, i.e.
     component posteriors under the GMM of the aligned pdf) plus transition-id counts."""
 
-    def __init__(self, am: "khg.AmDiagGmm", num_tids: int):
+    def __init__(self, am: khg.AmDiagGmm, num_tids: int):
         self.accs = khg.AccumAmDiagGmm()
         self.accs.init(am, int(khg.GmmUpdateFlags.kGmmAll))
         self.tid_counts = np.zeros(num_tids + 1, np.float64)
 
-    def add(self, am: "khg.AmDiagGmm", feats: np.ndarray, tids: np.ndarray, tid2pdf: np.ndarray) -> float:
+    def add(self, am: khg.AmDiagGmm, feats: np.ndarray, tids: np.ndarray, tid2pdf: np.ndarray) -> float:
         """Accumulates one aligned utterance; returns its total log-likelihood."""
         self.tid_counts += np.bincount(tids, minlength=self.tid_counts.size)
         acc = self.accs.accumulate_for_gmm

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..kaldi.datadir import DataDir, split_data
 from ..kaldi.tables import write_int_vector_table
-from ..atomic import atomic_path
 from .featpipe import FeatureError, SkipReport, feature_loader, usable_utterances
 from .lang import Lang
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import kaldi_hmm_gmm as khg
+import numpy as np
 
+from ..atomic import write_bytes
 from ..kaldi.binary import KaldiFormatError, KaldiReader, KaldiWriter
 from ..kaldi.transition import TransitionModel
-from ..atomic import write_bytes
 from .hmm import from_khg, read_tree, to_khg
 
 
-def write_am_diag_gmm(w: KaldiWriter, am: "khg.AmDiagGmm") -> None:
+def write_am_diag_gmm(w: KaldiWriter, am: khg.AmDiagGmm) -> None:
     w.token("<DIMENSION>")
     w.int32(am.dim)
     w.token("<NUMPDFS>")
@@ -43,7 +43,7 @@ def write_am_diag_gmm(w: KaldiWriter, am: "khg.AmDiagGmm") -> None:
         w.newline()
 
 
-def read_am_diag_gmm(r: KaldiReader) -> "khg.AmDiagGmm":
+def read_am_diag_gmm(r: KaldiReader) -> khg.AmDiagGmm:
     r.expect_token("<DIMENSION>")
     dim = r.read_int32()
     r.expect_token("<NUMPDFS>")
@@ -85,9 +85,9 @@ def read_am_diag_gmm(r: KaldiReader) -> "khg.AmDiagGmm":
 @dataclass
 class GmmModel:
     """A Kaldi GMM system in khg objects: transition model, GMMs and the tree."""
-    khg_trans_model: "khg.TransitionModel"
-    am: "khg.AmDiagGmm"
-    tree: "khg.ContextDependency"
+    khg_trans_model: khg.TransitionModel
+    am: khg.AmDiagGmm
+    tree: khg.ContextDependency
 
     @property
     def trans_model(self) -> TransitionModel:
@@ -105,7 +105,7 @@ class GmmModel:
         write_bytes(path, self.to_bytes(binary))
 
     @classmethod
-    def read(cls, path: str, tree_path: str) -> "GmmModel":
+    def read(cls, path: str, tree_path: str) -> GmmModel:
         r = KaldiReader.open(path)
         tm = TransitionModel.read(r)
         am = read_am_diag_gmm(r)

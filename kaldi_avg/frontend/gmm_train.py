@@ -16,19 +16,19 @@ import os
 import sys
 from dataclasses import dataclass
 
-import numpy as np
 import kaldi_hmm_gmm as khg
+import numpy as np
 from tqdm import tqdm
 
-from ..kaldi.binary import KaldiFormatError, KaldiWriter
-from ..options import KaldiArgumentParser, kaldi_bool
 from ..atomic import copy_file, write_bytes, write_lines
+from ..kaldi.binary import KaldiFormatError, KaldiWriter
+from ..kaldi.runlog import JobLog
+from ..options import KaldiArgumentParser, kaldi_bool
 from .cliopts import parse_kaldi_args
 from .gmm_align import AlignOptions, GmmStats, align_jobs, compile_graphs, equal_align, report_failures
 from .gmm_data import Job, load_jobs
 from .gmm_model import GmmModel
 from .hmm import khg_topology, read_topology, write_tree
-from ..kaldi.runlog import JobLog
 from .lang import Lang
 
 REALIGN_ITERS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29, 32, 35, 38)
@@ -100,7 +100,7 @@ def target_num_gauss(occs: np.ndarray, target: int, power: float, min_count: flo
     return targets
 
 
-def split_gmm(gmm: "khg.DiagGmm", target: int, perturb_factor: float, rng: np.random.Generator) -> "khg.DiagGmm":
+def split_gmm(gmm: khg.DiagGmm, target: int, perturb_factor: float, rng: np.random.Generator) -> khg.DiagGmm:
     """DiagGmm::Split: repeatedly halve the heaviest Gaussian into two whose means move apart by
     perturb_factor standard deviations along a random direction.  khg draws that direction from
     std::random_device (a different model every run); a seeded generator keeps training
@@ -121,7 +121,7 @@ def split_gmm(gmm: "khg.DiagGmm", target: int, perturb_factor: float, rng: np.ra
     return out
 
 
-def mix_up(am: "khg.AmDiagGmm", occs: np.ndarray, target: int, power: float, rng: np.random.Generator,
+def mix_up(am: khg.AmDiagGmm, occs: np.ndarray, target: int, power: float, rng: np.random.Generator,
            perturb_factor: float = 0.01, min_count: float = 20.0) -> None:
     """AmDiagGmm::SplitByCount (gmm-est --mix-up, with gmm-est's perturb factor and min count)."""
     for pdf, n in enumerate(target_num_gauss(occs, target, power, min_count)):

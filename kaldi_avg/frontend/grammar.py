@@ -17,8 +17,8 @@ import tempfile
 
 import kaldifst
 
-from ..options import KaldiArgumentParser
 from ..atomic import atomic_path, copy_tree
+from ..options import KaldiArgumentParser
 from .cliopts import parse_kaldi_args
 from .lang import Lang, LangError
 

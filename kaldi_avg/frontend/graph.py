@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import sys
 
-import kaldifst
 import kaldi_hmm_gmm as khg
+import kaldifst
 
+from ..atomic import atomic_path, copy_file, write_lines
 from ..kaldi.transition import read_transition_model
 from ..options import KaldiArgumentParser
-from ..atomic import atomic_path, copy_file, write_lines
 from .cliopts import parse_kaldi_args
 from .hmm import read_tree, to_khg
 from .lang import Lang, LangError

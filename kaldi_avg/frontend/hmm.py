@@ -10,15 +10,15 @@ TransitionModel only prints Kaldi's text form.  Here:
 """
 from __future__ import annotations
 
-import numpy as np
 import kaldi_hmm_gmm as khg
+import numpy as np
 
+from ..atomic import atomic_path
 from ..kaldi.binary import BINARY_HEADER, KaldiFormatError, KaldiReader, KaldiWriter
 from ..kaldi.transition import HmmTopology, TransitionModel
-from ..atomic import atomic_path
 
 
-def khg_topology(topo: HmmTopology) -> "khg.HmmTopology":
+def khg_topology(topo: HmmTopology) -> khg.HmmTopology:
     w = KaldiWriter(binary=False)
     topo.write(w)
     out = khg.HmmTopology()
@@ -31,7 +31,7 @@ def read_topology(path: str) -> HmmTopology:
     return HmmTopology.read(KaldiReader.open(path))
 
 
-def read_tree(path: str) -> "khg.ContextDependency":
+def read_tree(path: str) -> khg.ContextDependency:
     with open(path, "rb") as f:
         data = f.read()
     if data[:2] != BINARY_HEADER or not data[2:].startswith(b"ContextDependency "):
@@ -41,12 +41,12 @@ def read_tree(path: str) -> "khg.ContextDependency":
     return tree
 
 
-def write_tree(tree: "khg.ContextDependency", path: str) -> None:
+def write_tree(tree: khg.ContextDependency, path: str) -> None:
     with atomic_path(path) as tmp:
         tree.write(True, tmp)
 
 
-def from_khg(tm: "khg.TransitionModel") -> TransitionModel:
+def from_khg(tm: khg.TransitionModel) -> TransitionModel:
     parsed = TransitionModel.read(KaldiReader.from_bytes(str(tm).encode(), source="khg TransitionModel"))
     return TransitionModel(parsed.topology, parsed.tuples, np.asarray(tm.log_probs, np.float32))
 
@@ -65,8 +65,8 @@ def _non_self_loop_log_probs(tm: TransitionModel, log_probs: np.ndarray) -> list
     return out
 
 
-def to_khg(tm: TransitionModel, tree: "khg.ContextDependency", source: str = "transition model"
-           ) -> "khg.TransitionModel":
+def to_khg(tm: TransitionModel, tree: khg.ContextDependency, source: str = "transition model"
+           ) -> khg.TransitionModel:
     """A khg TransitionModel equal to `tm` (same tuples, same log-probs)."""
     out = khg.TransitionModel(tree, khg_topology(tm.topology))
     rebuilt = from_khg(out)

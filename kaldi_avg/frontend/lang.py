@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import kaldifst
 
-from ..options import KaldiArgumentParser, kaldi_bool
 from ..atomic import atomic_path, copy_file, write_lines, write_text
+from ..options import KaldiArgumentParser, kaldi_bool
 from .cliopts import parse_kaldi_args
 
 POSITION_SUFFIXES = ("_B", "_E", "_I", "_S")
@@ -370,7 +370,7 @@ class Lang:
     words: dict[str, int]
 
     @classmethod
-    def load(cls, lang_dir: str) -> "Lang":
+    def load(cls, lang_dir: str) -> Lang:
         return cls(lang_dir, read_symbol_table(os.path.join(lang_dir, "phones.txt")),
                    read_symbol_table(os.path.join(lang_dir, "words.txt")))
 

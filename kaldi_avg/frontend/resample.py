@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+
 @functools.lru_cache(maxsize=8)
 def _filter_bank(orig_rate: int, new_rate: int, num_zeros: int, rolloff: float, beta: float):
     """Returns (weights[up, taps], first_offset, up, down): output n uses inputs

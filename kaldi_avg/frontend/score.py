@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import kaldialign
 
+from ..atomic import write_lines, write_text
 from ..kaldi.datadir import DataDir
 from ..options import KaldiArgumentParser
-from ..atomic import write_lines, write_text
 from .cliopts import parse_kaldi_args
 from .lang import LangError, read_symbol_table
 from .lattice import LatticeError, best_paths, read_lattice_archive

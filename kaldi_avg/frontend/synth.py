@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..options import KaldiArgumentParser
 from ..atomic import atomic_path, write_lines
+from ..options import KaldiArgumentParser
 from .dataprep import DIGIT_WORDS, Utterance, write_data_dir
 from .resample import resample
 
@@ -67,7 +67,7 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 _PRISTINE: list = []
 
 
-def _pristine_espeak() -> "Espeak":
+def _pristine_espeak() -> Espeak:
     """The process's espeak-ng instance, initialised once and never used to synthesise here."""
     if not _PRISTINE:
         _PRISTINE.append(Espeak())
@@ -293,7 +293,7 @@ def _fork_each(items, work, nj: int):
                 os.close(r)
                 try:
                     msg = (True, work(item))
-                except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+                except BaseException as e:
                     msg = (False, f"{type(e).__name__}: {e}")
                 with os.fdopen(w, "wb") as f:
                     f.write(pickle.dumps(msg))

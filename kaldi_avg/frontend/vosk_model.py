@@ -28,15 +28,14 @@ import sys
 import wave
 from dataclasses import dataclass
 
+from ..atomic import copy_file, write_lines, write_text
 from ..kaldi.cmvn import CmvnApplier, cmvn_transform
 from ..kaldi.datadir import DataDir
 from ..kaldi.nnet3.am import read_nnet3_file
 from ..kaldi.nnet3.fold import fold_input_transform
 from ..options import KaldiArgumentParser
-from ..atomic import copy_file, write_lines, write_text
 from .cliopts import parse_kaldi_args
 from .score import compute_wer, read_transcripts
-
 
 VOSK_GRAPH_SCALE = 0.9  # vosk's recognizer.cc: ScaleLattice(GraphLatticeScale(0.9)) on the final lattice
 

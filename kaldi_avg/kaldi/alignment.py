@@ -94,7 +94,7 @@ class AlignmentMatchReport:
     length_mismatch_examples: list[str] = field(default_factory=list)  # "utt (feats F, ali A)"
     num_length_tolerated: int = 0  # kept although their length differs (within the tolerance)
 
-    def __add__(self, other: "AlignmentMatchReport") -> "AlignmentMatchReport":
+    def __add__(self, other: AlignmentMatchReport) -> AlignmentMatchReport:
         return AlignmentMatchReport(
             self.num_matched + other.num_matched,
             self.num_no_alignment + other.num_no_alignment,
@@ -105,7 +105,7 @@ class AlignmentMatchReport:
             self.num_length_tolerated + other.num_length_tolerated)
 
     @classmethod
-    def merge(cls, reports: Iterable["AlignmentMatchReport"]) -> "AlignmentMatchReport":
+    def merge(cls, reports: Iterable[AlignmentMatchReport]) -> AlignmentMatchReport:
         return sum(reports, cls())
 
     @property

@@ -32,14 +32,14 @@ class KaldiReader:
         self.source = source
 
     @classmethod
-    def open(cls, path: str) -> "KaldiReader":
+    def open(cls, path: str) -> KaldiReader:
         """Opens a whole-file Kaldi object, detecting binary mode from the `\\0B` header."""
         with open(path, "rb") as f:
             data = f.read()
         return cls.from_bytes(data, source=path)
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "KaldiReader":
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> KaldiReader:
         if data[:2] == BINARY_HEADER:
             return cls(data, True, 2, source)
         return cls(data, False, 0, source)

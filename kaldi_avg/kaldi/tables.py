@@ -27,8 +27,8 @@ import numpy as np
 from kaldiio.matio import read_matrix_or_vector, read_token, write_array
 from kaldiio.utils import MultiFileDescriptor, open_like_kaldi
 
-from .binary import KaldiFormatError
 from ..atomic import FILE_MODE
+from .binary import KaldiFormatError
 
 log = logging.getLogger(__name__)
 

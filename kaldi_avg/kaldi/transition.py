@@ -37,7 +37,7 @@ class HmmTopology:
         return self.entries[self.phone2idx[phone]]
 
     @classmethod
-    def read(cls, r: KaldiReader) -> "HmmTopology":
+    def read(cls, r: KaldiReader) -> HmmTopology:
         r.expect_token("<Topology>")
         if not r.binary:
             return cls._read_text(r)
@@ -60,7 +60,7 @@ class HmmTopology:
         return cls(phones, phone2idx, entries)
 
     @classmethod
-    def _read_text(cls, r: KaldiReader) -> "HmmTopology":
+    def _read_text(cls, r: KaldiReader) -> HmmTopology:
         entries, entry_phones = [], []
         while True:
             tok = r.read_token()
@@ -212,7 +212,7 @@ class TransitionModel:
         return self._tid2pdf[tids]
 
     @classmethod
-    def read(cls, r: KaldiReader) -> "TransitionModel":
+    def read(cls, r: KaldiReader) -> TransitionModel:
         r.expect_token("<TransitionModel>")
         topo = HmmTopology.read(r)
         tok = r.read_token()

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ..kaldi.binary import KaldiFormatError
 from ..atomic import write_bytes
+from ..kaldi.binary import KaldiFormatError
 from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_bytes, read_nnet3_file
 
 FORMAT = "kaldi-avg-checkpoint/1"
@@ -33,7 +33,7 @@ class Checkpoint:
         write_bytes(path, buf.getvalue())
 
     @classmethod
-    def load(cls, path: str) -> "Checkpoint":
+    def load(cls, path: str) -> Checkpoint:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # torch raises many types for a file that is not a checkpoint

@@ -27,8 +27,18 @@ from torch import nn
 
 from ..kaldi.nnet3.config import ConfigError
 from ..kaldi.nnet3.context import node_spans, reads_input
-from ..kaldi.nnet3.descriptor import (Append, Const, Descriptor, IfDefined, NodeRef, Offset, ReplaceIndex, Scale,
-                                      Sum, descriptor_dim)
+from ..kaldi.nnet3.descriptor import (
+    Append,
+    Const,
+    Descriptor,
+    IfDefined,
+    NodeRef,
+    Offset,
+    ReplaceIndex,
+    Scale,
+    Sum,
+    descriptor_dim,
+)
 from ..kaldi.nnet3.nnet import ComponentNode, DimRangeNode, Nnet, OutputNode
 from .ops import AFFINE_TYPES, ComponentOp
 

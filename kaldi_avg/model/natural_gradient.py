@@ -211,7 +211,7 @@ class OnlineNaturalGradient:
         O = R R^T = C C^T (Cholesky; the leading, larger directions are kept), or Gram-Schmidt if
         the Cholesky factor is unusable."""
         inv_sqrt_e = 1.0 / sqrt_e
-        O = inv_sqrt_e[:, None] * (W @ W.t()).cpu() * inv_sqrt_e[None, :]
+        O = inv_sqrt_e[:, None] * (W @ W.t()).cpu() * inv_sqrt_e[None, :]  # noqa: E741 - Kaldi's name
         eye = torch.eye(O.shape[0], dtype=O.dtype, device=O.device)
         if float((O - eye).abs().max()) <= ORTHOGONALITY_THRESHOLD:
             return W

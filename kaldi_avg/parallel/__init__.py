@@ -21,7 +21,7 @@ from .comm import CommAborted, CommTimeout, Communicator, LocalCommunicator
 from .flat import FlatParams, Replica, optimizer_state_tensors
 from .inprocess import InProcessGroup, run_ranks
 from .registry import ALGORITHMS, add_algorithm_options, algorithm_kwargs, build_algorithm, make_algorithm
-from .simulate import CostModel, Simulator, SimulationReport, StepTime
+from .simulate import CostModel, SimulationReport, Simulator, StepTime
 from .watchdog import ExitMonitor, Watchdog, failure_guard
 
 BACKENDS = ("local", "mpi", "torch")

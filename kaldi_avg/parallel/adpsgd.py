@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
@@ -74,7 +75,7 @@ class ADPSGD(Algorithm):
                                        self._count_exchange)
             self.thread.start()
 
-    def local_update(self) -> ContextManager[Any]:
+    def local_update(self) -> AbstractContextManager[Any]:
         return self.lock if self.threaded else contextlib.nullcontext()
 
     # ---- hooks -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 from ..options import kaldi_bool
 from .averaging import staleness_scale
 from .base import DEFAULT, Algorithm, CommEvent, Option, WorkerClock
-from .server import ParameterServer
+from .server import ParameterServer, finish_with_server
 
 
 class ASGD(Algorithm):
@@ -74,14 +74,7 @@ class ASGD(Algorithm):
 
     def finalize(self) -> None:
         assert self.server is not None
-        for k, clock in enumerate(self.worker_clocks):
-            if clock.frames > 0:   # push what was learned since the last push
-                self._push_pull(k)
-        self.server.close()
-        if self.comm.size > 1:
-            self.comm.broadcast_(self.server_model, 0)
-            self.log.record(CommEvent("broadcast", self.model_bytes, self.n_workers, True))
-        self.set_all_(self.server_model)
+        finish_with_server(self, self.server, self.server_model, self._push_pull)
 
     def _server_rule(self, worker: int, delta: torch.Tensor) -> torch.Tensor:
         staleness = self.version - self.pulled_version[worker]

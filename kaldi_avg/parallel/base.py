@@ -22,13 +22,14 @@ synchronizations (give ranks equal step counts per epoch; see `common_step_count
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import contextlib
 import math
+from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, ContextManager, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -263,7 +264,7 @@ class Algorithm(ABC):
     def finalize(self) -> None:
         """Collective: stop any communication threads and leave the reference model in every replica."""
 
-    def local_update(self) -> ContextManager[Any]:
+    def local_update(self) -> AbstractContextManager[Any]:
         """Hold while applying the optimizer step (a comm thread may be averaging the same buffer)."""
         return contextlib.nullcontext()
 

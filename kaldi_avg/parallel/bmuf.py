@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from ..options import kaldi_bool
 from .averaging import block_momentum_from_time_constant, bmuf_block_update_, default_block_momentum
 from .base import DEFAULT, OPTIMIZER_STATE_POLICIES, Algorithm, Option, PeriodClock
-from ..options import kaldi_bool
 from .options import optional_float
 
 NBM_FORMS = ("paper", "cntk")

@@ -13,8 +13,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import torch
 
@@ -73,7 +74,7 @@ class CompletedRequest(Request):
 class CallbackRequest(Request):
     """Wraps a backend request: times the wait and runs `then` (e.g. a staging copy-back) after it."""
 
-    def __init__(self, comm: "Communicator", op: str, nbytes: int, wait: Callable[[], Any],
+    def __init__(self, comm: Communicator, op: str, nbytes: int, wait: Callable[[], Any],
                  then: Callable[[], Any] | None = None) -> None:
         self._comm, self._op, self._nbytes = comm, op, nbytes
         self._wait, self._then = wait, then
@@ -198,12 +199,12 @@ class Communicator(abc.ABC):
 
     # ---- structure and failure -------------------------------------------------------------
     @abc.abstractmethod
-    def split(self, color: int | None, key: int | None = None) -> "Communicator | None":
+    def split(self, color: int | None, key: int | None = None) -> Communicator | None:
         """Collective: ranks with the same color form a new communicator ordered by (key, rank).
         Ranks passing color None get None."""
 
     @abc.abstractmethod
-    def dup(self) -> "Communicator":
+    def dup(self) -> Communicator:
         """Collective: the same ranks on an independent channel (for a communication thread)."""
 
     @abc.abstractmethod
@@ -270,10 +271,10 @@ class LocalCommunicator(Communicator):
     def __init__(self) -> None:
         super().__init__(rank=0, size=1)
 
-    def split(self, color: int | None, key: int | None = None) -> "LocalCommunicator | None":
+    def split(self, color: int | None, key: int | None = None) -> LocalCommunicator | None:
         return None if color is None else LocalCommunicator()
 
-    def dup(self) -> "LocalCommunicator":
+    def dup(self) -> LocalCommunicator:
         return LocalCommunicator()
 
     def heartbeats(self) -> HeartbeatChannel:

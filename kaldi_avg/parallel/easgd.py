@@ -25,7 +25,7 @@ from ..options import kaldi_bool
 from .averaging import centre_update_, elastic_difference
 from .base import DEFAULT, Algorithm, CommEvent, Option, PeriodClock, WorkerClock
 from .options import optional_float
-from .server import ParameterServer
+from .server import ParameterServer, finish_with_server
 
 
 class EASGD(Algorithm):
@@ -105,15 +105,10 @@ class EASGD(Algorithm):
         # is the model (a run shorter than one period would otherwise leave it untrained).
         if not self.async_mode and self.clock.steps:
             self.sync()
-        if self.server is not None:
-            for k, clock in enumerate(self.worker_clocks):
-                if clock.frames > 0:
-                    self._exchange(k)
-            self.server.close()
-            if self.comm.size > 1:
-                self.comm.broadcast_(self.centre, 0)
-                self.log.record(CommEvent("broadcast", self.model_bytes, self.n_workers, True))
-        self.set_all_(self.centre)
+        if self.server is None:
+            self.set_all_(self.centre)
+        else:
+            finish_with_server(self, self.server, self.centre, self._exchange)
 
     # ---- asynchronous exchange ---------------------------------------------------------------
     def _centre_rule(self, worker: int, x: torch.Tensor) -> torch.Tensor:

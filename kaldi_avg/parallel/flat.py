@@ -7,8 +7,8 @@ in place, so gradients land directly in the flat gradient buffer; clear them wit
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import torch
 

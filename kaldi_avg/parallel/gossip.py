@@ -14,7 +14,7 @@ Two pairing regimes (Lian et al. 2018; Cui et al. 2021):
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

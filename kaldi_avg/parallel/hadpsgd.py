@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
@@ -106,7 +107,7 @@ class HierarchicalADPSGD(Algorithm):
                                        self._accumulate, self._count_exchange)
             self.thread.start()
 
-    def local_update(self) -> ContextManager[Any]:
+    def local_update(self) -> AbstractContextManager[Any]:
         return self.lock if self.thread is not None else contextlib.nullcontext()
 
     def _group_of(self, replicas) -> int:

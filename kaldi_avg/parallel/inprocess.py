@@ -12,8 +12,9 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import torch
 
@@ -73,7 +74,7 @@ class _Hub:
 
 
 class _InProcessHeartbeats(HeartbeatChannel):
-    def __init__(self, comm: "InProcessCommunicator") -> None:
+    def __init__(self, comm: InProcessCommunicator) -> None:
         self._comm = comm
 
     def post(self, dest: int, payload: tuple[float, float]) -> None:
@@ -139,7 +140,7 @@ class InProcessCommunicator(Communicator):
     def _allgather_object(self, obj: Any) -> list[Any]:
         return list(self._collective(obj, lambda parts: parts, "allgather"))
 
-    def split(self, color: int | None, key: int | None = None) -> "InProcessCommunicator | None":
+    def split(self, color: int | None, key: int | None = None) -> InProcessCommunicator | None:
         entries = self._collective((color, self.rank if key is None else key, self.rank),
                                    self._assign_contexts, "split")
         mine = entries[self.rank]
@@ -157,7 +158,7 @@ class InProcessCommunicator(Communicator):
                 out[old_rank] = (context, new_rank, len(members))
         return out
 
-    def dup(self) -> "InProcessCommunicator":
+    def dup(self) -> InProcessCommunicator:
         dup = self.split(0, self.rank)
         assert dup is not None
         return dup
@@ -259,7 +260,7 @@ class InProcessGroup:
         def play(comm: InProcessCommunicator) -> None:
             try:
                 results[comm.rank] = fn(comm)
-            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            except BaseException as error:
                 errors.append((comm.rank, error))
                 with comm._hub.cond:
                     if comm._hub.aborted is None:

@@ -14,7 +14,8 @@ rate nj·η_eff, shrinkage and the schedule are the driver's (kaldi_avg.train.sc
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,7 +104,7 @@ class MPICommunicator(Communicator):
         try:
             self._comm.Allreduce(self._MPI.IN_PLACE, probe, op=self._MPI.SUM)
             works = bool(torch.all(probe == self.size).item())
-        except Exception:  # noqa: BLE001 - any failure means "stage through the host"
+        except Exception:
             works = False
         return all(self._comm.allgather(works))
 
@@ -175,14 +176,14 @@ class MPICommunicator(Communicator):
             back()
 
     # ---- structure and failure -------------------------------------------------------------
-    def split(self, color: int | None, key: int | None = None) -> "MPICommunicator | None":
+    def split(self, color: int | None, key: int | None = None) -> MPICommunicator | None:
         MPI = self._MPI
         new = self._comm.Split(MPI.UNDEFINED if color is None else color, self.rank if key is None else key)
         if new == MPI.COMM_NULL:
             return None
         return MPICommunicator(new, cuda_aware=self.cuda_aware)
 
-    def dup(self) -> "MPICommunicator":
+    def dup(self) -> MPICommunicator:
         return MPICommunicator(self._comm.Dup(), cuda_aware=self.cuda_aware)
 
     def heartbeats(self) -> HeartbeatChannel:

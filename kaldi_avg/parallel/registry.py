@@ -44,7 +44,8 @@ def add_algorithm_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("distributed training algorithm (kaldi_avg.parallel)")
     group.add_argument("--averaging.algorithm", dest=_PREFIX + "algorithm", default="ma",
                        choices=sorted(ALGORITHMS), help="the distributed training algorithm")
-    group.add_argument("--averaging.period-frames", dest=_PREFIX + "period_frames", type=period_frames, metavar="N|manual",
+    group.add_argument("--averaging.period-frames", dest=_PREFIX + "period_frames", type=period_frames,
+                       metavar="N|manual",
                        default=DEFAULT, help="frames per worker between synchronizations: an integer (0: "
                        "every step) or manual; default: the algorithm's paper value")
     group.add_argument("--averaging.seed", dest=_PREFIX + "seed", type=int, default=0, metavar="N",

@@ -9,11 +9,15 @@ like every other rank while hosting the server; report the server's rank as a wo
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from .comm import Communicator
+
+if TYPE_CHECKING:
+    from .base import Algorithm
 
 _TAG_HEADER, _TAG_PAYLOAD, _TAG_REPLY = 21, 22, 23
 _REQUEST, _STOP = 1, 2
@@ -71,3 +75,18 @@ class ParameterServer:
             with self.lock:
                 reply = self.rule(int(header[1]), payload)
             self.comm.send(reply, source, _TAG_REPLY)
+
+
+def finish_with_server(algorithm: Algorithm, server: ParameterServer, model: torch.Tensor,
+                       exchange: Callable[[int], None]) -> None:
+    """Collective end of a run with a parameter server: every local worker exchanges what it learned
+    since its last exchange, the server closes, and every replica receives rank 0's `model`."""
+    from .base import CommEvent
+    for k, clock in enumerate(algorithm.worker_clocks):
+        if clock.frames > 0:
+            exchange(k)
+    server.close()
+    if algorithm.comm.size > 1:
+        algorithm.comm.broadcast_(model, 0)
+        algorithm.log.record(CommEvent("broadcast", algorithm.model_bytes, algorithm.n_workers, True))
+    algorithm.set_all_(model)

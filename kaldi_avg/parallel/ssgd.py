@@ -19,7 +19,8 @@ recommends that, so `ssgd-resync-steps` can re-broadcast worker 0's parameters e
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .base import DEFAULT, Algorithm, CommEvent, Option
 from .comm import Request

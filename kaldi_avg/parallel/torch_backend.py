@@ -17,7 +17,8 @@ import datetime
 import os
 import pickle
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -98,7 +99,7 @@ class TorchDistCommunicator(Communicator):
             self._nccl = dist.ProcessGroupNCCL(dist.PrefixStore(f"{prefix}/nccl/", self._store), rank, size)
 
     @classmethod
-    def init(cls, backend: str | None = None, timeout_s: float = 300.0) -> "TorchDistCommunicator":
+    def init(cls, backend: str | None = None, timeout_s: float = 300.0) -> TorchDistCommunicator:
         """Join the job described by the environment; backend "gloo", "nccl" or None (nccl with CUDA)."""
         rank, size = rank_and_size_from_environment()
         host, port = _rendezvous(rank, size)
@@ -193,7 +194,7 @@ class TorchDistCommunicator(Communicator):
         self._children += 1
         return f"{self._prefix}.{self._children}"
 
-    def split(self, color: int | None, key: int | None = None) -> "TorchDistCommunicator | None":
+    def split(self, color: int | None, key: int | None = None) -> TorchDistCommunicator | None:
         entries = self._allgather_object((color, self.rank if key is None else key, self.rank))
         prefix = self._child_prefix()
         if color is None:
@@ -202,7 +203,7 @@ class TorchDistCommunicator(Communicator):
         return TorchDistCommunicator(self._store_address, members.index(self.rank), len(members),
                                      self._timeout, f"{prefix}/{color}", self._use_nccl, self._store)
 
-    def dup(self) -> "TorchDistCommunicator":
+    def dup(self) -> TorchDistCommunicator:
         dup = self.split(0)
         assert dup is not None
         return dup

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Iterator
+from collections.abc import Iterator
 
 from .comm import CommAborted, Communicator, HeartbeatChannel
 
@@ -96,7 +96,7 @@ def failure_guard(comm: Communicator, report_path: str | None = None) -> Iterato
         if stop.code not in (None, 0):
             report_and_abort("exit", stop, stop.__traceback__)
         raise
-    except BaseException as error:  # noqa: BLE001 - any failure must end the job
+    except BaseException as error:
         report_and_abort("main", error, error.__traceback__)
         raise
     finally:
@@ -122,7 +122,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self.failure: str | None = None
 
-    def start(self) -> "Watchdog":
+    def start(self) -> Watchdog:
         if self.comm.size == 1:
             return self
         self._channel = self.comm.heartbeats()
@@ -139,7 +139,7 @@ class Watchdog:
         self._thread.join()
         self._thread = None
 
-    def __enter__(self) -> "Watchdog":
+    def __enter__(self) -> Watchdog:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -8,8 +8,8 @@ scored every ceil(K / max_objective_evaluations) additions and at K; the best sc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 

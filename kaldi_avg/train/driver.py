@@ -15,7 +15,6 @@ import argparse
 import glob
 import io
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -254,7 +253,8 @@ def save_iteration(prep: Prepared, module: NnetModule, am: Nnet3Model, result: I
         buf = io.BytesIO()
         torch.save(carry, buf)
         write_bytes(algo_state_path(d, it.index + 1), buf.getvalue())
-    write_run_log(os.path.join(log_dir, f"{result.kind}.{it.index}.log"), f"kaldi-avg {result.kind} iteration {it.index}",
+    write_run_log(os.path.join(log_dir, f"{result.kind}.{it.index}.log"),
+                  f"kaldi-avg {result.kind} iteration {it.index}",
                   [f"job {j.job + 1}: objective {j.objf:g}, weight {result.weights[j.job]:g}, "
                    f"data wait {j.data_wait:.3f} s" for j in result.jobs]
                   + [f"communication {result.comm_seconds:.3f} s"]

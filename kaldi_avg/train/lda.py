@@ -26,7 +26,7 @@ class LdaStats:
         np.add.at(self.first, classes, x * w[:, None])
         self.second += (x * w[:, None]).T @ x
 
-    def add(self, other: "LdaStats") -> None:
+    def add(self, other: LdaStats) -> None:
         self.count += other.count
         self.first += other.first
         self.second += other.second

@@ -10,7 +10,7 @@ is), which keeps checkpoints at iteration boundaries complete.
 from __future__ import annotations
 
 import copy
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 

@@ -5,8 +5,8 @@ and accuracy in test mode, for the diagnostics and the final combination.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 
@@ -24,7 +24,7 @@ class ProbStats:
     correct: float = 0.0    # summed weight of frames whose argmax is the label
     frames: float = 0.0     # summed weight
 
-    def add(self, other: "ProbStats") -> None:
+    def add(self, other: ProbStats) -> None:
         self.objf += other.objf
         self.correct += other.correct
         self.frames += other.frames

@@ -142,6 +142,6 @@ def scale_parameters(module: NnetModule, scale: float) -> None:
 
 def set_learning_rates(module: NnetModule, learning_rate: float) -> None:
     """`nnet3-copy --learning-rate`: stored in the components, so written models carry it."""
-    for name, comp in module.nnet.components.items():
+    for comp in module.nnet.components.values():
         if hasattr(comp, "learning_rate_factor"):
             comp.learning_rate = float(learning_rate * comp.learning_rate_factor)

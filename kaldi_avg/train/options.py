@@ -8,8 +8,9 @@ ignored, and the driver reports the ignored options a user set. `RunConfig.from_
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..options import KaldiArgumentParser, kaldi_bool
 from ..parallel import add_algorithm_options
@@ -134,8 +135,8 @@ def get_parser() -> argparse.ArgumentParser:
         help_text = f"{opt.help} (default: {opt.default})"
         if opt.ignored:
             help_text += f" [accepted, ignored: {opt.ignored}]"
-        p.add_argument(opt.flag, dest=opt.dest, default=opt.default, type=opt.type, metavar=_METAVARS.get(opt.type, "STR"),
-                       help=help_text.replace("%", "%%"))
+        p.add_argument(opt.flag, dest=opt.dest, default=opt.default, type=opt.type,
+                       metavar=_METAVARS.get(opt.type, "STR"), help=help_text.replace("%", "%%"))
     add_algorithm_options(p)
     return p
 

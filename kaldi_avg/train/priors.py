@@ -6,7 +6,7 @@ a training subset, test mode, frames weighted like the training targets;
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch

@@ -9,8 +9,8 @@ before the iteration.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..data.merging import halve_minibatch_size
 from .dropout import DropoutSchedule, dropout_proportions

@@ -5,7 +5,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from kaldi_avg.train.launch import main  # noqa: E402
+from kaldi_avg.train.launch import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

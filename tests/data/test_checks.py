@@ -5,9 +5,18 @@ import kaldiio
 import numpy as np
 import pytest
 
-from kaldi_avg.data import (ChunkConfig, InputError, SkipReport, check_alignments, check_features,
-                            check_matrix_scp, check_minibatches, check_tree, load_utterance,
-                            screen_utterances)
+from kaldi_avg.data import (
+    ChunkConfig,
+    InputError,
+    SkipReport,
+    check_alignments,
+    check_features,
+    check_matrix_scp,
+    check_minibatches,
+    check_tree,
+    load_utterance,
+    screen_utterances,
+)
 from kaldi_avg.data.checks import _entry_shape, _OpenArchives
 from kaldi_avg.data.source import UtteranceSource
 from kaldi_avg.kaldi.alignment import match_alignments

@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from kaldi_avg.data import (ChunkConfig, MinibatchStream, Prefetcher, archive_for_job,
-                            chunks_for_utterance, plan_archives)
+from kaldi_avg.data import (
+    ChunkConfig,
+    MinibatchStream,
+    Prefetcher,
+    archive_for_job,
+    chunks_for_utterance,
+    plan_archives,
+)
 
 from .synthetic import corpus_lengths, make_source
 

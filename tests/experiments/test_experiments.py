@@ -7,11 +7,11 @@ import math
 import os
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from kaldi_avg import cli
-from kaldi_avg.experiments import commbench, command, dataset, matrix, prepare, runner
+from kaldi_avg.experiments import command, commbench, dataset, matrix, prepare, runner
 from kaldi_avg.experiments.runner import RunSpec, Settings
 from tests.data.synthetic import corpus_lengths, make_source
 

@@ -76,7 +76,7 @@ def test_tree_is_a_kaldi_monophone_tree(system):
     assert (tree.context_width, tree.central_position, tree.num_pdfs) == (1, 0, tm.num_pdfs)
 
 
-def _phones_of(tids, tm: "khg.TransitionModel", phone_names):
+def _phones_of(tids, tm: khg.TransitionModel, phone_names):
     """ali-to-phones: one phone per HMM instance, which ends with its transition into the final
     state (training graphs are reordered: self-loops come before the forward transition)."""
     return [phone_names[tm.transition_id_to_phone(int(t))] for t in tids if tm.is_final(int(t))]

@@ -11,8 +11,14 @@ import kaldifst
 import pytest
 
 from kaldi_avg.frontend.dataprep import DIGIT_WORDS
-from kaldi_avg.frontend.grammar import (arpa_grammar, compile_grammar, digit_string_grammar, one_word_grammar,
-                                        speech_words, write_lang_with_grammar)
+from kaldi_avg.frontend.grammar import (
+    arpa_grammar,
+    compile_grammar,
+    digit_string_grammar,
+    one_word_grammar,
+    speech_words,
+    write_lang_with_grammar,
+)
 from kaldi_avg.frontend.graph import VECTOR_GRAPH, load_graph, mkgraph
 from kaldi_avg.frontend.lang import Lang, LangError, read_int_list
 from kaldi_avg.kaldi.transition import read_transition_model

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kaldifst
 import kaldi_hmm_gmm as khg
+import kaldifst
 import pytest
 
 from kaldi_avg.frontend.lang import Lang, LangError, prepare_lang, read_int_list, read_symbol_table

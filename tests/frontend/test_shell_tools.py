@@ -147,7 +147,7 @@ def test_make_mfcc_and_cmvn(recipe):
     frames = dict(kaldi_native_io.SequentialInt32Reader(f"ark,t:{data}/utt2num_frames"))
     values = F.resolve_options(str(recipe / "conf/mfcc.conf"))
     computer = F.MfccComputer(values)
-    for i, utt in enumerate(["s1-1", "s1-2", "s2-1", "s3-1", "s3-2"]):
+    for _i, utt in enumerate(["s1-1", "s1-2", "s2-1", "s3-1", "s3-2"]):
         samples, rate = F.read_wav(str(recipe / f"{utt}.wav"), utt)
         want = computer.compute(utt, samples[0], rate, utt)
         got = np.array(feats[utt])
@@ -224,7 +224,7 @@ def _fake_checkout(root: Path, recipe: str) -> Path:
     for name in {"synth_digits", recipe}:
         src = REPO / "egs" / name / "s5"
         shutil.copytree(src, root / "egs" / name / "s5", symlinks=True,
-                        ignore=lambda d, names: outputs & set(names) if Path(d) == src else set())
+                        ignore=lambda d, names: outputs & set(names) if Path(d) == src else set())  # noqa: B023
     return root / "egs" / recipe / "s5"
 
 

@@ -9,8 +9,14 @@ import pytest
 
 from kaldi_avg.frontend.dataprep import DIGIT_LEXICON, read_text_words, write_dict_dir
 from kaldi_avg.frontend.resample import resample
-from kaldi_avg.frontend.synth import (STANDARD_VARIANTS, SynthError, SynthOptions, _fork_each, plan_corpus,
-                                      synthesize_corpus)
+from kaldi_avg.frontend.synth import (
+    STANDARD_VARIANTS,
+    SynthError,
+    SynthOptions,
+    _fork_each,
+    plan_corpus,
+    synthesize_corpus,
+)
 from kaldi_avg.kaldi.datadir import DataDir
 
 SMALL = SynthOptions(num_train_speakers=4, num_test_speakers=2, num_train_utts=8, num_test_utts=4)
@@ -128,7 +134,7 @@ def test_data_dirs_validate_and_are_readable_by_kaldi(corpus):
         d.validate(no_feats=True)
         assert list(d.utt2spk) == sorted(d.utt2spk)
         n = 0
-        for utt, wav in kaldi_native_io.SequentialWaveReader(f"scp:{d.file('wav.scp')}"):
+        for _utt, wav in kaldi_native_io.SequentialWaveReader(f"scp:{d.file('wav.scp')}"):
             assert wav.sample_freq == 8000 and wav.data.numpy().shape[0] == 1
             n += 1
         assert n == len(d.utt2spk)

@@ -21,8 +21,8 @@ from kaldi_avg.frontend.decode import DecodeOptions, MappedDecoder
 from kaldi_avg.frontend.decode_steps import decode_nnet3
 from kaldi_avg.frontend.graph import load_graph
 from kaldi_avg.frontend.hmm import read_tree, to_khg
-from kaldi_avg.frontend.lattice import best_paths, parse_lattice
 from kaldi_avg.frontend.lang import read_symbol_table
+from kaldi_avg.frontend.lattice import best_paths, parse_lattice
 from kaldi_avg.frontend.score import compute_wer, read_transcripts
 from kaldi_avg.frontend.vosk_model import VoskOptions, decode_with_vosk, make_vosk_model, vosk_lm_weight
 from kaldi_avg.kaldi.alignment import read_transition_ids

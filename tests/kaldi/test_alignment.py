@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 
 from kaldi_avg.data import SkipReport
-from kaldi_avg.kaldi.alignment import (AlignmentMatchReport, alignment_archives, match_alignments,
-                                       pdf_counts, read_alignments)
+from kaldi_avg.kaldi.alignment import (
+    AlignmentMatchReport,
+    alignment_archives,
+    match_alignments,
+    pdf_counts,
+    read_alignments,
+)
 from kaldi_avg.kaldi.binary import BINARY_HEADER, KaldiFormatError, KaldiReader
 from kaldi_avg.kaldi.transition import TransitionModel
 

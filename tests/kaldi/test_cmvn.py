@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kaldi_avg.kaldi.cmvn import (CmvnApplier, CmvnError, CmvnOptions, apply_cmvn,
-                                  compute_cmvn_stats, parse_cmvn_opts)
+from kaldi_avg.kaldi.cmvn import CmvnApplier, CmvnError, CmvnOptions, apply_cmvn, compute_cmvn_stats, parse_cmvn_opts
 from kaldi_avg.kaldi.datadir import DataDir, utt2spk_to_spk2utt, write_kaldi_map
 from kaldi_avg.kaldi.tables import write_matrix_table
 

@@ -9,14 +9,34 @@ import pytest
 
 from kaldi_avg.kaldi.binary import KaldiFormatError, KaldiReader, KaldiWriter
 from kaldi_avg.kaldi.nnet3.components import (
-    AffineComponent, BackpropTruncationComponent, BatchNormComponent, ClipGradientComponent,
-    ComponentError, DropoutComponent, DropoutMaskComponent, ElementwiseProductComponent,
-    FixedAffineComponent, FixedBiasComponent, FixedScaleComponent, LinearComponent,
-    LogSoftmaxComponent, LstmNonlinearityComponent, NaturalGradientAffineComponent,
-    NaturalGradientPerElementScaleComponent, NoOpComponent, NormalizeComponent,
-    PerElementScaleComponent, RectifiedLinearComponent, ScaleAndOffsetComponent,
-    SigmoidComponent, SoftmaxComponent, TanhComponent, component_from_config, component_types,
-    read_component)
+    AffineComponent,
+    BackpropTruncationComponent,
+    BatchNormComponent,
+    ClipGradientComponent,
+    ComponentError,
+    DropoutComponent,
+    DropoutMaskComponent,
+    ElementwiseProductComponent,
+    FixedAffineComponent,
+    FixedBiasComponent,
+    FixedScaleComponent,
+    LinearComponent,
+    LogSoftmaxComponent,
+    LstmNonlinearityComponent,
+    NaturalGradientAffineComponent,
+    NaturalGradientPerElementScaleComponent,
+    NoOpComponent,
+    NormalizeComponent,
+    PerElementScaleComponent,
+    RectifiedLinearComponent,
+    ScaleAndOffsetComponent,
+    SigmoidComponent,
+    SoftmaxComponent,
+    TanhComponent,
+    component_from_config,
+    component_types,
+    read_component,
+)
 from kaldi_avg.kaldi.nnet3.config import ConfigError, ConfigLine
 
 

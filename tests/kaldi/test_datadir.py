@@ -5,8 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kaldi_avg.kaldi.datadir import (DataDir, DataDirError, split_data, utt2spk_to_spk2utt,
-                                     write_kaldi_map)
+from kaldi_avg.kaldi.datadir import DataDir, DataDirError, split_data, utt2spk_to_spk2utt, write_kaldi_map
 from kaldi_avg.kaldi.tables import write_matrix_table
 
 kio = pytest.importorskip("kaldi_native_io", reason="kaldi-native-io reads our feats.scp as Kaldi would")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kaldi_avg.kaldi.cmvn import apply_cmvn, compute_cmvn_stats, cmvn_transform
+from kaldi_avg.kaldi.cmvn import apply_cmvn, cmvn_transform, compute_cmvn_stats
 from kaldi_avg.kaldi.nnet3.fold import FoldError, fold_input_transform
 from kaldi_avg.kaldi.nnet3.nnet import Nnet
 from kaldi_avg.model.graph import NnetModule

@@ -4,8 +4,12 @@ import re
 import numpy as np
 import pytest
 
-from kaldi_avg.kaldi.nnet3.components import (LstmNonlinearityComponent, RectifiedLinearComponent,
-                                              SigmoidComponent, TanhComponent)
+from kaldi_avg.kaldi.nnet3.components import (
+    LstmNonlinearityComponent,
+    RectifiedLinearComponent,
+    SigmoidComponent,
+    TanhComponent,
+)
 from kaldi_avg.kaldi.nnet3.components.base import summarize_vector
 from kaldi_avg.kaldi.nnet3.descriptor import NodeRef
 from kaldi_avg.kaldi.nnet3.nnet import ComponentNode, InputNode, Nnet, OutputNode
@@ -78,7 +82,7 @@ def test_sigmoid_line_with_oderiv_statistics_reads_the_last_mean():
 def _parse_info_like_the_script(nnet) -> list[float]:
     """Saturation terms parsed from our nnet3-info lines, the way get_saturation.pl reads them."""
     terms = []
-    for name, c in nnet.components.items():
+    for _name, c in nnet.components.items():
         line = c.info()
         if "type=SigmoidComponent" in line or "type=TanhComponent" in line:
             m = re.search(r"deriv-avg=.+mean=([^,]+),", line)

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from kaldi_avg.kaldi.binary import KaldiFormatError
-from kaldi_avg.kaldi.tables import (MatrixTable, matrix_shape, parse_specifier, read_int_vector_table,
-                                    read_matrix_table, write_int_vector_table, write_matrix_table)
+from kaldi_avg.kaldi.tables import (
+    MatrixTable,
+    matrix_shape,
+    parse_specifier,
+    read_int_vector_table,
+    read_matrix_table,
+    write_int_vector_table,
+    write_matrix_table,
+)
 
 kio = pytest.importorskip("kaldi_native_io", reason="kaldi-native-io is the reference reader/writer")
 

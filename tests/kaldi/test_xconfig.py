@@ -6,8 +6,7 @@ import pytest
 
 from kaldi_avg.kaldi.nnet3.config import ConfigLine
 from kaldi_avg.kaldi.nnet3.descriptor import parse_descriptor, to_string
-from kaldi_avg.kaldi.xconfig import (XconfigError, get_config_lines, parse_xconfig, substitute,
-                                     write_config_dir)
+from kaldi_avg.kaldi.xconfig import XconfigError, get_config_lines, parse_xconfig, substitute, write_config_dir
 
 NODE_TYPES = ("input-node", "component-node", "dim-range-node", "output-node")
 

@@ -14,8 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from kaldi_avg.kaldi.nnet3.context import model_context
-from kaldi_avg.kaldi.nnet3.descriptor import (Append, Const, IfDefined, NodeRef, Offset, ReplaceIndex, Scale,
-                                              Sum, descriptor_dim)
+from kaldi_avg.kaldi.nnet3.descriptor import (
+    Append,
+    Const,
+    IfDefined,
+    NodeRef,
+    Offset,
+    ReplaceIndex,
+    Scale,
+    Sum,
+    descriptor_dim,
+)
 from kaldi_avg.kaldi.nnet3.nnet import ComponentNode, DimRangeNode, InputNode, Nnet, OutputNode
 
 

@@ -97,7 +97,7 @@ def test_equals_dense_recursion(seed):
 def test_is_beta_x_inverse_of_smoothed_fisher():
     rng = np.random.default_rng(5)
     p = OnlineNaturalGradient(rank=4, update_period=3, alpha=4.0)
-    for it in range(25):
+    for _it in range(25):
         X = torch.from_numpy(_batch(rng, 16, 9, rng.standard_normal(9) * 3))
         if p.initialized:
             F = p.fisher()

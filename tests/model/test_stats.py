@@ -11,9 +11,8 @@ from kaldi_avg.kaldi.nnet3.am import read_nnet3_bytes
 from kaldi_avg.kaldi.nnet3.components import LstmNonlinearityComponent, SigmoidComponent, TanhComponent
 from kaldi_avg.kaldi.nnet3.nnet import Nnet
 from kaldi_avg.model.graph import NnetModule
-from kaldi_avg.model.ops import ComponentOp, lstm_nonlinearity
+from kaldi_avg.model.ops import ComponentOp, lstm_nonlinearity, training_statistics
 from kaldi_avg.parallel import FlatParams
-from kaldi_avg.model.ops import training_statistics
 
 from .networks import randomized, spec_5_10_config
 

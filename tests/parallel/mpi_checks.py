@@ -13,10 +13,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from kaldi_avg.parallel import Replica, Watchdog, failure_guard, make_algorithm, make_communicator  # noqa: E402
-from kaldi_avg.parallel.averaging import average_accepted, select_best  # noqa: E402
-from tests.parallel.problems import (RegressionLearner, drive, simulate_lockstep,  # noqa: E402
-                                 train_single_process)
+from kaldi_avg.parallel import Replica, Watchdog, failure_guard, make_algorithm, make_communicator
+from kaldi_avg.parallel.averaging import average_accepted, select_best
+from tests.parallel.problems import RegressionLearner, drive, simulate_lockstep, train_single_process
 
 STEPS = 12
 

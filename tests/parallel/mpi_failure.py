@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from kaldi_avg.parallel import ExitMonitor, Watchdog, failure_guard, make_communicator  # noqa: E402
+from kaldi_avg.parallel import ExitMonitor, Watchdog, failure_guard, make_communicator
 
 
 def fail(mode: str) -> None:

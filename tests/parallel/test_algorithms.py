@@ -6,13 +6,20 @@ import copy
 import pytest
 import torch
 
-from kaldi_avg.parallel import (ALGORITHMS, CostModel, LocalCommunicator, Replica, Simulator, StepTime, make_algorithm,
-                            run_ranks)
+from kaldi_avg.parallel import (
+    ALGORITHMS,
+    CostModel,
+    LocalCommunicator,
+    Replica,
+    Simulator,
+    StepTime,
+    make_algorithm,
+    run_ranks,
+)
 from kaldi_avg.parallel.averaging import average_accepted, frame_weighted_mean, mean, select_best
 from kaldi_avg.parallel.ssgd import plan_buckets
 
-from .problems import (RegressionLearner, batch, drive, drive_units, make_model, simulate_lockstep,
-                       train_single_process)
+from .problems import RegressionLearner, batch, drive, drive_units, make_model, simulate_lockstep, train_single_process
 
 
 def learners_for(n, **options):
@@ -97,7 +104,7 @@ def test_ma_syncs_once_the_period_in_frames_per_worker_has_passed():
     algorithm = make_algorithm("ma", LocalCommunicator(), 3, period_frames=20)
     algorithm.setup([learner.replica for learner in learners])
     synced = []
-    for step in range(9):
+    for _step in range(9):
         counts = [learner.backward() for learner in learners]
         for learner in learners:
             learner.update()

@@ -6,10 +6,21 @@ import math
 import pytest
 import torch
 
-from kaldi_avg.parallel.averaging import (accepted_mask, average_accepted, best_index, block_momentum_from_time_constant,
-                                      bmuf_block_update_, centre_update_, default_block_momentum,
-                                      elastic_difference, frame_weighted_mean, mean, pairwise_delta, select_best,
-                                      staleness_scale)
+from kaldi_avg.parallel.averaging import (
+    accepted_mask,
+    average_accepted,
+    best_index,
+    block_momentum_from_time_constant,
+    bmuf_block_update_,
+    centre_update_,
+    default_block_momentum,
+    elastic_difference,
+    frame_weighted_mean,
+    mean,
+    pairwise_delta,
+    select_best,
+    staleness_scale,
+)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8])

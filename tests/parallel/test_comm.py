@@ -8,8 +8,17 @@ import time
 import pytest
 import torch
 
-from kaldi_avg.parallel import (FlatParams, InProcessGroup, LocalCommunicator, Watchdog, common_step_count,
-                            failure_guard, make_communicator, optimizer_state_tensors, run_ranks)
+from kaldi_avg.parallel import (
+    FlatParams,
+    InProcessGroup,
+    LocalCommunicator,
+    Watchdog,
+    common_step_count,
+    failure_guard,
+    make_communicator,
+    optimizer_state_tensors,
+    run_ranks,
+)
 from kaldi_avg.parallel.comm import CommAborted, CommTimeout
 from kaldi_avg.parallel.flat import parameter_offsets
 

@@ -10,8 +10,14 @@ import torch
 
 from kaldi_avg.parallel import InProcessGroup
 from kaldi_avg.parallel.comm import CommTimeout
-from kaldi_avg.parallel.gossip import (GossipThread, PartnerChooser, gossip_partners, is_active, ring_neighbours,
-                                   round_matching)
+from kaldi_avg.parallel.gossip import (
+    GossipThread,
+    PartnerChooser,
+    gossip_partners,
+    is_active,
+    ring_neighbours,
+    round_matching,
+)
 
 
 def assert_matching(partner):

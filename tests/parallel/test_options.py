@@ -5,9 +5,16 @@ import argparse
 
 import pytest
 
-from kaldi_avg.parallel import (ALGORITHMS, MANUAL, LocalCommunicator, Option, add_algorithm_options,
-                            build_algorithm, make_algorithm)
-from kaldi_avg.parallel import registry
+from kaldi_avg.parallel import (
+    ALGORITHMS,
+    MANUAL,
+    LocalCommunicator,
+    Option,
+    add_algorithm_options,
+    build_algorithm,
+    make_algorithm,
+    registry,
+)
 
 
 def parse(*argv):

@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition model")
 
-from kaldi_avg.kaldi.nnet3.am import read_nnet3_file  # noqa: E402
-from kaldi_avg.train.cli import main  # noqa: E402
-from kaldi_avg.train.diagnostics import PROB_RE, TRAIN_OBJF_RE  # noqa: E402
+from kaldi_avg.kaldi.nnet3.am import read_nnet3_file
+from kaldi_avg.train.cli import main
+from kaldi_avg.train.diagnostics import PROB_RE, TRAIN_OBJF_RE
 
-from .experiment import make_experiment, train_args  # noqa: E402
+from .experiment import make_experiment, train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_RNN = os.path.join(ROOT, "steps", "kaldi_avg", "train_rnn.py")

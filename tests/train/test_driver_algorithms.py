@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition model")
 
-from kaldi_avg.parallel import ALGORITHMS  # noqa: E402
-from kaldi_avg.kaldi.nnet3.am import read_nnet3_file  # noqa: E402
-from kaldi_avg.train.cli import main  # noqa: E402
+from kaldi_avg.kaldi.nnet3.am import read_nnet3_file
+from kaldi_avg.parallel import ALGORITHMS
+from kaldi_avg.train.cli import main
 
-from .experiment import make_experiment, train_args  # noqa: E402
-from .test_driver import TRAIN_RNN, _mpiexec  # noqa: E402
+from .experiment import make_experiment, train_args
+from .test_driver import TRAIN_RNN, _mpiexec
 
 # Short runs: 2 epochs of 4 workers, averaging every 40 frames per worker (a few syncs per iteration).
 FIXED = {"--trainer.optimization.num-jobs-initial": "4", "--trainer.optimization.num-jobs-final": "4",

@@ -14,15 +14,15 @@ import torch
 
 pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition model")
 
-from kaldi_avg.kaldi.nnet3.am import read_nnet3_file  # noqa: E402
-from kaldi_avg.kaldi.nnet3.context import model_context  # noqa: E402
-from kaldi_avg.model.build import build_nnet  # noqa: E402
-from kaldi_avg.model.graph import NnetModule  # noqa: E402
-from kaldi_avg.train.cli import main  # noqa: E402
-from kaldi_avg.train.objective import compute_prob  # noqa: E402
-from kaldi_avg.train.priors import posterior_sum  # noqa: E402
+from kaldi_avg.kaldi.nnet3.am import read_nnet3_file
+from kaldi_avg.kaldi.nnet3.context import model_context
+from kaldi_avg.model.build import build_nnet
+from kaldi_avg.model.graph import NnetModule
+from kaldi_avg.train.cli import main
+from kaldi_avg.train.objective import compute_prob
+from kaldi_avg.train.priors import posterior_sum
 
-from .experiment import XCONFIG, make_experiment, train_args  # noqa: E402
+from .experiment import XCONFIG, make_experiment, train_args
 
 DROPOUT_XCONFIG = XCONFIG.replace("delay=-1", "delay=-1 dropout-proportion=0.0")
 SCHEDULE = "0,0.3@0.5,0.1"          # up to 0.3 at half the data, then down to 0.1

@@ -5,9 +5,14 @@ import dataclasses
 import pytest
 
 from kaldi_avg.train import schedule
+from kaldi_avg.train.dropout import (
+    DropoutSchedule,
+    DropoutScheduleError,
+    describe,
+    dropout_proportions,
+    parse_dropout_schedule,
+)
 from kaldi_avg.train.schedule import ScheduleOptions
-from kaldi_avg.train.dropout import (DropoutSchedule, DropoutScheduleError, describe, dropout_proportions,
-                                     parse_dropout_schedule)
 
 
 def values(text: str, fraction: float) -> list[tuple[str, float]]:

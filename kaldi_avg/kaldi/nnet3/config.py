@@ -37,7 +37,7 @@ class ConfigLine:
         self._used: set[str] = set()
 
     @classmethod
-    def parse(cls, line: str, where: str = "") -> "ConfigLine | None":
+    def parse(cls, line: str, where: str = "") -> ConfigLine | None:
         """Returns None for blank or comment-only lines."""
         text = line.split("#", 1)[0].strip()
         if not text:

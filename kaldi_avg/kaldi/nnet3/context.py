@@ -11,8 +11,21 @@ that of its splicing and output delay; decoders give them more with --extra-righ
 from __future__ import annotations
 
 from .config import ConfigError
-from .descriptor import (Append, Const, Descriptor, Failover, IfDefined, NodeRef, Offset, ReplaceIndex,
-                         Round, Scale, Sum, Switch, to_string)
+from .descriptor import (
+    Append,
+    Const,
+    Descriptor,
+    Failover,
+    IfDefined,
+    NodeRef,
+    Offset,
+    ReplaceIndex,
+    Round,
+    Scale,
+    Sum,
+    Switch,
+    to_string,
+)
 from .nnet import ComponentNode, DimRangeNode, InputNode, Nnet, Node, OutputNode
 
 # (lo, hi) offsets of the `input` frames a value needs; None = needs no `input` frame

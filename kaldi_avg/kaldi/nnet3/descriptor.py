@@ -14,7 +14,7 @@ from .config import ConfigError
 class Descriptor:
     """Base class of descriptor tree nodes."""
 
-    def children(self) -> tuple["Descriptor", ...]:
+    def children(self) -> tuple[Descriptor, ...]:
         return ()
 
     def node_names(self) -> list[str]:

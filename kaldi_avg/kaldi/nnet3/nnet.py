@@ -181,7 +181,7 @@ class Nnet:
     # -- config lines (nnet3-init) ----------------------------------------------------------
     @classmethod
     def from_config(cls, text: str, source: str = "<config>", rng: np.random.Generator | None = None,
-                    existing: "Nnet | None" = None) -> "Nnet":
+                    existing: Nnet | None = None) -> Nnet:
         """`nnet3-init [existing.raw] config out.raw`: components first, then nodes (two passes, so
         forward references work); a node redefined by the config replaces the existing one."""
         rng = rng or np.random.default_rng(0)
@@ -231,7 +231,7 @@ class Nnet:
         w.token("</Nnet3>")
 
     @classmethod
-    def read(cls, r: KaldiReader) -> "Nnet":
+    def read(cls, r: KaldiReader) -> Nnet:
         r.expect_token("<Nnet3>")
         if r.read_line().strip("\r") != "":
             raise r.error("Expected newline in config file after <Nnet3>")

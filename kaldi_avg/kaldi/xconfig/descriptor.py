@@ -9,8 +9,8 @@ nnet3's normalization, because Kaldi's generator prints it that way into the con
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..nnet3.config import is_valid_name
 from .syntax import XconfigError

@@ -33,7 +33,7 @@ class XconfigLayer(ABC):
     has_input: ClassVar[bool] = True
 
     def __init__(self, layer_type: str, values: dict[str, str],
-                 previous: list["XconfigLayer"], where: str):
+                 previous: list[XconfigLayer], where: str):
         self.layer_type = layer_type
         self.where = where
         self.name = values.get("name", "")
@@ -120,7 +120,7 @@ class XconfigLayer(ABC):
     def __str__(self) -> str:
         return self.expanded()
 
-    def _resolve_input(self, previous: list["XconfigLayer"]) -> ResolvedInput:
+    def _resolve_input(self, previous: list[XconfigLayer]) -> ResolvedInput:
         def node_name(reference: str) -> str:
             layer, aux = _lookup(previous, reference)
             return layer.output_name(aux)

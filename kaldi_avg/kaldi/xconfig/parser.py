@@ -1,8 +1,7 @@
 """xconfig text -> layers (Kaldi's `xconfig/parser.py` `read_xconfig_file`)."""
 from __future__ import annotations
 
-from .basic_layers import (AffineLayer, FixedAffineLayer, InputLayer, NonlinearityLayer,
-                           OutputLayer, TrivialOutputLayer)
+from .basic_layers import AffineLayer, FixedAffineLayer, InputLayer, NonlinearityLayer, OutputLayer, TrivialOutputLayer
 from .layer import XconfigLayer
 from .lstm_layers import FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer
 from .syntax import XconfigError, split_xconfig_line

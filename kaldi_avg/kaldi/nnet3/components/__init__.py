@@ -3,20 +3,32 @@
 `read_component` / `component_from_config` dispatch on the type name through one registry;
 every class below registers itself by defining `type_name`.
 """
-from .affine import (AffineComponent, FixedAffineComponent, LinearComponent,
-                     NaturalGradientAffineComponent)
-from .base import (Component, ComponentError, UpdatableComponent, component_from_config,
-                   component_types, read_component)
-from .nonlinear import (LogSoftmaxComponent, NonlinearComponent, RectifiedLinearComponent,
-                        SigmoidComponent, SoftmaxComponent, TanhComponent)
+from .affine import AffineComponent, FixedAffineComponent, LinearComponent, NaturalGradientAffineComponent
+from .base import Component, ComponentError, UpdatableComponent, component_from_config, component_types, read_component
+from .nonlinear import (
+                     LogSoftmaxComponent,
+                     NonlinearComponent,
+                     RectifiedLinearComponent,
+                     SigmoidComponent,
+                     SoftmaxComponent,
+                     TanhComponent,
+)
 from .normalize import BatchNormComponent, NormalizeComponent
-from .recurrent import (LSTM_NONLINEARITIES, BackpropTruncationComponent, DropoutMaskComponent,
-                        LstmNonlinearityComponent, default_self_repair_config)
-from .scale import (FixedBiasComponent, FixedScaleComponent,
-                    NaturalGradientPerElementScaleComponent, PerElementScaleComponent,
-                    ScaleAndOffsetComponent)
-from .simple import (ClipGradientComponent, DropoutComponent, ElementwiseProductComponent,
-                     NoOpComponent)
+from .recurrent import (
+                     LSTM_NONLINEARITIES,
+                     BackpropTruncationComponent,
+                     DropoutMaskComponent,
+                     LstmNonlinearityComponent,
+                     default_self_repair_config,
+)
+from .scale import (
+                     FixedBiasComponent,
+                     FixedScaleComponent,
+                     NaturalGradientPerElementScaleComponent,
+                     PerElementScaleComponent,
+                     ScaleAndOffsetComponent,
+)
+from .simple import ClipGradientComponent, DropoutComponent, ElementwiseProductComponent, NoOpComponent
 
 __all__ = [
     "Component", "ComponentError", "UpdatableComponent", "NonlinearComponent",

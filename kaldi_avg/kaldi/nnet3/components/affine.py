@@ -6,10 +6,19 @@ import math
 import numpy as np
 
 from ..config import ConfigLine
-from .base import (UPDATABLE_HEADER, Component, Field, Kind, UpdatableComponent, field, legacy,
-                   matrix_stats, optional, vector_stats)
-from .initializers import (gaussian, learning_rate_options, natural_gradient_options,
-                           read_matrix_file, require)
+from .base import (
+    UPDATABLE_HEADER,
+    Component,
+    Field,
+    Kind,
+    UpdatableComponent,
+    field,
+    legacy,
+    matrix_stats,
+    optional,
+    vector_stats,
+)
+from .initializers import gaussian, learning_rate_options, natural_gradient_options, read_matrix_file, require
 
 _ORTHONORMAL = optional("<OrthonormalConstraint>", Kind.F32, 0.0,
                         when=lambda c: c.orthonormal_constraint != 0.0)
@@ -90,7 +99,7 @@ class AffineComponent(UpdatableComponent):
             "bias", self.bias_params)
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "AffineComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> AffineComponent:
         return cls(**learning_rate_options(cfg),
                    **_affine_from_config(cfg, cls.type_name, rng, with_bias_mean=False),
                    orthonormal_constraint=cfg.get_float("orthonormal-constraint", 0.0))
@@ -126,7 +135,7 @@ class NaturalGradientAffineComponent(AffineComponent):
             ("update-period", self.update_period), ("alpha", self.alpha)]
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "NaturalGradientAffineComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> NaturalGradientAffineComponent:
         values = dict(**learning_rate_options(cfg),
                       **_affine_from_config(cfg, cls.type_name, rng, with_bias_mean=True),
                       orthonormal_constraint=cfg.get_float("orthonormal-constraint", 0.0))
@@ -150,7 +159,7 @@ class FixedAffineComponent(Component):
             vector_stats("bias", self.bias_params)
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "FixedAffineComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> FixedAffineComponent:
         """`matrix=<out x (in+1) file>` (nothing else on the line), or input-dim/output-dim with
         N(0, 1) values, for testing (Kaldi's ref.config)."""
         if cfg.has("matrix"):
@@ -201,7 +210,7 @@ class LinearComponent(UpdatableComponent):
                         ("update-period", self.update_period), ("alpha", self.alpha)]
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "LinearComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> LinearComponent:
         """`matrix=<out x in file>` (no bias column) or random with param-stddev (1/sqrt(in))."""
         values = learning_rate_options(cfg)
         if cfg.has("matrix"):

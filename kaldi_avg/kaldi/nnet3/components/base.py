@@ -8,12 +8,12 @@ for old models and never written.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -128,7 +128,7 @@ def _same_token(got: str, tokens: tuple[str, ...]) -> bool:
     return any(got == t or (t.startswith("<") and got == t[1:]) for t in tokens)
 
 
-_REGISTRY: dict[str, type["Component"]] = {}
+_REGISTRY: dict[str, type[Component]] = {}
 
 
 def _fmt(v: Any) -> str:
@@ -256,7 +256,7 @@ class Component(ABC):
 
     # -- serialization -----------------------------------------------------------------
     @classmethod
-    def read_body(cls, r: KaldiReader) -> "Component":
+    def read_body(cls, r: KaldiReader) -> Component:
         """Reads the body; `r` is positioned just after the `<TypeName> ` token."""
         start = r.pos
         try:
@@ -318,7 +318,7 @@ class Component(ABC):
     # -- initialization from a config line (nnet3-init) --------------------------------
     @classmethod
     @abstractmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "Component": ...
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> Component: ...
 
     # -- checks and diagnostics ----------------------------------------------------------
     def error(self, msg: str) -> ComponentError:

@@ -70,7 +70,7 @@ class NonlinearComponent(SameDimComponent):
         return items
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "NonlinearComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> NonlinearComponent:
         dim = cfg.get_int("dim")
         return cls(dim=dim, block_dim=cfg.get_int("block-dim", dim),
                    self_repair_lower_threshold=cfg.get_float("self-repair-lower-threshold",

@@ -45,7 +45,7 @@ class NormalizeComponent(Component):
         return items + ([("block-dim", self.block_dim)] if self.block_dim != self.dim else [])
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "NormalizeComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> NormalizeComponent:
         # Kaldi reads dim=, or input-dim= only when dim= is absent.
         dim = cfg.get_int("dim") if cfg.has("dim") else cfg.get_int("input-dim")
         return cls(dim=dim, block_dim=cfg.get_int("block-dim", dim),
@@ -99,7 +99,7 @@ class BatchNormComponent(SameDimComponent):
                 ("test-mode", self.test_mode)]
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "BatchNormComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> BatchNormComponent:
         dim = cfg.get_int("dim")
         block_dim = cfg.get_int("block-dim", dim)
         require(cfg, cls.type_name, dim > 0 and block_dim > 0, "dim and block-dim must be > 0")

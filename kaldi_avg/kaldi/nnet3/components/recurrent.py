@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import ConfigLine
-from .base import (UPDATABLE_HEADER, Kind, SameDimComponent, UpdatableComponent, field, optional,
-                   summarize_vector)
+from .base import UPDATABLE_HEADER, Kind, SameDimComponent, UpdatableComponent, field, optional, summarize_vector
 from .initializers import gaussian, learning_rate_options, require
 
 # Order of the five nonlinearities in the stats rows and in SelfRepairConfig.
@@ -84,7 +83,7 @@ class LstmNonlinearityComponent(UpdatableComponent):
         return items
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "LstmNonlinearityComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> LstmNonlinearityComponent:
         """Peepholes ~ N(0, param-stddev^2) (default 1.0); self-repair thresholds 0.05 (sigmoid),
         0.2 (tanh), scale 1e-05; zero stats."""
         t = cls.type_name
@@ -139,7 +138,7 @@ class BackpropTruncationComponent(SameDimComponent):
                 ("zeroing-interval", self.zeroing_interval)]
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "BackpropTruncationComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> BackpropTruncationComponent:
         return cls(dim=cfg.get_int("dim"), scale=cfg.get_float("scale", 1.0),
                    clipping_threshold=cfg.get_float("clipping-threshold", 30.0),
                    zeroing_threshold=cfg.get_float("zeroing-threshold", 15.0),
@@ -168,7 +167,7 @@ class DropoutMaskComponent(SameDimComponent):
         return items + ([("continuous", True)] if self.continuous else [])
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "DropoutMaskComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> DropoutMaskComponent:
         return cls(dim=cfg.get_int("output-dim"),
                    dropout_proportion=cfg.get_float("dropout-proportion", 0.5),
                    continuous=cfg.get_bool("continuous", False),

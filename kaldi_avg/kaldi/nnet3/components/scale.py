@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import ConfigLine
-from .base import (UPDATABLE_HEADER, Component, Kind, UpdatableComponent, field, legacy,
-                   vector_stats)
-from .initializers import (gaussian, learning_rate_options, read_vector_file, require)
+from .base import UPDATABLE_HEADER, Component, Kind, UpdatableComponent, field, legacy, vector_stats
+from .initializers import gaussian, learning_rate_options, read_vector_file, require
 
 
 def _vector_dim(comp: Component, attr: str) -> int:
@@ -30,7 +29,7 @@ class FixedScaleComponent(Component):
         return super().info_items() + vector_stats("scales", self.scales)
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "FixedScaleComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> FixedScaleComponent:
         """`scales=<vector file>`, or dim= with a constant scale= (else N(0, 1), for testing)."""
         if cfg.has("scales"):
             return cls(scales=read_vector_file(cfg, cls.type_name, "scales"))
@@ -58,7 +57,7 @@ class FixedBiasComponent(Component):
         return super().info_items() + vector_stats("bias", self.bias)
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "FixedBiasComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> FixedBiasComponent:
         """`bias=<vector file>`, or dim= with N(0, 1) values (for testing)."""
         if cfg.has("bias"):
             return cls(bias=read_vector_file(cfg, cls.type_name, "bias"))
@@ -110,7 +109,7 @@ class PerElementScaleComponent(UpdatableComponent):
         return gaussian(rng, dim, param_stddev, param_mean)
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "PerElementScaleComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> PerElementScaleComponent:
         return cls(**learning_rate_options(cfg), scales=cls._scales_from_config(cfg, rng))
 
 
@@ -141,7 +140,7 @@ class NaturalGradientPerElementScaleComponent(PerElementScaleComponent):
 
     @classmethod
     def from_config(cls, cfg: ConfigLine,
-                    rng: np.random.Generator) -> "NaturalGradientPerElementScaleComponent":
+                    rng: np.random.Generator) -> NaturalGradientPerElementScaleComponent:
         return cls(rank=cfg.get_int("rank", 8), update_period=cfg.get_int("update-period", 10),
                    num_samples_history=cfg.get_float("num-samples-history", 2000.0),
                    alpha=cfg.get_float("alpha", 4.0), **learning_rate_options(cfg),
@@ -183,7 +182,7 @@ class ScaleAndOffsetComponent(UpdatableComponent):
         return items + vector_stats("scales", self.scales) + vector_stats("offsets", self.offsets)
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "ScaleAndOffsetComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> ScaleAndOffsetComponent:
         """Scales start at 1, offsets at 0."""
         values = learning_rate_options(cfg)
         dim = cfg.get_int("dim")

@@ -28,7 +28,7 @@ class NoOpComponent(SameDimComponent):
             [("backprop-scale", self.backprop_scale)] if self.backprop_scale != 1.0 else [])
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "NoOpComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> NoOpComponent:
         return cls(dim=cfg.get_int("dim"), backprop_scale=cfg.get_float("backprop-scale", 1.0))
 
 
@@ -50,7 +50,7 @@ class ElementwiseProductComponent(Component):
                      f"{self.out_dim}")
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "ElementwiseProductComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> ElementwiseProductComponent:
         return cls(in_dim=cfg.get_int("input-dim"), out_dim=cfg.get_int("output-dim"))
 
 
@@ -91,7 +91,7 @@ class ClipGradientComponent(SameDimComponent):
         return items
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "ClipGradientComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> ClipGradientComponent:
         return cls(dim=cfg.get_int("dim"),
                    clipping_threshold=cfg.get_float("clipping-threshold", 15.0),
                    norm_based_clipping=cfg.get_bool("norm-based-clipping", False),
@@ -121,7 +121,7 @@ class DropoutComponent(SameDimComponent):
                 ("dropout-per-frame", self.dropout_per_frame)]
 
     @classmethod
-    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> "DropoutComponent":
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> DropoutComponent:
         return cls(dim=cfg.get_int("dim"),
                    dropout_proportion=cfg.get_float("dropout-proportion"),
                    dropout_per_frame=cfg.get_bool("dropout-per-frame", False),
