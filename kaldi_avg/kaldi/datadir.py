@@ -6,6 +6,7 @@ code-point order of `str`.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,18 @@ from functools import cached_property
 import numpy as np
 
 from ..atomic import write_bytes
-from .tables import MatrixTable
+from .binary import KaldiFormatError
+from .tables import (
+    MatrixTable,
+    _is_pipe,
+    _parse_range,
+    _read_binary_matrix_shape,
+    _split_rxfilename,
+    load_rxfilename,
+    read_script,
+)
+
+log = logging.getLogger(__name__)
 
 
 class DataDirError(ValueError):
@@ -85,6 +97,43 @@ def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
     for utt in sorted(utt2spk):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
     return dict(sorted(spk2utt.items()))
+
+
+_UNWRITABLE_SAID: set[str] = set()  # data dirs whose utt2num_frames could not be written
+
+
+def feat_to_len(scp_path: str) -> dict[str, int]:
+    """`feat-to-len scp:<scp_path> ark,t:-`: the rows of every entry, in scp order.
+
+    Binary matrices (docs/kaldi-formats.md 1.5, 1.6) give their rows from the header alone,
+    each archive opened once; a `[r1:r2]` range counts its rows. Pipes, `-` and text-mode
+    objects are read whole, as Kaldi would.
+    """
+    entries = read_script(scp_path)
+    files: dict[str, object] = {}
+    out = {}
+    try:
+        for key, rx in entries:
+            path, offset, rng = _split_rxfilename(rx)
+            shape = None
+            if not _is_pipe(path) and path != "-":
+                if path not in files:
+                    files[path] = open(path, "rb")
+                f = files[path]
+                f.seek(offset or 0)
+                shape = _read_binary_matrix_shape(f)
+                if shape is not None and rng is not None:
+                    rows, _ = _parse_range(rng, shape, rx)
+                    shape = (rows.stop - rows.start, None)
+            if shape is None:
+                shape = load_rxfilename(rx).shape
+            out[key] = int(shape[0])
+    except (OSError, KaldiFormatError) as e:
+        raise DataDirError(f"{scp_path}: entry {key!r} ({rx}): {e}") from None
+    finally:
+        for f in files.values():
+            f.close()
+    return out
 
 
 # Files indexed by utterance / by speaker that split_data.sh carries into each part.
@@ -179,18 +228,32 @@ class DataDir:
         """CMVN stats (double) by speaker, or by utterance, from cmvn.scp."""
         return MatrixTable(self.file("cmvn.scp"), dtype=np.float64) if self.has("cmvn.scp") else None
 
-    def num_frames(self, utt: str) -> int:
-        """Frames of `utt`: utt2num_frames when present, else the feature matrix's rows."""
+    @cached_property
+    def lengths(self) -> dict[str, int]:
+        """Frames of every utterance: `utt2num_frames` when present, else computed once from
+        the feature headers (`feat_to_len`) and written to `utt2num_frames` atomically, as
+        `utils/data/get_utt2num_frames.sh` does; in a read-only directory the lengths stay in
+        memory (said once per directory)."""
         if self.utt2num_frames is not None:
-            if utt not in self.utt2num_frames:
-                raise KeyError(f"{self.file('utt2num_frames')}: no utterance {utt!r}")
-            return self.utt2num_frames[utt]
+            return self.utt2num_frames
         if self.feats is None:
-            raise DataDirError(f"{self.path}: neither utt2num_frames nor feats.scp to count "
-                               f"the frames of {utt!r}")
-        if utt not in self.feats:
-            raise KeyError(f"{self.file('feats.scp')}: no utterance {utt!r}")
-        return self.feats.shape(utt)[0]
+            raise DataDirError(f"{self.path}: neither utt2num_frames nor feats.scp to count frames")
+        lengths = feat_to_len(self.file("feats.scp"))
+        try:
+            write_kaldi_map(self.file("utt2num_frames"), lengths)
+        except OSError as e:
+            if self.path not in _UNWRITABLE_SAID:
+                _UNWRITABLE_SAID.add(self.path)
+                log.warning("%s: cannot write utt2num_frames (%s); the frame counts of its %d "
+                            "utterances are kept in memory", self.path, e.strerror, len(lengths))
+        return lengths
+
+    def num_frames(self, utt: str) -> int:
+        """Frames of `utt` (see `lengths`)."""
+        if utt not in self.lengths:
+            name = "utt2num_frames" if self.utt2num_frames is not None else "feats.scp"
+            raise KeyError(f"{self.file(name)}: no utterance {utt!r}")
+        return self.lengths[utt]
 
     # -- validation -----------------------------------------------------------------------
     def validate(self, no_feats: bool = False, no_text: bool = False, no_wav: bool = False,

@@ -2,10 +2,19 @@
 import os
 from pathlib import Path
 
+import kaldiio
 import numpy as np
 import pytest
 
-from kaldi_avg.kaldi.datadir import DataDir, DataDirError, split_data, utt2spk_to_spk2utt, write_kaldi_map
+import kaldi_avg.kaldi.datadir as datadir_module
+from kaldi_avg.kaldi.datadir import (
+    DataDir,
+    DataDirError,
+    feat_to_len,
+    split_data,
+    utt2spk_to_spk2utt,
+    write_kaldi_map,
+)
 from kaldi_avg.kaldi.tables import write_matrix_table
 
 kio = pytest.importorskip("kaldi_native_io", reason="kaldi-native-io reads our feats.scp as Kaldi would")
@@ -56,6 +65,66 @@ def test_num_frames_from_feature_headers_without_utt2num_frames(tmp_path):
     assert {u: data.num_frames(u) for u in feats} == {u: m.shape[0] for u, m in feats.items()}
     with pytest.raises(KeyError, match="nope"):
         data.num_frames("nope")
+
+
+def _mixed_scp(path) -> str:
+    """feats.scp with CM, CM2, FM entries, a row range, a text archive entry and a pipe."""
+    rng = np.random.default_rng(1)
+    mats = {f"u{i}": rng.standard_normal((n, 3)).astype(np.float32) for i, n in enumerate((5, 40, 17, 1))}
+    write_matrix_table(f"ark,scp:{path}/cm.ark,{path}/cm.scp", {"u0": mats["u0"], "u1": mats["u1"]}, compress=True)
+    write_matrix_table(f"ark,scp:{path}/fm.ark,{path}/fm.scp", {"u2": mats["u2"]})
+    write_matrix_table(f"ark,t,scp:{path}/t.ark,{path}/t.scp", {"u3": mats["u3"]})
+    lines = open(f"{path}/cm.scp").read() + open(f"{path}/fm.scp").read() + open(f"{path}/t.scp").read()
+    lines += f"u4 {path}/fm.ark:{lines.split()[5].rsplit(':', 1)[1]}[3:9]\n"  # rows 3..9 of u2: 7 rows
+    u0_offset = int(lines.split()[1].rsplit(":", 1)[1])
+    lines += f"u5 tail -c +{u0_offset + 1} {path}/cm.ark |\n"  # a pipe whose output starts with u0's matrix
+    with open(f"{path}/feats.scp", "w") as f:
+        f.write(lines)
+    return f"{path}/feats.scp"
+
+
+def test_feat_to_len_agrees_with_kaldi_readers(tmp_path):
+    scp = _mixed_scp(str(tmp_path))
+    ours = feat_to_len(scp)
+    theirs = {k: m.shape[0] for k, m in kaldiio.load_scp(scp).items()}
+    assert ours == theirs == {"u0": 5, "u1": 40, "u2": 17, "u3": 1, "u4": 7, "u5": 5}
+    reader = kio.RandomAccessFloatMatrixReader(f"scp:{scp}")
+    assert {k: np.array(reader[k]).shape[0] for k in ours} == ours
+
+
+def test_lengths_written_once_to_utt2num_frames(tmp_path, monkeypatch):
+    data, feats = make_datadir(str(tmp_path / "d"), with_num_frames=False)
+    assert data.lengths == {u: m.shape[0] for u, m in feats.items()}
+    again = DataDir(data.path)
+    assert again.utt2num_frames == data.lengths  # the file Kaldi's get_utt2num_frames.sh writes
+    again.validate()
+    leftovers = [n for n in os.listdir(data.path) if n.startswith(".tmp")]
+    assert leftovers == []
+    monkeypatch.setattr(datadir_module, "feat_to_len", lambda _: pytest.fail("recomputed"))
+    assert DataDir(data.path).lengths == data.lengths
+
+
+def test_lengths_of_a_read_only_dir_stay_in_memory(tmp_path, monkeypatch, caplog):
+    data, feats = make_datadir(str(tmp_path / "ro"), with_num_frames=False)
+
+    def refuse(path, mapping):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(datadir_module, "write_kaldi_map", refuse)
+    for _ in range(2):
+        d = DataDir(data.path)
+        assert d.num_frames("spkC-u2") == feats["spkC-u2"].shape[0]
+    assert not d.has("utt2num_frames")
+    said = [r.getMessage() for r in caplog.records if "utt2num_frames" in r.getMessage()]
+    assert len(said) == 1 and "kept in memory" in said[0] and "Permission denied" in said[0]
+
+
+def test_feat_to_len_names_a_bad_entry(tmp_path):
+    data, _ = make_datadir(str(tmp_path / "d"), with_num_frames=False)
+    with open(data.file("feats.scp"), "a") as f:
+        f.write("spkZ-u9 /nonexistent/feats.ark:12\n")
+    with pytest.raises(DataDirError, match=r"feats.scp: entry 'spkZ-u9'"):
+        feat_to_len(data.file("feats.scp"))
 
 
 def test_write_kaldi_map_sorts_in_c_order(tmp_path):
