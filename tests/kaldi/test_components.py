@@ -20,6 +20,7 @@ from kaldi_avg.kaldi.nnet3.components import (
     FixedAffineComponent,
     FixedBiasComponent,
     FixedScaleComponent,
+    GeneralDropoutComponent,
     LinearComponent,
     LogSoftmaxComponent,
     LstmNonlinearityComponent,
@@ -33,6 +34,7 @@ from kaldi_avg.kaldi.nnet3.components import (
     SigmoidComponent,
     SoftmaxComponent,
     TanhComponent,
+    TdnnComponent,
     component_from_config,
     component_types,
     read_component,
@@ -219,12 +221,19 @@ def samples():
         DropoutComponent(dim=3, dropout_proportion=0.25, dropout_per_frame=True, test_mode=True),
         DropoutMaskComponent(dim=3, dropout_proportion=0.125, continuous=True, test_mode=True),
         DropoutMaskComponent(dim=2),
+        TdnnComponent(time_offsets=[-3, 0], linear_params=dyadic(24, 2, 6), bias_params=dyadic(25, 2),
+                      orthonormal_constraint=-1.0, use_natural_gradient=False, alpha_in=2.0,
+                      alpha_out=3.0, rank_in=2, rank_out=1, num_samples_history=500.0, **lr),
+        TdnnComponent(time_offsets=[0], linear_params=dyadic(26, 3, 2), bias_params=np.zeros(0)),
+        GeneralDropoutComponent(dim=6, block_dim=3, time_period=2, dropout_proportion=0.25,
+                                test_mode=True, continuous=True),
+        GeneralDropoutComponent(dim=4, spec_augment_max_proportion=0.5, spec_augment_max_regions=2),
     ]
 
 
 def test_samples_cover_every_registered_type():
     assert {c.type_name for c in samples()} == set(component_types())
-    assert len(component_types()) == 23
+    assert len(component_types()) == 25
 
 
 @pytest.mark.parametrize("comp", samples(), ids=lambda c: c.type_name)
@@ -509,3 +518,53 @@ def test_info_lines():
     assert LogSoftmaxComponent(dim=8).info() == "type=LogSoftmaxComponent, dim=8"
     assert "cell-dim=8, use-dropout=false" in from_config(
         "component name=l type=LstmNonlinearityComponent cell-dim=8").info()
+
+
+# -- TdnnComponent and GeneralDropoutComponent: Kaldi's Write order ---------------------------------
+# (src/nnet3/nnet-tdnn-component.cc TdnnComponent::Write, nnet-general-component.cc
+# GeneralDropoutComponent::Write)
+
+def test_tdnn_text_and_binary_follow_kaldis_write():
+    comp = from_config("component name=t.linear type=TdnnComponent input-dim=2 output-dim=1 "
+                       "l2-regularize=0.01 max-change=0.75 use-bias=false time-offsets=-1,0 "
+                       "orthonormal-constraint=-1.0")
+    comp.linear_params[:] = [[1, 2, 3, 4]]
+    assert to_text(comp) == (
+        "<TdnnComponent> <MaxChange> 0.75 <L2Regularize> 0.01 <LearningRate> 0.001 "
+        "<TimeOffsets> [ -1 0 ]\n<LinearParams>  [\n  1 2 3 4 ]\n<BiasParams>  [ ]\n"
+        "<OrthonormalConstraint> -1 <UseNaturalGradient> T <NumSamplesHistory> 2000 "
+        "<AlphaInOut> 4 4 <RankInOut> 2 1 </TdnnComponent> ")
+    data = to_bytes(comp, True)
+    f = lambda v: b"\x04" + struct.pack("<f", v)
+    i = lambda v: b"\x04" + struct.pack("<i", v)
+    assert data == (
+        b"<TdnnComponent> <MaxChange> " + f(0.75) + b"<L2Regularize> " + f(0.01)
+        + b"<LearningRate> " + f(0.001) + b"<TimeOffsets> \x04" + struct.pack("<3i", 2, -1, 0)
+        + b"<LinearParams> FM " + i(1) + i(4) + struct.pack("<4f", 1, 2, 3, 4)
+        + b"<BiasParams> FV " + i(0) + b"<OrthonormalConstraint> " + f(-1.0)
+        + b"<UseNaturalGradient> T<NumSamplesHistory> " + f(2000) + b"<AlphaInOut> " + f(4) + f(4)
+        + b"<RankInOut> " + i(2) + i(1) + b"</TdnnComponent> ")
+    assert (comp.input_dim(), comp.output_dim(), set(comp.params())) == (2, 1, {"linear_params"})
+
+
+def test_tdnn_initialization():
+    comp = from_config("component name=t type=TdnnComponent input-dim=50 output-dim=400 "
+                       "time-offsets=0,3")
+    assert comp.linear_params.shape == (400, 100) and comp.bias_params.shape == (400,)
+    assert abs(comp.linear_params.std() - 0.1) < 0.005          # 1/sqrt(50 * 2)
+    assert (comp.rank_in, comp.rank_out, comp.orthonormal_constraint) == (20, 80, 0.0)
+    with pytest.raises(ConfigError, match="repeated time-offsets"):
+        from_config("component name=t type=TdnnComponent input-dim=2 output-dim=2 time-offsets=0,0")
+
+
+def test_general_dropout_text_follows_kaldis_write():
+    comp = from_config("component name=d type=GeneralDropoutComponent dim=6 dropout-proportion=0.0 "
+                       "continuous=true")
+    assert to_text(comp) == ("<GeneralDropoutComponent> <Dim> 6 <BlockDim> 6 <TimePeriod> 0 "
+                             "<DropoutProportion> 0 <Continuous> </GeneralDropoutComponent> ")
+    comp.test_mode = True
+    assert to_text(comp).endswith("<TestMode> <Continuous> </GeneralDropoutComponent> ")
+    spec = from_config("component name=s type=GeneralDropoutComponent dim=4 "
+                       "specaugment-max-proportion=0.25")
+    assert "<SpecAugmentMaxProportion> 0.25 <DropoutProportion>" not in to_text(spec)
+    assert "<DropoutProportion> 0.5 <SpecAugmentMaxProportion> 0.25 </Gen" in to_text(spec)

@@ -84,6 +84,14 @@ def reads_input(nnet: Nnet, node: Node) -> bool:
     return not isinstance(node, ComponentNode) or nnet.components[node.component].READS_INPUT
 
 
+def node_input(nnet: Nnet, node: ComponentNode | OutputNode) -> Descriptor:
+    """The descriptor a node's computation reads: its input, spliced the way its component
+    splices it (TdnnComponent's time offsets; `Component.input_descriptor`)."""
+    if isinstance(node, ComponentNode):
+        return nnet.components[node.component].input_descriptor(node.input)
+    return node.input
+
+
 def node_spans(nnet: Nnet) -> dict[str, Span]:
     """Span of every node. Errors if a cycle avoids IfDefined (Kaldi: "Failure in
     ComputeSimpleNnetContext")."""
@@ -105,9 +113,10 @@ def node_spans(nnet: Nnet) -> dict[str, Span]:
         elif not reads_input(nnet, node):
             s = None
         else:
-            for dep in strict_dependencies(node.input):
+            d = node_input(nnet, node)
+            for dep in strict_dependencies(d):
                 span(dep)
-            s = descriptor_span(node.input, span)
+            s = descriptor_span(d, span)
         visiting.discard(name)
         spans[name] = s
         return s

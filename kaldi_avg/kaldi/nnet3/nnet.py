@@ -56,7 +56,7 @@ class OutputNode:
 
 Node = InputNode | ComponentNode | DimRangeNode | OutputNode
 # The components nnet3-copy's set-dropout-proportion edit changes (that kaldi-avg has).
-DROPOUT_TYPES = ("DropoutComponent", "DropoutMaskComponent")
+DROPOUT_TYPES = ("DropoutComponent", "DropoutMaskComponent", "GeneralDropoutComponent")
 NODE_LINE_TYPES = ("input-node", "component-node", "dim-range-node", "output-node")
 
 

@@ -28,7 +28,14 @@ from .scale import (
                      PerElementScaleComponent,
                      ScaleAndOffsetComponent,
 )
-from .simple import ClipGradientComponent, DropoutComponent, ElementwiseProductComponent, NoOpComponent
+from .simple import (
+                     ClipGradientComponent,
+                     DropoutComponent,
+                     ElementwiseProductComponent,
+                     GeneralDropoutComponent,
+                     NoOpComponent,
+)
+from .tdnn import TdnnComponent
 
 __all__ = [
     "Component", "ComponentError", "UpdatableComponent", "NonlinearComponent",
@@ -41,4 +48,5 @@ __all__ = [
     "FixedScaleComponent", "FixedBiasComponent", "PerElementScaleComponent",
     "NaturalGradientPerElementScaleComponent", "ScaleAndOffsetComponent",
     "NoOpComponent", "ElementwiseProductComponent", "ClipGradientComponent", "DropoutComponent",
+    "GeneralDropoutComponent", "TdnnComponent",
 ]

@@ -19,6 +19,7 @@ import numpy as np
 
 from ...binary import KaldiFormatError, KaldiReader, KaldiWriter
 from ..config import ConfigError, ConfigLine
+from ..descriptor import Descriptor
 
 
 class ComponentError(ValueError):
@@ -32,6 +33,7 @@ class Kind(Enum):
     BOOL = "bool"
     VECTOR = "float vector"
     MATRIX = "float matrix"
+    INT_VECTOR = "int32 vector"  # WriteIntegerVector (e.g. TdnnComponent's <TimeOffsets>)
     FLAG = "bare token"        # presence of the token is the value (e.g. <Continuous>)
 
 
@@ -87,6 +89,8 @@ def _read_value(r: KaldiReader, kind: Kind) -> Any:
         return r.read_vector()
     if kind is Kind.MATRIX:
         return r.read_matrix()
+    if kind is Kind.INT_VECTOR:
+        return r.read_int_vector()
     raise AssertionError(kind)
 
 
@@ -103,6 +107,8 @@ def _write_value(w: KaldiWriter, kind: Kind, v: Any) -> None:
         w.vector(v)
     elif kind is Kind.MATRIX:
         w.matrix(v)
+    elif kind is Kind.INT_VECTOR:
+        w.int_vector(v)
 
 
 def _coerce(kind: Kind, v: Any) -> Any:
@@ -116,6 +122,8 @@ def _coerce(kind: Kind, v: Any) -> Any:
         return float(v)
     if kind in (Kind.BOOL, Kind.FLAG):
         return bool(v)
+    if kind is Kind.INT_VECTOR:
+        return tuple(int(x) for x in v)
     arr = np.require(np.asarray(v, dtype=np.float32), requirements=("C", "W"))
     want = 1 if kind is Kind.VECTOR else 2
     if arr.ndim != want:
@@ -246,6 +254,11 @@ class Component(ABC):
 
     @abstractmethod
     def output_dim(self) -> int: ...
+
+    def input_descriptor(self, d: Descriptor) -> Descriptor:
+        """The input the component's math sees when its node's input is `d`: `d` itself, except
+        for components that read other frames too (TdnnComponent splices over time offsets)."""
+        return d
 
     def params(self) -> dict[str, np.ndarray]:
         """Trainable arrays, the component's own storage (writing into them updates it)."""

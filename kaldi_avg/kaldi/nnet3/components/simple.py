@@ -126,3 +126,62 @@ class DropoutComponent(SameDimComponent):
                    dropout_proportion=cfg.get_float("dropout-proportion"),
                    dropout_per_frame=cfg.get_bool("dropout-per-frame", False),
                    test_mode=cfg.get_bool("test-mode", False))
+
+
+class GeneralDropoutComponent(SameDimComponent):
+    """Dropout whose mask is shared: one mask row of block-dim values per sequence (per
+    time-period frames when time-period > 0), used for every block of the row. Training: a 0/1
+    mask rescaled by 1/(1-p) (inverted, unlike DropoutComponent), or with continuous=true a
+    uniform scale on [1-2p, 1+2p]; test mode: identity. Kaldi's
+    src/nnet3/nnet-general-component.cc (`GeneralDropoutComponent::Write/Read/GetMemo/
+    PrecomputeIndexes`); the xconfig tdnnf-layer and the dropout-per-dim variants of
+    relu-batchnorm-dropout-layer use it. SpecAugment fields are written only when set."""
+    type_name = "GeneralDropoutComponent"
+    FIELDS = (
+        field("<Dim>", Kind.I32),
+        field("<BlockDim>", Kind.I32, lambda v: v["dim"]),
+        field("<TimePeriod>", Kind.I32, 0),
+        field("<DropoutProportion>", Kind.F32, 0.5),
+        optional("<SpecAugmentMaxProportion>", Kind.F32, 0.0,
+                 when=lambda c: c.spec_augment_max_proportion != 0.0),
+        optional("<SpecAugmentMaxRegions>", Kind.I32, 1,
+                 when=lambda c: c.spec_augment_max_proportion != 0.0
+                 and c.spec_augment_max_regions != 1),
+        optional("<TestMode>", Kind.FLAG, False, when=lambda c: c.test_mode),
+        optional("<Continuous>", Kind.FLAG, False, when=lambda c: c.continuous),
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.require(self.block_dim > 0 and self.dim % self.block_dim == 0,
+                     f"block-dim {self.block_dim} must be > 0 and divide dim {self.dim}")
+        self.require(0.0 <= self.dropout_proportion <= 1.0, "dropout-proportion must be in [0, 1]")
+        if self.spec_augment_max_proportion != 0.0:
+            self.require(0.0 < self.spec_augment_max_proportion <= 1.0 and not self.continuous
+                         and self.spec_augment_max_regions >= 1,
+                         "invalid specaugment-max-proportion/-regions or continuous")
+
+    def info_items(self):
+        items = [("dim", self.dim), ("block-dim", self.block_dim),
+                 ("dropout-proportion", self.dropout_proportion)]
+        if self.continuous:
+            items.append(("continuous", True))
+        if self.test_mode:
+            items.append(("test-mode", True))
+        if self.time_period > 0:
+            items.append(("time-period", self.time_period))
+        if self.spec_augment_max_proportion != 0.0:
+            items += [("specaugment-max-proportion", self.spec_augment_max_proportion),
+                      ("specaugment-max-regions", self.spec_augment_max_regions)]
+        return items
+
+    @classmethod
+    def from_config(cls, cfg: ConfigLine, rng: np.random.Generator) -> GeneralDropoutComponent:
+        dim = cfg.get_int("dim")
+        return cls(dim=dim, block_dim=cfg.get_int("block-dim", dim),
+                   time_period=cfg.get_int("time-period", 0),
+                   dropout_proportion=cfg.get_float("dropout-proportion", 0.5),
+                   spec_augment_max_proportion=cfg.get_float("specaugment-max-proportion", 0.0),
+                   spec_augment_max_regions=cfg.get_int("specaugment-max-regions", 1),
+                   continuous=cfg.get_bool("continuous", False),
+                   test_mode=cfg.get_bool("test-mode", False))
