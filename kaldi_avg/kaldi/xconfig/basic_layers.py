@@ -189,8 +189,9 @@ class AffineLayer(XconfigLayer):
 class NonlinearityLayer(XconfigLayer):
     """`<nonlin>[-<nonlin>...]-layer`, e.g. relu-batchnorm-layer: an affine component (after
     an orthonormal bottleneck if bottleneck-dim is set) followed by the named components."""
-    layer_types = ("relu-layer", "relu-renorm-layer", "relu-batchnorm-layer", "batchnorm-layer",
-                   "sigmoid-layer", "tanh-layer")
+    layer_types = ("relu-layer", "relu-renorm-layer", "relu-batchnorm-dropout-layer",
+                   "relu-dropout-layer", "relu-batchnorm-layer", "relu-batchnorm-so-layer",
+                   "batchnorm-so-relu-layer", "batchnorm-layer", "sigmoid-layer", "tanh-layer")
 
     def defaults(self):
         # Kaldi's option set for this family, including the dropout options that only its
@@ -258,8 +259,22 @@ class NonlinearityLayer(XconfigLayer):
             return f"type={kind.capitalize()}Component dim={dim} self-repair-scale={scale}"
         if kind == "batchnorm":
             return f"type=BatchNormComponent dim={dim} target-rms={rms}"
+        if kind == "so":
+            return f"type=ScaleAndOffsetComponent dim={dim} max-change=0.5 "
+        if kind == "dropout":
+            return self._dropout(dim)
         log_stddev = "true" if last and self.config["add-log-stddev"] else "false"
         return f"type=NormalizeComponent dim={dim} target-rms={rms} add-log-stddev={log_stddev}"
+
+    def _dropout(self, dim: int) -> str:
+        """Per-frame 0/1 DropoutComponent, or with dropout-per-dim(-continuous) a
+        GeneralDropoutComponent whose mask is shared across the frames of a sequence."""
+        c = self.config
+        p = c["dropout-proportion"]
+        if not (c["dropout-per-dim"] or c["dropout-per-dim-continuous"]):
+            return f"type=DropoutComponent dim={dim} dropout-proportion={p}"
+        continuous = "continuous=true" if c["dropout-per-dim-continuous"] else ""
+        return f"type=GeneralDropoutComponent dim={dim} dropout-proportion={p} {continuous}"
 
 
 def check_positive_number(layer: XconfigLayer, key: str) -> None:

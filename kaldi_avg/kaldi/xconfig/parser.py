@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from .basic_layers import AffineLayer, FixedAffineLayer, InputLayer, NonlinearityLayer, OutputLayer, TrivialOutputLayer
+from .component_layers import BatchnormComponentLayer, LinearComponentLayer, NoOpComponentLayer
+from .composite_layers import PrefinalLayer, TdnnfLayer
 from .layer import XconfigLayer
 from .lstm_layers import FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer
 from .syntax import XconfigError, split_xconfig_line
@@ -9,7 +11,9 @@ from .syntax import XconfigError, split_xconfig_line
 LAYER_CLASSES: dict[str, type[XconfigLayer]] = {
     layer_type: cls
     for cls in (InputLayer, TrivialOutputLayer, OutputLayer, FixedAffineLayer, AffineLayer,
-                NonlinearityLayer, FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer)
+                NonlinearityLayer, FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer,
+                BatchnormComponentLayer, NoOpComponentLayer, LinearComponentLayer, TdnnfLayer,
+                PrefinalLayer)
     for layer_type in cls.layer_types}
 
 

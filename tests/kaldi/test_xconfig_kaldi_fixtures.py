@@ -1,0 +1,43 @@
+"""Our xconfig expansion against the files Kaldi's own steps/nnet3/xconfig_to_configs.py wrote
+(tests/data/xconfig/<case>/: network.xconfig is the input; init/ref/final.config and
+xconfig.expanded.1/2 are Kaldi's output, kaldi-asr/kaldi f40076610). `tdnn_7q` is the network of
+egs/swbd/s5c/local/chain/tuning/run_tdnn_7q.sh with its shell variables filled in (6034 pdfs,
+learning-rate-factor 0.5/xent_regularize = 5.0); `small_tdnnf` is a small network with every
+tdnnf-layer context, the dropout/so variants of the ReLU layers and the single-component layers."""
+import os
+
+import pytest
+
+from kaldi_avg.kaldi.xconfig import XconfigError, parse_xconfig, write_config_dir
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig")
+FILES = ("init.config", "ref.config", "final.config", "xconfig.expanded.1", "xconfig.expanded.2")
+
+
+def _lines(path):
+    with open(path) as f:
+        lines = f.read().split("\n")
+    # Line 2 echoes the command line (script path, config dir), which differs by invocation.
+    return lines[:1] + lines[2:]
+
+
+@pytest.mark.parametrize("case", ["tdnn_7q", "small_tdnnf"])
+def test_configs_equal_kaldis_line_for_line(case, tmp_path):
+    write_config_dir(os.path.join(FIXTURES, case, "network.xconfig"), str(tmp_path), {})
+    for name in FILES:
+        assert _lines(tmp_path / name) == _lines(os.path.join(FIXTURES, case, name)), name
+
+
+@pytest.mark.parametrize("line, message", [
+    ("tdnnf-layer name=t dim=12", "bottleneck-dim must be set"),
+    ("tdnnf-layer name=t dim=4 bottleneck-dim=5", "dim must be greater"),
+    ("tdnnf-layer name=t dim=10 bottleneck-dim=5", "bypass-scale is nonzero"),
+    ("tdnnf-layer name=t dim=12 bottleneck-dim=5 context=right", "context=right"),
+    ("tdnnf-layer name=t dim=12 bottleneck-dim=5 dropout-proportion=1.5", "dropout-proportion"),
+    ("prefinal-layer name=p big-dim=4 small-dim=6", "big-dim must be greater"),
+    ("linear-component name=l", "dim= must be given"),
+    ("batchnorm-component name=b target-rms=0", "target-rms must be positive"),
+])
+def test_layer_errors(line, message):
+    with pytest.raises(XconfigError, match=message):
+        parse_xconfig(f"input name=input dim=12\n{line}\n")
