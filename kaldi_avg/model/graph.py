@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..kaldi.nnet3.config import ConfigError
-from ..kaldi.nnet3.context import node_spans, reads_input
+from ..kaldi.nnet3.context import node_input, node_spans, reads_input
 from ..kaldi.nnet3.descriptor import (
     Append,
     Const,
@@ -141,7 +141,7 @@ class NnetModule(nn.Module):
             if not reads_input(nnet, n):
                 self._deps[n.name] = []
             elif isinstance(n, (ComponentNode, OutputNode)):
-                self._deps[n.name] = _refs(n.input)
+                self._deps[n.name] = _refs(node_input(nnet, n))
             elif isinstance(n, DimRangeNode):
                 self._deps[n.name] = [(n.input_node, 0, False)]
             else:
@@ -404,7 +404,8 @@ class _Eval:
             self.vals[name] = (src[..., node.dim_offset:node.dim_offset + node.dim], lo)
             return
         # A component that takes no input gets an empty one: only the frames (rows) matter.
-        x = self.descriptor(node.input, lo, hi) if reads_input(self.m.nnet, node) else self._zeros(hi - lo + 1, 0)
+        x = (self.descriptor(node_input(self.m.nnet, node), lo, hi) if reads_input(self.m.nnet, node)
+             else self._zeros(hi - lo + 1, 0))
         if isinstance(node, ComponentNode):
             x = self.m.op(node.component)(x, self._times(lo, hi))
         self.vals[name] = (x, lo)
@@ -440,7 +441,8 @@ class _Eval:
                 return lambda t, steps: steps[src][t][:, a:b]
             full = self.slice(src, lo, hi)[..., a:b]
             return lambda t, steps: full[:, t - lo]
-        parts = list(node.input.args) if isinstance(node.input, Append) else [node.input]
+        d = node_input(self.m.nnet, node)
+        parts = list(d.args) if isinstance(d, Append) else [d]
         is_internal = [any(r in inside for r, _, _ in _refs(p)) for p in parts]
         dims = [self.dim(p) for p in parts]
         op = self.m.op(node.component) if isinstance(node, ComponentNode) else None

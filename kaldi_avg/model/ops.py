@@ -49,11 +49,12 @@ SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | {
     "LinearComponent", "LstmNonlinearityComponent", "BackpropTruncationComponent", "ElementwiseProductComponent",
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
     "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
-    "DropoutComponent", "DropoutMaskComponent"}
+    "DropoutComponent", "DropoutMaskComponent", "TdnnComponent", "GeneralDropoutComponent"}
 # Trainable tensors whose gradient natural gradient replaces, per component type.
 NATURAL_GRADIENT_PARAMS = {
     "NaturalGradientAffineComponent": ("linear_params", "bias_params"),
     "LinearComponent": ("linear_params",),
+    "TdnnComponent": ("linear_params", "bias_params"),   # the bias only when it has one
     "NaturalGradientPerElementScaleComponent": ("scales",),
     "LstmNonlinearityComponent": ("peepholes",),
 }
@@ -69,6 +70,9 @@ class ComponentOp(nn.Module):
         if self.type_name not in SUPPORTED_TYPES:
             raise ConfigError(f"component type {self.type_name} has no PyTorch implementation in kaldi-avg "
                               f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})")
+        if getattr(component, "spec_augment_max_proportion", 0.0) != 0.0:
+            raise ConfigError("GeneralDropoutComponent with specaugment-max-proportion (SpecAugment masks) "
+                              "has no PyTorch implementation in kaldi-avg")
         trainable = component.params()
         for name, arr in _tensors_of(component).items():
             t = torch.from_numpy(np.array(arr, dtype=np.float32))
@@ -194,6 +198,11 @@ class ComponentOp(nn.Module):
                         alpha=c.alpha)
             self.preconditioners = (OnlineNaturalGradient(c.rank_in, **opts),
                                     OnlineNaturalGradient(c.rank_out, **opts))
+        elif t == "TdnnComponent" and c.use_natural_gradient:
+            # TdnnComponent::InitFromConfig: separate alphas, update period fixed at 4.
+            self.preconditioners = tuple(
+                OnlineNaturalGradient(rank, c.UPDATE_PERIOD, c.num_samples_history, alpha)
+                for rank, alpha in ((c.rank_in, c.alpha_in), (c.rank_out, c.alpha_out)))
         elif t == "NaturalGradientPerElementScaleComponent":
             self.preconditioners = (OnlineNaturalGradient(c.rank, c.update_period, c.num_samples_history,
                                                           c.alpha),)
@@ -221,7 +230,7 @@ class ComponentOp(nn.Module):
         self.end_pass()
         if not (self.use_natural_gradient and self.training and torch.is_grad_enabled()):
             return
-        names = NATURAL_GRADIENT_PARAMS[self.type_name]
+        names = [n for n in NATURAL_GRADIENT_PARAMS[self.type_name] if n in self.component.params()]
         params = [getattr(self, n) for n in names]
         if not any(p.requires_grad for p in params):
             return
@@ -258,13 +267,16 @@ class ComponentOp(nn.Module):
         if t == "NaturalGradientPerElementScaleComponent":
             p_hat, scale = self.preconditioners[0].precondition(x * g)
             return ((p_hat.sum(0) * scale).to(self.scales.dtype),)
-        if t == "NaturalGradientAffineComponent":
+        # A bias is preconditioned as one more input column of ones (TdnnComponent too, when it
+        # has a bias: TdnnComponent::UpdateNaturalGradient).
+        has_bias = len(grads) == 2
+        if has_bias:
             x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)
         x_hat, in_scale = self.preconditioners[0].precondition(x)
         g_hat, out_scale = self.preconditioners[1].precondition(g)
         scale = in_scale * out_scale
         W = self.linear_params
-        if t == "LinearComponent":
+        if not has_bias:
             return ((g_hat.t() @ x_hat * scale).to(W.dtype),)
         grad_w = g_hat.t() @ x_hat[:, :-1] * scale
         grad_b = g_hat.t() @ x_hat[:, -1] * scale
@@ -275,9 +287,12 @@ class ComponentOp(nn.Module):
         """`x`: (..., input_dim). `times`: frame index of each row's time axis, needed only by
         BackpropTruncation's zeroing in training (shape broadcastable to x[..., 0])."""
         t = self.type_name
-        if t in AFFINE_TYPES or t == "LinearComponent":
+        if t in AFFINE_TYPES or t in ("LinearComponent", "TdnnComponent"):
+            # TdnnComponent: `x` is already spliced over its time offsets (graph.py reads the
+            # node's input through Component.input_descriptor).
+            with_bias = t in AFFINE_TYPES or "bias_params" in self.component.params()
             y = torch.nn.functional.linear(x, self.param("linear_params"),
-                                           self.param("bias_params") if t != "LinearComponent" else None)
+                                           self.param("bias_params") if with_bias else None)
             if self._ng_pass is not None:
                 self._ng_pass.record(x, y, times)
             return y
@@ -320,6 +335,10 @@ class ComponentOp(nn.Module):
             return self._batchnorm(x)
         if t == "DropoutMaskComponent":
             return dropout_mask(x.shape[:-1], self.component, self._random_dropout(), x.dtype, x.device)
+        if t == "GeneralDropoutComponent":
+            if not self._random_dropout() or self.component.dropout_proportion == 0.0:
+                return x
+            return x * general_dropout_mask(x, times, self.component)
         p = self.component.dropout_proportion  # DropoutComponent: the last supported type
         if self._random_dropout() and p > 0:
             # Kaldi's dropout is not inverted: kept values are not rescaled. Per frame: one draw per row.
@@ -352,8 +371,8 @@ def _tensors_of(c: Component) -> dict[str, np.ndarray]:
     t = c.type_name
     if t in AFFINE_TYPES:
         return {"linear_params": c.linear_params, "bias_params": c.bias_params}
-    if t == "LinearComponent":
-        return {"linear_params": c.linear_params}
+    if t in ("LinearComponent", "TdnnComponent"):
+        return dict(c.params())
     if t == "LstmNonlinearityComponent":
         return {"peepholes": c.peepholes}
     if t in ("NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent"):
@@ -411,6 +430,27 @@ def dropout_mask(rows: torch.Size, c: Component, training: bool, dtype: torch.dt
         # dropped for u < p and for u > 1 - p, so for p <= 0.5 they are never dropped together.
         keep[..., 1] = u[..., 0] < 1.0 - p
     return keep.to(dtype)
+
+
+def general_dropout_mask(x: torch.Tensor, times: torch.Tensor | None, c: Component) -> torch.Tensor:
+    """GeneralDropoutComponent's training mask for `x` (N, T, dim) or (N, dim), broadcastable
+    to x: one row of block-dim scales per sequence n, or per (n, floor(t / time-period)) when
+    time-period > 0, shared by every block of a frame (GetMemo, PrecomputeIndexes). 0/1 with
+    P(0) = p rescaled by 1/(1-p); continuous: uniform on [1-2p, 1+2p]. A recurrent loop steps
+    frames one call at a time, so there each frame draws its own rows."""
+    p, bd = c.dropout_proportion, c.block_dim
+    n = x.shape[0]
+    if c.time_period > 0 and times is not None:
+        groups = torch.div(times.reshape(-1), c.time_period, rounding_mode="floor")
+        _, index = torch.unique(groups, return_inverse=True)
+        u = torch.rand(n, int(index.max()) + 1, bd, dtype=x.dtype, device=x.device)[:, index.to(x.device)]
+    else:
+        u = torch.rand(n, 1, bd, dtype=x.dtype, device=x.device)
+    mask = 1.0 - 2.0 * p + 4.0 * p * u if c.continuous else (u > p).to(x.dtype) / (1.0 - p)
+    if x.dim() == 2:
+        mask = mask[:, 0]
+    blocks = c.dim // bd
+    return mask.unsqueeze(-2).expand(*mask.shape[:-1], blocks, bd).reshape(*mask.shape[:-1], c.dim)
 
 
 def normalize_rows(x: torch.Tensor, c: Component) -> torch.Tensor:

@@ -25,7 +25,7 @@ from kaldi_avg.kaldi.nnet3.descriptor import (
     Sum,
     descriptor_dim,
 )
-from kaldi_avg.kaldi.nnet3.nnet import ComponentNode, DimRangeNode, InputNode, Nnet, OutputNode
+from kaldi_avg.kaldi.nnet3.nnet import ComponentNode, DimRangeNode, InputNode, Nnet
 
 
 def _sigmoid(x):
@@ -71,7 +71,23 @@ def _component(c, x: np.ndarray) -> np.ndarray:
         bd = c.block_dim
         xb = x.reshape(-1, bd)
         return ((xb - c.stats_mean) / np.sqrt(c.stats_var + c.epsilon) * c.target_rms).reshape(-1)
+    if t == "ScaleAndOffsetComponent":
+        s = c.scales.astype(np.float64)
+        s = np.where(np.abs(s) < 1e-4, np.where(s < 0, -1e-4, 1e-4), s)   # Kaldi's EnsureNonzero
+        return (x.reshape(-1, s.size) * s + c.offsets).reshape(-1)
+    if t == "DropoutComponent":            # test mode: the expected value of a 0/1 mask
+        return (1.0 - c.dropout_proportion) * x
+    if t == "GeneralDropoutComponent":     # test mode: identity (its masks have mean 1)
+        return x
     raise KeyError(t)
+
+
+def _tdnn(c, spliced: list[np.ndarray]) -> np.ndarray:
+    """TdnnComponent: y(t) = sum_i W_i x(t + offset_i) + b, W_i the i-th column block of W."""
+    W = c.linear_params.astype(np.float64)
+    d = W.shape[1] // len(spliced)
+    y = sum(W[:, i * d:(i + 1) * d] @ x for i, x in enumerate(spliced))
+    return y + c.bias_params if c.bias_params.size else y
 
 
 def _test_mode_mask(c) -> np.ndarray:
@@ -112,11 +128,15 @@ class ReferenceNnet3:
             return None if v is None else v[node.dim_offset:node.dim_offset + node.dim]
         if isinstance(node, ComponentNode) and self.nnet.components[node.component].type_name == "DropoutMaskComponent":
             return _test_mode_mask(self.nnet.components[node.component])   # takes no input
+        comp = self.nnet.components[node.component] if isinstance(node, ComponentNode) else None
+        if comp is not None and comp.type_name == "TdnnComponent":
+            # It reads its input at each of its time offsets; undefined if any is.
+            spliced = [self.desc(node.input, t + o) for o in comp.time_offsets]
+            return None if any(v is None for v in spliced) else _tdnn(comp, spliced)
         x = self.desc(node.input, t)
-        if x is None or isinstance(node, OutputNode):
+        if x is None or comp is None:
             return x
-        assert isinstance(node, ComponentNode)
-        return _component(self.nnet.components[node.component], x)
+        return _component(comp, x)
 
     def desc(self, d, t):
         if isinstance(d, NodeRef):
