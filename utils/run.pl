@@ -51,7 +51,8 @@ for arg in "$@"; do
 done
 
 if (( max_jobs == 0 )); then
-  max_jobs=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 4)
+  # processors online, as Kaldi's run.pl counts them (not nproc, which obeys OMP_NUM_THREADS)
+  max_jobs=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 4)
 fi
 
 run_job() {  # <job-id>: runs one job, writes its framed log, returns 0 or 1

@@ -17,12 +17,14 @@ import datetime
 import os
 import pickle
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from ..atomic import write_text
 from .comm import Communicator, HeartbeatChannel
 
 _RANK_VARIABLES = (("RANK", "WORLD_SIZE"), ("PMI_RANK", "PMI_SIZE"),
@@ -53,6 +55,17 @@ def _rendezvous(rank: int, size: int) -> tuple[str, int]:
         raise RuntimeError("set MASTER_ADDR and MASTER_PORT (mpi4py is not available to agree on them)") from error
     address = (socket.gethostname(), _free_port()) if rank == 0 else None
     return MPI.COMM_WORLD.bcast(address, root=0)
+
+
+def _wait_for_address(path: str, timeout_s: float) -> tuple[str, int]:
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 did not write the rendezvous file {path} within {timeout_s:.0f} s")
+        time.sleep(0.1)
+    with open(path) as f:
+        host, port = f.read().split()
+    return host, int(port)
 
 
 class _StoreHeartbeats(HeartbeatChannel):
@@ -105,13 +118,34 @@ class TorchDistCommunicator(Communicator):
         host, port = _rendezvous(rank, size)
         timeout = datetime.timedelta(seconds=timeout_s)
         store = dist.TCPStore(host, port, size, is_master=rank == 0, timeout=timeout)
+        return cls._with_backend((host, port), rank, size, timeout, store, backend)
+
+    @classmethod
+    def _with_backend(cls, address: tuple[str, int], rank: int, size: int, timeout: datetime.timedelta,
+                      store: dist.Store, backend: str | None) -> TorchDistCommunicator:
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend not in ("gloo", "nccl"):
             raise ValueError(f"unknown torch.distributed backend {backend!r} (gloo or nccl)")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank % max(1, torch.cuda.device_count()))))
-        return cls((host, port), rank, size, timeout, use_nccl=backend == "nccl", store=store)
+        return cls(address, rank, size, timeout, use_nccl=backend == "nccl", store=store)
+
+    @classmethod
+    def from_rendezvous_file(cls, path: str, rank: int, size: int, backend: str | None = None,
+                             timeout_s: float = 300.0) -> TorchDistCommunicator:
+        """Ranks started without a launcher's environment (a Kaldi `$cmd JOB=1:N` array job) meet
+        through `path` on a shared file system: rank 0 serves the store and writes its address there,
+        the others wait for the file and connect."""
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if rank == 0:
+            host, port = socket.gethostname(), _free_port()
+            store = dist.TCPStore(host, port, size, is_master=True, timeout=timeout, wait_for_workers=False)
+            write_text(path, f"{host} {port}\n")
+        else:
+            host, port = _wait_for_address(path, timeout_s)
+            store = dist.TCPStore(host, port, size, is_master=False, timeout=timeout)
+        return cls._with_backend((host, port), rank, size, timeout, store, backend)
 
     def _connect(self) -> dist.Store:
         host, port = self._store_address

@@ -9,18 +9,44 @@ from __future__ import annotations
 import os
 import sys
 
-from ..parallel import ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
+from ..parallel import Communicator, ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
 from .config import ConfigError
 from .driver import run
 from .options import get_parser
 
-# Set by mpiexec (MPICH/hydra, srun --mpi=pmi2), Open MPI's mpirun, and srun job steps.
-_LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+# The world size as launchers announce it: torchrun, mpiexec (MPICH/hydra), Open MPI's mpirun,
+# PMIx launchers, and srun job steps.
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS")
 
 
-def launched_by_mpi() -> bool:
-    """Whether a launcher (mpiexec, mpirun, srun) started this process as one rank of several."""
-    return any(int(os.environ.get(var, "1")) > 1 for var in _LAUNCHER_SIZE_VARIABLES)
+def launcher_world_size() -> tuple[int, str] | None:
+    """(size, variable) of the first launcher variable that says this process is one of several."""
+    for var in WORLD_SIZE_VARIABLES:
+        if int(os.environ.get(var, "1")) > 1:
+            return int(os.environ[var]), var
+    return None
+
+
+def make_rank_communicator(args) -> Communicator:
+    """This rank's communicator, checked against what the launch says: never train silent copies."""
+    if args.mpi_job is not None:   # one job of a Kaldi `$cmd JOB=1:N` array (kaldi_avg/train/launch.py)
+        if args.mpi_num_ranks is None or args.mpi_rendezvous is None:
+            raise ConfigError("--mpi.job needs --mpi.num-ranks and --mpi.rendezvous (set by --mpi.launcher=cmd)")
+        from ..parallel.torch_backend import TorchDistCommunicator
+        return TorchDistCommunicator.from_rendezvous_file(args.mpi_rendezvous, args.mpi_job - 1, args.mpi_num_ranks)
+    announced = launcher_world_size()
+    backend = args.mpi_backend or ("torch" if os.environ.get("TORCHELASTIC_RUN_ID") else "mpi")
+    comm = make_communicator(backend) if announced else LocalCommunicator()
+    if announced and comm.size != announced[0]:
+        size, var = announced
+        raise ConfigError(f"the launcher started {size} processes ({var}={size}) but the --mpi.backend="
+                          f"{backend} communicator joined {comm.size}: with torchrun use "
+                          "--mpi.backend=torch; with srun or mpirun use an MPI matching mpi4py's (srun --mpi=pmi2 "
+                          "or pmix); the processes would otherwise train separate copies")
+    if args.mpi_num_ranks is not None and args.mpi_num_ranks != comm.size:
+        raise ConfigError(f"--mpi.num-ranks={args.mpi_num_ranks} but this process is one of {comm.size} "
+                          f"({'as the launcher says' if announced else 'no launcher environment found'})")
+    return comm
 
 
 def failure_report_path(exp_dir: str, rank: int) -> str:
@@ -38,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_rank(args) -> int:
-    comm = make_communicator(args.mpi_backend) if launched_by_mpi() else LocalCommunicator()
+    comm = make_rank_communicator(args)
     if comm.size == 1:
         return run(0, 1, args, comm)
     monitor = ExitMonitor(comm)

@@ -69,12 +69,13 @@ class AveragingOptions:
 class LaunchOptions:
     """How the ranks run: --mpi.*, --num-threads, --use-gpu, --cmd."""
 
-    launcher: str = "mpiexec"
-    num_ranks: int = 1
-    backend: str = "mpi"
+    launcher: str = "auto"
+    num_ranks: int | None = None     # None: decided by the launcher (kaldi_avg/train/launch.py)
+    backend: str | None = None      # None: mpi under an MPI launcher, torch for cmd (launch.py)
     num_threads: int = 1
     use_gpu: str = "yes"
     cmd: str = "run.pl"
+    hostfile: str | None = None
 
     @property
     def device(self) -> str:
@@ -150,7 +151,8 @@ class RunConfig:
                 prior_subset_size=a.trainer_prior_subset_size,
                 num_jobs_compute_prior=a.trainer_num_jobs_compute_prior),
             averaging=AveragingOptions(algorithm.name, tuple(sorted(kwargs.items()))),
-            launch=LaunchOptions(a.mpi_launcher, a.mpi_num_ranks, a.mpi_backend, a.num_threads, a.use_gpu, a.cmd),
+            launch=LaunchOptions(a.mpi_launcher, a.mpi_num_ranks, a.mpi_backend, a.num_threads, a.use_gpu, a.cmd,
+                                 a.mpi_hostfile),
             ignored=tuple(ignored_options(a)))
         config.validate()
         return config
@@ -168,6 +170,12 @@ class RunConfig:
                               "--averaging.period-frames) trains a fixed number of workers: set "
                               "--trainer.optimization.num-jobs-initial equal to --trainer.optimization.num-jobs-final "
                               f"(got {s.num_jobs_initial} and {s.num_jobs_final})")
-        if s.num_jobs_final % max(1, self.launch.num_ranks):
-            raise ConfigError(f"--trainer.optimization.num-jobs-final={s.num_jobs_final} workers cannot be shared "
-                              f"equally by --mpi.num-ranks={self.launch.num_ranks} ranks")
+        if self.launch.num_ranks is not None:
+            self.check_world(self.launch.num_ranks)
+
+    def check_world(self, num_ranks: int) -> None:
+        """The algorithms other than Kaldi's give every rank the same number of workers."""
+        nj = self.schedule.num_jobs_final
+        if not self.averaging.kaldi_jobs and nj % num_ranks:
+            raise ConfigError(f"--trainer.optimization.num-jobs-final={nj} workers cannot be shared equally by "
+                              f"{num_ranks} ranks: make it a multiple of --mpi.num-ranks")

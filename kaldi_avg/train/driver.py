@@ -363,6 +363,14 @@ def write_final_model(prep: Prepared, combined: Nnet3Model, post: np.ndarray, nj
 
 
 # -- the whole run ----------------------------------------------------------------------------
+def local_rank(rank: int) -> int:
+    """This rank's index on its node, as the launcher says (torchrun, hydra, Open MPI, Slurm)."""
+    for var in ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return rank
+
+
 def remove_stale_temporaries(exp_dir: str) -> None:
     """A killed run can leave the temporary files of atomic writes (.tmp.*) behind."""
     for path in glob.glob(os.path.join(exp_dir, ".tmp.*")) + glob.glob(os.path.join(exp_dir, "*", ".tmp.*")):
@@ -374,7 +382,10 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
     if comm.rank != rank or comm.size != world_size:
         raise ValueError(f"rank {rank}/{world_size} disagrees with the communicator ({comm.rank}/{comm.size})")
     config = RunConfig.from_args(args)
+    config.check_world(world_size)
     torch.set_num_threads(max(1, config.launch.num_threads))
+    if config.device == "cuda":   # one GPU per rank of a node, as Kaldi's exclusive-mode jobs
+        torch.cuda.set_device(local_rank(rank) % torch.cuda.device_count())
     if rank == 0:
         os.makedirs(os.path.join(config.dir, "log"), exist_ok=True)
         remove_stale_temporaries(config.dir)

@@ -1,24 +1,195 @@
-"""steps/kaldi_avg/train_rnn.py: Kaldi's train_rnn.py command line, launching the persistent ranks.
+"""steps/kaldi_avg/train_rnn.py: Kaldi's train_rnn.py command line, starting the persistent ranks.
 
-With --mpi.num-ranks=N > 1 it runs `<launcher> -n N python -m kaldi_avg.train.cli <args>` (ranks
-live for the whole run); with N == 1 it trains in this process, no MPI needed. When the launcher
-fails, the reports that failed ranks left in log/rank.R.failed are printed: the launcher may have
-killed a rank before forwarding its stderr.
+How many ranks (printed at start-up): --mpi.num-ranks, else num-jobs-final as Kaldi runs that many
+jobs at once, capped on one machine by its GPUs (one per rank) or CPU cores / --num-threads; one
+rank trains in this process. How they start (--mpi.launcher, docs/training.md):
+
+* an MPI launcher command: `<launcher> [its args] -n N [hostfile option] python -m kaldi_avg.train.cli`;
+* `cmd`: one Kaldi array job, `$cmd JOB=1:N log/rank.JOB.log python -m kaldi_avg.train.cli ...`,
+  whose ranks meet through a file in the experiment directory (torch.distributed, gloo or NCCL).
+
+SIGTERM, SIGINT or SIGHUP to this process end the launcher and every rank (SIGTERM, then SIGKILL
+after a grace period) and exit 128 + the signal; the last finished iteration stays resumable with
+--stage. When the launch fails, what failed ranks left in log/rank.R.failed is printed: the launcher
+may have killed a rank before forwarding its stderr.
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass
+
+import torch
 
 from .cli import failure_report_path
 from .cli import main as rank_main
+from .config import ConfigError, RunConfig
 from .options import get_parser
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLUSTER_CMDS = ("queue.pl", "slurm.pl", "ssh.pl")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Launch:
+    num_ranks: int
+    why: str                # how the rank count was chosen, for the log
+    command: list[str]      # empty: train in this process
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def visible_gpus(use_gpu: str) -> int:
+    return torch.cuda.device_count() if use_gpu not in ("no", "false") and torch.cuda.is_available() else 0
+
+
+def default_num_ranks(config: RunConfig, on_cluster: bool) -> tuple[int, str]:
+    """num-jobs-final, capped by this machine unless the ranks go elsewhere; algorithms other than
+    Kaldi's need a divisor of num-jobs-final (equal workers per rank)."""
+    jobs = config.schedule.num_jobs_final
+    if on_cluster:
+        return jobs, f"{jobs} rank(s): one per job (num-jobs-final={jobs}), placed by the cluster"
+    gpus = visible_gpus(config.launch.use_gpu)
+    cap, what = (gpus, f"{gpus} visible GPU(s)") if gpus else \
+        (max(1, cpu_count() // max(1, config.launch.num_threads)),
+         f"{cpu_count()} CPU core(s) / --num-threads={config.launch.num_threads}")
+    n = min(jobs, cap)
+    if not config.averaging.kaldi_jobs:
+        n = max(d for d in range(1, n + 1) if jobs % d == 0)
+    return n, f"{n} rank(s): num-jobs-final={jobs} capped by {what}"
+
+
+def resolve_program(word: str) -> str:
+    """A bare program name: PATH first, then this Python's bin directory (the venv's mpiexec),
+    then the package's utils/ (run.pl)."""
+    if os.path.sep in word:
+        return word
+    for candidate in (shutil.which(word), os.path.join(os.path.dirname(sys.executable), word),
+                      os.path.join(PACKAGE_ROOT, "utils", word)):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise ConfigError(f"{word!r} was not found on PATH (nor in {os.path.dirname(sys.executable)} or utils/)")
+
+
+def launcher_kind(config: RunConfig) -> str:
+    """'cmd' or 'mpi' for --mpi.launcher (auto: cmd for cluster scripts, else mpiexec if installed)."""
+    launcher = config.launch.launcher
+    if launcher == "cmd":
+        return "cmd"
+    if launcher != "auto":
+        return "mpi"
+    if os.path.basename(shlex.split(config.launch.cmd)[0]) in CLUSTER_CMDS:
+        return "cmd"
+    try:
+        resolve_program("mpiexec")
+        return "mpi"
+    except ConfigError:
+        return "cmd"
+
+
+def hostfile_option(launcher: str) -> str:
+    """Open MPI's mpirun spells it --hostfile; MPICH's hydra -f."""
+    try:
+        version = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        version = ""
+    return "--hostfile" if re.search(r"Open MPI|OpenRTE|PRRTE", version) else "-f"
+
+
+def rank_command(argv: list[str], num_ranks: int) -> list[str]:
+    return [sys.executable, "-m", "kaldi_avg.train.cli", *argv, f"--mpi.num-ranks={num_ranks}"]
+
+
+def plan_launch(argv: list[str], config: RunConfig) -> Launch:
+    kind = launcher_kind(config)
+    words = shlex.split(config.launch.launcher) if kind == "mpi" and config.launch.launcher != "auto" else \
+        ["mpiexec"] if kind == "mpi" else shlex.split(config.launch.cmd)
+    on_cluster = (kind == "cmd" and os.path.basename(words[0]) in CLUSTER_CMDS) or \
+        (kind == "mpi" and (config.launch.hostfile is not None or len(words) > 1))
+    if config.launch.num_ranks is not None:
+        n, why = config.launch.num_ranks, f"{config.launch.num_ranks} rank(s) (--mpi.num-ranks)"
+    else:
+        n, why = default_num_ranks(config, on_cluster)
+    config.check_world(n)
+    if n == 1:
+        return Launch(1, why, [])
+    program = resolve_program(words[0])
+    if kind == "mpi":
+        hosts = [hostfile_option(program), config.launch.hostfile] if config.launch.hostfile else []
+        return Launch(n, why + f", started by {program}", [program, *words[1:], "-n", str(n), *hosts,
+                                                            *rank_command(argv, n)])
+    if config.launch.backend == "mpi":
+        raise ConfigError("--mpi.launcher=cmd starts the ranks without MPI: leave --mpi.backend unset or use torch")
+    rendezvous = os.path.join(os.path.abspath(config.dir), "log", f".rendezvous.{uuid.uuid4().hex}")
+    log = os.path.join(config.dir, "log", "rank.JOB.log")
+    return Launch(n, why + f", started as one array job of {program}",
+                  [program, *words[1:], "--max-jobs-run", str(n), f"JOB=1:{n}", log, *rank_command(argv, n),
+                   "--mpi.job=JOB", "--mpi.backend=torch", f"--mpi.rendezvous={rendezvous}"])
+
+
+# -- running it -------------------------------------------------------------------------------
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), children first seen first."""
+    children: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def stop_all(proc: subprocess.Popen) -> None:
+    """SIGTERM to the launcher's session and every descendant, SIGKILL to what is left after the grace period."""
+    pids = descendants(proc.pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in [proc.pid, *pids]:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + (GRACE_SECONDS if sig == signal.SIGTERM else 1.0)
+        while time.monotonic() < deadline and any(_alive(p) for p in [proc.pid, *pids]):
+            proc.poll()
+            time.sleep(0.05)
+    proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def last_model(exp_dir: str) -> int | None:
+    done = [int(m.group(1)) for p in glob.glob(os.path.join(exp_dir, "*.mdl"))
+            if (m := re.fullmatch(r"(\d+)\.mdl", os.path.basename(p)))]
+    return max(done) if done else None
 
 
 def print_failure_reports(exp_dir: str, num_ranks: int, since: float) -> None:
@@ -30,26 +201,44 @@ def print_failure_reports(exp_dir: str, num_ranks: int, since: float) -> None:
                 sys.stderr.write(f"# {path}:\n{report.read()}")
 
 
-def resolve_launcher(name: str) -> str:
-    """A bare launcher name: the venv's own (mpi4py's MPI) first, then PATH."""
-    if os.path.sep in name:
-        return name
-    here = os.path.join(os.path.dirname(sys.executable), name)
-    return here if os.path.exists(here) else (shutil.which(name) or name)
+def run_launch(launch: Launch, config: RunConfig) -> int:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OMP_NUM_THREADS", str(config.launch.num_threads))
+    os.makedirs(os.path.join(config.dir, "log"), exist_ok=True)
+    print("# " + shlex.join(launch.command), file=sys.stderr, flush=True)
+    started = time.time()
+    received: list[int] = []
+    proc = subprocess.Popen(launch.command, env=env, start_new_session=True)   # its own group: we end it
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in STOP_SIGNALS}
+    try:
+        while proc.poll() is None and not received:
+            time.sleep(0.1)
+        if received:
+            stop_all(proc)
+            name = signal.Signals(received[0]).name
+            stage = last_model(config.dir)
+            resume = f"; resume with --stage {stage}" if stage is not None else ""
+            print(f"train_rnn.py: {name}: stopped the launcher and all {launch.num_ranks} ranks{resume}",
+                  file=sys.stderr)
+            return 128 + received[0]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if proc.returncode != 0:
+        print_failure_reports(config.dir, launch.num_ranks, started)
+    return proc.returncode
 
 
 def main(argv: list[str]) -> int:
     args = get_parser().parse_args(argv)   # unknown options fail here, listing the supported ones
-    n = args.mpi_num_ranks
-    if n <= 1:
-        return rank_main(argv)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("OMP_NUM_THREADS", str(args.num_threads))
-    cmd = [resolve_launcher(args.mpi_launcher), "-n", str(n), sys.executable, "-m", "kaldi_avg.train.cli", *argv]
-    print("# " + shlex.join(cmd), file=sys.stderr, flush=True)
-    started = time.time()
-    code = subprocess.call(cmd, env=env)
-    if code != 0:
-        print_failure_reports(args.dir, n, started)
-    return code
+    try:
+        config = RunConfig.from_args(args)
+        launch = plan_launch(argv, config)
+    except ConfigError as e:
+        print(f"train_rnn.py: error: {e}", file=sys.stderr)
+        return 1
+    print(f"train_rnn.py: {launch.why}", file=sys.stderr, flush=True)
+    if not launch.command:
+        return rank_main(argv + ["--mpi.num-ranks=1"])
+    return run_launch(launch, config)

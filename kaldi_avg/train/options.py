@@ -114,11 +114,20 @@ OPTIONS = (
     Opt("--reporting.email", None, "mail progress reports here", ignored="no mail is sent"),
     Opt("--reporting.interval", 0.1, "fraction of the iterations between reports", float,
         ignored="no mail is sent"),
-    Opt("--mpi.launcher", "mpiexec", "how the persistent ranks are started: an MPI launcher on PATH "
-        "(mpiexec, mpirun, srun) or its path"),
-    Opt("--mpi.num-ranks", 1, "persistent ranks; 1 trains in this process", int),
-    Opt("--mpi.backend", "mpi", "how tensors move between ranks: mpi (mpi4py) or torch "
-        "(torch.distributed: gloo on CPU, nccl on GPUs)"),
+    Opt("--mpi.launcher", "auto", "how the persistent ranks are started: an MPI launcher command with its "
+        "arguments ('mpiexec', 'mpirun --hostfile h', 'srun --mpi=pmix'; the first word is looked up on "
+        "PATH), or cmd (one array job of --cmd: run.pl, queue.pl, slurm.pl; ranks meet through a file in "
+        "--dir). auto: cmd when --cmd is a cluster script (queue.pl, slurm.pl, ssh.pl), else mpiexec, "
+        "else cmd"),
+    Opt("--mpi.num-ranks", None, "persistent ranks; 1 trains in this process. Default: num-jobs-final, "
+        "capped on one machine by its GPUs (--use-gpu yes/wait) or CPU cores / --num-threads", int),
+    Opt("--mpi.hostfile", None, "hosts for the MPI launcher (given to it as its hostfile option)"),
+    Opt("--mpi.job", None, "set by --mpi.launcher=cmd on each rank: the array job's 1-based index", int),
+    Opt("--mpi.rendezvous", None, "set by --mpi.launcher=cmd on each rank: the file through which the "
+        "ranks meet"),
+    Opt("--mpi.backend", None, "how tensors move between ranks: mpi (mpi4py) or torch "
+        "(torch.distributed: gloo on CPU, nccl on GPUs); default: mpi under an MPI launcher, torch for "
+        "--mpi.launcher=cmd and torchrun"),
     Opt("--num-threads", 1, "torch threads per rank", int),
 )
 
