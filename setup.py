@@ -1,6 +1,6 @@
 from setuptools import find_packages, setup
 
-# Exact pins where other versions break each other (docs/toolchain.md): kaldi-hmm-gmm 1.1.4 needs
+# Exact pins where other versions break each other (docs/dependencies.md 1): kaldi-hmm-gmm 1.1.4 needs
 # kaldifst 1.7.17 and kaldi-decoder 0.2.11. requirements.txt pins the whole tested set.
 EXTRAS = {
     "mpi": ["mpi4py>=4.0", "mpich>=4.0"],

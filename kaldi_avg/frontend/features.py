@@ -2,7 +2,7 @@
 
 Options come from a Kaldi config file (`--config=conf/mfcc.conf`) and the command line, the
 command line winning, exactly as Kaldi's ParseOptions reads them. Every MFCC option Kaldi
-registers maps to a knf field (docs/toolchain.md 2); the few knf lacks (VTLN warping, resampling,
+registers maps to a knf field (docs/dependencies.md 2); the few knf lacks (VTLN warping, resampling,
 `--max-feature-vectors`) are accepted only at their Kaldi default and are otherwise errors.
 Two knf defaults differ from Kaldi's and are fixed here: dither is 1.0 (knf: 3e-5), and
 samples are fed at int16 scale. Dither noise comes from libc's rand(), which knf (like

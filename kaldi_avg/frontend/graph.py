@@ -1,6 +1,6 @@
 """`utils/mkgraph.sh`: HCLG.fst from a lang dir with G.fst and a model dir (tree + final.mdl).
 
-The same recipe with kaldifst + khg (docs/toolchain.md section 4):
+The same recipe with kaldifst + khg (docs/dependencies.md 3):
   LG   = L_disambig o G, determinize_star (log), minimize_encoded      [fstpushspecial: n/a]
   CLG  = compose_context(LG)  (ilabels, context size and position from the tree)
   Ha   = make-h-transducer (transition scale), which lists the disambiguation transition-ids

@@ -1,4 +1,4 @@
-"""The embedded default corpus: connected digit strings spoken by espeak-ng (docs/toolchain.md 11).
+"""The embedded default corpus: connected digit strings spoken by espeak-ng (docs/dependencies.md 5).
 
 Every "speaker" is an espeak-ng voice variant (m1-m8, f1-f5, klatt*, named variants) with its
 own base pitch, pitch range and speaking rate. Test speakers use standard voice variants that

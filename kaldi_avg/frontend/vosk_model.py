@@ -2,7 +2,7 @@
 
 vosk embeds Kaldi's online2 nnet3 decoder, so decoding through it is an independent check, by
 real Kaldi code, of an exported `final.mdl` (TransitionModel + AmNnetSimple with priors) and of
-our HCLG.  Layout written (docs/toolchain.md 6):
+our HCLG.  Layout written (docs/dependencies.md 4):
     am/final.mdl                  the nnet3 acoustic model
     conf/model.conf               decoder, endpoint and looped-nnet options
     conf/mfcc.conf                the feature options the network was trained with

@@ -3,7 +3,7 @@ acoustic model on our transition model, and gives the same hypotheses as our Pyt
 (its lattices rescored at vosk's graph scale 0.9, which vosk applies to its final lattice).
 
 The acoustic model is a small feed-forward network (Append(Offset -2..2) -> affine -> ReLU ->
-affine -> LogSoftmax, docs/toolchain.md 6) trained for a few seconds with torch on the GMM alignments
+affine -> LogSoftmax, docs/dependencies.md 4) trained for a few seconds with torch on the GMM alignments
 and written by hand as a text nnet3 final.mdl (with priors)."""
 from __future__ import annotations
 
