@@ -15,6 +15,7 @@ import argparse
 import glob
 import io
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -386,6 +387,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
     torch.set_num_threads(max(1, config.launch.num_threads))
     if config.device == "cuda":   # one GPU per rank of a node, as Kaldi's exclusive-mode jobs
         torch.cuda.set_device(local_rank(rank) % torch.cuda.device_count())
+    say(comm, f"rank {rank} of {world_size} on {socket.gethostname()}, device {config.device}")
     if rank == 0:
         os.makedirs(os.path.join(config.dir, "log"), exist_ok=True)
         remove_stale_temporaries(config.dir)
