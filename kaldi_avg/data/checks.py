@@ -16,16 +16,14 @@ tree from another system stops the run at once instead of hours later.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from kaldiio.matio import read_token
 
 from ..kaldi.alignment import read_alignments
-from ..kaldi.binary import BINARY_HEADER, KaldiFormatError
-from ..kaldi.tables import _is_pipe, _parse_range, _split_rxfilename, read_script
+from ..kaldi.binary import KaldiFormatError
+from ..kaldi.tables import ArchiveFiles, is_pipe, read_script
 from ..kaldi.transition import TransitionModel
 from ..kaldi.tree import read_tree_num_pdfs
 from .merging import MinibatchSizeRule
@@ -50,89 +48,6 @@ class ScpCheck:
         return f"{self.path}: {self.num_checked} entries checked" + "".join(f", {s}" for s in skipped)
 
 
-# Bytes after the token: FM/DM: int32 rows and cols with size bytes; CM*: a raw 16-byte header.
-_FULL = {"FM": 4, "DM": 8}
-_COMPRESSED = {"CM", "CM2", "CM3"}
-
-
-def _data_bytes(token: str, rows: int, cols: int) -> int:
-    """Bytes of matrix data after the header (`src/matrix/compressed-matrix.cc` DataSize)."""
-    if token in _FULL:
-        return rows * cols * _FULL[token]
-    if token == "CM":  # per-column headers (four uint16) + one byte per element
-        return cols * 8 + rows * cols
-    return rows * cols * (2 if token == "CM2" else 1)
-
-
-def _read_matrix_header(f) -> tuple[str, int, int, int] | None:
-    """(token, rows, cols, header bytes read) of the binary matrix at the stream position, or
-    None for a text-mode object; KaldiFormatError if it is neither."""
-    start = f.tell()
-    marker = f.read(2)
-    if marker != BINARY_HEADER:
-        if marker[:1].isspace() or marker[:1] == b"[":
-            return None
-        raise KaldiFormatError(f"expected a Kaldi object (\\0B or text), got {marker!r}")
-    token = read_token(f)
-    if token in _FULL:
-        raw = f.read(10)
-        if len(raw) < 10 or raw[0] != 4 or raw[5] != 4:
-            raise KaldiFormatError(f"{token} matrix header is truncated or corrupt")
-        rows, cols = struct.unpack("<i", raw[1:5])[0], struct.unpack("<i", raw[6:10])[0]
-    elif token in _COMPRESSED:
-        raw = f.read(16)
-        if len(raw) < 16:
-            raise KaldiFormatError(f"{token} matrix header is truncated")
-        rows, cols = struct.unpack("<ii", raw[8:16])
-    else:
-        raise KaldiFormatError(f"expected a matrix (FM, DM, CM, CM2 or CM3), got {token!r}")
-    if rows < 0 or cols < 0:
-        raise KaldiFormatError(f"{token} matrix header says {rows}x{cols}")
-    return token, rows, cols, f.tell() - start
-
-
-class _OpenArchives:
-    """Archives opened once each (an scp points into few files many times)."""
-
-    def __init__(self):
-        self.files: dict[str, tuple[object, int]] = {}
-
-    def get(self, path: str):
-        if path not in self.files:
-            f = open(path, "rb")
-            self.files[path] = (f, os.fstat(f.fileno()).st_size)
-        return self.files[path]
-
-    def close(self) -> None:
-        for f, _ in self.files.values():
-            f.close()
-
-
-def _entry_shape(archives: _OpenArchives, rx: str) -> tuple[int, int] | None:
-    """(rows, cols) of the matrix `rx` points at, after its range; None for a text object."""
-    path, offset, rng = _split_rxfilename(rx)
-    try:
-        f, size = archives.get(path)
-    except OSError as e:
-        raise KaldiFormatError(f"cannot open {path}: {e.strerror}") from None
-    offset = offset or 0
-    if offset >= size:
-        raise KaldiFormatError(f"offset {offset} is beyond the end of {path} ({size} bytes)")
-    f.seek(offset)
-    header = _read_matrix_header(f)
-    if header is None:
-        return None
-    token, rows, cols, header_bytes = header
-    end = offset + header_bytes + _data_bytes(token, rows, cols)
-    if end > size:
-        raise KaldiFormatError(f"{rows}x{cols} {token} matrix at {path}:{offset} needs {end} bytes, "
-                               f"the file has {size} (truncated archive?)")
-    if rng is None:
-        return rows, cols
-    row_range, col_range = _parse_range(rng, (rows, cols), rx)
-    return row_range.stop - row_range.start, col_range.stop - col_range.start
-
-
 def check_matrix_scp(scp_path: str, expected_cols: int | None = None, what: str = "utterance",
                      expected_by: str = "the network's input") -> ScpCheck:
     """Checks every entry of a matrix scp (feats.scp, cmvn.scp) by its header alone.
@@ -149,8 +64,7 @@ def check_matrix_scp(scp_path: str, expected_cols: int | None = None, what: str 
     if not entries:
         raise InputError(f"{scp_path} is empty")
     counts = {"checked": 0, "pipes": 0, "text": 0}
-    archives = _OpenArchives()
-    try:
+    with ArchiveFiles() as archives:
         for key, rx in entries:
             shape = _checked_shape(archives, scp_path, what, key, rx, counts)
             if shape is None:
@@ -161,19 +75,17 @@ def check_matrix_scp(scp_path: str, expected_cols: int | None = None, what: str 
             if shape[1] != expected_cols:
                 raise InputError(f"{scp_path}: {what} {key} has dim {shape[1]}, "
                                  f"{expected_by} expects {expected_cols}")
-    finally:
-        archives.close()
     return ScpCheck(scp_path, counts["checked"], counts["pipes"], counts["text"],
                     expected_cols if counts["checked"] else None)
 
 
-def _checked_shape(archives: _OpenArchives, scp_path: str, what: str, key: str, rx: str,
+def _checked_shape(archives: ArchiveFiles, scp_path: str, what: str, key: str, rx: str,
                    counts: dict[str, int]) -> tuple[int, int] | None:
-    if _is_pipe(rx) or rx.strip() == "-":
+    if is_pipe(rx) or rx.strip() == "-":
         counts["pipes"] += 1
         return None
     try:
-        shape = _entry_shape(archives, rx)
+        shape = archives.header_shape(rx)
     except KaldiFormatError as e:
         raise InputError(f"{scp_path}: {what} {key} ({rx}): {e}") from None
     counts["text" if shape is None else "checked"] += 1

@@ -16,15 +16,7 @@ import numpy as np
 
 from ..atomic import write_bytes
 from .binary import KaldiFormatError
-from .tables import (
-    MatrixTable,
-    _is_pipe,
-    _parse_range,
-    _read_binary_matrix_shape,
-    _split_rxfilename,
-    load_rxfilename,
-    read_script,
-)
+from .tables import ArchiveFiles, MatrixTable, load_rxfilename, read_script
 
 log = logging.getLogger(__name__)
 
@@ -109,30 +101,14 @@ def feat_to_len(scp_path: str) -> dict[str, int]:
     each archive opened once; a `[r1:r2]` range counts its rows. Pipes, `-` and text-mode
     objects are read whole, as Kaldi would.
     """
-    entries = read_script(scp_path)
-    files: dict[str, object] = {}
     out = {}
-    try:
-        for key, rx in entries:
-            path, offset, rng = _split_rxfilename(rx)
-            shape = None
-            if not _is_pipe(path) and path != "-":
-                if path not in files:
-                    files[path] = open(path, "rb")
-                f = files[path]
-                f.seek(offset or 0)
-                shape = _read_binary_matrix_shape(f)
-                if shape is not None and rng is not None:
-                    rows, _ = _parse_range(rng, shape, rx)
-                    shape = (rows.stop - rows.start, None)
-            if shape is None:
-                shape = load_rxfilename(rx).shape
+    with ArchiveFiles() as files:
+        for key, rx in read_script(scp_path):
+            try:
+                shape = files.header_shape(rx) or load_rxfilename(rx).shape
+            except (OSError, KaldiFormatError) as e:
+                raise DataDirError(f"{scp_path}: entry {key!r} ({rx}): {e}") from None
             out[key] = int(shape[0])
-    except (OSError, KaldiFormatError) as e:
-        raise DataDirError(f"{scp_path}: entry {key!r} ({rx}): {e}") from None
-    finally:
-        for f in files.values():
-            f.close()
     return out
 
 

@@ -85,7 +85,7 @@ def parse_specifier(spec: str, for_writing: bool = False) -> Specifier:
     return Specifier(target if ark else None, target if scp else None, opts)
 
 
-def _is_pipe(name: str) -> bool:
+def is_pipe(name: str) -> bool:
     s = name.strip()
     return s.endswith("|") or s.startswith("|")
 
@@ -120,7 +120,7 @@ def _open_input(name: str):
         status = f.close()
         # A reader that stops early makes the writer of a pipe die of SIGPIPE; only a pipe
         # that was read to the end must have succeeded.
-        if completed and _is_pipe(name) and status:
+        if completed and is_pipe(name) and status:
             raise KaldiFormatError(f"command {name!r} exited with status {status >> 8}")
 
 
@@ -240,10 +240,10 @@ def iter_archive(name: str, permissive: bool = False) -> Iterator[tuple[str, obj
 _RANGE_RE = re.compile(r"^(.*)\[([^\[\]]*)\]\s*$")
 
 
-def _split_rxfilename(rx: str) -> tuple[str, int | None, str | None]:
+def split_rxfilename(rx: str) -> tuple[str, int | None, str | None]:
     """`file.ark:123[0:9,2:3]` -> ('file.ark', 123, '0:9,2:3'); pipes are left whole."""
     rx = rx.strip()
-    if _is_pipe(rx):
+    if is_pipe(rx):
         return rx, None, None
     rng = None
     m = _RANGE_RE.match(rx)
@@ -255,7 +255,7 @@ def _split_rxfilename(rx: str) -> tuple[str, int | None, str | None]:
     return rx, None, rng
 
 
-def _parse_range(rng: str, shape: tuple[int, ...], rx: str) -> tuple[slice, slice]:
+def parse_range(rng: str, shape: tuple[int, ...], rx: str) -> tuple[slice, slice]:
     """Kaldi's `[r1:r2]` / `[r1:r2,c1:c2]`: inclusive bounds, empty or `:` means all."""
     parts = rng.split(",")
     if len(parts) > 2 or len(shape) != 2:
@@ -275,7 +275,7 @@ def _parse_range(rng: str, shape: tuple[int, ...], rx: str) -> tuple[slice, slic
 
 def load_rxfilename(rx: str):
     """Reads the object an scp line points at (`file:offset`, optional range, or `cmd |`)."""
-    path, offset, rng = _split_rxfilename(rx)
+    path, offset, rng = split_rxfilename(rx)
     with _open_input(path) as f:
         if offset is not None:
             f.seek(offset)
@@ -284,40 +284,113 @@ def load_rxfilename(rx: str):
         except _DECODE_ERRORS as e:
             raise KaldiFormatError(f"{rx}: truncated or corrupt object ({type(e).__name__}: {e})") from None
     if rng is not None:
-        rows, cols = _parse_range(rng, value.shape, rx)
+        rows, cols = parse_range(rng, value.shape, rx)
         value = value[rows, cols]
     return value
 
 
-def _read_binary_matrix_shape(f) -> tuple[int, int] | None:
-    head = f.read(2)
-    if head != b"\0B":
-        return None
+# Bytes per element of full matrices; compressed ones are sized by `MatrixHeader.data_bytes`.
+_FULL_MATRIX = {"FM": 4, "DM": 8}
+_COMPRESSED_MATRIX = ("CM", "CM2", "CM3")
+
+
+@dataclass(frozen=True)
+class MatrixHeader:
+    token: str          # FM, DM, CM, CM2, CM3
+    rows: int
+    cols: int
+    header_bytes: int   # from the binary marker to the first data byte
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of matrix data after the header (`src/matrix/compressed-matrix.cc` DataSize)."""
+        if self.token in _FULL_MATRIX:
+            return self.rows * self.cols * _FULL_MATRIX[self.token]
+        if self.token == "CM":   # per-column headers (four uint16) + one byte per element
+            return self.cols * 8 + self.rows * self.cols
+        return self.rows * self.cols * (2 if self.token == "CM2" else 1)
+
+
+def read_matrix_header(f) -> MatrixHeader | None:
+    """The header of the binary matrix at the stream position (docs/kaldi-formats.md 1.5, 1.6), or
+    None for a text-mode object; KaldiFormatError if it is neither."""
+    start = f.tell()
+    marker = f.read(2)
+    if marker != b"\0B":
+        if marker[:1].isspace() or marker[:1] == b"[":
+            return None
+        raise KaldiFormatError(f"expected a Kaldi object (\\0B or text), got {marker!r}")
     token = read_token(f)
-    if token in ("FM", "DM"):
+    if token in _FULL_MATRIX:
         raw = f.read(10)
-        if len(raw) == 10 and raw[0] == 4 and raw[5] == 4:
-            return struct.unpack("<i", raw[1:5])[0], struct.unpack("<i", raw[6:10])[0]
-    elif token in ("CM", "CM2", "CM3"):
+        if len(raw) < 10 or raw[0] != 4 or raw[5] != 4:
+            raise KaldiFormatError(f"{token} matrix header is truncated or corrupt")
+        rows, cols = struct.unpack("<i", raw[1:5])[0], struct.unpack("<i", raw[6:10])[0]
+    elif token in _COMPRESSED_MATRIX:
         raw = f.read(16)
-        if len(raw) == 16:
-            return struct.unpack("<ii", raw[8:16])
-    return None
+        if len(raw) < 16:
+            raise KaldiFormatError(f"{token} matrix header is truncated")
+        rows, cols = struct.unpack("<ii", raw[8:16])
+    else:
+        raise KaldiFormatError(f"expected a matrix (FM, DM, CM, CM2 or CM3), got {token!r}")
+    if rows < 0 or cols < 0:
+        raise KaldiFormatError(f"{token} matrix header says {rows}x{cols}")
+    return MatrixHeader(token, rows, cols, f.tell() - start)
+
+
+class ArchiveFiles:
+    """Matrix shapes of scp entries from their headers alone, each archive opened once (an scp
+    points into few files many times). Use as a context manager."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[object, int]] = {}
+
+    def __enter__(self) -> ArchiveFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f, _ in self._files.values():
+            f.close()
+
+    def _open(self, path: str):
+        if path not in self._files:
+            try:
+                f = open(path, "rb")
+            except OSError as e:
+                raise KaldiFormatError(f"cannot open {path}: {e.strerror}") from None
+            self._files[path] = (f, os.fstat(f.fileno()).st_size)
+        return self._files[path]
+
+    def header_shape(self, rx: str) -> tuple[int, int] | None:
+        """(rows, cols) of the binary matrix `rx` points at, after its range, checking that its
+        data lies within the file; None for a pipe, `-` or a text-mode object (read those whole)."""
+        path, offset, rng = split_rxfilename(rx)
+        if is_pipe(path) or path == "-":
+            return None
+        f, size = self._open(path)
+        offset = offset or 0
+        if offset >= size:
+            raise KaldiFormatError(f"offset {offset} is beyond the end of {path} ({size} bytes)")
+        f.seek(offset)
+        header = read_matrix_header(f)
+        if header is None:
+            return None
+        end = offset + header.header_bytes + header.data_bytes
+        if end > size:
+            raise KaldiFormatError(f"{header.rows}x{header.cols} {header.token} matrix at {path}:{offset} needs "
+                                   f"{end} bytes, the file has {size} (truncated archive?)")
+        if rng is None:
+            return header.rows, header.cols
+        rows, cols = parse_range(rng, (header.rows, header.cols), rx)
+        return rows.stop - rows.start, cols.stop - cols.start
 
 
 def matrix_shape(rx: str) -> tuple[int, int]:
     """(rows, cols) of the matrix an scp entry points at, reading only its header when it can."""
-    path, offset, rng = _split_rxfilename(rx)
-    if not _is_pipe(path) and path != "-":
-        with _open_input(path) as f:
-            if offset is not None:
-                f.seek(offset)
-            shape = _read_binary_matrix_shape(f)
-        if shape is not None:
-            if rng is None:
-                return shape
-            rows, cols = _parse_range(rng, shape, rx)
-            return rows.stop - rows.start, cols.stop - cols.start
+    with ArchiveFiles() as files:
+        shape = files.header_shape(rx)
+    if shape is not None:
+        return shape
     value = load_rxfilename(rx)
     if value.ndim != 2:
         raise KaldiFormatError(f"{rx}: expected a matrix, got an array of shape {value.shape}")
@@ -480,7 +553,7 @@ class _TableOutput:
     def __init__(self, wspecifier: str):
         self.spec = parse_specifier(wspecifier, for_writing=True)
         ark = self.spec.ark
-        if self.spec.scp is not None and (_is_pipe(ark) or ark == "-"):
+        if self.spec.scp is not None and (is_pipe(ark) or ark == "-"):
             raise ValueError(f"{wspecifier!r}: an scp needs the archive to be a plain file")
         self._renames: list[tuple[str, str]] = []
         self.ark = self._open(ark, "wb")
@@ -492,7 +565,7 @@ class _TableOutput:
             raise
 
     def _open(self, name: str, mode: str):
-        if _is_pipe(name) or name == "-":
+        if is_pipe(name) or name == "-":
             return open_like_kaldi(name, mode)
         fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=os.path.dirname(os.path.abspath(name)))
         self._renames.append((tmp, name))

@@ -17,11 +17,10 @@ from kaldi_avg.data import (
     load_utterance,
     screen_utterances,
 )
-from kaldi_avg.data.checks import _entry_shape, _OpenArchives
 from kaldi_avg.data.source import UtteranceSource
 from kaldi_avg.kaldi.alignment import match_alignments
 from kaldi_avg.kaldi.binary import BINARY_HEADER
-from kaldi_avg.kaldi.tables import MatrixTable
+from kaldi_avg.kaldi.tables import ArchiveFiles, MatrixTable
 
 khg = pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm writes the reference tree")
 
@@ -48,10 +47,9 @@ def test_headers_agree_with_kaldiio_and_the_data_ends_at_the_file_end(tmp_path, 
     feats = corpus()
     ark, scp = write_feats(tmp_path, feats, fmt)
     assert check_matrix_scp(scp, 40).num_checked == 3
-    archives = _OpenArchives()
-    for key, rx in (line.split() for line in open(scp)):
-        assert _entry_shape(archives, rx) == kaldiio.load_mat(rx).shape == feats[key].shape
-    archives.close()
+    with ArchiveFiles() as archives:
+        for key, rx in (line.split() for line in open(scp)):
+            assert archives.header_shape(rx) == kaldiio.load_mat(rx).shape == feats[key].shape
     # one byte fewer and the last entry no longer fits: the data sizes are exact
     with open(ark, "r+b") as f:
         f.truncate(os.path.getsize(ark) - 1)
@@ -70,11 +68,10 @@ def test_compressed_archives_written_by_kaldi_native_io(tmp_path):
         for i, method in enumerate(methods):
             w.write(f"u{i}", rng.random((4 + 3 * i, 13), np.float32), getattr(kio.CompressionMethod, method))
     shapes = kio.RandomAccessMatrixShapeReader(f"scp:{scp}")
-    archives = _OpenArchives()
     rx = dict(line.split() for line in open(scp))
-    for key in rx:
-        assert _entry_shape(archives, rx[key]) == (shapes[key].num_rows, shapes[key].num_cols)
-    archives.close()
+    with ArchiveFiles() as archives:
+        for key in rx:
+            assert archives.header_shape(rx[key]) == (shapes[key].num_rows, shapes[key].num_cols)
     assert check_matrix_scp(scp, 13).num_checked == 5
     with open(ark, "r+b") as f:
         f.truncate(os.path.getsize(ark) - 1)
