@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UsageError
 from ..kaldi.alignment import read_alignments
 from ..kaldi.binary import KaldiFormatError
 from ..kaldi.tables import ArchiveFiles, is_pipe, read_script
@@ -29,7 +30,7 @@ from ..kaldi.tree import read_tree_num_pdfs
 from .merging import MinibatchSizeRule
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """Training input that fails a start-up check; the message names the file and the key."""
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..errors import UsageError
+
 
 @dataclass(frozen=True)
 class Reason:
@@ -55,7 +57,7 @@ REASON_INFO = {
 REASONS = {name: reason.meaning for name, reason in REASON_INFO.items()}
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Inconsistent input that training must not continue with; names the utterance."""
 
     def __init__(self, utt: str, problem: str):

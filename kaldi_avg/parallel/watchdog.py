@@ -32,6 +32,7 @@ import time
 import traceback
 from collections.abc import Iterator
 
+from ..errors import UsageError
 from .comm import CommAborted, Communicator, HeartbeatChannel
 
 _ALIVE, _GOODBYE = 1.0, -1.0
@@ -75,16 +76,20 @@ def leave_report(report_path: str | None, trace: str, message: str) -> None:
 
 
 @contextlib.contextmanager
-def failure_guard(comm: Communicator, report_path: str | None = None) -> Iterator[None]:
-    """Abort every rank when this rank fails, in this block or in any thread it started."""
+def failure_guard(comm: Communicator, report_path: str | None = None, verbose: bool = False) -> Iterator[None]:
+    """Abort every rank when this rank fails, in this block or in any thread it started. A
+    `UsageError` (bad options or data) is reported as its one-line message (with `verbose`, with
+    its traceback, like any other failure)."""
 
     def report_and_abort(kind: str, error: BaseException | None, tb) -> None:
         if isinstance(error, CommAborted):
             raise error
         message = f"rank {comm.rank}/{comm.size} failed ({kind}): {type(error).__name__}: {error}"
         trace = "".join(traceback.format_exception(type(error), error, tb))
+        if isinstance(error, UsageError) and not verbose:   # the user's input: the message says it all
+            trace = ""
         leave_report(report_path, trace, message)
-        print(trace, end="", file=sys.stderr, flush=True)
+        print(trace or f"rank {comm.rank}/{comm.size}: error: {error}\n", end="", file=sys.stderr, flush=True)
         comm.abort(message)
 
     previous_hook = threading.excepthook

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ..errors import UsageError
 from ..parallel import Communicator, ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
 from .config import ConfigError
 from .driver import run
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         return run_rank(args)
-    except ConfigError as e:   # a misconfiguration: one line, no traceback
+    except UsageError as e:   # bad options or data: one line naming what is wrong
+        if args.verbose:
+            raise
         print(f"train_rnn.py: error: {e}", file=sys.stderr)
         return 1
 
@@ -72,7 +75,8 @@ def run_rank(args) -> int:
     os.makedirs(os.path.dirname(report_path), exist_ok=True)
     if os.path.exists(report_path):
         os.remove(report_path)
-    with failure_guard(comm, report_path), Watchdog(comm, timeout_s=30.0, report_path=report_path):
+    with failure_guard(comm, report_path, verbose=args.verbose > 0), \
+            Watchdog(comm, timeout_s=30.0, report_path=report_path):
         code = run(comm.rank, comm.size, args, comm)
     monitor.close()
     return code

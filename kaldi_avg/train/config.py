@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError
 from ..parallel import DEFAULT, algorithm_kwargs
 from .dropout import DropoutScheduleError, parse_dropout_schedule
 from .options import ignored_options
 from .schedule import ScheduleOptions
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """Options that cannot be trained as given; the message says which option to change."""
 
 

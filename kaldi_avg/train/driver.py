@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import glob
 import io
+import json
 import os
 import socket
 import sys
@@ -24,7 +25,18 @@ import numpy as np
 import torch
 
 from ..atomic import copy_file, write_bytes, write_text
-from ..data import ChunkConfig, DiagnosticSet, SkipReport, UtteranceSource, plan_archives, screen_utterances
+from ..data import (
+    ChunkConfig,
+    DiagnosticSet,
+    SkipReport,
+    UtteranceSource,
+    check_alignments,
+    check_features,
+    check_minibatches,
+    load_utterance,
+    plan_archives,
+    screen_utterances,
+)
 from ..kaldi.alignment import match_alignments, pdf_counts, read_alignments
 from ..kaldi.binary import KaldiWriter
 from ..kaldi.cmvn import CmvnApplier
@@ -35,7 +47,7 @@ from ..kaldi.runlog import write_run_log
 from ..kaldi.tables import MatrixTable
 from ..kaldi.transition import TransitionModel, read_transition_model
 from ..kaldi.xconfig import write_config_dir
-from ..model.build import build_nnet, xconfig_context
+from ..model.build import build_nnet
 from ..model.graph import NnetModule
 from ..parallel import Communicator, LocalCommunicator
 from . import schedule
@@ -80,15 +92,19 @@ def say(comm: Communicator, msg: str) -> None:
 
 
 # -- prepare ----------------------------------------------------------------------------------
-def build_source(config: RunConfig, trans_model) -> tuple[UtteranceSource, dict, str]:
-    """The corpus as the jobs read it: CMVN-applied features, pdf targets, i-vectors."""
+def build_source(config: RunConfig, trans_model, report: SkipReport,
+                 alignments: dict | None = None) -> tuple[UtteranceSource, dict, str]:
+    """The corpus as the jobs read it: CMVN-applied features, pdf targets, i-vectors; utterances
+    without a usable alignment are recorded in `report`. `alignments`: already read (rank 0's check)."""
     data = DataDir(config.feat_dir)
     feats = data.feats
     if feats is None:
         raise ConfigError(f"{config.feat_dir}/feats.scp is missing")
     cmvn = CmvnApplier(data, config.cmvn_opts)
     lengths = {utt: data.num_frames(utt) for utt in feats}
-    pdfs, report = match_alignments(lengths, read_alignments(config.ali_dir, trans_model))
+    if alignments is None:
+        alignments = read_alignments(config.ali_dir, trans_model)
+    pdfs, matched = match_alignments(lengths, alignments, skipped=report)
     ivec = {}
     if config.online_ivector_dir:
         d = config.online_ivector_dir
@@ -100,16 +116,21 @@ def build_source(config: RunConfig, trans_model) -> tuple[UtteranceSource, dict,
     feat_dim = feats[next(iter(feats))].shape[1]
     source = UtteranceSource(lengths={u: lengths[u] for u in pdfs}, load_features=lambda u: cmvn(u, feats[u]),
                              targets=pdfs, feat_dim=feat_dim, num_pdfs=trans_model.num_pdfs, **ivec)
-    return source, pdfs, report.summary()
+    return source, pdfs, matched.summary()
 
 
 def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     """Reads the inputs, plans archives and iterations (every rank), sets up the experiment (rank 0)."""
-    trans_model = read_transition_model(os.path.join(config.ali_dir, "final.mdl"))
     xconfig_path = os.path.join(config.dir, "configs", "network.xconfig")
+    for path, what in ((os.path.join(config.ali_dir, "final.mdl"), "--ali-dir: the transition model"),
+                       (xconfig_path, "--dir: the network (configs/network.xconfig)")):
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path} is missing ({what})")
+    trans_model = read_transition_model(os.path.join(config.ali_dir, "final.mdl"))
     with open(xconfig_path) as f:
         xconfig_text = f.read()
-    left, right = xconfig_context(xconfig_text, xconfig_path, trans_model.num_pdfs)
+    reference = build_nnet(xconfig_text, xconfig_path, trans_model.num_pdfs, which="ref")
+    left, right = model_context(reference)
     c = config.chunk
     chunk_config = ChunkConfig.from_egs_options(
         c.width, model_left_context=left, model_right_context=right, chunk_left_context=c.left_context,
@@ -117,10 +138,10 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
         chunk_right_context_final=c.right_context_final)
     margin = config.min_deriv_time_margin
     min_deriv_time = None if margin is None else -(margin + left)
-    source, pdfs, match_summary = build_source(config, trans_model)
-    report = SkipReport()
-    # Every rank screens the whole corpus; rank 0's report counts it once (the ranks' reports are summed).
-    usable = screen_utterances(source, chunk_config, report=report if comm.rank == 0 else SkipReport())
+    report = load_ledger(config) if config.stage >= 0 else SkipReport()
+    alignments = check_inputs(config, trans_model, reference.input_dim()) if comm.rank == 0 else None
+    source, pdfs, match_summary = build_source(config, trans_model, report, alignments)
+    usable = screen_utterances(source, chunk_config, report=report)   # every rank: the ledger counts once
     # utt2uniq (speed perturbation) keeps every copy of a held-out utterance out of training, as get_egs.sh.
     srand = config.trainer.srand
     archives = plan_archives(usable, samples_per_iter=config.trainer.samples_per_iter,
@@ -130,13 +151,16 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     if nj_final > archives.num_archives:
         raise ConfigError(f"--trainer.optimization.num-jobs-final={nj_final} exceeds the number of archives "
                           f"({archives.num_archives}); lower it or --trainer.samples-per-iter")
+    if comm.rank == 0:
+        check_minibatches([sum(usable[u] for u in archive) for archive in archives.archives],
+                          chunk_config.principal_width, config.schedule.minibatch_size)
     iterations = schedule.plan(config.schedule, archives.num_archives)
     prep = Prepared(
         config, trans_model, xconfig_text, xconfig_path, left, right,
         JobData(source, archives, chunk_config, min_deriv_time, report), pdfs, iterations,
         schedule.combine_iterations(config.schedule, iterations, archives.num_archives),
-        DiagnosticSet(source, archives.valid_utts, chunk_config, srand=srand, name="valid"),
-        DiagnosticSet(source, archives.train_subset_utts, chunk_config, srand=srand, name="train"))
+        DiagnosticSet(source, archives.valid_utts, chunk_config, srand=srand, name="valid", report=report),
+        DiagnosticSet(source, archives.train_subset_utts, chunk_config, srand=srand, name="train", report=report))
     if comm.rank == 0:
         say(comm, f"alignments: {match_summary}; {len(usable)} usable utterances, {archives.num_archives} archives, "
                   f"{prep.num_iters} iterations, model context {left}/{right}, {comm.size} rank(s)")
@@ -144,6 +168,35 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
             setup_experiment(prep)
     comm.barrier()
     return prep
+
+
+def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int) -> dict:
+    """Rank 0's start-up checks (kaldi_avg/data/checks.py): every feats.scp (and cmvn.scp) entry by
+    its header, the feature dim against the network's, the alignments and the tree against the
+    transition model. Returns the alignments it read."""
+    data = DataDir(config.feat_dir)
+    cmvn_scp = data.file("cmvn.scp")
+    check_features(data.file("feats.scp"), input_dim, cmvn_scp if os.path.exists(cmvn_scp) else None)
+    return check_alignments(config.ali_dir, trans_model)
+
+
+def ledger_path(exp_dir: str) -> str:
+    return os.path.join(exp_dir, "log", "skipped.json")
+
+
+def load_ledger(config: RunConfig) -> SkipReport:
+    """The skip ledger of the run being resumed (what earlier iterations recorded), or an empty one."""
+    path = ledger_path(config.dir)
+    if not os.path.exists(path):
+        return SkipReport()
+    with open(path) as f:
+        return SkipReport.from_dict(json.load(f))
+
+
+def gather_ledger(prep: Prepared, comm: Communicator) -> SkipReport | None:
+    """Every rank's ledger merged (each item once), on rank 0; None elsewhere."""
+    reports = comm.allgather_object(prep.data.report.to_dict())
+    return SkipReport.merged(SkipReport.from_dict(r) for r in reports) if comm.rank == 0 else None
 
 
 def setup_experiment(prep: Prepared) -> None:
@@ -193,13 +246,16 @@ def estimate_lda(prep: Prepared, out_path: str) -> None:
     stats = None
     lc, rc = model_context(init)  # the init network's own context, not the full model's
     for utt in sorted(src.lengths)[:2000]:
-        x = np.asarray(src.load_features(utt), np.float32)
+        loaded = load_utterance(src, utt, prep.data.report)   # non-finite or unreadable: skipped, counted
+        if loaded is None:
+            continue
+        x = loaded.features
         padded = np.concatenate([np.repeat(x[:1], lc, 0), x, np.repeat(x[-1:], rc, 0)])
         with torch.no_grad():
             y = module(torch.from_numpy(padded)[None], lc, len(x)).numpy()[0]
         if stats is None:
             stats = LdaStats(prep.num_pdfs, y.shape[1])
-        stats.accumulate(y, np.asarray(src.targets[utt][:len(x)]))
+        stats.accumulate(y, loaded.targets[:len(x)])
     w = KaldiWriter(binary=True)
     w.header()
     w.matrix(estimate_transform(stats))
@@ -235,7 +291,9 @@ def train(prep: Prepared, comm: Communicator) -> None:
             run_diagnostics(prep, iterations.module, str(it.index))
         result = iterations.run(it)
         carry = comm.allgather_object(iterations.carry_state())
+        ledger = gather_ledger(prep, comm)
         if comm.rank == 0:
+            write_text(ledger_path(config.dir), json.dumps(ledger.to_dict()))
             save_iteration(prep, iterations.module, am, result, carry, time.time() - t0)
             dropout = f" dropout {describe(list(it.dropout))}" if it.dropout else ""
             say(comm, f"iteration {it.index}/{prep.num_iters}: jobs {it.num_jobs} lrate {it.learning_rate:.3g}"
@@ -320,7 +378,8 @@ def combine_models(prep: Prepared) -> Nnet3Model:
     combined = last
     if config.trainer.do_final_combination:
         combine_set = DiagnosticSet(prep.data.source, prep.data.archives.train_subset_utts, prep.data.chunk_config,
-                                    num_frames=60000, srand=config.trainer.srand, name="combine")
+                                    num_frames=60000, srand=config.trainer.srand, name="combine",
+                                    report=prep.data.report)
         iters = sorted(prep.combine_iters, reverse=True)
         modules = [NnetModule(read_nnet3_file(os.path.join(d, f"{n}.mdl")).nnet) for n in iters]
         lines: list[str] = []
@@ -344,8 +403,9 @@ def average_posterior(prep: Prepared, comm: Communicator, combined: Nnet3Model) 
     for k in range(comm.rank, njobs, comm.size):
         subset = DiagnosticSet(data.source, data.archives.archives[k], data.chunk_config,
                                num_frames=config.trainer.prior_subset_size * data.chunk_config.principal_width,
-                               minibatch_size="1:128", srand=config.trainer.srand + k + 1, name=f"prior{k}")
-        s, _ = posterior_sum(module, subset)
+                               minibatch_size="1:128", srand=config.trainer.srand + k + 1, name=f"prior{k}",
+                               report=data.report)
+        s, _ = posterior_sum(module, subset, data.report)
         post += s
     return comm.allreduce_sum_(torch.from_numpy(post)).numpy(), njobs
 
@@ -389,7 +449,10 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
         torch.cuda.set_device(local_rank(rank) % torch.cuda.device_count())
     say(comm, f"rank {rank} of {world_size} on {socket.gethostname()}, device {config.device}")
     if rank == 0:
-        os.makedirs(os.path.join(config.dir, "log"), exist_ok=True)
+        try:
+            os.makedirs(os.path.join(config.dir, "log"), exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--dir {config.dir}: cannot create its log directory: {e.strerror}") from None
         remove_stale_temporaries(config.dir)
         for flag, reason in config.ignored:
             say(comm, f"option {flag} is accepted but ignored: {reason}")
@@ -401,11 +464,11 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
 
 
 def finish_report(prep: Prepared, comm: Communicator) -> int:
-    reports = comm.allgather_object(prep.data.report.to_dict())
+    """log/skipped.log and skipped.json: every item left out, once, with its reason; one console line."""
+    ledger = gather_ledger(prep, comm)
     if comm.rank == 0:
-        merged = SkipReport.merged(SkipReport.from_dict(r) for r in reports)
-        write_text(os.path.join(prep.config.dir, "log", "skipped.log"), merged.summary() + "\n")
-        for r, rd in enumerate(reports):
-            say(comm, f"rank {r} skipped: {SkipReport.from_dict(rd).total()} item(s)")
+        write_text(ledger_path(prep.config.dir), json.dumps(ledger.to_dict()))
+        write_text(os.path.join(prep.config.dir, "log", "skipped.log"), ledger.summary() + "\n")
+        say(comm, ledger.one_line() + " (log/skipped.log)")
     comm.barrier()
     return 0

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UsageError
 from .cli import failure_report_path
 from .cli import main as rank_main
 from .config import ConfigError, RunConfig
@@ -235,7 +236,7 @@ def main(argv: list[str]) -> int:
     try:
         config = RunConfig.from_args(args)
         launch = plan_launch(argv, config)
-    except ConfigError as e:
+    except UsageError as e:
         print(f"train_rnn.py: error: {e}", file=sys.stderr)
         return 1
     print(f"train_rnn.py: {launch.why}", file=sys.stderr, flush=True)

@@ -129,6 +129,7 @@ OPTIONS = (
         "(torch.distributed: gloo on CPU, nccl on GPUs); default: mpi under an MPI launcher, torch for "
         "--mpi.launcher=cmd and torchrun"),
     Opt("--num-threads", 1, "torch threads per rank", int),
+    Opt("--verbose", 0, "verbosity: above 0, errors in the options or data also print their traceback", int),
 )
 
 

@@ -11,20 +11,30 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from ..data import SkipReport
 from .objective import forward_minibatch
 
 
 @torch.no_grad()
-def posterior_sum(module, batches: Iterable) -> tuple[np.ndarray, float]:
+def posterior_sum(module, batches: Iterable, report: SkipReport | None = None) -> tuple[np.ndarray, float]:
+    """Σ of the posteriors over `batches`; chunks whose output is not finite are left out and
+    recorded in `report` (reason non_finite_output)."""
     was_training = module.training
     module.eval()
     total, frames = None, 0.0
     try:
         for mb in batches:
             post = forward_minibatch(module, mb).double().exp()
-            s = (post * mb.weights.double().unsqueeze(-1)).sum(dim=(0, 1))
+            weights = mb.weights.double()
+            finite = torch.isfinite(post).all(dim=2).all(dim=1)
+            if not bool(finite.all()):
+                for key, ok, w in zip(mb.keys, finite.tolist(), mb.weights):
+                    if not ok and report is not None:
+                        report.add("non_finite_output", key, int(w.gt(0).sum()))
+                post, weights = post[finite], weights[finite]
+            s = (post * weights.unsqueeze(-1)).sum(dim=(0, 1))
             total = s if total is None else total + s
-            frames += float(mb.weights.sum())
+            frames += float(weights.sum())
     finally:
         module.train(was_training)
     if total is None:

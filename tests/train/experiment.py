@@ -27,12 +27,17 @@ output-layer name=output input=lstm1 dim=NUM_PDFS max-change=1.5
 """
 
 
+def monophone_tree():
+    """The tree of 3 phones with 2 pdf classes each, as Kaldi's own code builds it."""
+    import kaldi_hmm_gmm as khg
+    return khg.monophone_context_dependency([1, 2, 3], [0, 2, 2, 2])
+
+
 def transition_model() -> TransitionModel:
     import kaldi_hmm_gmm as khg
     topo = khg.HmmTopology()
     topo.read(TOPO)
-    ctx = khg.monophone_context_dependency([1, 2, 3], [0, 2, 2, 2])
-    tm = khg.TransitionModel(ctx, topo)
+    tm = khg.TransitionModel(monophone_tree(), topo)
     return TransitionModel.read(KaldiReader.from_bytes(str(tm).encode()))
 
 
@@ -70,8 +75,7 @@ def make_experiment(root: str, num_utts: int = 24, seed: int = 0, num_short_utts
         f.write("1\n")
     with open(f"{ali}/final.mdl", "wb") as f:
         f.write(BINARY_HEADER + tm.to_bytes(True))
-    with open(f"{ali}/tree", "w") as f:
-        f.write("tree placeholder\n")
+    monophone_tree().write(True, f"{ali}/tree")
     with open(f"{exp}/configs/network.xconfig", "w") as f:
         f.write(XCONFIG)
     return dict(data=data, ali=ali, exp=exp, num_pdfs=num_pdfs)

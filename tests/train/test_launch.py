@@ -53,7 +53,7 @@ def mpiexec_run(tmp_path_factory):
 def test_kaldis_options_alone_run_num_jobs_final_ranks_at_once(mpiexec_run):
     exp, r = mpiexec_run
     assert "2 rank(s): num-jobs-final=2 capped by" in r.stderr, r.stderr[-2000:]
-    assert "rank 1 skipped" in r.stderr and "mpiexec -n 2" in r.stderr
+    assert "[rank 1] rank 1 of 2 on" in r.stderr and "mpiexec -n 2" in r.stderr
 
 
 @needs_mpiexec
