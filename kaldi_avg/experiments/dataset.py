@@ -17,6 +17,7 @@ from ..data import (
     ArchivePlan,
     ChunkConfig,
     DiagnosticSet,
+    SkipReport,
     UtteranceSource,
     chunks_for_utterance,
     plan_archives,
@@ -62,7 +63,7 @@ def load(prepared: Prepared, cell_dim: int, num_archives: int, srand: int = 0) -
     """The source from the recipe's data dir and alignments (with the recipe's CMVN)."""
     config = RunConfig(dir="", feat_dir=prepared.feat_dir, ali_dir=prepared.ali_dir)
     trans_model = read_transition_model(f"{prepared.ali_dir}/final.mdl")
-    source, _, summary = build_source(config, trans_model)
+    source, summary = build_source(config, trans_model, SkipReport())
     return from_source(in_memory(source), cell_dim, num_archives, srand, f"{prepared.corpus}: {summary}")
 
 

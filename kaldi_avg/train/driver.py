@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,17 +29,19 @@ from ..atomic import copy_file, write_bytes, write_text
 from ..data import (
     ChunkConfig,
     DiagnosticSet,
+    InputError,
     SkipReport,
     UtteranceSource,
-    check_alignments,
     check_features,
     check_minibatches,
+    check_tree,
     load_utterance,
     plan_archives,
     screen_utterances,
 )
+from ..data.pdf_store import PdfStore, ensure_pdf_store
 from ..kaldi.alignment import match_alignments, pdf_counts, read_alignments
-from ..kaldi.binary import KaldiWriter
+from ..kaldi.binary import KaldiFormatError, KaldiWriter
 from ..kaldi.cmvn import CmvnApplier
 from ..kaldi.datadir import DataDir
 from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_file
@@ -72,7 +75,6 @@ class Prepared:
     model_left_context: int
     model_right_context: int
     data: JobData
-    pdfs: dict
     iterations: list[schedule.Iteration]
     combine_iters: set[int]
     valid: DiagnosticSet
@@ -93,9 +95,10 @@ def say(comm: Communicator, msg: str) -> None:
 
 # -- prepare ----------------------------------------------------------------------------------
 def build_source(config: RunConfig, trans_model, report: SkipReport,
-                 alignments: dict | None = None) -> tuple[UtteranceSource, dict, str]:
+                 alignments: Mapping[str, np.ndarray] | None = None) -> tuple[UtteranceSource, str]:
     """The corpus as the jobs read it: CMVN-applied features, pdf targets, i-vectors; utterances
-    without a usable alignment are recorded in `report`. `alignments`: already read (rank 0's check)."""
+    without a usable alignment are recorded in `report`. `alignments`: the pdfs by utterance (the
+    run's shared PdfStore), else read from --ali-dir."""
     data = DataDir(config.feat_dir)
     feats = data.feats
     if feats is None:
@@ -104,7 +107,7 @@ def build_source(config: RunConfig, trans_model, report: SkipReport,
     lengths = {utt: data.num_frames(utt) for utt in feats}
     if alignments is None:
         alignments = read_alignments(config.ali_dir, trans_model)
-    pdfs, matched = match_alignments(lengths, alignments, skipped=report)
+    matched, summary = match_alignments(lengths, alignments, skipped=report)
     ivec = {}
     if config.online_ivector_dir:
         d = config.online_ivector_dir
@@ -114,9 +117,10 @@ def build_source(config: RunConfig, trans_model, report: SkipReport,
         first = next(iter(table))
         ivec = dict(load_ivector=table.__getitem__, ivector_dim=table[first].shape[1], ivector_period=period)
     feat_dim = feats[next(iter(feats))].shape[1]
-    source = UtteranceSource(lengths={u: lengths[u] for u in pdfs}, load_features=lambda u: cmvn(u, feats[u]),
-                             targets=pdfs, feat_dim=feat_dim, num_pdfs=trans_model.num_pdfs, **ivec)
-    return source, pdfs, matched.summary()
+    # the targets stay the shared mapping (a memory-mapped store is not copied per utterance)
+    source = UtteranceSource(lengths={u: lengths[u] for u in matched}, load_features=lambda u: cmvn(u, feats[u]),
+                             targets=alignments, feat_dim=feat_dim, num_pdfs=trans_model.num_pdfs, **ivec)
+    return source, summary.summary()
 
 
 def prepare(config: RunConfig, comm: Communicator) -> Prepared:
@@ -139,8 +143,11 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     margin = config.min_deriv_time_margin
     min_deriv_time = None if margin is None else -(margin + left)
     report = load_ledger(config) if config.stage >= 0 else SkipReport()
-    alignments = check_inputs(config, trans_model, reference.input_dim()) if comm.rank == 0 else None
-    source, pdfs, match_summary = build_source(config, trans_model, report, alignments)
+    if comm.rank == 0:
+        check_inputs(config, trans_model, reference.input_dim())
+    comm.barrier()
+    store = PdfStore.open(pdf_store_dir(config), config.ali_dir)
+    source, match_summary = build_source(config, trans_model, report, store)
     usable = screen_utterances(source, chunk_config, report=report)   # every rank: the ledger counts once
     # utt2uniq (speed perturbation) keeps every copy of a held-out utterance out of training, as get_egs.sh.
     srand = config.trainer.srand
@@ -157,7 +164,7 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     iterations = schedule.plan(config.schedule, archives.num_archives)
     prep = Prepared(
         config, trans_model, xconfig_text, xconfig_path, left, right,
-        JobData(source, archives, chunk_config, min_deriv_time, report), pdfs, iterations,
+        JobData(source, archives, chunk_config, min_deriv_time, report), iterations,
         schedule.combine_iterations(config.schedule, iterations, archives.num_archives),
         DiagnosticSet(source, archives.valid_utts, chunk_config, srand=srand, name="valid", report=report),
         DiagnosticSet(source, archives.train_subset_utts, chunk_config, srand=srand, name="train", report=report))
@@ -170,14 +177,24 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     return prep
 
 
-def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int) -> dict:
+def pdf_store_dir(config: RunConfig) -> str:
+    return os.path.join(config.dir, "pdf_store")
+
+
+def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int) -> None:
     """Rank 0's start-up checks (kaldi_avg/data/checks.py): every feats.scp (and cmvn.scp) entry by
-    its header, the feature dim against the network's, the alignments and the tree against the
-    transition model. Returns the alignments it read."""
+    its header, the feature dim against the network's, the tree against the transition model; then
+    utt2num_frames (written once if missing) and the alignments as one PdfStore that the ranks of a
+    node share (every transition-id checked while it is built; rebuilt when the alignments change)."""
     data = DataDir(config.feat_dir)
     cmvn_scp = data.file("cmvn.scp")
     check_features(data.file("feats.scp"), input_dim, cmvn_scp if os.path.exists(cmvn_scp) else None)
-    return check_alignments(config.ali_dir, trans_model)
+    check_tree(os.path.join(config.ali_dir, "tree"), trans_model, os.path.join(config.ali_dir, "final.mdl"))
+    data.lengths   # noqa: B018 - computes and writes utt2num_frames once, before every rank reads it
+    try:
+        ensure_pdf_store(config.ali_dir, pdf_store_dir(config), trans_model)
+    except KaldiFormatError as e:
+        raise InputError(str(e)) from None
 
 
 def ledger_path(exp_dir: str) -> str:
@@ -218,7 +235,8 @@ def setup_experiment(prep: Prepared) -> None:
         write_config_dir(prep.xconfig_path, configs, {"NUM_PDFS": prep.num_pdfs})
         write_text(os.path.join(configs, "vars"), f"model_left_context={prep.model_left_context}\n"
                                                   f"model_right_context={prep.model_right_context}\n")
-    counts = pdf_counts(prep.pdfs, prep.num_pdfs)
+    src = prep.data.source   # counts over the utterances that train (as ali-to-pdf | analyze-counts)
+    counts = pdf_counts({u: src.targets[u] for u in src.lengths}, prep.num_pdfs)
     write_text(os.path.join(d, "pdf_counts"), "[ " + " ".join(str(int(c)) for c in counts) + " ]\n")
     lda_path = None
     if "fixed-affine-layer" in prep.xconfig_text:
