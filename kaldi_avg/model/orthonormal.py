@@ -19,6 +19,7 @@ UpdateNnetWithMaxChange and ScaleBatchnormStats); with backstitch, after the fir
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -60,14 +61,14 @@ def constrain_matrix(M: torch.Tensor, constraint: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def constrain_orthonormal(module: nn.Module, rng: random.Random | None = None,
+def constrain_orthonormal(ops: Sequence[ComponentOp], rng: random.Random | None = None,
                           probability: float = 0.25) -> int:
-    """Applies the constraint to each constrained component of `module` with `probability`
-    (Kaldi: 1/4, drawn per component; `probability=1` applies it to all). Returns how many
-    were updated. Call after each optimizer step, as nnet3-train does."""
+    """Applies the constraint to each of `ops` (`constrained_ops(module)`, found once) with
+    `probability` (Kaldi: 1/4, drawn per component; `probability=1` applies it to all). Returns how
+    many were updated. Call after each optimizer step, as nnet3-train does."""
     draw = (rng or random).random
     done = 0
-    for op in constrained_ops(module):
+    for op in ops:
         if probability < 1.0 and draw() >= probability:
             continue
         W = op.linear_params

@@ -10,6 +10,7 @@ is), which keeps checkpoints at iteration boundaries complete.
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -17,6 +18,7 @@ import torch
 from ..kaldi.nnet3.nnet import Nnet
 from ..model.graph import NnetModule
 from ..model.ops import training_statistics
+from ..model.orthonormal import constrain_orthonormal, constrained_ops
 from ..parallel import FlatParams, Replica
 from .diagnostics import TrainLog
 from .objective import compute_loss
@@ -29,6 +31,8 @@ class Learner:
     def __init__(self, nnet: Nnet, device: str = "cpu", min_deriv_time: int | None = None) -> None:
         self.module = NnetModule(copy.deepcopy(nnet)).to(device)
         self.flat = FlatParams(self.module.parameters(), training_statistics(self.module))
+        self.constrained = constrained_ops(self.module)   # TDNN-F's semi-orthogonal factors, found once
+        self.rng = random.Random(0)
         self.min_deriv_time = min_deriv_time
         self.optimizer: KaldiSgd | None = None
         self.batches: Iterator = iter(())
@@ -56,6 +60,8 @@ class Learner:
         self.batches = batches
         self.log = log
         self.optimizer = KaldiSgd(self.module, learning_rate, momentum, max_param_change, l2_regularize_factor)
+        if self.constrained:   # nnet3-train's RandInt draws, from the job's seed (torch.manual_seed before it)
+            self.rng = random.Random(int(torch.randint(2**31 - 1, ())))
 
     def train_pass(self) -> None:
         """Every remaining minibatch of `batches` (a whole Kaldi job)."""
@@ -80,6 +86,8 @@ class Learner:
 
     def update(self) -> None:
         self.optimizer.step(self._num_chunks)   # also zeroes the flat gradient buffer
+        if self.constrained:
+            constrain_orthonormal(self.constrained, self.rng)
 
     def _optimizer_state(self) -> list[torch.Tensor]:
         return [] if self.optimizer is None else [d for deltas in self.optimizer.delta for d in deltas]

@@ -63,9 +63,9 @@ def test_module_level_selection_transposition_and_probability():
     tall = m.op("l").linear_params.detach().double().numpy()   # 10 x 3: constrained as its transpose
     wide = m.op("t").linear_params.detach().double().numpy()
     untouched = m.op("a").linear_params.detach().clone()
-    assert constrain_orthonormal(m, probability=1.0) == 2
+    assert constrain_orthonormal(constrained_ops(m), probability=1.0) == 2
     assert np.abs(m.op("l").linear_params.detach().double().numpy() - numpy_step(tall.T, 1.0).T).max() < 1e-6
     assert np.abs(m.op("t").linear_params.detach().double().numpy() - numpy_step(wide, -1.0)).max() < 1e-6
     assert torch.equal(m.op("a").linear_params, untouched)
-    counts = [constrain_orthonormal(m, random.Random(s)) for s in range(400)]
+    counts = [constrain_orthonormal(constrained_ops(m), random.Random(s)) for s in range(400)]
     assert 0.2 < sum(counts) / (2 * 400) < 0.3

@@ -163,3 +163,33 @@ def test_lda_layer_and_label_delay(tmp_path):
     assert model.nnet.components["lda"].linear_params.shape == (65, 65)
     from kaldi_avg.kaldi.nnet3.context import model_context
     assert model_context(model.nnet) == (0, 7)
+
+
+TDNNF_XCONFIG = """input dim=13 name=input
+relu-batchnorm-layer name=tdnn1 input=Append(-1,0,1) dim=32
+tdnnf-layer name=tdnnf2 dim=32 bottleneck-dim=8 time-stride=1 bypass-scale=0.66
+tdnnf-layer name=tdnnf3 dim=32 bottleneck-dim=8 time-stride=1 bypass-scale=0.66
+linear-component name=prefinal-l dim=16 orthonormal-constraint=-1.0
+prefinal-layer name=prefinal input=prefinal-l big-dim=32 small-dim=16
+output-layer name=output input=prefinal dim=NUM_PDFS
+"""
+
+
+def _orthonormality_ratio(m: np.ndarray) -> float:
+    """trace(P^2) rows / trace(P)^2 for P = M M^T (rows <= cols): 1 for a semi-orthogonal M times a scale."""
+    m = m if m.shape[0] <= m.shape[1] else m.T
+    p = m.astype(np.float64) @ m.T.astype(np.float64)
+    return float(np.trace(p @ p) * p.shape[0] / np.trace(p) ** 2)
+
+
+def test_tdnnf_trains_with_its_semi_orthogonal_constraint(tmp_path):
+    exp = make_experiment(str(tmp_path))
+    with open(os.path.join(exp["exp"], "configs", "network.xconfig"), "w") as f:
+        f.write(TDNNF_XCONFIG)
+    assert main(train_args(exp, **{"--trainer.num-epochs": "6"})) == 0
+    start = read_nnet3_file(os.path.join(exp["exp"], "0.mdl")).nnet.components["tdnnf2.linear"]
+    final = read_nnet3_file(os.path.join(exp["exp"], "final.mdl")).nnet.components["tdnnf2.linear"]
+    assert final.orthonormal_constraint == -1.0
+    before = _orthonormality_ratio(start.params()["linear_params"])
+    after = _orthonormality_ratio(final.params()["linear_params"])
+    assert after < before and after < 1.05, (before, after)
