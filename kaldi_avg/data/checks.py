@@ -19,15 +19,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import UsageError
-from ..kaldi.alignment import read_alignments
 from ..kaldi.binary import KaldiFormatError
 from ..kaldi.tables import ArchiveFiles, is_pipe, read_script
 from ..kaldi.transition import TransitionModel
 from ..kaldi.tree import read_tree_num_pdfs
 from .merging import MinibatchSizeRule
+from .pdf_store import PdfStore, ensure_pdf_store
 
 
 class InputError(UsageError):
@@ -103,15 +101,16 @@ def check_features(feats_scp: str, input_dim: int, cmvn_scp: str | None = None) 
     return checks
 
 
-def check_alignments(ali_dir: str, trans_model: TransitionModel,
-                     tree_path: str | None = None) -> dict[str, np.ndarray]:
-    """Reads the alignments (every transition-id must be in the transition model) and checks
-    that the tree (default `<ali_dir>/tree`) parses and has the transition model's number of
-    pdfs.  Returns the per-frame pdf-ids by utterance, as `read_alignments`."""
+def check_alignments(ali_dir: str, trans_model: TransitionModel, store_dir: str,
+                     tree_path: str | None = None) -> PdfStore:
+    """Checks that the tree (default `<ali_dir>/tree`) parses and has the transition model's number
+    of pdfs, and puts the alignments into the PdfStore at `store_dir` (built, or rebuilt when the
+    alignments changed), checking that every transition-id is in the transition model. Returns the
+    store: the per-frame pdf-ids by utterance."""
     check_tree(tree_path or os.path.join(ali_dir, "tree"), trans_model,
                os.path.join(ali_dir, "final.mdl"))
     try:
-        return read_alignments(ali_dir, trans_model)
+        return ensure_pdf_store(ali_dir, store_dir, trans_model)
     except KaldiFormatError as e:
         raise InputError(str(e)) from None
 

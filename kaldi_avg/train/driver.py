@@ -29,19 +29,18 @@ from ..atomic import copy_file, write_bytes, write_text
 from ..data import (
     ChunkConfig,
     DiagnosticSet,
-    InputError,
     SkipReport,
     UtteranceSource,
+    check_alignments,
     check_features,
     check_minibatches,
-    check_tree,
     load_utterance,
     plan_archives,
     screen_utterances,
 )
-from ..data.pdf_store import PdfStore, ensure_pdf_store
+from ..data.pdf_store import PdfStore
 from ..kaldi.alignment import match_alignments, pdf_counts, read_alignments
-from ..kaldi.binary import KaldiFormatError, KaldiWriter
+from ..kaldi.binary import KaldiWriter
 from ..kaldi.cmvn import CmvnApplier
 from ..kaldi.datadir import DataDir
 from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_file
@@ -189,12 +188,8 @@ def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int
     data = DataDir(config.feat_dir)
     cmvn_scp = data.file("cmvn.scp")
     check_features(data.file("feats.scp"), input_dim, cmvn_scp if os.path.exists(cmvn_scp) else None)
-    check_tree(os.path.join(config.ali_dir, "tree"), trans_model, os.path.join(config.ali_dir, "final.mdl"))
     data.lengths   # noqa: B018 - computes and writes utt2num_frames once, before every rank reads it
-    try:
-        ensure_pdf_store(config.ali_dir, pdf_store_dir(config), trans_model)
-    except KaldiFormatError as e:
-        raise InputError(str(e)) from None
+    check_alignments(config.ali_dir, trans_model, pdf_store_dir(config))
 
 
 def ledger_path(exp_dir: str) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -78,9 +78,6 @@ class IterationResult:
     @property
     def best_objf(self) -> float:
         return max(job.objf for job in self.jobs)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def iteration_shrink(config: RunConfig, it: Iteration, model_saturation: float) -> float:

@@ -177,7 +177,7 @@ def ali_dir(tmp_path):
 
 def test_alignments_and_tree_pass(ali_dir):
     path, tm, _ = ali_dir
-    pdfs = check_alignments(str(path), tm)
+    pdfs = check_alignments(str(path), tm, str(path / "pdf_store"))
     assert pdfs["u1"].tolist() == tm.tids_to_pdfs([1, 2, 3]).tolist()
     assert check_tree(str(path / "tree"), tm) == tm.num_pdfs == 8
 
@@ -186,20 +186,20 @@ def test_transition_id_out_of_range_names_archive_and_utterance(ali_dir):
     path, tm, write_ali = ali_dir
     write_ali(path / "ali.1.gz", {"u1": np.array([1, 2, 17], np.int32)})
     with pytest.raises(InputError, match=r"ali\.1\.gz: utterance 'u1': transition-id 17 out of range 1\.\.16"):
-        check_alignments(str(path), tm)
+        check_alignments(str(path), tm, str(path / "pdf_store"))
 
 
 def test_garbage_or_foreign_tree_is_refused(ali_dir):
     path, tm, _ = ali_dir
     (path / "tree").write_bytes(os.urandom(64))
     with pytest.raises(InputError, match=rf"^{path}/tree: not a Kaldi tree: byte \d+: "):
-        check_alignments(str(path), tm)
+        check_alignments(str(path), tm, str(path / "pdf_store"))
     khg.monophone_context_dependency([1, 2, 3], [0, 3, 3, 3]).write(True, str(path / "tree"))
     with pytest.raises(InputError, match=rf"{path}/tree: the tree has 9 pdfs but {path}/final.mdl has 8"):
-        check_alignments(str(path), tm)
+        check_alignments(str(path), tm, str(path / "pdf_store"))
     os.remove(path / "tree")
     with pytest.raises(InputError, match=rf"{path}/tree: cannot read the tree"):
-        check_alignments(str(path), tm)
+        check_alignments(str(path), tm, str(path / "pdf_store"))
 
 
 # -- minibatches ---------------------------------------------------------------------------
