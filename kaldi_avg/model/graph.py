@@ -106,6 +106,13 @@ def _strongly_connected(names: list[str], deps: dict[str, list[str]]) -> list[li
     return out
 
 
+def _per_frame(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(N, T, D) -> T views of (N, D), for a recurrence that reads one frame per step: the backward
+    of the views is one stack, where slicing [:, t] per step would zero-fill the whole (N, T, D)
+    gradient every frame (O(T^2) memory traffic)."""
+    return values.unbind(1)
+
+
 @dataclass
 class _Loop:
     """A recurrent strongly connected component, stepped frame by frame: forward in time when
@@ -439,8 +446,8 @@ class _Eval:
             src = node.input_node
             if src in inside:
                 return lambda t, steps: steps[src][t][:, a:b]
-            full = self.slice(src, lo, hi)[..., a:b]
-            return lambda t, steps: full[:, t - lo]
+            frames = _per_frame(self.slice(src, lo, hi)[..., a:b])
+            return lambda t, steps: frames[t - lo]
         d = node_input(self.m.nnet, node)
         parts = list(d.args) if isinstance(d, Append) else [d]
         is_internal = [any(r in inside for r, _, _ in _refs(p)) for p in parts]
@@ -448,6 +455,7 @@ class _Eval:
         op = self.m.op(node.component) if isinstance(node, ComponentNode) else None
         ext_parts = [p for p, i in zip(parts, is_internal) if not i]
         ext = self.descriptor(Append(tuple(ext_parts)), lo, hi) if ext_parts else None
+        ext_frames = _per_frame(ext) if ext is not None else None
 
         def internal_values(t, steps):
             return [self._step_value(p, t, steps, inside) for p, i in zip(parts, is_internal) if i]
@@ -469,12 +477,14 @@ class _Eval:
             # component's column order: `order` undoes the (ext, internal) concatenation.
             order = torch.argsort(torch.tensor(ext_idx + int_idx, device=self.device)) if ng is not None else None
 
+            pre_frames = _per_frame(pre) if ext is not None else None
+
             def affine_step(t, steps):
                 x = torch.cat(internal_values(t, steps), dim=-1)
-                base = pre[:, t - lo] if ext is not None else pre
+                base = pre_frames[t - lo] if ext is not None else pre
                 y = base + torch.nn.functional.linear(x, W_int)
                 if ng is not None and y.requires_grad:
-                    rows = x if ext is None else torch.cat([ext[:, t - lo].detach(), x.detach()], dim=-1)
+                    rows = x if ext is None else torch.cat([ext_frames[t - lo].detach(), x.detach()], dim=-1)
                     ng.record(rows[:, order], y)
                 return y
             return affine_step
@@ -486,7 +496,7 @@ class _Eval:
                 if i:
                     pieces.append(next(ints))
                 else:
-                    pieces.append(ext[:, t - lo, off:off + d_])
+                    pieces.append(ext_frames[t - lo][:, off:off + d_])
                     off += d_
             x = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
             if op is None:
