@@ -1,7 +1,8 @@
 """How the ranks start (kaldi_avg/train/launch.py, kaldi_avg/train/cli.py): Kaldi's command line alone
 runs num-jobs-final ranks at once; a Kaldi `$cmd` array job (run.pl, a queue.pl stand-in) gives the
 mpiexec run's bytes; torchrun-style processes train one model together; launches that disagree with
-the communicator are refused; SIGTERM leaves no process behind."""
+the communicator are refused; SIGTERM leaves no process behind; two hosts (network namespaces joined by
+a veth pair) started through --mpi.hostfile and --mpi.launcher give the one-host bytes."""
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from .experiment import make_experiment, train_args
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_RNN = os.path.join(ROOT, "steps", "kaldi_avg", "train_rnn.py")
 FAKE_QUEUE = os.path.join(ROOT, "tests", "train", "bin", "queue.pl")
+NETNS_SSH = os.path.join(ROOT, "tests", "train", "bin", "netns-ssh")
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
 needs_mpiexec = pytest.mark.skipif(not MPIEXEC, reason="no mpiexec")
@@ -137,3 +139,71 @@ def test_sigterm_ends_the_launcher_and_every_rank(tmp_path):
     assert "stopped the launcher and all 2 ranks; resume with --stage" in rest, rest[-2000:]
     time.sleep(0.5)
     assert _processes_mentioning(exp["exp"]) == []
+
+
+def _ip(*args: str, netns: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *(["-n", netns] if netns else []), *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces joined by a veth pair, each with one address on its end and nothing
+    else but loopback: traffic between them can only cross the veth, and none leaves the machine."""
+    if not shutil.which("ip") or os.geteuid() != 0:
+        pytest.skip("network namespaces need root and iproute2's ip")
+    tag = f"ka{os.getpid() % 100000}"
+    hosts = [(f"{tag}a", f"{tag}va", "10.77.0.1"), (f"{tag}b", f"{tag}vb", "10.77.0.2")]
+    made = []
+    try:
+        for ns, _, _ in hosts:
+            r = _ip("netns", "add", ns)
+            if r.returncode:
+                pytest.skip(f"cannot make a network namespace here: {r.stderr.strip()}")
+            made.append(ns)
+        (a, va, _), (b, vb, _) = hosts
+        steps = [(None, "link", "add", va, "type", "veth", "peer", "name", vb),
+                 (None, "link", "set", va, "netns", a), (None, "link", "set", vb, "netns", b)]
+        for ns, dev, addr in hosts:
+            steps += [(ns, "addr", "add", f"{addr}/24", "dev", dev), (ns, "link", "set", dev, "up"),
+                      (ns, "link", "set", "lo", "up")]
+        for ns, *args in steps:
+            r = _ip(*args, netns=ns)
+            if r.returncode:
+                pytest.skip(f"cannot join namespaces with a veth pair here: ip {' '.join(args)}: {r.stderr.strip()}")
+        yield hosts
+    finally:
+        for ns in made:
+            _ip("netns", "del", ns)
+
+
+def _rx_bytes(ns: str, dev: str) -> int:
+    r = subprocess.run(["ip", "netns", "exec", ns, "cat", f"/sys/class/net/{dev}/statistics/rx_bytes"],
+                       capture_output=True, text=True, check=True)
+    return int(r.stdout)
+
+
+@needs_mpiexec
+def test_two_hosts_through_hostfile_and_launcher_give_the_one_host_bytes(mpiexec_run, two_hosts, tmp_path):
+    version = subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True).stdout
+    if "HYDRA" not in version:
+        pytest.skip("the namespace launcher wrapper is written for MPICH's hydra (-launcher-exec)")
+    exp = make_experiment(str(tmp_path))
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("".join(f"{addr}:1\n" for _, _, addr in two_hosts))
+    # ranks talk over TCP only: UCX's shared-memory transports would bypass the veth on one machine
+    launcher = f"mpiexec -launcher ssh -launcher-exec {NETNS_SSH} -genv UCX_TLS tcp,self"
+    env = dict(ENV, NETNS_HOSTS=" ".join(f"{addr}={ns}" for ns, _, addr in two_hosts))
+    (ns_a, dev_a, _), (ns_b, dev_b, _) = two_hosts
+    before = _rx_bytes(ns_a, dev_a), _rx_bytes(ns_b, dev_b)
+    r = subprocess.run(["ip", "netns", "exec", ns_a, sys.executable, TRAIN_RNN, *kaldi_args(exp),
+                        f"--mpi.launcher={launcher}", f"--mpi.hostfile={hostfile}"],
+                       capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 rank(s): one per job (num-jobs-final=2), placed by the cluster" in r.stderr, r.stderr[-2000:]
+    received = _rx_bytes(ns_a, dev_a) - before[0], _rx_bytes(ns_b, dev_b) - before[1]
+    model_bytes = os.path.getsize(os.path.join(exp["exp"], "final.mdl"))
+    # iterations 4-7 average two jobs: each end receives at least a model's worth per averaging
+    assert min(received) > 4 * model_bytes, (received, model_bytes)
+    assert "unexpected tag-receive" not in r.stderr   # UCX's warning at MPI_Finalize over TCP
+    assert f"[rank 1] rank 1 of 2 on {ns_b}," in r.stderr   # the wrapper names each host after its namespace
+    assert final_bytes(exp) == final_bytes(mpiexec_run[0])
