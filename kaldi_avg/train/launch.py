@@ -46,6 +46,7 @@ class Launch:
     num_ranks: int
     why: str                # how the rank count was chosen, for the log
     command: list[str]      # empty: train in this process
+    rendezvous: str | None = None   # the array job's meeting file, removed when the launch ends
 
 
 def cpu_count() -> int:
@@ -137,7 +138,7 @@ def plan_launch(argv: list[str], config: RunConfig) -> Launch:
     log = os.path.join(config.dir, "log", "rank.JOB.log")
     return Launch(n, why + f", started as one array job of {program}",
                   [program, *words[1:], "--max-jobs-run", str(n), f"JOB=1:{n}", log, *rank_command(argv, n),
-                   "--mpi.job=JOB", "--mpi.backend=torch", f"--mpi.rendezvous={rendezvous}"])
+                   "--mpi.job=JOB", "--mpi.backend=torch", f"--mpi.rendezvous={rendezvous}"], rendezvous)
 
 
 # -- running it -------------------------------------------------------------------------------
@@ -226,6 +227,8 @@ def run_launch(launch: Launch, config: RunConfig) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if launch.rendezvous and os.path.exists(launch.rendezvous):
+            os.remove(launch.rendezvous)
     if proc.returncode != 0:
         print_failure_reports(config.dir, launch.num_ranks, started)
     return proc.returncode

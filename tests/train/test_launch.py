@@ -3,6 +3,7 @@ runs num-jobs-final ranks at once; a Kaldi `$cmd` array job (run.pl, a queue.pl 
 mpiexec run's bytes; torchrun-style processes train one model together; launches that disagree with
 the communicator are refused; SIGTERM leaves no process behind; two hosts (network namespaces joined by
 a veth pair) started through --mpi.hostfile and --mpi.launcher give the one-host bytes."""
+import glob
 import os
 import shutil
 import signal
@@ -70,6 +71,7 @@ def test_kaldi_cmd_array_job_gives_the_mpiexec_bytes(mpiexec_run, tmp_path, cmd)
         with open(os.path.join(exp["exp"], "log", f"rank.{job}.log")) as f:
             assert f"[rank {job - 1}]" in f.read()
     assert final_bytes(exp) == final_bytes(mpiexec_run[0])
+    assert not glob.glob(os.path.join(exp["exp"], "log", ".rendezvous.*"))   # the meeting file is removed
 
 
 def _free_port() -> int:
