@@ -10,8 +10,9 @@ Each mechanism covers a different way of failing:
   Watchdog below writes its verdict there too).
 * `ExitMonitor(comm)`: a tiny helper process per rank that notices when the rank's process is gone
   without having said goodbye (killed by a signal or the OOM killer, crashed in C, `os._exit`) and
-  prints "rank r/n (pid p on host) ended without finishing at <time>". The launcher (hydra) then kills
-  the other ranks, whose monitors report too; the earliest time names the rank that died first.
+  prints "rank r/n (pid p on host) ended without finishing at <time>" (and leaves it in `report_path`).
+  The launcher (hydra) then kills the other ranks, whose monitors report too; the earliest time names
+  the rank that died first.
 * `Watchdog(comm)`: ring heartbeats. Rank r beats to r+1 and watches r−1 from a background thread;
   when r−1 is silent for `timeout_s` (hung in finalize, stopped, or dead under a launcher that does
   not clean up), rank r aborts the job naming r−1. With `op_timeout_s`, a communication call of this
@@ -42,20 +43,25 @@ _MONITOR = """
 import datetime, sys
 if sys.stdin.read() != "bye":
     stamp = datetime.datetime.now().isoformat(timespec="microseconds")
-    print(sys.argv[1] + " ended without finishing at " + stamp, file=sys.stderr, flush=True)
+    line = sys.argv[1] + " ended without finishing at " + stamp
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], "a") as report:
+            report.write(line + "\\n")
+    print(line, file=sys.stderr, flush=True)
 """
 
 
 class ExitMonitor:
     """Reports this rank's death from a helper process (see the module docstring).
 
-    Normal interpreter exit says goodbye by itself (atexit); `close()` does it earlier."""
+    Normal interpreter exit says goodbye by itself (atexit); `close()` does it earlier. With
+    `report_path`, the line is appended there too (the launcher may not forward what was printed)."""
 
-    def __init__(self, comm: Communicator) -> None:
+    def __init__(self, comm: Communicator, report_path: str | None = None) -> None:
         self.who = f"kaldi_avg.parallel: rank {comm.rank}/{comm.size} (pid {os.getpid()} on {socket.gethostname()})"
         # Its own session: the launcher's clean-up of our process group must not silence it.
-        self._process = subprocess.Popen([sys.executable, "-c", _MONITOR, self.who], stdin=subprocess.PIPE,
-                                         text=True, start_new_session=True)
+        self._process = subprocess.Popen([sys.executable, "-c", _MONITOR, self.who, *filter(None, [report_path])],
+                                         stdin=subprocess.PIPE, text=True, start_new_session=True)
         atexit.register(self.close)
 
     def close(self) -> None:
@@ -153,7 +159,7 @@ class Watchdog:
     def _run(self) -> None:
         assert self._channel is not None
         last_seen = time.monotonic()
-        last_progress = 0.0
+        last_progress: float | None = None
         watching = True
         while not self._stop.wait(self.interval_s):
             self._channel.post(self.successor, (_ALIVE, float(self.comm.ops_completed)))
@@ -162,15 +168,16 @@ class Watchdog:
                 watching = watching and state != _GOODBYE
             silent = time.monotonic() - last_seen
             if watching and silent > self.timeout_s:
-                self._fail(f"rank {self.predecessor} sent no heartbeat for {silent:.1f} s (it had completed "
-                           f"{last_progress:.0f} communication operations): it died or hung; rank "
-                           f"{self.comm.rank} is aborting the job")
+                heard = "none since the watchdog started" if last_progress is None else \
+                    f"the last said it had completed {last_progress:.0f} communication operations"
+                self._fail(f"rank {self.predecessor} sent no heartbeat for {silent:.1f} s ({heard}): it died or "
+                           f"hung; rank {self.comm.rank} is aborting the job")
                 return
             oldest = self.comm.oldest_in_flight()
             if self.op_timeout_s is not None and oldest is not None and oldest[1] > self.op_timeout_s:
                 self._fail(f"rank {self.comm.rank}: {oldest[0]} has waited {oldest[1]:.1f} s (op timeout "
                            f"{self.op_timeout_s:g} s); rank {self.predecessor} had completed "
-                           f"{last_progress:.0f} operations, this rank {self.comm.ops_completed}")
+                           f"{last_progress or 0:.0f} operations, this rank {self.comm.ops_completed}")
                 return
         self._channel.post(self.successor, (_GOODBYE, float(self.comm.ops_completed)))
 

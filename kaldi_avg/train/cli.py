@@ -70,11 +70,11 @@ def run_rank(args) -> int:
     comm = make_rank_communicator(args)
     if comm.size == 1:
         return run(0, 1, args, comm)
-    monitor = ExitMonitor(comm)
     report_path = failure_report_path(args.dir, comm.rank)
     os.makedirs(os.path.dirname(report_path), exist_ok=True)
     if os.path.exists(report_path):
         os.remove(report_path)
+    monitor = ExitMonitor(comm, report_path)
     with failure_guard(comm, report_path, verbose=args.verbose > 0), \
             Watchdog(comm, timeout_s=30.0, report_path=report_path):
         code = run(comm.rank, comm.size, args, comm)

@@ -39,6 +39,8 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 CLUSTER_CMDS = ("queue.pl", "slurm.pl", "ssh.pl")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_SECONDS = 5.0
+REPORT_PREFIX = "kaldi_avg.parallel: "   # the lines of log/rank.R.failed that say why (see parallel/watchdog.py)
+MONITOR_LINE = re.compile(r"ended without finishing at (\S+)$")
 
 
 @dataclass(frozen=True)
@@ -194,13 +196,31 @@ def last_model(exp_dir: str) -> int | None:
     return max(done) if done else None
 
 
+def first_failure(messages: list[str]) -> str:
+    """A rank's own verdict (an error, a watchdog naming a silent rank) comes before the ranks the
+    launcher killed after it; among ranks that just ended, the earliest exit monitor's time."""
+    verdicts = [m for m in messages if not MONITOR_LINE.search(m)]
+    return verdicts[0] if verdicts else min(messages, key=lambda m: MONITOR_LINE.search(m).group(1))
+
+
 def print_failure_reports(exp_dir: str, num_ranks: int, since: float) -> None:
-    """Repeat what failed ranks wrote during this run."""
+    """Repeat what failed ranks wrote during this run, then the first failure: the MPI launcher's
+    banner names a rank it killed after the first one died."""
+    messages = []
     for rank in range(num_ranks):
         path = failure_report_path(exp_dir, rank)
         if os.path.exists(path) and os.path.getmtime(path) >= since:
             with open(path) as report:
-                sys.stderr.write(f"# {path}:\n{report.read()}")
+                text = report.read()
+            sys.stderr.write(f"# {path}:\n{text}")
+            messages += [line.removeprefix(REPORT_PREFIX) for line in text.splitlines()
+                         if line.startswith(REPORT_PREFIX)]
+    if messages:
+        print(f"train_rnn.py: first failure: {first_failure(messages)}", file=sys.stderr)
+    stage = last_model(exp_dir)
+    if stage is not None:
+        print(f"train_rnn.py: {stage}.mdl is the last finished iteration; resume with --stage {stage}",
+              file=sys.stderr)
 
 
 def run_launch(launch: Launch, config: RunConfig) -> int:

@@ -1,9 +1,13 @@
 """Bad input, one fault at a time: a one-line error naming the file and the utterance (exit 1, no
-traceback, nothing half-written), or a skip counted exactly once in log/skipped.log."""
+traceback, nothing half-written), or a skip counted exactly once in log/skipped.log; a rank killed
+or stopped mid-run ends the run naming it, leaves nothing half-written and no process, and the run
+resumes from the stage it names."""
 import glob
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from kaldi_avg.kaldi.tables import MatrixTable, read_int_vector_table, write_int
 from kaldi_avg.train.cli import main
 
 from .experiment import make_experiment, train_args
+from .processes import mpi_rank_process, processes_mentioning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_RNN = os.path.join(ROOT, "steps", "kaldi_avg", "train_rnn.py")
@@ -115,14 +120,53 @@ def test_resume_keeps_the_ledger_of_the_iterations_before(tmp_path):
         assert f.read().count("missing_targets: 1 (") == 1
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec")),
-                    reason="no mpiexec")
+needs_mpiexec = pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec")),
+                                   reason="no mpiexec")
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def two_rank_args(exp, **over) -> list[str]:
+    return [a for a in train_args(exp, **over) if not a.startswith("--mpi.")] + ["--mpi.num-ranks=2"]
+
+
+@needs_mpiexec
 def test_bad_input_under_two_ranks_is_one_line_too(tmp_path):
     exp = make_experiment(str(tmp_path))
     rewrite_feats(exp, wider)
-    args = [a for a in train_args(exp) if not a.startswith("--mpi.")] + ["--mpi.num-ranks=2"]
-    r = subprocess.run([sys.executable, TRAIN_RNN, *args], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    r = subprocess.run([sys.executable, TRAIN_RNN, *two_rank_args(exp)], capture_output=True, text=True,
+                       timeout=120, env=ENV)
     assert r.returncode != 0
     assert f"utterance {UTT} has dim 14, the network's input expects 13" in r.stderr
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
+
+
+RANK_FAULTS = {   # signal to rank 1, the first failure train_rnn.py must name
+    "SIGKILL": "train_rnn.py: first failure: rank 1/2 (pid {pid} on",
+    "SIGSTOP": "train_rnn.py: first failure: rank 1 sent no heartbeat for 30",   # the watchdog's silence limit
+}
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("fault", sorted(RANK_FAULTS))
+def test_a_rank_killed_or_stopped_ends_the_run_naming_it_and_it_resumes(tmp_path, fault):
+    exp = make_experiment(str(tmp_path))
+    args = two_rank_args(exp, **{"--trainer.num-epochs": "20"})
+    proc = subprocess.Popen([sys.executable, TRAIN_RNN, *args], stderr=subprocess.PIPE, text=True, env=ENV)
+    seen = ""
+    while "iteration 2/" not in seen and proc.poll() is None:
+        seen += proc.stderr.readline()
+    pid = mpi_rank_process(exp["exp"], 1)
+    assert pid is not None, seen[-2000:]
+    os.kill(pid, getattr(signal, fault))
+    code = proc.wait(timeout=90)
+    err = proc.stderr.read()
+    assert code != 0 and RANK_FAULTS[fault].format(pid=pid) in err, err[-3000:]
+    assert "Traceback" not in err
+    stage = int(err.split("resume with --stage ")[1].split()[0])
+    time.sleep(0.5)
+    assert processes_mentioning(exp["exp"]) == []   # the stopped rank too
+    assert not glob.glob(os.path.join(exp["exp"], "**", ".tmp.*"), recursive=True)
+    assert not os.path.exists(os.path.join(exp["exp"], "final.mdl"))
+    r = subprocess.run([sys.executable, TRAIN_RNN, *args, f"--stage={stage}"], capture_output=True, text=True,
+                       timeout=120, env=ENV)
+    assert r.returncode == 0 and os.path.exists(os.path.join(exp["exp"], "final.mdl")), r.stderr[-3000:]

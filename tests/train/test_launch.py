@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition model")
 
 from .experiment import make_experiment, train_args
+from .processes import processes_mentioning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_RNN = os.path.join(ROOT, "steps", "kaldi_avg", "train_rnn.py")
@@ -109,19 +110,6 @@ def test_a_launch_the_communicator_disagrees_with_is_refused(tmp_path):
         assert code == 1 and "--mpi.num-ranks=3 but this process is one of 2" in err
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if text.encode() in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
-
-
 @needs_mpiexec
 def test_sigterm_ends_the_launcher_and_every_rank(tmp_path):
     exp = make_experiment(str(tmp_path))
@@ -132,7 +120,7 @@ def test_sigterm_ends_the_launcher_and_every_rank(tmp_path):
     while "iteration 2/" not in seen and time.monotonic() < deadline:
         seen += proc.stderr.readline()
     assert "iteration 2/" in seen, seen[-2000:]
-    assert len(_processes_mentioning(exp["exp"])) >= 3   # launcher, mpiexec, ranks
+    assert len(processes_mentioning(exp["exp"])) >= 3   # launcher, mpiexec, ranks
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=15)
@@ -140,7 +128,7 @@ def test_sigterm_ends_the_launcher_and_every_rank(tmp_path):
     assert code == 128 + signal.SIGTERM and time.monotonic() - t0 < 10
     assert "stopped the launcher and all 2 ranks; resume with --stage" in rest, rest[-2000:]
     time.sleep(0.5)
-    assert _processes_mentioning(exp["exp"]) == []
+    assert processes_mentioning(exp["exp"]) == []
 
 
 def _ip(*args: str, netns: str | None = None) -> subprocess.CompletedProcess:
