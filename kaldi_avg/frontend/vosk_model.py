@@ -234,6 +234,9 @@ def _decode(argv: list[str]) -> None:
     wer, identical, compared = vosk_check(a.model_dir, a.data_dir, a.out_dir, a.compare_with, a.min_agreement)
     agreement = f", identical to {a.compare_with} on {identical}/{compared}" if a.compare_with else ""
     print(f"vosk: %WER {wer:.2f}{agreement} ({a.out_dir}/wer)", file=sys.stderr)
+    if identical < compared:
+        print(f"WARNING: vosk and {a.compare_with} differ on {compared - identical} utterance(s) outside the near "
+              f"ties (listed in {a.out_dir}/compare.txt)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

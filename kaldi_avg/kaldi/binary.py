@@ -11,11 +11,14 @@ import struct
 
 import numpy as np
 
+from ..errors import UsageError
+
 BINARY_HEADER = b"\0B"
 
 
-class KaldiFormatError(ValueError):
-    """A Kaldi file did not parse; the message names the file and the position."""
+class KaldiFormatError(UsageError):
+    """A Kaldi file did not parse; the message names the file and the position (the user's data:
+    entry points print it as one line)."""
 
 
 def _fmt(x: float, digits: int) -> str:

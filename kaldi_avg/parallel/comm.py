@@ -214,6 +214,7 @@ class Communicator(abc.ABC):
     def abort(self, message: str) -> NoReturn:
         """Print `message` and end every rank of the job with a non-zero status."""
         print(f"kaldi_avg.parallel: {message}", file=sys.stderr, flush=True)
+        time.sleep(0.2)   # MPI_Abort tears the launcher's output forwarding down: let it read the line first
         self._abort()
         os._exit(1)
 

@@ -133,6 +133,9 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     with open(xconfig_path) as f:
         xconfig_text = f.read()
     reference = build_nnet(xconfig_text, xconfig_path, trans_model.num_pdfs, which="ref")
+    if reference.output_dim() != trans_model.num_pdfs:
+        raise ConfigError(f"{xconfig_path}: the output layer has dim {reference.output_dim()} but "
+                          f"{config.ali_dir}/final.mdl has {trans_model.num_pdfs} pdfs (use dim=NUM_PDFS)")
     left, right = model_context(reference)
     c = config.chunk
     chunk_config = ChunkConfig.from_egs_options(

@@ -58,11 +58,25 @@ def write(path, data: bytes):
         f.write(data)
 
 
+def other_tree():
+    import kaldi_hmm_gmm as khg
+    return khg.monophone_context_dependency([1, 2, 3, 4], [0, 2, 2, 2, 2])   # 4 phones: 8 pdfs, not 6
+
+
+def rewrite_xconfig(exp, old, new):
+    path = os.path.join(exp["exp"], "configs", "network.xconfig")
+    with open(path) as f:
+        text = f.read()
+    write(path, text.replace(old, new).encode())
+
+
 ERRORS = {   # damage, extra options, what the one-line message must say
     "wrong feature dim": (lambda e: rewrite_feats(e, wider), {},
                           f"feats.scp: utterance {UTT} has dim 14, the network's input expects 13"),
     "empty feats.scp": (lambda e: write(os.path.join(e["data"], "feats.scp"), b""), {}, "feats.scp is empty"),
     "truncated ark": (truncate_ark, {}, "(truncated archive?)"),
+    "garbage transition model": (lambda e: write(os.path.join(e["ali"], "final.mdl"), b"\0Bgarbage"), {},
+                                 "ali/final.mdl: byte 2: unexpected end of file"),
     "garbage tree": (lambda e: write(os.path.join(e["ali"], "tree"), b"garbage"), {}, "tree: not a Kaldi tree"),
     "transition-id out of range": (lambda e: rewrite_alignments(e, lambda a: a[UTT].__setitem__(0, 999)), {},
                                    f"ali.1.gz: utterance '{UTT}': transition-id 999 out of range"),
@@ -70,6 +84,10 @@ ERRORS = {   # damage, extra options, what the one-line message must say
                         "ali/final.mdl is missing (--ali-dir: the transition model)"),
     "archive below one minibatch": (lambda e: None, {"--trainer.rnn.num-chunk-per-minibatch": "64"},
                                     "raise --trainer.samples-per-iter or lower --trainer.rnn.num-chunk-per-minibatch"),
+    "tree of another system": (lambda e: other_tree().write(True, os.path.join(e["ali"], "tree")), {},
+                               "tree: the tree has 8 pdfs but"),
+    "network for another model": (lambda e: rewrite_xconfig(e, "dim=NUM_PDFS", "dim=7"), {},
+                                  "network.xconfig: the output layer has dim 7 but"),
     "unwritable dir": (lambda e: write(os.path.join(e["exp"], "log"), b""), {},
                        "cannot create its log directory"),
 }
