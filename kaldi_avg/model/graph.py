@@ -315,7 +315,7 @@ class NnetModule(nn.Module):
         ctx = _Eval(self, vals, need, feats, min_deriv_time, max_deriv_time)
         ng_ops = [op for op in self.ops.values() if op.has_natural_gradient]
         for op in ng_ops:
-            op.begin_pass(min_deriv_time)
+            op.begin_pass(min_deriv_time, max_deriv_time)
         try:
             for item in self._order:
                 if isinstance(item, _Loop):

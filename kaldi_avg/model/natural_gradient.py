@@ -248,12 +248,13 @@ class NaturalGradientPass:
     recurrent loops alike) and then calls `gradients()` once, as Kaldi's model-update
     consolidation calls the component's Update once per minibatch with all rows. `record(x, y)`
     keeps the input rows of one use and (by a hook on y) the derivative rows w.r.t. its output;
-    rows whose frame is before `min_deriv_time` are left out, as Kaldi does not backpropagate
-    them. `compute(records, plain_grads)` returns the gradients to use."""
+    rows whose frame is before `min_deriv_time` or after `max_deriv_time` are left out, as Kaldi
+    does not backpropagate them. `compute(records, plain_grads)` returns the gradients to use."""
 
-    def __init__(self, compute, min_deriv_time: int | None = None):
+    def __init__(self, compute, min_deriv_time: int | None = None, max_deriv_time: int | None = None):
         self.compute = compute
         self.min_deriv_time = min_deriv_time
+        self.max_deriv_time = max_deriv_time
         self.inputs: list[torch.Tensor] = []
         self.derivs: list[torch.Tensor | None] = []
 
@@ -261,8 +262,14 @@ class NaturalGradientPass:
         if not y.requires_grad:
             return
         keep = None
-        if self.min_deriv_time is not None and times is not None and x.dim() == 3 and times.numel() == x.shape[1]:
-            keep = (times >= self.min_deriv_time).to(x.device)
+        limited = self.min_deriv_time is not None or self.max_deriv_time is not None
+        if limited and times is not None and x.dim() == 3 and times.numel() == x.shape[1]:
+            keep = torch.ones_like(times, dtype=torch.bool)
+            if self.min_deriv_time is not None:
+                keep &= times >= self.min_deriv_time
+            if self.max_deriv_time is not None:
+                keep &= times <= self.max_deriv_time
+            keep = keep.to(x.device)
             if not bool(keep.any()):
                 return
             if bool(keep.all()):

@@ -223,7 +223,7 @@ class ComponentOp(nn.Module):
         for p in self.preconditioners:
             p.reset()
 
-    def begin_pass(self, min_deriv_time: int | None = None) -> None:
+    def begin_pass(self, min_deriv_time: int | None = None, max_deriv_time: int | None = None) -> None:
         """Starts one forward computation: if it is a training computation that will be
         backpropagated, this computation's uses of the parameters go through one natural-gradient
         node (see `natural_gradient.NaturalGradientPass`)."""
@@ -234,7 +234,7 @@ class ComponentOp(nn.Module):
         params = [getattr(self, n) for n in names]
         if not any(p.requires_grad for p in params):
             return
-        self._ng_pass = NaturalGradientPass(self._natural_gradients, min_deriv_time)
+        self._ng_pass = NaturalGradientPass(self._natural_gradients, min_deriv_time, max_deriv_time)
         self._ng_params = dict(zip(names, natural_gradient_params(self._ng_pass, *params)))
 
     def end_pass(self) -> None:

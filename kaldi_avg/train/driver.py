@@ -144,6 +144,7 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
         chunk_right_context_final=c.right_context_final)
     margin = config.min_deriv_time_margin
     min_deriv_time = None if margin is None else -(margin + left)
+    max_deriv_time_relative = None if margin is None else margin + right
     report = load_ledger(config) if config.stage >= 0 else SkipReport()
     if comm.rank == 0:
         check_inputs(config, trans_model, reference.input_dim())
@@ -166,7 +167,7 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     iterations = schedule.plan(config.schedule, archives.num_archives)
     prep = Prepared(
         config, trans_model, xconfig_text, xconfig_path, left, right,
-        JobData(source, archives, chunk_config, min_deriv_time, report), iterations,
+        JobData(source, archives, chunk_config, min_deriv_time, max_deriv_time_relative, report), iterations,
         schedule.combine_iterations(config.schedule, iterations, archives.num_archives),
         DiagnosticSet(source, archives.valid_utts, chunk_config, srand=srand, name="valid", report=report),
         DiagnosticSet(source, archives.train_subset_utts, chunk_config, srand=srand, name="train", report=report))

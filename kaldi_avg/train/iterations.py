@@ -51,7 +51,8 @@ class JobData:
     source: UtteranceSource
     archives: ArchivePlan
     chunk_config: ChunkConfig
-    min_deriv_time: int | None
+    min_deriv_time: int | None            # train_rnn.py: -(deriv-truncate-margin + model left context)
+    max_deriv_time_relative: int | None   # deriv-truncate-margin + model right context (BLSTMs)
     report: SkipReport
 
 
@@ -106,7 +107,8 @@ def train_log(config: RunConfig, data: JobData, it: Iteration, job: int) -> Trai
                     f"--momentum={t.momentum} --max-param-change={it.max_param_change:g} "
                     f"--l2-regularize-factor={1.0 / it.num_jobs:g} --srand={it.index + t.srand} "
                     f"--learning-rate={it.learning_rate:g} --minibatch-size={it.minibatch_size} "
-                    f"--optimization.min-deriv-time={data.min_deriv_time}")
+                    f"--optimization.min-deriv-time={data.min_deriv_time} "
+                    f"--optimization.max-deriv-time-relative={data.max_deriv_time_relative}")
 
 
 def start_job(config: RunConfig, learner: Learner, batches, log: TrainLog, it: Iteration, shrink: float) -> None:
@@ -144,7 +146,8 @@ class KaldiJobs:
 
     def __init__(self, config: RunConfig, comm: Communicator, data: JobData, nnet) -> None:
         self.config, self.comm, self.data = config, comm, data
-        self.learner = Learner(nnet, config.device, data.min_deriv_time)   # runs this rank's jobs in turn
+        # one learner runs this rank's jobs in turn
+        self.learner = Learner(nnet, config.device, data.min_deriv_time, data.max_deriv_time_relative)
         s = config.schedule
         self.n_local = math.ceil(max(s.num_jobs_initial, s.num_jobs_final) / comm.size)
         options = dict(config.averaging.kwargs, period_frames=MANUAL)   # Kaldi averages once per iteration
@@ -228,7 +231,8 @@ class AlgorithmWorkers:
         n_local = config.schedule.num_jobs_final // comm.size
         self.algorithm = make_algorithm(config.averaging.algorithm, comm, n_local, **dict(config.averaging.kwargs))
         self.base_seed = self.algorithm.seed
-        self.learners = [Learner(nnet, config.device, data.min_deriv_time) for _ in range(n_local)]
+        self.learners = [Learner(nnet, config.device, data.min_deriv_time, data.max_deriv_time_relative)
+                         for _ in range(n_local)]
 
     @property
     def module(self) -> NnetModule:

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import torch
 
 
-def compute_loss(module, mb, min_deriv_time: int | None):
-    """One minibatch: (-(summed weighted log-likelihood), objective, frames)."""
-    out = forward_minibatch(module, mb, min_deriv_time)
+def compute_loss(module, mb, min_deriv_time: int | None, max_deriv_time_relative: int | None = None):
+    """One minibatch: (-(summed weighted log-likelihood), objective, frames). The derivative limits
+    are nnet3-train's --optimization.min-deriv-time and max-deriv-time-relative (after the chunk's
+    last output frame)."""
+    out = forward_minibatch(module, mb, min_deriv_time, max_deriv_time_relative)
     objf = minibatch_objective(out, mb.targets, mb.weights)
     return -objf, float(objf.detach()), float(mb.num_frames)
 
@@ -44,9 +46,11 @@ def minibatch_objective(output: torch.Tensor, targets: torch.Tensor, weights: to
     return (picked * weights).sum()
 
 
-def forward_minibatch(module, mb, min_deriv_time=None) -> torch.Tensor:
-    return module(mb.features, mb.left_context, mb.targets.shape[1], ivectors=mb.ivectors,
-                  min_deriv_time=min_deriv_time)
+def forward_minibatch(module, mb, min_deriv_time=None, max_deriv_time_relative=None) -> torch.Tensor:
+    num_frames = mb.targets.shape[1]
+    max_deriv_time = None if max_deriv_time_relative is None else num_frames - 1 + max_deriv_time_relative
+    return module(mb.features, mb.left_context, num_frames, ivectors=mb.ivectors,
+                  min_deriv_time=min_deriv_time, max_deriv_time=max_deriv_time)
 
 
 @torch.no_grad()

@@ -192,9 +192,9 @@ NG_COMPONENTS = ("lstm1.W_all", "lstm1.W_rp", "lstm1.lstm_nonlin", "lstm2.W_all"
                  "output.affine")
 
 
-def _step(m, feats, min_deriv_time=-2):
+def _step(m, feats, min_deriv_time=-2, max_deriv_time=None):
     feats = feats.clone().requires_grad_(True)
-    out = m(feats, left_context=4, num_frames=10, min_deriv_time=min_deriv_time)
+    out = m(feats, left_context=4, num_frames=10, min_deriv_time=min_deriv_time, max_deriv_time=max_deriv_time)
     (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
     grads = {n: p.grad.clone() for n, p in m.named_parameters()}
     return out.detach(), feats.grad.clone(), grads
@@ -250,6 +250,8 @@ def test_identity_preconditioner_gives_exactly_the_plain_gradient(nnet):
     assert fakes["lstm1.W_all"][1].seen[-1].shape == (27, 32)
     assert fakes["lstm1.lstm_nonlin"][0].seen[-1].shape == (3, 8)
     assert fakes["output.affine"][0].seen[-1].shape == (3 * 9, 7)
+    _step(m, feats, 3, max_deriv_time=8)   # nor after max_deriv_time: frames 3..8
+    assert fakes["output.affine"][0].seen[-1].shape == (3 * 6, 7)
 
 
 def test_natural_gradient_is_kaldis_update(nnet):

@@ -193,3 +193,30 @@ def test_tdnnf_trains_with_its_semi_orthogonal_constraint(tmp_path):
     before = _orthonormality_ratio(start.params()["linear_params"])
     after = _orthonormality_ratio(final.params()["linear_params"])
     assert after < before and after < 1.05, (before, after)
+
+
+BLSTM_XCONFIG = """input dim=13 name=input
+fast-lstmp-layer name=blstm1-forward input=Append(-1,0,1) cell-dim=12 recurrent-projection-dim=4 non-recurrent-projection-dim=4 delay=-1
+fast-lstmp-layer name=blstm1-backward input=Append(-1,0,1) cell-dim=12 recurrent-projection-dim=4 non-recurrent-projection-dim=4 delay=1
+output-layer name=output input=Append(blstm1-forward, blstm1-backward) dim=NUM_PDFS max-change=1.5
+"""
+
+
+def test_blstm_trains_with_right_context_and_both_derivative_limits(tmp_path):
+    """A bidirectional LSTM as Kaldi's run_blstm recipes train it: chunks with extra right context,
+    nnet3-train's max-deriv-time-relative = deriv-truncate-margin + model right context."""
+    exp = make_experiment(str(tmp_path))
+    with open(os.path.join(exp["exp"], "configs", "network.xconfig"), "w") as f:
+        f.write(BLSTM_XCONFIG)
+    assert main(train_args(exp, **{"--egs.chunk-right-context": "5", "--trainer.deriv-truncate-margin": "4",
+                                   "--trainer.num-epochs": "4"})) == 0
+    from kaldi_avg.kaldi.nnet3.context import model_context
+    left, right = model_context(read_nnet3_file(os.path.join(exp["exp"], "final.mdl")).nnet)
+    assert right > 0
+    with open(os.path.join(exp["exp"], "log", "train.0.1.log")) as f:
+        log = f.read()
+    assert f"--optimization.min-deriv-time={-(4 + left)} --optimization.max-deriv-time-relative={4 + right}" in log
+    last = max(int(n.split(".")[1]) for n in os.listdir(os.path.join(exp["exp"], "log")) if n.startswith("train."))
+    with open(os.path.join(exp["exp"], "log", f"train.{last}.1.log")) as f:
+        first_objf, last_objf = (float(TRAIN_OBJF_RE.search(text).group(1)) for text in (log, f.read()))
+    assert last_objf > first_objf   # it learns

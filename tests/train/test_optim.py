@@ -106,3 +106,18 @@ def test_l2_and_shrink():
     torch.testing.assert_close(snapshot(m, "output.affine")[1], p0 * 0.8)
     scale_parameters(m, 0.5)
     torch.testing.assert_close(snapshot(m, "output.affine")[1], p0 * 0.4)
+
+
+def test_max_deriv_time_is_relative_to_the_chunks_last_output_frame():
+    """train_rnn.py gives nnet3-train --optimization.max-deriv-time-relative: the limit is that many
+    frames after each minibatch's last output frame (what lets BLSTMs train with right context)."""
+    from types import SimpleNamespace
+
+    from kaldi_avg.train.objective import forward_minibatch
+    seen = {}
+    mb = SimpleNamespace(features=torch.zeros(2, 30, 3), left_context=5, targets=torch.zeros(2, 7, dtype=torch.long),
+                         ivectors=None)
+    forward_minibatch(lambda *args, **kwargs: seen.update(kwargs), mb, -9, 11)
+    assert (seen["min_deriv_time"], seen["max_deriv_time"]) == (-9, 6 + 11)
+    forward_minibatch(lambda *args, **kwargs: seen.update(kwargs), mb, None, None)
+    assert seen["max_deriv_time"] is None
