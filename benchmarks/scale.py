@@ -1,7 +1,7 @@
 """How the training start-up and memory grow with the corpus: synthetic Kaldi corpora of H hours.
 
 For each H (100 frames/s) it writes a Kaldi data dir (13-dim `CM`-compressed features via
-kaldiio, utt2spk, spk2utt, utt2num_frames, per-speaker CMVN stats) and an alignment dir (a
+kaldiio, utt2spk, spk2utt, utt2num_frames, per-speaker CMVN stats) and an alignment dir (the tree and a
 monophone transition model of 1000 phones x 3 pdfs = 3000 pdfs, `ali.{1..4}.gz` of random but
 valid transition-ids), then:
 
@@ -75,6 +75,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 # -- the synthetic corpus ----------------------------------------------------------------------
+def monophone_tree():
+    """The tree of NUM_PHONES phones with 3 pdf classes each, as Kaldi's own code builds it."""
+    import kaldi_hmm_gmm as khg
+    return khg.monophone_context_dependency(list(range(1, NUM_PHONES + 1)), [0] + [3] * NUM_PHONES)
+
+
 def transition_model() -> TransitionModel:
     import kaldi_hmm_gmm as khg
     phones = list(range(1, NUM_PHONES + 1))
@@ -83,7 +89,7 @@ def transition_model() -> TransitionModel:
     topo = khg.HmmTopology()
     topo.read(f"<Topology>\n<TopologyEntry>\n<ForPhones>\n{' '.join(map(str, phones))}\n</ForPhones>\n"
               f"{states}<State> 3 </State>\n</TopologyEntry>\n</Topology>\n")
-    tm = khg.TransitionModel(khg.monophone_context_dependency(phones, [0] + [3] * NUM_PHONES), topo)
+    tm = khg.TransitionModel(monophone_tree(), topo)
     return TransitionModel.read(KaldiReader.from_bytes(str(tm).encode()))
 
 
@@ -98,14 +104,14 @@ def _int_vector_entry(key: str, values: np.ndarray) -> bytes:
 
 
 def synthesize(root: Path, hours: float, seed: int = 0) -> dict:
-    """data/ and ali/ of `hours` hours; reused when `root/done` exists."""
+    """data/ and ali/ (with the tree) of `hours` hours; reused when `root/done` exists."""
     from kaldiio.matio import write_array
 
     from kaldi_avg.atomic import write_text
     from kaldi_avg.kaldi.datadir import utt2spk_to_spk2utt, write_kaldi_map
     from kaldi_avg.kaldi.tables import write_matrix_table
     done = root / "done"
-    if done.exists():
+    if done.exists() and (root / "ali" / "tree").exists():
         return json.loads(done.read_text())
     shutil.rmtree(root, ignore_errors=True)
     data, ali = root / "data", root / "ali"
@@ -148,6 +154,7 @@ def synthesize(root: Path, hours: float, seed: int = 0) -> dict:
     write_matrix_table(f"ark,scp:{data}/cmvn.ark,{data}/cmvn.scp", dict(sorted(stats.items())))
     write_text(str(ali / "num_jobs"), f"{NUM_JOBS}\n")
     (ali / "final.mdl").write_bytes(BINARY_HEADER + tm.to_bytes(True))
+    monophone_tree().write(True, str(ali / "tree"))
     info = {"hours": hours, "utterances": len(utts), "frames": int(lengths.sum()),
             "synth_s": time.perf_counter() - t0, "data_bytes": dir_bytes(data), "ali_bytes": dir_bytes(ali),
             "num_pdfs": tm.num_pdfs, "utt_lengths": [int(x) for x in np.bincount(lengths)]}
