@@ -28,6 +28,7 @@ from torch import nn
 
 from ..kaldi.nnet3.components import Component
 from ..kaldi.nnet3.config import ConfigError
+from .gru_ops import GRU_CELLS
 from .natural_gradient import NaturalGradientPass, OnlineNaturalGradient, natural_gradient_params
 
 # Trainable arrays, per component type; everything else a component needs is a fixed buffer.
@@ -45,7 +46,7 @@ NONLINEAR = {
 ACTIVATION_STATS_TYPES = ("SigmoidComponent", "TanhComponent", "LstmNonlinearityComponent")
 # The buffers that training accumulates in place (Kaldi's component statistics).
 STATISTICS_BUFFERS = ("stats_count", "stats_sum", "stats_sumsq", "act_value_sum", "act_value_sqsum", "act_count")
-SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | {
+SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | GRU_CELLS.keys() | {
     "LinearComponent", "LstmNonlinearityComponent", "BackpropTruncationComponent", "ElementwiseProductComponent",
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
     "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
@@ -301,6 +302,8 @@ class ComponentOp(nn.Module):
             if self.training and t in ACTIVATION_STATS_TYPES:
                 self._store_activation_stats(y)
             return y
+        if t in GRU_CELLS:
+            return GRU_CELLS[t](x, self.param("w_h"))
         if t == "LstmNonlinearityComponent":
             # Kaldi accumulates these in the backward pass: only frames that get derivatives.
             store = self.training and torch.is_grad_enabled()
@@ -373,6 +376,8 @@ def _tensors_of(c: Component) -> dict[str, np.ndarray]:
         return {"linear_params": c.linear_params, "bias_params": c.bias_params}
     if t in ("LinearComponent", "TdnnComponent"):
         return dict(c.params())
+    if t in GRU_CELLS:
+        return {"w_h": c.w_h}
     if t == "LstmNonlinearityComponent":
         return {"peepholes": c.peepholes}
     if t in ("NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent"):

@@ -51,6 +51,7 @@ from ..kaldi.transition import TransitionModel, read_transition_model
 from ..kaldi.xconfig import write_config_dir
 from ..model.build import build_nnet
 from ..model.graph import NnetModule
+from ..model.gru_ops import TRAINING_DIFFERENCES
 from ..parallel import Communicator, LocalCommunicator
 from . import schedule
 from .combine import combine
@@ -137,6 +138,11 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
         raise ConfigError(f"{xconfig_path}: the output layer has dim {reference.output_dim()} but "
                           f"{config.ali_dir}/final.mdl has {trans_model.num_pdfs} pdfs (use dim=NUM_PDFS)")
     left, right = model_context(reference)
+    if comm.rank == 0:
+        for kind, difference in sorted({c.type_name: TRAINING_DIFFERENCES[c.type_name]
+                                        for c in reference.components.values()
+                                        if c.type_name in TRAINING_DIFFERENCES}.items()):
+            say(comm, f"WARNING: {kind}: {difference}")
     c = config.chunk
     chunk_config = ChunkConfig.from_egs_options(
         c.width, model_left_context=left, model_right_context=right, chunk_left_context=c.left_context,

@@ -21,6 +21,7 @@ from kaldi_avg.kaldi.nnet3.components import (
     FixedBiasComponent,
     FixedScaleComponent,
     GeneralDropoutComponent,
+    GruNonlinearityComponent,
     LinearComponent,
     LogSoftmaxComponent,
     LstmNonlinearityComponent,
@@ -28,6 +29,7 @@ from kaldi_avg.kaldi.nnet3.components import (
     NaturalGradientPerElementScaleComponent,
     NoOpComponent,
     NormalizeComponent,
+    OutputGruNonlinearityComponent,
     PerElementScaleComponent,
     RectifiedLinearComponent,
     ScaleAndOffsetComponent,
@@ -228,12 +230,17 @@ def samples():
         GeneralDropoutComponent(dim=6, block_dim=3, time_period=2, dropout_proportion=0.25,
                                 test_mode=True, continuous=True),
         GeneralDropoutComponent(dim=4, spec_augment_max_proportion=0.5, spec_augment_max_regions=2),
+        GruNonlinearityComponent(cell_dim=3, recurrent_dim=2, w_h=dyadic(27, 3, 2), value_avg=dyadic(28, 3),
+                                 deriv_avg=dyadic(29, 3), self_repair_total=1.5, count=4.0, rank_in=5,
+                                 rank_out=6, update_period=3, alpha=2.0, **lr),
+        OutputGruNonlinearityComponent(cell_dim=3, w_h=dyadic(30, 3), self_repair_threshold=0.25,
+                                       rank=4, update_period=2),
     ]
 
 
 def test_samples_cover_every_registered_type():
     assert {c.type_name for c in samples()} == set(component_types())
-    assert len(component_types()) == 25
+    assert len(component_types()) == 27
 
 
 @pytest.mark.parametrize("comp", samples(), ids=lambda c: c.type_name)

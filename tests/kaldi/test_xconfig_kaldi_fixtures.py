@@ -3,7 +3,9 @@
 xconfig.expanded.1/2 are Kaldi's output, kaldi-asr/kaldi f40076610). `tdnn_7q` is the network of
 egs/swbd/s5c/local/chain/tuning/run_tdnn_7q.sh with its shell variables filled in (6034 pdfs,
 learning-rate-factor 0.5/xent_regularize = 5.0); `small_tdnnf` is a small network with every
-tdnnf-layer context, the dropout/so variants of the ReLU layers and the single-component layers."""
+tdnnf-layer context, the dropout/so variants of the ReLU layers and the single-component layers;
+`small_tdnn_opgru` is a small egs/swbd/s5c/local/chain/tuning/run_tdnn_opgru_1a.sh with all four
+OPGRU layer types, with and without gate dropout and l2-regularize, forward and backward."""
 import os
 
 import pytest
@@ -21,7 +23,7 @@ def _lines(path):
     return lines[:1] + lines[2:]
 
 
-@pytest.mark.parametrize("case", ["tdnn_7q", "small_tdnnf"])
+@pytest.mark.parametrize("case", ["tdnn_7q", "small_tdnnf", "small_tdnn_opgru"])
 def test_configs_equal_kaldis_line_for_line(case, tmp_path):
     write_config_dir(os.path.join(FIXTURES, case, "network.xconfig"), str(tmp_path), {})
     for name in FILES:
@@ -37,6 +39,9 @@ def test_configs_equal_kaldis_line_for_line(case, tmp_path):
     ("prefinal-layer name=p big-dim=4 small-dim=6", "big-dim must be greater"),
     ("linear-component name=l", "dim= must be given"),
     ("batchnorm-component name=b target-rms=0", "target-rms must be positive"),
+    ("norm-opgru-layer name=g cell-dim=8", "recurrent-projection-dim= must be given"),
+    ("fast-norm-opgru-layer name=g cell-dim=8 recurrent-projection-dim=5", "exceeds cell dim"),
+    ("norm-opgru-layer name=g cell-dim=8 recurrent-projection-dim=2 delay=0", "delay cannot be zero"),
 ])
 def test_layer_errors(line, message):
     with pytest.raises(XconfigError, match=message):

@@ -49,6 +49,17 @@ def _component(c, x: np.ndarray) -> np.ndarray:
         ct = ft * sf * cp + it * si * np.tanh(g)
         ot = _sigmoid(o + w[2] * ct)
         return np.concatenate([ct, ot * so * np.tanh(ct)])
+    if t == "GruNonlinearityComponent":     # [z, r, hpart, c_prev, s_prev] (s_prev = c_prev if R = C)
+        C, R = c.cell_dim, c.recurrent_dim
+        z, r, hpart, cp = x[:C], x[C:C + R], x[C + R:2 * C + R], x[2 * C + R:3 * C + R]
+        sp = x[-R:]
+        h = np.tanh(hpart + c.w_h.astype(np.float64) @ (r * sp))
+        return np.concatenate([h, (1 - z) * h + z * cp])
+    if t == "OutputGruNonlinearityComponent":   # [z, hpart, c_prev], w_h elementwise
+        C = c.cell_dim
+        z, hpart, cp = x[:C], x[C:2 * C], x[2 * C:]
+        h = np.tanh(hpart + c.w_h * cp)
+        return np.concatenate([h, (1 - z) * h + z * cp])
     if t == "BackpropTruncationComponent":
         return c.scale * x
     if t == "SigmoidComponent":
@@ -71,6 +82,12 @@ def _component(c, x: np.ndarray) -> np.ndarray:
         bd = c.block_dim
         xb = x.reshape(-1, bd)
         return ((xb - c.stats_mean) / np.sqrt(c.stats_var + c.epsilon) * c.target_rms).reshape(-1)
+    if t == "NormalizeComponent":           # per block: x / max(2^-66, rms(x)^2 / target_rms^2)^0.5
+        xb = x.reshape(-1, c.block_dim)
+        p = (xb * xb).sum(1, keepdims=True) / (c.block_dim * c.target_rms ** 2)
+        f = 1.0 / np.sqrt(np.maximum(p, 2.0 ** -66))
+        y = (xb * f).reshape(-1)
+        return np.concatenate([y, np.log(c.target_rms) - np.log(f[:, 0])]) if c.add_log_stddev else y
     if t == "ScaleAndOffsetComponent":
         s = c.scales.astype(np.float64)
         s = np.where(np.abs(s) < 1e-4, np.where(s < 0, -1e-4, 1e-4), s)   # Kaldi's EnsureNonzero

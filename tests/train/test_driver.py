@@ -220,3 +220,23 @@ def test_blstm_trains_with_right_context_and_both_derivative_limits(tmp_path):
     with open(os.path.join(exp["exp"], "log", f"train.{last}.1.log")) as f:
         first_objf, last_objf = (float(TRAIN_OBJF_RE.search(text).group(1)) for text in (log, f.read()))
     assert last_objf > first_objf   # it learns
+
+
+OPGRU_XCONFIG = """input dim=13 name=input
+relu-batchnorm-layer name=tdnn1 input=Append(-1,0,1) dim=16
+fast-norm-opgru-layer name=opgru1 cell-dim=12 recurrent-projection-dim=4 non-recurrent-projection-dim=4 delay=-1
+output-layer name=output input=opgru1 dim=NUM_PDFS max-change=1.5
+"""
+
+
+def test_opgru_trains_and_says_how_its_update_differs_from_kaldis(tmp_path, capsys):
+    exp = make_experiment(str(tmp_path))
+    with open(os.path.join(exp["exp"], "configs", "network.xconfig"), "w") as f:
+        f.write(OPGRU_XCONFIG)
+    assert main(train_args(exp)) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: OutputGruNonlinearityComponent: W^h is trained with the plain gradient" in err
+    model = read_nnet3_file(os.path.join(exp["exp"], "final.mdl"))
+    start = read_nnet3_file(os.path.join(exp["exp"], "0.mdl"))
+    w_h = [n for n, c in model.nnet.components.items() if c.type_name == "OutputGruNonlinearityComponent"]
+    assert w_h and not np.array_equal(model.nnet.components[w_h[0]].w_h, start.nnet.components[w_h[0]].w_h)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .basic_layers import AffineLayer, FixedAffineLayer, InputLayer, NonlinearityLayer, OutputLayer, TrivialOutputLayer
 from .component_layers import BatchnormComponentLayer, LinearComponentLayer, NoOpComponentLayer
 from .composite_layers import PrefinalLayer, TdnnfLayer
+from .gru_layers import GRU_LAYER_CLASSES
 from .layer import XconfigLayer
 from .lstm_layers import FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer
 from .syntax import XconfigError, split_xconfig_line
@@ -13,7 +14,7 @@ LAYER_CLASSES: dict[str, type[XconfigLayer]] = {
     for cls in (InputLayer, TrivialOutputLayer, OutputLayer, FixedAffineLayer, AffineLayer,
                 NonlinearityLayer, FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer,
                 BatchnormComponentLayer, NoOpComponentLayer, LinearComponentLayer, TdnnfLayer,
-                PrefinalLayer)
+                PrefinalLayer, *GRU_LAYER_CLASSES)
     for layer_type in cls.layer_types}
 
 
