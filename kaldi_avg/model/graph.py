@@ -137,9 +137,8 @@ class NnetModule(nn.Module):
         self.ops = nn.ModuleDict()
         self._op_key: dict[str, str] = {}
         for name, comp in nnet.components.items():
-            key = name.replace(".", "-")
-            if key in self.ops:
-                raise ConfigError(f"component names {name!r} and another map to the same module key {key!r}")
+            # torch module names cannot hold '.'; ':' never occurs in Kaldi names, so keys stay distinct
+            key = name.replace(".", ":")
             self.ops[key] = ComponentOp(comp)
             self._op_key[name] = key
         self.spans = node_spans(nnet)

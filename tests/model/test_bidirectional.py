@@ -130,7 +130,7 @@ def test_forward_and_backward_pass_reach_both_directions(network):
     grads = {n: p.grad for n, p in m.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     for direction in ("forward", "backward"):
-        w_all = [g for n, g in grads.items() if f"-{direction}-W_all" in n]
+        w_all = [g for n, g in grads.items() if f"-{direction}:W_all" in n]
         assert w_all and all(g.abs().sum() > 0 for g in w_all)
 
 

@@ -100,3 +100,12 @@ def test_xconfig_layer_zoo_equals_reference():
     opts = ChunkOptions(frames_per_chunk=6, extra_left_context=2)
     got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
     assert np.abs(got - reference_chunked(nnet, feats, opts, ivector)).max() < 1e-5
+
+
+def test_component_names_that_differ_only_in_dot_and_dash_are_distinct_modules():
+    """A layer's `a.batchnorm` beside a `batchnorm-component name=a-batchnorm` (swbd run_tdnn_7o)."""
+    from kaldi_avg.model.build import build_nnet
+    nnet = build_nnet("input dim=4 name=input\nrelu-batchnorm-layer name=a dim=6\n"
+                      "batchnorm-component name=a-batchnorm\noutput-layer name=output dim=3\n", "x")
+    m = NnetModule(nnet)
+    assert m.op("a.batchnorm") is not m.op("a-batchnorm")
