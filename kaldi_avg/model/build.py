@@ -12,7 +12,7 @@ from ..kaldi.nnet3.config import ConfigError
 from ..kaldi.nnet3.context import model_context
 from ..kaldi.nnet3.nnet import Nnet
 from ..kaldi.transition import read_transition_model
-from ..kaldi.xconfig import get_config_lines, parse_xconfig, substitute
+from ..kaldi.xconfig import get_config_lines, parse_xconfig, substitute, write_layer_files
 from .checkpoint import Checkpoint
 
 _MATRIX = re.compile(r"(type=FixedAffineComponent\s+matrix=)(\S+)")
@@ -21,14 +21,20 @@ _MATRIX = re.compile(r"(type=FixedAffineComponent\s+matrix=)(\S+)")
 def config_text(xconfig_text: str, source: str, which: str = "final", num_pdfs: int | None = None,
                 lda_mat: str | None = None) -> str:
     """The `init`, `ref` or `final` config of an xconfig; `lda_mat` replaces the matrix file of
-    fixed-affine layers."""
+    fixed-affine layers. Writes the files the layers write (idct-layer's matrix)."""
     subs = {} if num_pdfs is None else {"NUM_PDFS": num_pdfs}
     text = substitute(xconfig_text, subs)
     if re.search(r"\bNUM_PDFS\b", text):
         raise ConfigError(f"{source}: the xconfig uses NUM_PDFS; give --num-pdfs or --trans-model")
-    lines = get_config_lines(parse_xconfig(text, source))[which]
+    layers = parse_xconfig(text, source)
+    lines = get_config_lines(layers)[which]
+    # Layer-written matrices (idct-layer) exist once written, as after xconfig_to_configs.py;
+    # `lda_mat` replaces only the others.
+    write_layer_files(layers)
+    written = {path for layer in layers for path in layer.files()}
     if lda_mat is not None:
-        lines = [_MATRIX.sub(lambda m: m.group(1) + lda_mat, line) for line in lines]
+        lines = [_MATRIX.sub(lambda m: m.group(0) if m.group(2) in written else m.group(1) + lda_mat, line)
+                 for line in lines]
     for line in lines:
         m = _MATRIX.search(line)
         if m and not os.path.exists(m.group(2)):

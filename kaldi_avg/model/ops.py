@@ -28,6 +28,7 @@ from torch import nn
 
 from ..kaldi.nnet3.components import Component
 from ..kaldi.nnet3.config import ConfigError
+from .frontend_ops import freq_mask, time_mask
 from .gru_ops import GRU_CELLS
 from .natural_gradient import NaturalGradientPass, OnlineNaturalGradient, natural_gradient_params
 
@@ -50,7 +51,8 @@ SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | GRU_CELLS.keys() 
     "LinearComponent", "LstmNonlinearityComponent", "BackpropTruncationComponent", "ElementwiseProductComponent",
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
     "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
-    "DropoutComponent", "DropoutMaskComponent", "TdnnComponent", "GeneralDropoutComponent"}
+    "DropoutComponent", "DropoutMaskComponent", "TdnnComponent", "GeneralDropoutComponent",
+    "SpecAugmentTimeMaskComponent", "PermuteComponent"}
 # Trainable tensors whose gradient natural gradient replaces, per component type.
 NATURAL_GRADIENT_PARAMS = {
     "NaturalGradientAffineComponent": ("linear_params", "bias_params"),
@@ -71,8 +73,8 @@ class ComponentOp(nn.Module):
         if self.type_name not in SUPPORTED_TYPES:
             raise ConfigError(f"component type {self.type_name} has no PyTorch implementation in kaldi-avg "
                               f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})")
-        if getattr(component, "spec_augment_max_proportion", 0.0) != 0.0:
-            raise ConfigError("GeneralDropoutComponent with specaugment-max-proportion (SpecAugment masks) "
+        if getattr(component, "spec_augment_max_proportion", 0.0) != 0.0 and component.time_period > 0:
+            raise ConfigError("GeneralDropoutComponent with specaugment-max-proportion and time-period "
                               "has no PyTorch implementation in kaldi-avg")
         trainable = component.params()
         for name, arr in _tensors_of(component).items():
@@ -338,7 +340,17 @@ class ComponentOp(nn.Module):
             return self._batchnorm(x)
         if t == "DropoutMaskComponent":
             return dropout_mask(x.shape[:-1], self.component, self._random_dropout(), x.dtype, x.device)
+        if t == "PermuteComponent":
+            return x[..., list(self.component.column_map)]
+        if t == "SpecAugmentTimeMaskComponent":
+            if not self._random_dropout() or self.component.zeroed_proportion == 0.0:
+                return x
+            # A frame stepped alone (inside a recurrence) is a sequence of one frame.
+            rows = x if x.dim() == 3 else x[:, None]
+            return (rows * time_mask(rows, times if x.dim() == 3 else None, self.component)).reshape(x.shape)
         if t == "GeneralDropoutComponent":
+            if self._random_dropout() and self.component.spec_augment_max_proportion != 0.0:
+                return x * freq_mask(x, self.component)   # SpecAugment ignores dropout-proportion
             if not self._random_dropout() or self.component.dropout_proportion == 0.0:
                 return x
             return x * general_dropout_mask(x, times, self.component)

@@ -31,10 +31,12 @@ from kaldi_avg.kaldi.nnet3.components import (
     NormalizeComponent,
     OutputGruNonlinearityComponent,
     PerElementScaleComponent,
+    PermuteComponent,
     RectifiedLinearComponent,
     ScaleAndOffsetComponent,
     SigmoidComponent,
     SoftmaxComponent,
+    SpecAugmentTimeMaskComponent,
     TanhComponent,
     TdnnComponent,
     component_from_config,
@@ -235,12 +237,14 @@ def samples():
                                  rank_out=6, update_period=3, alpha=2.0, **lr),
         OutputGruNonlinearityComponent(cell_dim=3, w_h=dyadic(30, 3), self_repair_threshold=0.25,
                                        rank=4, update_period=2),
+        SpecAugmentTimeMaskComponent(dim=5, zeroed_proportion=0.125, time_mask_max_frames=4, test_mode=True),
+        PermuteComponent(column_map=[2, 0, 1]),
     ]
 
 
 def test_samples_cover_every_registered_type():
     assert {c.type_name for c in samples()} == set(component_types())
-    assert len(component_types()) == 27
+    assert len(component_types()) == 29
 
 
 @pytest.mark.parametrize("comp", samples(), ids=lambda c: c.type_name)

@@ -5,7 +5,9 @@ egs/swbd/s5c/local/chain/tuning/run_tdnn_7q.sh with its shell variables filled i
 learning-rate-factor 0.5/xent_regularize = 5.0); `small_tdnnf` is a small network with every
 tdnnf-layer context, the dropout/so variants of the ReLU layers and the single-component layers;
 `small_tdnn_opgru` is a small egs/swbd/s5c/local/chain/tuning/run_tdnn_opgru_1a.sh with all four
-OPGRU layer types, with and without gate dropout and l2-regularize, forward and backward."""
+OPGRU layer types, with and without gate dropout and l2-regularize, forward and backward;
+`small_frontend` has idct-layer (with and without lifter, include-in-init; Kaldi's idct.mat and
+idct2.mat kept), spec-augment-layer, delta-layer and combine-feature-maps-layer."""
 import os
 
 import pytest
@@ -23,11 +25,15 @@ def _lines(path):
     return lines[:1] + lines[2:]
 
 
-@pytest.mark.parametrize("case", ["tdnn_7q", "small_tdnnf", "small_tdnn_opgru"])
-def test_configs_equal_kaldis_line_for_line(case, tmp_path):
+@pytest.mark.parametrize("case", ["tdnn_7q", "small_tdnnf", "small_tdnn_opgru", "small_frontend"])
+def test_configs_equal_kaldis_line_for_line(case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # idct-layer writes its matrix relative to the working directory
     write_config_dir(os.path.join(FIXTURES, case, "network.xconfig"), str(tmp_path), {})
     for name in FILES:
         assert _lines(tmp_path / name) == _lines(os.path.join(FIXTURES, case, name)), name
+    for name in os.listdir(os.path.join(FIXTURES, case)):
+        if name.endswith(".mat"):   # written by the layers, byte for byte
+            assert (tmp_path / name).read_bytes() == open(os.path.join(FIXTURES, case, name), "rb").read()
 
 
 @pytest.mark.parametrize("line, message", [

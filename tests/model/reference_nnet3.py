@@ -96,6 +96,10 @@ def _component(c, x: np.ndarray) -> np.ndarray:
         return (1.0 - c.dropout_proportion) * x
     if t == "GeneralDropoutComponent":     # test mode: identity (its masks have mean 1)
         return x
+    if t == "SpecAugmentTimeMaskComponent":  # test mode: identity
+        return x
+    if t == "PermuteComponent":            # y_i = x_{column_map[i]}
+        return np.array([x[j] for j in c.column_map])
     raise KeyError(t)
 
 

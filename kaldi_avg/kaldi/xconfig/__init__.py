@@ -9,8 +9,8 @@ network building elsewhere.
 from .layer import ResolvedInput, XconfigLayer
 from .parser import LAYER_CLASSES, parse_xconfig, read_xconfig
 from .syntax import XconfigError, substitute
-from .writer import ConfigDir, get_config_lines, write_config_dir
+from .writer import ConfigDir, get_config_lines, write_config_dir, write_layer_files
 
 __all__ = ["ConfigDir", "LAYER_CLASSES", "ResolvedInput", "XconfigError", "XconfigLayer",
            "get_config_lines", "parse_xconfig", "read_xconfig", "substitute",
-           "write_config_dir"]
+           "write_config_dir", "write_layer_files"]

@@ -85,6 +85,11 @@ class XconfigLayer(ABC):
     def config_lines(self) -> list[tuple[str, str]]:
         """(basename, line) pairs for init/ref/final.config, in Kaldi's order."""
 
+    def files(self) -> dict[str, str]:
+        """{path: text} of the files Kaldi's layer writes at config time (idct-layer's matrix);
+        paths as given in the xconfig, relative to the working directory."""
+        return {}
+
     # -- shared -----------------------------------------------------------------------------
     def error(self, msg: str) -> XconfigError:
         return XconfigError(f"{self.where}: {self.layer_type} name={self.name}: {msg}")

@@ -61,6 +61,16 @@ def get_config_lines(layers: list[XconfigLayer]) -> dict[str, list[str]]:
     return lines
 
 
+def write_layer_files(layers: list[XconfigLayer]) -> None:
+    """Writes the files Kaldi's layers write at config time (idct-layer's matrix), at the paths
+    the xconfig gives."""
+    for layer in layers:
+        for path, text in layer.files().items():
+            if os.path.dirname(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_text(path, text)
+
+
 def _has_output_node(lines: list[str]) -> bool:
     return any(line.startswith("output-node") for line in lines)
 
@@ -95,4 +105,5 @@ def write_config_dir(xconfig_path: str, config_dir: str,
         write_text(os.path.join(config_dir, filename), header + "".join(f"{b}\n" for b in body))
     if not lines["init"] and os.path.exists(os.path.join(config_dir, "init.config")):
         os.remove(os.path.join(config_dir, "init.config"))
+    write_layer_files(layers)
     return ConfigDir(layers, lines)

@@ -5,6 +5,7 @@ every class below registers itself by defining `type_name`.
 """
 from .affine import AffineComponent, FixedAffineComponent, LinearComponent, NaturalGradientAffineComponent
 from .base import Component, ComponentError, UpdatableComponent, component_from_config, component_types, read_component
+from .frontend import PermuteComponent, SpecAugmentTimeMaskComponent
 from .gru import GruNonlinearityComponent, OutputGruNonlinearityComponent
 from .nonlinear import (
                      LogSoftmaxComponent,
@@ -51,4 +52,5 @@ __all__ = [
     "NoOpComponent", "ElementwiseProductComponent", "ClipGradientComponent", "DropoutComponent",
     "GeneralDropoutComponent", "TdnnComponent",
     "GruNonlinearityComponent", "OutputGruNonlinearityComponent",
+    "SpecAugmentTimeMaskComponent", "PermuteComponent",
 ]

@@ -1,0 +1,127 @@
+"""The feature front-end layers (idct-layer, spec-augment-layer, delta-layer,
+combine-feature-maps-layer) built from tests/data/xconfig/small_frontend, whose configs and
+idct.mat are Kaldi's own: the executor equals the naive evaluator in test mode, training runs,
+export round-trips byte-identically, SpecAugment's training masks have Kaldi's shape and
+statistics (docs/kaldi-formats.md 4.21, 4.22, 5.13)."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from kaldi_avg.kaldi.nnet3.am import Nnet3Model, read_nnet3_bytes
+from kaldi_avg.kaldi.nnet3.context import model_context
+from kaldi_avg.model.build import build_nnet
+from kaldi_avg.model.compute import ChunkOptions, compute_utterance
+from kaldi_avg.model.graph import NnetModule
+
+from .networks import randomized
+from .reference_nnet3 import reference_chunked
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig", "small_frontend")
+
+
+@pytest.fixture(scope="module")
+def nnet(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("frontend")
+    with open(os.path.join(FIXTURE, "network.xconfig")) as f:
+        text = f.read().replace("affine-transform-file=idct", f"affine-transform-file={tmp}/idct")
+    lda = tmp / "lda.mat"
+    rows = np.random.default_rng(3).normal(0, 0.5, (16, 17))
+    lda.write_text("[ " + "\n".join(" ".join(map(str, r)) for r in rows) + " ]")
+    nnet = randomized(build_nnet(text, "small_frontend.xconfig", lda_mat=str(lda)), seed=5, scale=0.2)
+    rng = np.random.default_rng(6)
+    for comp in nnet.components.values():
+        if comp.type_name == "BatchNormComponent":
+            comp.set_stats(50.0, rng.normal(0, 1, comp.block_dim), rng.uniform(0.5, 2, comp.block_dim))
+    return nnet
+
+
+def _inputs(T, seed=7):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(T, 6)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+
+
+def test_idct_matrix_is_kaldis_file(nnet):
+    with open(os.path.join(FIXTURE, "idct.mat")) as f:
+        want = np.array(f.read().strip("[] \n").split(), dtype=np.float32).reshape(6, 7)
+    idct = nnet.components["idct"]
+    assert np.array_equal(np.hstack([idct.linear_params, idct.bias_params[:, None]]), want)
+
+
+def test_context_counts_the_delta_and_lda_offsets(nnet):
+    assert model_context(nnet) == (2, 2)
+
+
+@pytest.mark.parametrize("opts", [ChunkOptions(frames_per_chunk=1000),
+                                  ChunkOptions(frames_per_chunk=6, extra_left_context=3)])
+def test_executor_equals_reference(nnet, opts):
+    feats, ivector = _inputs(17)
+    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
+    want = reference_chunked(nnet, feats, opts, ivector)
+    assert np.abs(got - want).max() < 1e-5
+
+
+def test_forward_and_backward_in_training(nnet):
+    m = NnetModule(nnet)
+    m.train()
+    out = m(torch.randn(2, 24, 6), left_context=2, num_frames=20, ivectors=torch.randn(2, 3))
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_time_mask_zeroes_whole_frames_in_runs(nnet):
+    """Runs of 1..20 zeroed frames between kept runs of 1..int(20 * 0.8 / 0.2) = 80 frames:
+    about 10.5 / (10.5 + 40.5) of the frames zeroed."""
+    op = NnetModule(nnet).op("spec-augment.time-mask")
+    op.train()
+    torch.manual_seed(0)
+    y = op(torch.ones(100, 300, 6), torch.arange(300))
+    assert torch.equal(y, y[..., :1].expand_as(y))
+    frames = y[..., 0]
+    assert 0.17 < 1.0 - frames.mean() < 0.24
+    for row in frames[:20]:
+        edges = torch.nonzero(torch.diff(row)).reshape(-1) + 1
+        runs = torch.diff(torch.cat([torch.tensor([0]), edges, torch.tensor([300])]))
+        values = row[torch.cat([torch.tensor([0]), edges])]
+        inner = slice(1, -1)   # the first and last runs may be cut by the chunk's ends
+        assert runs[inner][values[inner] == 0].max() <= 20
+        assert runs[inner][values[inner] == 1].max() <= 80
+    op.eval()
+    x = torch.randn(2, 5, 6)
+    assert torch.equal(op(x, torch.arange(5)), x)
+
+
+def test_freq_mask_zeroes_one_wrapping_band_per_sequence(nnet):
+    """0..round(6 * 0.5) = 3 adjacent bins (mod 6), uniformly many, shared across time."""
+    op = NnetModule(nnet).op("spec-augment.freq-mask")
+    op.train()
+    torch.manual_seed(0)
+    y = op(torch.ones(4000, 3, 6), torch.arange(3))
+    assert torch.equal(y, y[:, :1].expand_as(y))
+    counts = torch.bincount((y[:, 0] == 0).sum(-1), minlength=4)
+    assert len(counts) == 4 and (counts - 1000).abs().max() < 120
+    for row in y[:200, 0]:
+        zeros = [i for i in range(6) if row[i] == 0]
+        if zeros:   # one band: exactly one zero entered going round the circle
+            assert sum(row[i] == 0 and row[i - 1] == 1 for i in range(6)) == 1
+    assert set(y.unique().tolist()) <= {0.0, 1.0}   # no rescaling
+    op.eval()
+    x = torch.randn(2, 5, 6)
+    assert torch.equal(op(x, torch.arange(5)), x)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
+def test_export_round_trips_byte_identically(nnet, binary):
+    m = NnetModule(nnet)
+    m.write_back()
+    model = Nnet3Model(nnet, None)
+    data = model.to_bytes(binary)
+    again = read_nnet3_bytes(data, "final.raw")
+    assert again.to_bytes(binary) == data
+    assert again.to_bytes(True) == model.to_bytes(True)
+    feats, ivector = _inputs(12, seed=8)
+    opts = ChunkOptions(frames_per_chunk=5, extra_left_context=2)
+    before = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
+    after = compute_utterance(NnetModule(again.nnet), feats, opts, model_context(nnet), ivector=ivector)
+    assert np.array_equal(before, after)
