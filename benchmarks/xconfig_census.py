@@ -522,6 +522,9 @@ def check_recipe(xconfig: str, steps: str, workdir: str, python: str, frames: in
 
 def _child(conn, *args):
     try:
+        workdir = args[2]
+        os.makedirs(workdir, exist_ok=True)
+        os.chdir(workdir)   # an idct-layer writes its matrix relative to the working directory, as Kaldi's does
         conn.send(check_recipe(*args))
     except BaseException as e:
         conn.send({"status": "error", "stage": "harness", "error": f"{type(e).__name__}: {e}"[:400],
