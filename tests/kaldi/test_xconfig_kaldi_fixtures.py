@@ -6,6 +6,7 @@ learning-rate-factor 0.5/xent_regularize = 5.0); `small_tdnnf` is a small networ
 tdnnf-layer context, the dropout/so variants of the ReLU layers and the single-component layers;
 `small_tdnn_opgru` is a small egs/swbd/s5c/local/chain/tuning/run_tdnn_opgru_1a.sh with all four
 OPGRU layer types, with and without gate dropout and l2-regularize, forward and backward;
+`small_gru_lstmb` has the gru, pgru (plain, fast-, norm-, fast-norm-) and lstmb layer types;
 `small_frontend` has idct-layer (with and without lifter, include-in-init; Kaldi's idct.mat and
 idct2.mat kept), spec-augment-layer, delta-layer and combine-feature-maps-layer."""
 import os
@@ -25,7 +26,8 @@ def _lines(path):
     return lines[:1] + lines[2:]
 
 
-@pytest.mark.parametrize("case", ["tdnn_7q", "small_tdnnf", "small_tdnn_opgru", "small_frontend"])
+@pytest.mark.parametrize("case", ["tdnn_7q", "small_tdnnf", "small_tdnn_opgru", "small_gru_lstmb",
+                                  "small_frontend"])
 def test_configs_equal_kaldis_line_for_line(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # idct-layer writes its matrix relative to the working directory
     write_config_dir(os.path.join(FIXTURES, case, "network.xconfig"), str(tmp_path), {})
@@ -48,6 +50,9 @@ def test_configs_equal_kaldis_line_for_line(case, tmp_path, monkeypatch):
     ("norm-opgru-layer name=g cell-dim=8", "recurrent-projection-dim= must be given"),
     ("fast-norm-opgru-layer name=g cell-dim=8 recurrent-projection-dim=5", "exceeds cell dim"),
     ("norm-opgru-layer name=g cell-dim=8 recurrent-projection-dim=2 delay=0", "delay cannot be zero"),
+    ("pgru-layer name=g cell-dim=8", "recurrent-projection-dim= must be given"),
+    ("fast-gru-layer name=g delay=0", "delay cannot be zero"),
+    ("lstmb-layer name=l cell-dim=8", "bottleneck-dim has invalid value"),
 ])
 def test_layer_errors(line, message):
     with pytest.raises(XconfigError, match=message):

@@ -1,8 +1,9 @@
-"""TDNN-OPGRU networks (opgru-layer, norm-opgru-layer, and their fast- variants with an
-OutputGruNonlinearityComponent; forward and backward recurrences, gate dropout) built from an
-xconfig whose configs are Kaldi's own (tests/data/xconfig/small_tdnn_opgru): the executor
-equals the naive evaluator, training runs, export round-trips byte-identically. The
-GruNonlinearityComponent op, which no supported layer uses yet, is checked on its own."""
+"""GRU networks built from xconfigs whose configs are Kaldi's own: small_tdnn_opgru (opgru-layer,
+norm-opgru-layer and their fast- variants with an OutputGruNonlinearityComponent; forward and
+backward recurrences, gate dropout) and small_gru_lstmb (gru, pgru and their fast-/norm-
+variants with a GruNonlinearityComponent, and lstmb-layer). The executor equals the naive
+evaluator, training runs, export round-trips byte-identically. The GruNonlinearityComponent op
+is also checked on its own."""
 import os
 
 import numpy as np
@@ -34,9 +35,19 @@ def _build(case: str):
     return nnet
 
 
+# lda +-1; small_tdnn_opgru: tdnn2 +-1, tdnn3 +-3, and its output delay of 2 moves 2 frames
+# from left to right. The recurrences add no model context.
+CONTEXTS = {"small_tdnn_opgru": (3, 7), "small_gru_lstmb": (1, 1)}
+
+
+@pytest.fixture(scope="module", params=sorted(CONTEXTS))
+def case(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def nnet():
-    return _build("small_tdnn_opgru")
+def nnet(case):
+    return _build(case)
 
 
 def _inputs(nnet, T, seed=7):
@@ -46,9 +57,8 @@ def _inputs(nnet, T, seed=7):
     return feats, ivector
 
 
-def test_recurrences_add_no_model_context(nnet):
-    # lda +-1, tdnn2 +-1, tdnn3 +-3; the output delay of 2 moves 2 frames from left to right.
-    assert model_context(nnet) == (3, 7)
+def test_recurrences_add_no_model_context(case, nnet):
+    assert model_context(nnet) == CONTEXTS[case]
 
 
 @pytest.mark.parametrize("opts", [ChunkOptions(frames_per_chunk=1000),
@@ -65,8 +75,9 @@ def test_forward_and_backward_in_training(nnet):
     m = NnetModule(nnet)
     m.train()
     left, right = model_context(nnet)
+    ivectors = torch.randn(2, 3) if nnet.has_node("ivector") else None
     out = m(torch.randn(2, 16 + left + right, 4), left_context=left, num_frames=16,
-            ivectors=torch.randn(2, 3))
+            ivectors=ivectors)
     out.sum().backward()
     grads = {n: p.grad for n, p in m.named_parameters()}
     assert any("gru_nonlin" in n for n in grads)

@@ -1,7 +1,8 @@
 """LSTM layers (Kaldi's `xconfig/lstm.py`; docs/kaldi-formats.md 5.6-5.8): `fast-lstm-layer` and
 `fast-lstmp-layer` (one LstmNonlinearityComponent), `lstm-layer` and `lstmp-layer` (separate
-gate components), each with a `-batchnorm-` variant where Kaldi has one. Lines, comment
-lines included, follow Kaldi's generator character for character.
+gate components), each with a `-batchnorm-` variant where Kaldi has one, and `lstmb-layer`
+(fast-lstm with a bottlenecked gate affine; 5.12). Lines, comment lines included, follow
+Kaldi's generator character for character.
 """
 from __future__ import annotations
 
@@ -110,25 +111,79 @@ class FastLstmLayer(_RecurrentLayer):
         n, C, d = self.name, self.config["cell-dim"], self.config["delay"]
         lines = [f"### Begin LSTM layer '{n}'",
                  *_fused_gates(self, recurrent_dim=C),
-                 f"component name={n}.lstm_nonlin type=LstmNonlinearityComponent cell-dim={C} "
-                 f"{self.config['lstm-nonlinearity-options']} {self.l2_option()}",
-                 _TRUNCATION_COMMENT,
-                 f"component name={n}.cm_trunc type=BackpropTruncationComponent dim={2 * C} "
-                 f"{self.truncation_options()}",
+                 *self.nonlinearity_components(),
                  "###  Nodes for the components above.",
                  f"component-node name={n}.W_all component={n}.W_all input=Append("
                  f"{self.input.final}, IfDefined(Offset({n}.m_trunc, {d})))",
-                 f"component-node name={n}.lstm_nonlin component={n}.lstm_nonlin "
-                 f"input=Append({n}.W_all, IfDefined(Offset({n}.c_trunc, {d})))",
-                 f"dim-range-node name={n}.m input-node={n}.lstm_nonlin dim-offset={C} dim={C}",
-                 f"component-node name={n}.cm_trunc component={n}.cm_trunc input={n}.lstm_nonlin",
-                 f"dim-range-node name={n}.c_trunc input-node={n}.cm_trunc dim-offset=0 dim={C}",
-                 f"dim-range-node name={n}.m_trunc input-node={n}.cm_trunc dim-offset={C} "
-                 f"dim={C}"]
+                 *self.nonlinearity_nodes(f"{n}.W_all")]
         if self.batchnorm:
             lines += _batchnorm(n, "m", C)
         lines.append(f"### End LSTM layer '{n}'")
         return ref_and_final(lines)
+
+    def nonlinearity_components(self) -> list[str]:
+        """`L.lstm_nonlin` and the truncation `L.cm_trunc` of its output (c_t, m_t)."""
+        n, C = self.name, self.config["cell-dim"]
+        return [f"component name={n}.lstm_nonlin type=LstmNonlinearityComponent cell-dim={C} "
+                f"{self.config['lstm-nonlinearity-options']} {self.l2_option()}",
+                _TRUNCATION_COMMENT,
+                f"component name={n}.cm_trunc type=BackpropTruncationComponent dim={2 * C} "
+                f"{self.truncation_options()}"]
+
+    def nonlinearity_nodes(self, gates: str) -> list[str]:
+        """The cell on [gates, c_{t+delay}]; `L.m`, the truncated `L.c_trunc`, `L.m_trunc`."""
+        n, C, d = self.name, self.config["cell-dim"], self.config["delay"]
+        return [f"component-node name={n}.lstm_nonlin component={n}.lstm_nonlin "
+                f"input=Append({gates}, IfDefined(Offset({n}.c_trunc, {d})))",
+                f"dim-range-node name={n}.m input-node={n}.lstm_nonlin dim-offset={C} dim={C}",
+                f"component-node name={n}.cm_trunc component={n}.cm_trunc input={n}.lstm_nonlin",
+                f"dim-range-node name={n}.c_trunc input-node={n}.cm_trunc dim-offset=0 dim={C}",
+                f"dim-range-node name={n}.m_trunc input-node={n}.cm_trunc dim-offset={C} "
+                f"dim={C}"]
+
+
+class LstmbLayer(FastLstmLayer):
+    """fast-lstm with the gate affine factored through a bottleneck: W_all_a (orthonormal
+    LinearComponent on [input, self-scale * m_{t+delay}]), W_all_b, a ScaleAndOffsetComponent;
+    output `L.m_batchnorm` (docs/kaldi-formats.md 5.12)."""
+    layer_types = ("lstmb-layer",)
+
+    def defaults(self):
+        return {**super().defaults(), "bottleneck-dim": -1, "orthonormal-constraint": 1.0,
+                "self-scale": 1.0}
+
+    def check(self):
+        super().check()
+        if self.config["bottleneck-dim"] <= 0:
+            raise self.error(f"bottleneck-dim has invalid value {self.config['bottleneck-dim']}")
+
+    def outputs(self):
+        return {None: (f"{self.name}.m_batchnorm", self.config["cell-dim"])}
+
+    def config_lines(self):
+        c, n = self.config, self.name
+        C, B, d = c["cell-dim"], c["bottleneck-dim"], c["delay"]
+        affine = c["ng-affine-options"]
+        # Kaldi gives l2-regularize to W_all_b only.
+        return ref_and_final([
+            f"### Begin LSTM layer '{n}'",
+            f"component name={n}.W_all_a type=LinearComponent input-dim={self.input.dim + C} "
+            f"orthonormal-constraint={c['orthonormal-constraint']} output-dim={B} {affine}",
+            f"component name={n}.W_all_b type=LinearComponent input-dim={B} output-dim={4 * C} "
+            f"{affine} {self.l2_option()}",
+            f"component name={n}.W_all_b_so type=ScaleAndOffsetComponent dim={4 * C} "
+            f"max-change=0.75",
+            *_NONLINEARITY_COMMENTS,
+            *self.nonlinearity_components(),
+            f"component name={n}.m_batchnorm type=BatchNormComponent dim={C} ",
+            "###  Nodes for the components above.",
+            f"component-node name={n}.W_all_a component={n}.W_all_a input=Append("
+            f"{self.input.final}, IfDefined(Offset(Scale({c['self-scale']}, {n}.m_trunc), {d})))",
+            f"component-node name={n}.W_all_b component={n}.W_all_b input={n}.W_all_a",
+            f"component-node name={n}.W_all_b_so component={n}.W_all_b_so input={n}.W_all_b",
+            *self.nonlinearity_nodes(f"{n}.W_all_b_so"),
+            f"component-node name={n}.m_batchnorm component={n}.m_batchnorm input={n}.m",
+            f"### End LSTM layer '{n}'"])
 
 
 class FastLstmpLayer(_ProjectedMixin, _RecurrentLayer):
@@ -198,6 +253,9 @@ class FastLstmpLayer(_ProjectedMixin, _RecurrentLayer):
 
 _TRUNCATION_COMMENT = ("# Component for backprop truncation, to avoid gradient blowup in long "
                        "training examples.")
+_NONLINEARITY_COMMENTS = ("# The core LSTM nonlinearity, implemented as a single component.",
+                          "# Input = (i_part, f_part, c_part, o_part, c_{t-1}), output = (c_t, m_t)",
+                          "# See cu-math.h:ComputeLstmNonlinearity() for details.")
 
 
 def _fused_gates(layer: _RecurrentLayer, recurrent_dim: int) -> list[str]:
@@ -207,9 +265,7 @@ def _fused_gates(layer: _RecurrentLayer, recurrent_dim: int) -> list[str]:
             f"component name={n}.W_all type=NaturalGradientAffineComponent "
             f"input-dim={layer.input.dim + recurrent_dim} output-dim={4 * C} "
             f"{layer.config['ng-affine-options']} {layer.l2_option()}",
-            "# The core LSTM nonlinearity, implemented as a single component.",
-            "# Input = (i_part, f_part, c_part, o_part, c_{t-1}), output = (c_t, m_t)",
-            "# See cu-math.h:ComputeLstmNonlinearity() for details."]
+            *_NONLINEARITY_COMMENTS]
 
 
 def _batchnorm(n: str, node: str, dim: int) -> list[str]:

@@ -7,13 +7,13 @@ from .composite_layers import PrefinalLayer, TdnnfLayer
 from .frontend_layers import FRONTEND_LAYER_CLASSES
 from .gru_layers import GRU_LAYER_CLASSES
 from .layer import XconfigLayer
-from .lstm_layers import FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer
+from .lstm_layers import FastLstmLayer, FastLstmpLayer, LstmbLayer, LstmLayer, LstmpLayer
 from .syntax import XconfigError, split_xconfig_line
 
 LAYER_CLASSES: dict[str, type[XconfigLayer]] = {
     layer_type: cls
     for cls in (InputLayer, TrivialOutputLayer, OutputLayer, FixedAffineLayer, AffineLayer,
-                NonlinearityLayer, FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer,
+                NonlinearityLayer, FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer, LstmbLayer,
                 BatchnormComponentLayer, NoOpComponentLayer, LinearComponentLayer, TdnnfLayer,
                 PrefinalLayer, *GRU_LAYER_CLASSES, *FRONTEND_LAYER_CLASSES)
     for layer_type in cls.layer_types}
