@@ -67,3 +67,17 @@ def randomized(nnet: Nnet, seed: int = 0, scale: float = 0.5) -> Nnet:
         for arr in comp.params().values():
             arr[...] = rng.normal(0, scale, arr.shape).astype(np.float32)
     return nnet
+
+
+def exported_copy(nnet: Nnet, binary: bool) -> Nnet:
+    """The network after the module writes its parameters back and the model goes through Kaldi
+    bytes (binary or text); asserts the bytes round-trip exactly."""
+    from kaldi_avg.kaldi.nnet3.am import Nnet3Model, read_nnet3_bytes
+    from kaldi_avg.model.graph import NnetModule
+    NnetModule(nnet).write_back()
+    model = Nnet3Model(nnet, None)
+    data = model.to_bytes(binary)
+    again = read_nnet3_bytes(data, "final.raw")
+    assert again.to_bytes(binary) == data
+    assert again.to_bytes(True) == model.to_bytes(True)
+    return again.nnet
