@@ -90,6 +90,7 @@ class RunConfig:
     ali_dir: str
     cmvn_opts: str = ""
     online_ivector_dir: str | None = None
+    input_model: str | None = None    # a raw nnet3 network instead of configs/ (train/network.py)
     stage: int = -4
     exit_stage: int | None = None
     cleanup: bool = True
@@ -119,8 +120,6 @@ class RunConfig:
                 raise ConfigError(f"{flag} is required")
         if a.trainer_optimization_backstitch_training_scale:
             raise ConfigError("--trainer.optimization.backstitch-training-scale is not implemented by kaldi-avg")
-        if a.trainer_input_model:
-            raise ConfigError("--trainer.input-model is not implemented by kaldi-avg")
         try:
             dropout = tuple(parse_dropout_schedule(a.trainer_dropout_schedule)) if a.trainer_dropout_schedule else ()
         except DropoutScheduleError as e:
@@ -128,8 +127,8 @@ class RunConfig:
         algorithm, kwargs = algorithm_kwargs(a)
         config = cls(
             dir=a.dir, feat_dir=a.feat_dir, ali_dir=a.ali_dir, cmvn_opts=a.feat_cmvn_opts or "",
-            online_ivector_dir=a.feat_online_ivector_dir, stage=a.stage, exit_stage=a.exit_stage,
-            cleanup=a.cleanup, preserve_model_interval=a.cleanup_preserve_model_interval,
+            online_ivector_dir=a.feat_online_ivector_dir, input_model=a.trainer_input_model, stage=a.stage,
+            exit_stage=a.exit_stage, cleanup=a.cleanup, preserve_model_interval=a.cleanup_preserve_model_interval,
             chunk=ChunkOptions(a.egs_chunk_width, a.egs_chunk_left_context, a.egs_chunk_right_context,
                                a.egs_chunk_left_context_initial, a.egs_chunk_right_context_final),
             schedule=ScheduleOptions(

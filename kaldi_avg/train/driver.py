@@ -45,11 +45,10 @@ from ..kaldi.cmvn import CmvnApplier
 from ..kaldi.datadir import DataDir
 from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_file
 from ..kaldi.nnet3.context import model_context
+from ..kaldi.nnet3.nnet import Nnet
 from ..kaldi.runlog import write_run_log
 from ..kaldi.tables import MatrixTable
 from ..kaldi.transition import TransitionModel, read_transition_model
-from ..kaldi.xconfig import write_config_dir
-from ..model.build import build_nnet
 from ..model.graph import NnetModule
 from ..model.gru_ops import TRAINING_DIFFERENCES
 from ..parallel import Communicator, LocalCommunicator
@@ -59,6 +58,7 @@ from .config import ConfigError, RunConfig
 from .diagnostics import plot_progress, write_accuracy_report, write_compute_prob_log
 from .dropout import describe
 from .iterations import IterationResult, JobData, make_iterations
+from .network import Network, find_network
 from .objective import compute_loss, compute_prob  # noqa: F401 - compute_loss: icefall's skeleton
 from .options import get_parser  # noqa: F401 - likewise
 from .priors import adjust_priors, alignment_priors, posterior_sum
@@ -70,8 +70,7 @@ class Prepared:
 
     config: RunConfig
     trans_model: TransitionModel
-    xconfig_text: str
-    xconfig_path: str
+    network: Network
     model_left_context: int
     model_right_context: int
     data: JobData
@@ -125,20 +124,18 @@ def build_source(config: RunConfig, trans_model, report: SkipReport,
 
 def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     """Reads the inputs, plans archives and iterations (every rank), sets up the experiment (rank 0)."""
-    xconfig_path = os.path.join(config.dir, "configs", "network.xconfig")
-    for path, what in ((os.path.join(config.ali_dir, "final.mdl"), "--ali-dir: the transition model"),
-                       (xconfig_path, "--dir: the network (configs/network.xconfig)")):
-        if not os.path.isfile(path):
-            raise ConfigError(f"{path} is missing ({what})")
-    trans_model = read_transition_model(os.path.join(config.ali_dir, "final.mdl"))
-    with open(xconfig_path) as f:
-        xconfig_text = f.read()
-    reference = build_nnet(xconfig_text, xconfig_path, trans_model.num_pdfs, which="ref")
+    trans_model_path = os.path.join(config.ali_dir, "final.mdl")
+    if not os.path.isfile(trans_model_path):
+        raise ConfigError(f"{trans_model_path} is missing (--ali-dir: the transition model)")
+    network = find_network(config.dir, config.stage, config.input_model)
+    trans_model = read_transition_model(trans_model_path)
+    reference = network.reference(trans_model.num_pdfs)
     if reference.output_dim() != trans_model.num_pdfs:
-        raise ConfigError(f"{xconfig_path}: the output layer has dim {reference.output_dim()} but "
-                          f"{config.ali_dir}/final.mdl has {trans_model.num_pdfs} pdfs (use dim=NUM_PDFS)")
+        raise ConfigError(f"{network.path}: the output layer has dim {reference.output_dim()} but "
+                          f"{trans_model_path} has {trans_model.num_pdfs} pdfs{network.output_dim_hint}")
     left, right = model_context(reference)
     if comm.rank == 0:
+        say(comm, f"network: {network.description}")
         for kind, difference in sorted({c.type_name: TRAINING_DIFFERENCES[c.type_name]
                                         for c in reference.components.values()
                                         if c.type_name in TRAINING_DIFFERENCES}.items()):
@@ -172,7 +169,7 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
                           chunk_config.principal_width, config.schedule.minibatch_size)
     iterations = schedule.plan(config.schedule, archives.num_archives)
     prep = Prepared(
-        config, trans_model, xconfig_text, xconfig_path, left, right,
+        config, trans_model, network, left, right,
         JobData(source, archives, chunk_config, min_deriv_time, max_deriv_time_relative, report), iterations,
         schedule.combine_iterations(config.schedule, iterations, archives.num_archives),
         DiagnosticSet(source, archives.valid_utts, chunk_config, srand=srand, name="valid", report=report),
@@ -235,35 +232,31 @@ def setup_experiment(prep: Prepared) -> None:
     write_text(os.path.join(d, "num_jobs"), num_jobs + "\n")
     write_text(os.path.join(d, "cmvn_opts"), config.cmvn_opts + "\n")
     write_text(os.path.join(d, "srand"), f"{config.trainer.srand}\n")
-    configs = os.path.join(d, "configs")
-    if config.stage <= -1 or not os.path.exists(os.path.join(configs, "final.config")):
-        write_config_dir(prep.xconfig_path, configs, {"NUM_PDFS": prep.num_pdfs})
-        write_text(os.path.join(configs, "vars"), f"model_left_context={prep.model_left_context}\n"
-                                                  f"model_right_context={prep.model_right_context}\n")
+    prep.network.write_files(d, config.stage, prep.num_pdfs, (prep.model_left_context, prep.model_right_context))
     src = prep.data.source   # counts over the utterances that train (as ali-to-pdf | analyze-counts)
     counts = pdf_counts({u: src.targets[u] for u in src.lengths}, prep.num_pdfs)
     write_text(os.path.join(d, "pdf_counts"), "[ " + " ".join(str(int(c)) for c in counts) + " ]\n")
     lda_path = None
-    if "fixed-affine-layer" in prep.xconfig_text:
+    lda_init = prep.network.lda_init_network(prep.num_pdfs)
+    if lda_init is not None:
         lda_path = os.path.join(d, "lda.mat")
         if config.stage <= -3 or not os.path.exists(lda_path):
             t0 = time.time()
-            estimate_lda(prep, lda_path)
+            estimate_lda(prep, lda_init, lda_path)
             write_run_log(os.path.join(log_dir, "get_transform.log"), "kaldi-avg estimate LDA",
                           [f"wrote {lda_path}"], time.time() - t0)
-        copy_file(lda_path, os.path.join(configs, "lda.mat"))
+        copy_file(lda_path, os.path.join(d, "configs", "lda.mat"))
     if config.stage <= -1 or not os.path.exists(os.path.join(d, "0.mdl")):
         t0 = time.time()
-        nnet = build_nnet(prep.xconfig_text, prep.xconfig_path, prep.num_pdfs, lda_path, seed=config.trainer.srand)
+        nnet = prep.network.initial_network(prep.num_pdfs, lda_path, config.trainer.srand)
         Nnet3Model(nnet, prep.trans_model, alignment_priors(counts)).write(os.path.join(d, "0.mdl"))
         write_run_log(os.path.join(log_dir, "init_mdl.log"), "kaldi-avg init 0.mdl",
                       [f"{len(counts)} pdfs, priors from alignment counts"], time.time() - t0)
 
 
-def estimate_lda(prep: Prepared, out_path: str) -> None:
+def estimate_lda(prep: Prepared, init: Nnet, out_path: str) -> None:
     """The LDA-like transform of the fixed-affine-layer from the init network's output (get_transform)."""
     from .lda import LdaStats, estimate_transform
-    init = build_nnet(prep.xconfig_text, prep.xconfig_path, prep.num_pdfs, which="init")
     module = NnetModule(init).eval()
     src = prep.data.source
     stats = None

@@ -32,8 +32,8 @@ class Opt:
 
 
 OPTIONS = (
-    Opt("--stage", -4, "stage to start at: -4 from the beginning (-3 LDA, -2 and -1 the initial "
-        "model), N >= 0 resumes from N.mdl", int),
+    Opt("--stage", -4, "stage to start at: -4 from the beginning (-5 also remakes init.raw from "
+        "configs/init.config, -3 LDA, -2 and -1 the initial model), N >= 0 resumes from N.mdl", int),
     Opt("--exit-stage", None, "stop before this iteration (the models up to it are kept)", int),
     Opt("--cmd", "run.pl", "how Kaldi launches jobs (run.pl, queue.pl, slurm.pl); see --mpi.launcher"),
     Opt("--use-gpu", "yes", "yes, wait or no: train on CUDA when a GPU is visible (yes/wait), on CPU "
@@ -41,7 +41,8 @@ OPTIONS = (
     Opt("--feat-dir", None, "data directory with feats.scp (and cmvn.scp, utt2spk) to train on"),
     Opt("--ali-dir", None, "alignment directory: ali.*.gz, final.mdl (the transition model), tree"),
     Opt("--lang", None, "the lang directory", ignored="train_rnn.py does not use it either"),
-    Opt("--dir", None, "the experiment directory; configs/network.xconfig defines the network"),
+    Opt("--dir", None, "the experiment directory; configs/network.xconfig, else Kaldi's configs/final.config "
+        "(or make_configs.py's configs/layer*.config) defines the network"),
     Opt("--feat.cmvn-opts", "", "options of apply-cmvn applied to the features, e.g. "
         "'--norm-means=true --norm-vars=false'"),
     Opt("--feat.online-ivector-dir", None, "directory with ivector_online.scp and ivector_period"),
@@ -58,7 +59,7 @@ OPTIONS = (
     Opt("--egs.stage", 0, "stage of get_egs.sh", int, ignored=NO_EGS),
     Opt("--egs.opts", None, "extra options of get_egs.sh", ignored=NO_EGS),
     Opt("--egs.cmd", None, "how get_egs.sh jobs are launched", ignored=NO_EGS),
-    Opt("--trainer.input-model", None, "start from this raw nnet3 model instead of configs/"),
+    Opt("--trainer.input-model", None, "start from this raw nnet3 network (used as 0.raw) instead of configs/"),
     Opt("--trainer.srand", 0, "random seed of data order, initialization and dropout", int),
     Opt("--trainer.num-epochs", 8.0, "passes over the training data", float),
     Opt("--trainer.samples-per-iter", 20000, "chunks per archive (one job's data for one iteration)", int),

@@ -88,6 +88,11 @@ ERRORS = {   # damage, extra options, what the one-line message must say
                                "tree: the tree has 8 pdfs but"),
     "network for another model": (lambda e: rewrite_xconfig(e, "dim=NUM_PDFS", "dim=7"), {},
                                   "network.xconfig: the output layer has dim 7 but"),
+    "no network": (lambda e: os.remove(os.path.join(e["exp"], "configs", "network.xconfig")), {},
+                   "no network: none of configs/network.xconfig, configs/final.config (xconfig_to_configs.py) "
+                   "or configs/layer1.config (steps/nnet3/lstm/make_configs.py) is there"),
+    "missing input model": (lambda e: None, {"--trainer.input-model": "no-such.raw"},
+                            "no-such.raw is missing (--trainer.input-model)"),
     "unwritable dir": (lambda e: write(os.path.join(e["exp"], "log"), b""), {},
                        "cannot create its log directory"),
 }

@@ -128,6 +128,6 @@ def test_period_longer_than_an_iteration_still_learns(tmp_path, algorithm):
 
 
 def test_unimplemented_trainer_options_are_errors(tmp_path, capsys):
-    exp, args = train(tmp_path, "ma", **{"--trainer.input-model": "x.raw"})
+    exp, args = train(tmp_path, "ma", **{"--trainer.optimization.backstitch-training-scale": "0.3"})
     assert main(args) == 1   # one line, no traceback
-    assert "input-model is not implemented" in capsys.readouterr().err
+    assert "backstitch-training-scale is not implemented" in capsys.readouterr().err
