@@ -181,6 +181,31 @@ class KaldiReader:
             raise self.error(f"integer vector: negative length {n}")
         return list(np.frombuffer(self._take(4 * n), "<i4").tolist())
 
+    def read_int_pair_vector(self) -> list[tuple[int, int]]:
+        """`WriteIntegerPairVector` layout (TimeHeightConvolution's offsets): binary as an integer
+        vector of 2n entries; text `[ a,b c,d ]`."""
+        if not self.binary:
+            if self._word() != "[":
+                raise self.error("expected '[' starting an integer-pair vector")
+            out = []
+            while True:
+                w = self._word()
+                if w == "]":
+                    return out
+                first, sep, second = w.partition(",")
+                try:
+                    out.append((int(first), int(second)))
+                except ValueError:
+                    raise self.error(f"integer-pair vector: expected 'a,b', got {w!r}") from None
+        size = self._take(1)
+        if size != b"\x04":
+            raise self.error(f"integer-pair vector: expected element size 4, got {size.hex()}")
+        n = struct.unpack("<i", self._take(4))[0]
+        if n < 0:
+            raise self.error(f"integer-pair vector: negative length {n}")
+        flat = np.frombuffer(self._take(8 * n), "<i4").tolist()
+        return list(zip(flat[0::2], flat[1::2]))
+
     # -- vectors and matrices ---------------------------------------------------------
     def read_vector(self) -> np.ndarray:
         if not self.binary:
@@ -213,7 +238,9 @@ class KaldiReader:
                 return np.asarray(vals, dtype=np.float32)
             vals.append(float(w))
 
-    def read_matrix(self) -> np.ndarray:
+    def read_matrix(self, double: bool = False) -> np.ndarray:
+        """A float matrix (float64 with `double`, e.g. a CuMatrix<double>), FM or DM on disk."""
+        dtype = np.float64 if double else np.float32
         if not self.binary:
             if self._word() != "[":
                 raise self.error("expected '[' starting a matrix")
@@ -238,14 +265,14 @@ class KaldiReader:
                 row.append(float(w))
             if rows and any(len(r) != len(rows[0]) for r in rows):
                 raise self.error("text matrix has rows of different lengths")
-            return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(rows[0]) if rows else 0)
+            return np.asarray(rows, dtype=dtype).reshape(len(rows), len(rows[0]) if rows else 0)
         tok = self.read_token()
         if tok not in ("FM", "DM"):
             raise self.error(f"expected a matrix (FM or DM), got {tok!r}")
         r = self.read_int32()
         c = self.read_int32()
         dt, width = ("<f4", 4) if tok == "FM" else ("<f8", 8)
-        return np.frombuffer(self._take(width * r * c), dt).reshape(r, c).astype(np.float32)
+        return np.frombuffer(self._take(width * r * c), dt).reshape(r, c).astype(dtype)
 
     def _skip_spaces_only(self) -> None:
         d, p = self.data, self.pos
@@ -326,6 +353,13 @@ class KaldiWriter:
             self.raw(b"\x04" + struct.pack("<i", len(v)) + np.asarray(v, "<i4").tobytes())
         else:
             self.raw("[ " + "".join(f"{int(x)} " for x in v) + "]\n")
+
+    def int_pair_vector(self, pairs) -> None:
+        if self.binary:
+            flat = [int(x) for pair in pairs for x in pair]
+            self.raw(b"\x04" + struct.pack("<i", len(pairs)) + np.asarray(flat, "<i4").tobytes())
+        else:
+            self.raw("[ " + "".join(f"{int(a)},{int(b)} " for a, b in pairs) + "]\n")
 
     def vector(self, v, double: bool = False) -> None:
         v = np.asarray(v)

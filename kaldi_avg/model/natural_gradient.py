@@ -44,19 +44,24 @@ ORTHOGONALITY_THRESHOLD = 1.0e-3
 
 class OnlineNaturalGradient:
     """One preconditioner (one side of one component). Kaldi's constructor defaults: rank 40,
-    update period 1, num-samples-history 2000, alpha 4; components set their own values."""
+    update period 1, num-samples-history 2000, alpha 4; components set their own values.
+    `num_minibatches_history` > 0 (convolutions, whose rows are not frames) fixes eta at
+    1/num_minibatches_history in place of the per-row decay (OnlineNaturalGradient::Eta)."""
 
     def __init__(self, rank: int = 40, update_period: int = 1, num_samples_history: float = 2000.0,
-                 alpha: float = 4.0):
+                 alpha: float = 4.0, num_minibatches_history: float = 0.0):
         if rank <= 0 or update_period <= 0:
             raise ValueError(f"rank ({rank}) and update_period ({update_period}) must be > 0")
         if not 0.0 < num_samples_history < 1.0e6:
             raise ValueError(f"num_samples_history must be in (0, 1e6), got {num_samples_history}")
+        if num_minibatches_history != 0.0 and not 1.0 < num_minibatches_history < 1.0e6:
+            raise ValueError(f"num_minibatches_history must be 0 or in (1, 1e6), got {num_minibatches_history}")
         if alpha < 0.0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         self.configured_rank = int(rank)
         self.update_period = int(update_period)
         self.num_samples_history = float(num_samples_history)
+        self.num_minibatches_history = float(num_minibatches_history)
         self.alpha = float(alpha)
         self.frozen = False
         self.reset()
@@ -75,6 +80,8 @@ class OnlineNaturalGradient:
         return self.W is not None
 
     def eta(self, num_rows: int) -> float:
+        if self.num_minibatches_history > 0.0:
+            return 1.0 / self.num_minibatches_history
         return min(0.9, 1.0 - math.exp(-num_rows / self.num_samples_history))
 
     def _updating(self) -> bool:

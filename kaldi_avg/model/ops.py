@@ -28,6 +28,7 @@ from torch import nn
 
 from ..kaldi.nnet3.components import Component
 from ..kaldi.nnet3.config import ConfigError
+from .conv_ops import ConvolutionGeometry, sum_blocks, time_height_convolution
 from .frontend_ops import freq_mask, time_mask
 from .gru_ops import GRU_CELLS
 from .natural_gradient import NaturalGradientPass, OnlineNaturalGradient, natural_gradient_params
@@ -52,7 +53,7 @@ SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | GRU_CELLS.keys() 
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
     "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
     "DropoutComponent", "DropoutMaskComponent", "TdnnComponent", "GeneralDropoutComponent",
-    "SpecAugmentTimeMaskComponent", "PermuteComponent"}
+    "SpecAugmentTimeMaskComponent", "PermuteComponent", "TimeHeightConvolutionComponent", "SumBlockComponent"}
 # Trainable tensors whose gradient natural gradient replaces, per component type.
 NATURAL_GRADIENT_PARAMS = {
     "NaturalGradientAffineComponent": ("linear_params", "bias_params"),
@@ -60,6 +61,7 @@ NATURAL_GRADIENT_PARAMS = {
     "TdnnComponent": ("linear_params", "bias_params"),   # the bias only when it has one
     "NaturalGradientPerElementScaleComponent": ("scales",),
     "LstmNonlinearityComponent": ("peepholes",),
+    "TimeHeightConvolutionComponent": ("linear_params", "bias_params"),
 }
 # LstmNonlinearityComponent::InitNaturalGradient (not configurable, not stored in the file).
 LSTM_NATURAL_GRADIENT = dict(rank=20, update_period=2, num_samples_history=1000.0, alpha=4.0)
@@ -93,6 +95,8 @@ class ComponentOp(nn.Module):
         if self.type_name in ACTIVATION_STATS_TYPES:
             self._init_activation_stats()
         self._init_natural_gradient()
+        if self.type_name == "TimeHeightConvolutionComponent":
+            self._geometry = ConvolutionGeometry(component)
 
     def write_back(self) -> None:
         """Copies trained values into the nnet3 component (for export)."""
@@ -211,6 +215,11 @@ class ComponentOp(nn.Module):
                                                           c.alpha),)
         elif t == "LstmNonlinearityComponent":
             self.preconditioners = (OnlineNaturalGradient(**LSTM_NATURAL_GRADIENT),)
+        elif t == "TimeHeightConvolutionComponent" and c.use_natural_gradient:
+            # TimeHeightConvolutionComponent::InitFromConfig: update period 1, history in minibatches.
+            self.preconditioners = tuple(
+                OnlineNaturalGradient(rank, num_minibatches_history=c.num_minibatches_history, alpha=alpha)
+                for rank, alpha in ((c.rank_in, c.alpha_in), (c.rank_out, c.alpha_out)))
         else:
             self.preconditioners = ()
         # Kaldi's is_gradient_: the exact gradient (UpdateSimple) instead of the natural gradient.
@@ -263,6 +272,8 @@ class ComponentOp(nn.Module):
                 return (None,)
             g_hat, scale = self.preconditioners[0].precondition(g.reshape(3, -1).double())
             return ((g_hat * scale).reshape(g.shape).to(g.dtype),)
+        if t == "TimeHeightConvolutionComponent":
+            return self._convolution_natural_gradients(*grads)
         rows = ng_pass.rows()
         if rows is None:
             return grads
@@ -285,6 +296,18 @@ class ComponentOp(nn.Module):
         grad_b = g_hat.t() @ x_hat[:, -1] * scale
         return grad_w.to(W.dtype), grad_b.to(self.bias_params.dtype)
 
+    def _convolution_natural_gradients(self, grad_w, grad_b) -> tuple:
+        """TimeHeightConvolutionComponent::UpdateNaturalGradient: the minibatch's parameter
+        derivative [W | b] is preconditioned as num-filters-out rows, then its transpose as rows
+        of dim num-filters-out; no per-frame rows are involved."""
+        if grad_w is None or grad_b is None:
+            return grad_w, grad_b
+        params = torch.cat([grad_w, grad_b[:, None]], dim=1).double()
+        p_hat, in_scale = self.preconditioners[0].precondition(params)
+        pt_hat, out_scale = self.preconditioners[1].precondition(p_hat.t().contiguous())
+        update = pt_hat.t() * (in_scale * out_scale)
+        return update[:, :-1].to(grad_w.dtype), update[:, -1].to(grad_b.dtype)
+
     # -- the math ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         """`x`: (..., input_dim). `times`: frame index of each row's time axis, needed only by
@@ -299,6 +322,11 @@ class ComponentOp(nn.Module):
             if self._ng_pass is not None:
                 self._ng_pass.record(x, y, times)
             return y
+        if t == "TimeHeightConvolutionComponent":
+            return time_height_convolution(x, self.param("linear_params"), self.param("bias_params"),
+                                           self._geometry)
+        if t == "SumBlockComponent":
+            return sum_blocks(x, self.component)
         if t in NONLINEAR:
             y = NONLINEAR[t](x)
             if self.training and t in ACTIVATION_STATS_TYPES:
@@ -386,7 +414,7 @@ def _tensors_of(c: Component) -> dict[str, np.ndarray]:
     t = c.type_name
     if t in AFFINE_TYPES:
         return {"linear_params": c.linear_params, "bias_params": c.bias_params}
-    if t in ("LinearComponent", "TdnnComponent"):
+    if t in ("LinearComponent", "TdnnComponent", "TimeHeightConvolutionComponent"):
         return dict(c.params())
     if t in GRU_CELLS:
         return {"w_h": c.w_h}

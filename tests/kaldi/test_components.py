@@ -37,8 +37,10 @@ from kaldi_avg.kaldi.nnet3.components import (
     SigmoidComponent,
     SoftmaxComponent,
     SpecAugmentTimeMaskComponent,
+    SumBlockComponent,
     TanhComponent,
     TdnnComponent,
+    TimeHeightConvolutionComponent,
     component_from_config,
     component_types,
     read_component,
@@ -239,12 +241,19 @@ def samples():
                                        rank=4, update_period=2),
         SpecAugmentTimeMaskComponent(dim=5, zeroed_proportion=0.125, time_mask_max_frames=4, test_mode=True),
         PermuteComponent(column_map=[2, 0, 1]),
+        TimeHeightConvolutionComponent(num_filters_in=2, num_filters_out=3, height_in=4, height_out=2,
+                                       height_subsample_out=2, offsets=[(-1, 0), (0, 0), (0, 1)],
+                                       required_time_offsets=[0], linear_params=dyadic(31, 3, 6),
+                                       bias_params=dyadic(32, 3), max_memory_mb=50.0,
+                                       use_natural_gradient=False, num_minibatches_history=8.0,
+                                       alpha_in=2.0, alpha_out=3.0, rank_in=4, rank_out=2, **lr),
+        SumBlockComponent(in_dim=6, out_dim=2, scale=0.5),
     ]
 
 
 def test_samples_cover_every_registered_type():
     assert {c.type_name for c in samples()} == set(component_types())
-    assert len(component_types()) == 29
+    assert len(component_types()) == 31
 
 
 @pytest.mark.parametrize("comp", samples(), ids=lambda c: c.type_name)

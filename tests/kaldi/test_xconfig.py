@@ -495,7 +495,7 @@ def test_expanded_lines_show_defaults_and_normalized_descriptors():
 # -------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("text, where, message", [
     ("input dim=4 name=input\nlstm-layr name=l\n", "net.xconfig:2",
-     "unknown layer type 'lstm-layr'; supported: affine-layer, batchnorm-component, batchnorm-layer,"),
+     "unknown layer type 'lstm-layr'; supported: affine-layer, "),
     ("input dim=4 name=input\nfast-lstm-layer name=l cell-dims=3\n", "net.xconfig:2",
      "fast-lstm-layer name=l: unknown option cell-dims=; the options of fast-lstm-layer"),
     ("input dim=4 name=input\n\n# c\nfast-lstmp-layer name=l cell-dim=256\n", "net.xconfig:4",

@@ -98,6 +98,8 @@ def _component(c, x: np.ndarray) -> np.ndarray:
         return x
     if t == "SpecAugmentTimeMaskComponent":  # test mode: identity
         return x
+    if t == "SumBlockComponent":           # scale * sum of the blocks of output-dim
+        return c.scale * x.reshape(-1, c.out_dim).sum(0)
     if t == "PermuteComponent":            # y_i = x_{column_map[i]}
         return np.array([x[j] for j in c.column_map])
     raise KeyError(t)
@@ -109,6 +111,23 @@ def _tdnn(c, spliced: list[np.ndarray]) -> np.ndarray:
     d = W.shape[1] // len(spliced)
     y = sum(W[:, i * d:(i + 1) * d] @ x for i, x in enumerate(spliced))
     return y + c.bias_params if c.bias_params.size else y
+
+
+def _convolution(c, images: dict) -> np.ndarray:
+    """TimeHeightConvolutionComponent, pixel by pixel: output height h sums W_i x(t + dt_i) at input
+    height h * subsample + dh_i over the (dt_i, dh_i) offsets, skipping heights outside the image
+    and optional frames that do not exist (None); filter index fastest."""
+    W = c.linear_params.astype(np.float64)
+    fi, fo = c.num_filters_in, c.num_filters_out
+    y = np.zeros(c.height_out * fo)
+    for h in range(c.height_out):
+        pixel = c.bias_params.astype(np.float64).copy()
+        for i, (dt, dh) in enumerate(c.offsets):
+            h_in = h * c.height_subsample_out + dh
+            if 0 <= h_in < c.height_in and images[dt] is not None:
+                pixel += W[:, i * fi:(i + 1) * fi] @ images[dt][h_in * fi:(h_in + 1) * fi]
+        y[h * fo:(h + 1) * fo] = pixel
+    return y
 
 
 def _test_mode_mask(c) -> np.ndarray:
@@ -150,6 +169,12 @@ class ReferenceNnet3:
         if isinstance(node, ComponentNode) and self.nnet.components[node.component].type_name == "DropoutMaskComponent":
             return _test_mode_mask(self.nnet.components[node.component])   # takes no input
         comp = self.nnet.components[node.component] if isinstance(node, ComponentNode) else None
+        if comp is not None and comp.type_name == "TimeHeightConvolutionComponent":
+            # Undefined if a required time offset's frame is; the others read zeros there.
+            images = {dt: self.desc(node.input, t + dt) for dt in {dt for dt, _ in comp.offsets}}
+            if any(images[dt] is None for dt in comp.required_time_offsets):
+                return None
+            return _convolution(comp, images)
         if comp is not None and comp.type_name == "TdnnComponent":
             # It reads its input at each of its time offsets; undefined if any is.
             spliced = [self.desc(node.input, t + o) for o in comp.time_offsets]

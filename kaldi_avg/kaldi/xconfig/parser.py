@@ -4,6 +4,7 @@ from __future__ import annotations
 from .basic_layers import AffineLayer, FixedAffineLayer, InputLayer, NonlinearityLayer, OutputLayer, TrivialOutputLayer
 from .component_layers import BatchnormComponentLayer, LinearComponentLayer, NoOpComponentLayer
 from .composite_layers import PrefinalLayer, TdnnfLayer
+from .conv_layers import ChannelAverageLayer, ConvLayer, ResBlock
 from .frontend_layers import FRONTEND_LAYER_CLASSES
 from .gru_layers import GRU_LAYER_CLASSES
 from .layer import XconfigLayer
@@ -15,7 +16,8 @@ LAYER_CLASSES: dict[str, type[XconfigLayer]] = {
     for cls in (InputLayer, TrivialOutputLayer, OutputLayer, FixedAffineLayer, AffineLayer,
                 NonlinearityLayer, FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer, LstmbLayer,
                 BatchnormComponentLayer, NoOpComponentLayer, LinearComponentLayer, TdnnfLayer,
-                PrefinalLayer, *GRU_LAYER_CLASSES, *FRONTEND_LAYER_CLASSES)
+                PrefinalLayer, *GRU_LAYER_CLASSES, *FRONTEND_LAYER_CLASSES, ConvLayer, ResBlock,
+                ChannelAverageLayer)
     for layer_type in cls.layer_types}
 
 

@@ -5,6 +5,7 @@ every class below registers itself by defining `type_name`.
 """
 from .affine import AffineComponent, FixedAffineComponent, LinearComponent, NaturalGradientAffineComponent
 from .base import Component, ComponentError, UpdatableComponent, component_from_config, component_types, read_component
+from .convolution import SumBlockComponent, TimeHeightConvolutionComponent
 from .frontend import PermuteComponent, SpecAugmentTimeMaskComponent
 from .gru import GruNonlinearityComponent, OutputGruNonlinearityComponent
 from .nonlinear import (
@@ -53,4 +54,5 @@ __all__ = [
     "GeneralDropoutComponent", "TdnnComponent",
     "GruNonlinearityComponent", "OutputGruNonlinearityComponent",
     "SpecAugmentTimeMaskComponent", "PermuteComponent",
+    "TimeHeightConvolutionComponent", "SumBlockComponent",
 ]

@@ -33,11 +33,19 @@ class Kind(Enum):
     BOOL = "bool"
     VECTOR = "float vector"
     MATRIX = "float matrix"
+    DOUBLE_VECTOR = "double vector"  # Vector<double> (RestrictedAttentionComponent's statistics)
+    DOUBLE_MATRIX = "double matrix"  # CuMatrix<double>
     INT_VECTOR = "int32 vector"  # WriteIntegerVector (e.g. TdnnComponent's <TimeOffsets>)
-    FLAG = "bare token"        # presence of the token is the value (e.g. <Continuous>)
+    INT_PAIR_VECTOR = "int32 pair vector"  # WriteIntegerPairVector (convolution offsets)
+    FLAG = "bare token"        # presence of the token is the value (e.g. <Continuous>); with no
+                               # attribute, a token that only marks structure (<Model>)
 
 
 REQUIRED = object()            # no default: the value must be given / must be in the file
+
+# The array kinds: (number of dimensions, element type held in memory).
+ARRAY_KINDS = {Kind.VECTOR: (1, np.float32), Kind.MATRIX: (2, np.float32),
+               Kind.DOUBLE_VECTOR: (1, np.float64), Kind.DOUBLE_MATRIX: (2, np.float64)}
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,12 @@ def optional(token: str, kind: Kind, default: Any, when: Callable[[Any], bool] |
     return Field(token, kind, (attr or _snake(token),), default, optional=True, written=when)
 
 
+def marker(token: str, optional_on_read: bool = False) -> Field:
+    """A bare token that only marks structure (e.g. `<Model>` before a nested object); always
+    written; `optional_on_read` where Kaldi's reader also accepts it missing."""
+    return Field(token, Kind.FLAG, (), None, optional=optional_on_read)
+
+
 def legacy(token: str, kind: Kind, attr: str | None = None) -> Field:
     """A field old Kaldi versions wrote; read (into `attr`, or dropped) and never written."""
     return Field(token, kind, (attr,) if attr else (), optional=True, legacy=True)
@@ -89,8 +103,14 @@ def _read_value(r: KaldiReader, kind: Kind) -> Any:
         return r.read_vector()
     if kind is Kind.MATRIX:
         return r.read_matrix()
+    if kind is Kind.DOUBLE_VECTOR:
+        return r.read_double_vector()
+    if kind is Kind.DOUBLE_MATRIX:
+        return r.read_matrix(double=True)
     if kind is Kind.INT_VECTOR:
         return r.read_int_vector()
+    if kind is Kind.INT_PAIR_VECTOR:
+        return r.read_int_pair_vector()
     raise AssertionError(kind)
 
 
@@ -107,13 +127,17 @@ def _write_value(w: KaldiWriter, kind: Kind, v: Any) -> None:
         w.vector(v)
     elif kind is Kind.MATRIX:
         w.matrix(v)
+    elif kind in (Kind.DOUBLE_VECTOR, Kind.DOUBLE_MATRIX):
+        (w.vector if kind is Kind.DOUBLE_VECTOR else w.matrix)(v, double=True)
     elif kind is Kind.INT_VECTOR:
         w.int_vector(v)
+    elif kind is Kind.INT_PAIR_VECTOR:
+        w.int_pair_vector(v)
 
 
 def _coerce(kind: Kind, v: Any) -> Any:
     """The stored form: Python scalars (floats rounded to float32 where Kaldi keeps floats) and
-    writable, contiguous float32 arrays."""
+    writable, contiguous float32 (float64 for the double kinds) arrays."""
     if kind is Kind.I32:
         return int(v)
     if kind is Kind.F32:
@@ -124,8 +148,10 @@ def _coerce(kind: Kind, v: Any) -> Any:
         return bool(v)
     if kind is Kind.INT_VECTOR:
         return tuple(int(x) for x in v)
-    arr = np.require(np.asarray(v, dtype=np.float32), requirements=("C", "W"))
-    want = 1 if kind is Kind.VECTOR else 2
+    if kind is Kind.INT_PAIR_VECTOR:
+        return tuple((int(a), int(b)) for a, b in v)
+    want, dtype = ARRAY_KINDS[kind]
+    arr = np.require(np.asarray(v, dtype=dtype), requirements=("C", "W"))
     if arr.ndim != want:
         raise ValueError(f"expected a {want}-D array, got shape {arr.shape}")
     return arr
@@ -301,7 +327,7 @@ class Component(ABC):
                     r.pos = at
                     raise r.error(f"expected token {fld.token}, got {got!r}")
             if fld.kind is Kind.FLAG:
-                values[fld.attrs[0]] = True
+                values.update((a, True) for a in fld.attrs)
                 continue
             read = [_read_value(r, fld.kind) for _ in range(max(1, len(fld.attrs)))]
             values.update(zip(fld.attrs, read))
@@ -321,8 +347,8 @@ class Component(ABC):
             w.token(fld.token)
             for attr in fld.attrs if fld.kind is not Kind.FLAG else ():
                 v = getattr(self, attr)
-                if fld.kind in (Kind.VECTOR, Kind.MATRIX):
-                    want = 1 if fld.kind is Kind.VECTOR else 2
+                if fld.kind in ARRAY_KINDS:
+                    want = ARRAY_KINDS[fld.kind][0]
                     if np.ndim(v) != want:
                         raise self.error(f"{attr} must be {want}-D, got shape {np.shape(v)}")
                 _write_value(w, fld.kind, v)
@@ -344,14 +370,14 @@ class Component(ABC):
     def validate(self) -> None:
         """Checks Kaldi leaves to compute time (pitfall 10): shapes, ranges, finite values."""
         for fld in self.FIELDS:
-            if fld.legacy or fld.kind not in (Kind.F32, Kind.F64, Kind.VECTOR, Kind.MATRIX):
+            if fld.legacy or (fld.kind not in (Kind.F32, Kind.F64) and fld.kind not in ARRAY_KINDS):
                 continue
             for attr in fld.attrs:
                 v = np.asarray(getattr(self, attr))
-                if fld.kind is Kind.VECTOR:
-                    self.require(v.ndim == 1, f"{attr} must be a vector, got shape {v.shape}")
-                elif fld.kind is Kind.MATRIX:
-                    self.require(v.ndim == 2, f"{attr} must be a matrix, got shape {v.shape}")
+                if fld.kind in ARRAY_KINDS:
+                    ndim = ARRAY_KINDS[fld.kind][0]
+                    self.require(v.ndim == ndim, f"{attr} must be a {('vector', 'matrix')[ndim - 1]}, "
+                                                 f"got shape {v.shape}")
                 self.require(bool(np.all(np.isfinite(v))), f"{attr} contains NaN or infinite values")
         self.check()
 
