@@ -28,6 +28,7 @@ from torch import nn
 
 from ..kaldi.nnet3.components import Component
 from ..kaldi.nnet3.config import ConfigError
+from .attention_ops import restricted_attention
 from .conv_ops import ConvolutionGeometry, sum_blocks, time_height_convolution
 from .frontend_ops import freq_mask, time_mask
 from .gru_ops import GRU_CELLS
@@ -53,7 +54,8 @@ SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | GRU_CELLS.keys() 
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
     "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
     "DropoutComponent", "DropoutMaskComponent", "TdnnComponent", "GeneralDropoutComponent",
-    "SpecAugmentTimeMaskComponent", "PermuteComponent", "TimeHeightConvolutionComponent", "SumBlockComponent"}
+    "SpecAugmentTimeMaskComponent", "PermuteComponent", "TimeHeightConvolutionComponent", "SumBlockComponent",
+    "RestrictedAttentionComponent"}
 # Trainable tensors whose gradient natural gradient replaces, per component type.
 NATURAL_GRADIENT_PARAMS = {
     "NaturalGradientAffineComponent": ("linear_params", "bias_params"),
@@ -164,7 +166,7 @@ class ComponentOp(nn.Module):
     def zero_stats(self) -> None:
         """Kaldi's Component::ZeroStats (nnet3-train zeroes all component stats before training):
         the accumulators here and the statistics fields of the component that this module never
-        accumulates (self-repair and output-derivative statistics). BatchNorm in test mode keeps
+        accumulates (self-repair, output-derivative and attention statistics). BatchNorm in test mode keeps
         its statistics, as in Kaldi."""
         c = self.component
         if self.type_name == "BatchNormComponent" and not c.test_mode:
@@ -182,6 +184,8 @@ class ComponentOp(nn.Module):
                 c.oderiv_count = 0.0
                 c.num_dims_self_repaired = 0.0
                 c.num_dims_processed = 0.0
+        if self.type_name == "RestrictedAttentionComponent":   # entropy/posterior statistics
+            c.zero_stats()
 
     def _write_activation_stats(self) -> None:
         """Into the component as Kaldi writes them: sums / count (the sums when count is 0)."""
@@ -370,6 +374,8 @@ class ComponentOp(nn.Module):
             return dropout_mask(x.shape[:-1], self.component, self._random_dropout(), x.dtype, x.device)
         if t == "PermuteComponent":
             return x[..., list(self.component.column_map)]
+        if t == "RestrictedAttentionComponent":   # `x`: its window frames (input_descriptor)
+            return restricted_attention(x, self.component)
         if t == "SpecAugmentTimeMaskComponent":
             if not self._random_dropout() or self.component.zeroed_proportion == 0.0:
                 return x

@@ -33,6 +33,7 @@ from kaldi_avg.kaldi.nnet3.components import (
     PerElementScaleComponent,
     PermuteComponent,
     RectifiedLinearComponent,
+    RestrictedAttentionComponent,
     ScaleAndOffsetComponent,
     SigmoidComponent,
     SoftmaxComponent,
@@ -248,12 +249,16 @@ def samples():
                                        use_natural_gradient=False, num_minibatches_history=8.0,
                                        alpha_in=2.0, alpha_out=3.0, rank_in=4, rank_out=2, **lr),
         SumBlockComponent(in_dim=6, out_dim=2, scale=0.5),
+        RestrictedAttentionComponent(num_heads=2, key_dim=2, value_dim=3, num_left_inputs=2, num_right_inputs=1,
+                                     time_stride=3, num_left_inputs_required=1, num_right_inputs_required=0,
+                                     output_context=False, key_scale=0.25, stats_count=6.0,
+                                     entropy_stats=dyadic(33, 2), posterior_stats=dyadic(34, 2, 4)),
     ]
 
 
 def test_samples_cover_every_registered_type():
     assert {c.type_name for c in samples()} == set(component_types())
-    assert len(component_types()) == 31
+    assert len(component_types()) == 32
 
 
 @pytest.mark.parametrize("comp", samples(), ids=lambda c: c.type_name)

@@ -10,7 +10,8 @@ OPGRU layer types, with and without gate dropout and l2-regularize, forward and 
 `small_frontend` has idct-layer (with and without lifter, include-in-init; Kaldi's idct.mat and
 idct2.mat kept), spec-augment-layer, delta-layer and combine-feature-maps-layer; `small_cnn` has every
 conv-*-layer operation chain, res-block (plain and bottleneck, every bypass source, with and
-without zero padding) and channel-average-layer."""
+without zero padding) and channel-average-layer; `small_attention` has the four attention layer
+types with several heads, time-stride, one-sided windows and optional inputs on either side."""
 import os
 
 import pytest
@@ -29,7 +30,7 @@ def _lines(path):
 
 
 @pytest.mark.parametrize("case", ["tdnn_7q", "small_tdnnf", "small_tdnn_opgru", "small_gru_lstmb",
-                                  "small_frontend", "small_cnn"])
+                                  "small_frontend", "small_cnn", "small_attention"])
 def test_configs_equal_kaldis_line_for_line(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # idct-layer writes its matrix relative to the working directory
     write_config_dir(os.path.join(FIXTURES, case, "network.xconfig"), str(tmp_path), {})
@@ -59,6 +60,10 @@ def test_configs_equal_kaldis_line_for_line(case, tmp_path, monkeypatch):
     ("pgru-layer name=g cell-dim=8", "recurrent-projection-dim= must be given"),
     ("fast-gru-layer name=g delay=0", "delay cannot be zero"),
     ("lstmb-layer name=l cell-dim=8", "bottleneck-dim has invalid value"),
+    ("attention-renorm-layer name=a key-dim=2 value-dim=2 num-left-inputs=1", "num-right-inputs= must be given"),
+    ("attention-relu-renorm-layer name=a key-dim=0 value-dim=2 num-left-inputs=1 num-right-inputs=1",
+     "key-dim must be positive"),
+    ("attention-relu-batchnorm-layer name=a learning-rate-factor=0", "learning-rate-factor=0.0 must be positive"),
 ])
 def test_layer_errors(line, message):
     with pytest.raises(XconfigError, match=message):

@@ -130,6 +130,27 @@ def _convolution(c, images: dict) -> np.ndarray:
     return y
 
 
+def _attention(c, window: list) -> np.ndarray:
+    """RestrictedAttentionComponent, head by head, from the rows of its window frames (None for
+    a missing optional frame: a row of zeros). Per head a row is [key, value, query]; the query of
+    the middle frame is [r, s]: weights w = softmax_o(key-scale (r . key_o) + s_o), output
+    sum_o w_o value_o, followed by w with output-context."""
+    K, V = c.key_dim, c.value_dim
+    width = 2 * K + V + len(window)
+    rows = [np.zeros(width * c.num_heads) if v is None else v for v in window]
+    out = []
+    for h in range(c.num_heads):
+        head = [row[h * width:(h + 1) * width] for row in rows]
+        query = head[c.num_left_inputs][K + V:]
+        scores = np.array([c.key_scale * np.dot(query[:K], head[o][:K]) + query[K + o]
+                           for o in range(len(window))])
+        w = np.exp(scores - scores.max())
+        w /= w.sum()
+        u = sum(w[o] * head[o][K:K + V] for o in range(len(window)))
+        out.append(np.concatenate([u, w]) if c.output_context else u)
+    return np.concatenate(out)
+
+
 def _test_mode_mask(c) -> np.ndarray:
     """DropoutMaskComponent in test mode (decoders): 1 - p, or 1 when p = 0 or continuous."""
     p = 0.0 if c.continuous else c.dropout_proportion
@@ -175,6 +196,15 @@ class ReferenceNnet3:
             if any(images[dt] is None for dt in comp.required_time_offsets):
                 return None
             return _convolution(comp, images)
+        if comp is not None and comp.type_name == "RestrictedAttentionComponent":
+            # Frames t + (o - L) * stride, o = 0..L+R; undefined if one of the required ones
+            # (o - L in [-L_required, R_required]) is.
+            L, R = comp.num_left_inputs, comp.num_right_inputs
+            window = [self.desc(node.input, t + (o - L) * comp.time_stride) for o in range(L + R + 1)]
+            required = range(L - comp.num_left_inputs_required, L + comp.num_right_inputs_required + 1)
+            if any(window[o] is None for o in required):
+                return None
+            return _attention(comp, window)
         if comp is not None and comp.type_name == "TdnnComponent":
             # It reads its input at each of its time offsets; undefined if any is.
             spliced = [self.desc(node.input, t + o) for o in comp.time_offsets]

@@ -1,6 +1,7 @@
 """xconfig text -> layers (Kaldi's `xconfig/parser.py` `read_xconfig_file`)."""
 from __future__ import annotations
 
+from .attention_layers import AttentionLayer
 from .basic_layers import AffineLayer, FixedAffineLayer, InputLayer, NonlinearityLayer, OutputLayer, TrivialOutputLayer
 from .component_layers import BatchnormComponentLayer, LinearComponentLayer, NoOpComponentLayer
 from .composite_layers import PrefinalLayer, TdnnfLayer
@@ -17,7 +18,7 @@ LAYER_CLASSES: dict[str, type[XconfigLayer]] = {
                 NonlinearityLayer, FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer, LstmbLayer,
                 BatchnormComponentLayer, NoOpComponentLayer, LinearComponentLayer, TdnnfLayer,
                 PrefinalLayer, *GRU_LAYER_CLASSES, *FRONTEND_LAYER_CLASSES, ConvLayer, ResBlock,
-                ChannelAverageLayer)
+                ChannelAverageLayer, AttentionLayer)
     for layer_type in cls.layer_types}
 
 

@@ -4,6 +4,7 @@
 every class below registers itself by defining `type_name`.
 """
 from .affine import AffineComponent, FixedAffineComponent, LinearComponent, NaturalGradientAffineComponent
+from .attention import RestrictedAttentionComponent
 from .base import Component, ComponentError, UpdatableComponent, component_from_config, component_types, read_component
 from .convolution import SumBlockComponent, TimeHeightConvolutionComponent
 from .frontend import PermuteComponent, SpecAugmentTimeMaskComponent
@@ -55,4 +56,5 @@ __all__ = [
     "GruNonlinearityComponent", "OutputGruNonlinearityComponent",
     "SpecAugmentTimeMaskComponent", "PermuteComponent",
     "TimeHeightConvolutionComponent", "SumBlockComponent",
+    "RestrictedAttentionComponent",
 ]
