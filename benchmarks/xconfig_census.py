@@ -21,7 +21,9 @@ stand-in (see STAND_INS) and are listed), and then
              kaldi_avg.model.graph.NnetModule on the node `output`
   forward    (c) forward + backward in training mode on a few random frames (one sequence, the
              model's left and right context around them, a random i-vector where the network has
-             one), the loss and the gradients finite
+             one), the loss and the gradients finite; more frames where the network computes no
+             output from fewer (an x-vector network's pooled output needs one frame of its
+             frame-level layers, hence their whole context, which Kaldi's context does not count)
 
 A recipe is "supported" only when a, b and c pass. Each recipe runs in a forked child with a
 timeout; any exception is recorded with its message.
@@ -467,7 +469,7 @@ def check_recipe(xconfig: str, steps: str, workdir: str, python: str, frames: in
         import numpy as np
         import torch
 
-        from kaldi_avg.kaldi.nnet3.context import model_context
+        from kaldi_avg.kaldi.nnet3.context import computable_ranges, model_context
         from kaldi_avg.kaldi.xconfig import write_config_dir
         from kaldi_avg.model.build import build_nnet
         from kaldi_avg.model.graph import NnetModule
@@ -493,6 +495,8 @@ def check_recipe(xconfig: str, steps: str, workdir: str, python: str, frames: in
         stage = "forward"
         left, right = model_context(nnet)
         res["context"] = [int(left), int(right)]
+        frames = next((n for n in range(frames, 800) if _produces(computable_ranges(nnet, -left, n - 1 + right), n)),
+                      frames)
         inputs = {n.name: n.dim for n in nnet.input_nodes()}
         g = torch.Generator().manual_seed(0)
         feats = torch.randn(1, left + frames + right, inputs["input"], generator=g)
@@ -518,6 +522,12 @@ def check_recipe(xconfig: str, steps: str, workdir: str, python: str, frames: in
         return res
     res["status"] = "supported"
     return res
+
+
+def _produces(ranges: dict, frames: int) -> bool:
+    """Whether the output is computable on frames 0..frames-1."""
+    lo, hi = ranges["output"]
+    return lo <= 0 and hi >= frames - 1
 
 
 def _child(conn, *args):

@@ -1,10 +1,13 @@
 """An nnet3 network as a PyTorch module: nnet3's computation semantics, evaluated efficiently.
 
 Any network made of the supported components and the descriptors Offset/Append/Sum/Scale/
-Const/IfDefined/ReplaceIndex(ivector) runs here, so a model built from an xconfig file and a
+Const/IfDefined/Round/ReplaceIndex(ivector) runs here, so a model built from an xconfig file and a
 model trained by Kaldi are the same kind of object. Semantics (docs/kaldi-formats.md 3.5):
 a node exists at frame t iff all its non-IfDefined inputs exist; IfDefined gives zeros where
-its argument does not exist, so recurrent state starts from zero.
+its argument does not exist, so recurrent state starts from zero. Where nodes exist comes from
+`context.computable_ranges`; a component that summarizes other frames (the statistics
+components, 4.25) names the input frames it reads (`Component.input_frames`) and is given
+those of them that exist.
 
 Execution: nodes outside recurrent loops are computed for all their frames in one batched
 call; the nodes of a recurrent loop (a strongly connected component of the node graph) are
@@ -26,7 +29,7 @@ import torch
 from torch import nn
 
 from ..kaldi.nnet3.config import ConfigError
-from ..kaldi.nnet3.context import node_input, node_spans, reads_input
+from ..kaldi.nnet3.context import INF, computable_ranges, node_input, reads_input, round_range
 from ..kaldi.nnet3.descriptor import (
     Append,
     Const,
@@ -35,6 +38,7 @@ from ..kaldi.nnet3.descriptor import (
     NodeRef,
     Offset,
     ReplaceIndex,
+    Round,
     Scale,
     Sum,
     descriptor_dim,
@@ -42,24 +46,26 @@ from ..kaldi.nnet3.descriptor import (
 from ..kaldi.nnet3.nnet import ComponentNode, DimRangeNode, Nnet, OutputNode
 from .ops import AFFINE_TYPES, ComponentOp
 
-INF = 10 ** 9
 Range = tuple[int, int]  # inclusive frame range; empty when lo > hi
 
 
-def _refs(d: Descriptor, offset: int = 0, under_ifdef: bool = False, out=None):
-    """(node, offset, under_ifdefined) for every node a descriptor reads."""
+def _refs(d: Descriptor, lo: int = 0, hi: int = 0, under_ifdef: bool = False, out=None):
+    """(node, lo, hi, under_ifdefined) for every node a descriptor reads: at frame t, one of
+    the node's frames t+lo .. t+hi (one frame, lo == hi, except under a Round)."""
     out = [] if out is None else out
     if isinstance(d, NodeRef):
-        out.append((d.name, offset, under_ifdef))
+        out.append((d.name, lo, hi, under_ifdef))
     elif isinstance(d, Offset):
-        _refs(d.arg, offset + d.t, under_ifdef, out)
+        _refs(d.arg, lo + d.t, hi + d.t, under_ifdef, out)
+    elif isinstance(d, Round):
+        _refs(d.arg, lo - (d.modulus - 1), hi, under_ifdef, out)
     elif isinstance(d, IfDefined):
-        _refs(d.arg, offset, True, out)
+        _refs(d.arg, lo, hi, True, out)
     elif isinstance(d, ReplaceIndex):
-        _refs(d.arg, 0, under_ifdef, out)  # i-vectors: time-invariant
+        _refs(d.arg, 0, 0, under_ifdef, out)  # i-vectors: time-invariant
     else:
         for c in d.children():
-            _refs(c, offset, under_ifdef, out)
+            _refs(c, lo, hi, under_ifdef, out)
     return out
 
 
@@ -141,15 +147,15 @@ class NnetModule(nn.Module):
             key = name.replace(".", ":")
             self.ops[key] = ComponentOp(comp)
             self._op_key[name] = key
-        self.spans = node_spans(nnet)
-        self._deps: dict[str, list[tuple[str, int, bool]]] = {}
+        computable_ranges(nnet, 0, 0)  # rejects a recurrence without IfDefined, as Kaldi does
+        self._deps: dict[str, list[tuple[str, int, int, bool]]] = {}
         for n in nnet.nodes:
             if not reads_input(nnet, n):
                 self._deps[n.name] = []
             elif isinstance(n, (ComponentNode, OutputNode)):
                 self._deps[n.name] = _refs(node_input(nnet, n))
             elif isinstance(n, DimRangeNode):
-                self._deps[n.name] = [(n.input_node, 0, False)]
+                self._deps[n.name] = [(n.input_node, 0, 0, False)]
             else:
                 self._deps[n.name] = []
         self._order = self._plan()
@@ -157,14 +163,18 @@ class NnetModule(nn.Module):
     # -- planning -----------------------------------------------------------------------
     def _plan(self) -> list[str | _Loop]:
         names = [n.name for n in self.nnet.nodes]
-        sccs = _strongly_connected(names, {n: [d for d, _, _ in self._deps[n]] for n in names})
+        sccs = _strongly_connected(names, {n: [d for d, *_ in self._deps[n]] for n in names})
         order: list[str | _Loop] = []
         for comp in sccs:
             members = set(comp)
-            internal = [(m, d, k) for m in comp for d, k, _ in self._deps[m] if d in members]
+            internal = [(m, d, k) for m in comp for d, lo, hi, _ in self._deps[m] if d in members
+                        for k in {lo, hi}]
             if len(comp) == 1 and not internal:
                 order.append(comp[0])
                 continue
+            if any(self._input_frames(m, 0, 0) != (0, 0) for m in comp):
+                raise ConfigError(f"recurrence among {sorted(comp)} goes through a component that summarizes "
+                                  "other frames (statistics pooling): not supported by kaldi-avg")
             offsets = {k for _, _, k in internal}
             if min(offsets) < 0 < max(offsets):
                 raise ConfigError(f"recurrence among {sorted(comp)} reads both past and future frames "
@@ -221,12 +231,14 @@ class NnetModule(nn.Module):
             op.zero_stats()
 
     # -- ranges -------------------------------------------------------------------------
-    def _computable(self, name: str, t0: int, t1: int) -> Range:
-        s = self.spans[name]
-        return (-INF, INF) if s is None else (t0 - s[0], t1 - s[1])
+    def _input_frames(self, name: str, lo: int, hi: int) -> Range:
+        """The frames of its input descriptor that node `name` reads for outputs lo..hi."""
+        node = self.nnet.node(name)
+        if isinstance(node, ComponentNode):
+            return self.nnet.components[node.component].input_frames(lo, hi)
+        return lo, hi
 
-    def _needed(self, t0: int, t1: int, out_range: Range) -> dict[str, Range]:
-        comp = {n: self._computable(n, t0, t1) for n in self._deps}
+    def _needed(self, comp: dict[str, Range], out_range: Range) -> dict[str, Range]:
         need: dict[str, Range] = {n: (INF, -INF) for n in self._deps}
         need[self.output_name] = out_range
 
@@ -246,8 +258,9 @@ class NnetModule(nn.Module):
                 lo, hi = need[m]
                 if lo > hi:
                     continue
-                for dep, k, _ in self._deps[m]:
-                    add(dep, lo + k, hi + k)
+                lo, hi = self._input_frames(m, lo, hi)
+                for dep, k_lo, k_hi, _ in self._deps[m]:
+                    add(dep, lo + k_lo, hi + k_hi)
         return need
 
     def _extend_to_loop_start(self, loop: _Loop, comp: dict[str, Range], need: dict[str, Range], add) -> None:
@@ -280,9 +293,9 @@ class NnetModule(nn.Module):
                 lo, hi = need[m]
                 if lo > hi:
                     continue
-                for dep, k, _ in self._deps[m]:
+                for dep, k_lo, k_hi, _ in self._deps[m]:
                     if dep in members:
-                        changed |= add(dep, *from_start(dep, lo + k, hi + k))
+                        changed |= add(dep, *from_start(dep, lo + k_lo, hi + k_hi))
 
     # -- evaluation ---------------------------------------------------------------------
     def forward(self, feats: torch.Tensor, left_context: int, num_frames: int,
@@ -297,11 +310,12 @@ class NnetModule(nn.Module):
         N, T_in, _ = feats.shape
         t0, t1 = -left_context, T_in - left_context - 1
         out_range = (0, num_frames - 1)
-        oc = self._computable(self.output_name, t0, t1)
+        comp = computable_ranges(self.nnet, t0, t1)
+        oc = comp[self.output_name]
         if oc[0] > 0 or oc[1] < num_frames - 1:
             raise ValueError(f"{T_in} input frames with left context {left_context} cannot produce output "
-                             f"frames 0..{num_frames - 1} (the network needs context {self.spans['output']})")
-        need = self._needed(t0, t1, out_range)
+                             f"frames 0..{num_frames - 1} (computable: {oc[0]}..{oc[1]})")
+        need = self._needed(comp, out_range)
         vals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (N, T, dim) values, first frame
         for node in self.nnet.input_nodes():
             if node.name == "input":
@@ -363,6 +377,8 @@ class _Eval:
         if isinstance(d, Offset):
             lo, hi = self.defined_range(d.arg)
             return (lo - d.t, hi - d.t)
+        if isinstance(d, Round):
+            return round_range(self.defined_range(d.arg), d.modulus)
         if isinstance(d, (IfDefined, Const, ReplaceIndex)):
             return (-INF, INF)
         lo, hi = -INF, INF
@@ -387,6 +403,10 @@ class _Eval:
             return torch.full((self.N, hi - lo + 1, d.dim), d.value, dtype=self.dtype, device=self.device)
         if isinstance(d, ReplaceIndex):
             return self.descriptor(d.arg, 0, 0).expand(self.N, hi - lo + 1, -1)
+        if isinstance(d, Round):  # each frame takes the value at the multiple of m at or below it
+            m = d.modulus
+            src = self.descriptor(d.arg, lo // m * m, hi // m * m)
+            return src if m == 1 else src[:, self._times(lo, hi) // m * m - lo // m * m]
         if isinstance(d, IfDefined):
             a, b = self.defined_range(d.arg)
             a, b = max(a, lo), min(b, hi)
@@ -409,12 +429,24 @@ class _Eval:
             src = self.slice(node.input_node, lo, hi)
             self.vals[name] = (src[..., node.dim_offset:node.dim_offset + node.dim], lo)
             return
-        # A component that takes no input gets an empty one: only the frames (rows) matter.
-        x = (self.descriptor(node_input(self.m.nnet, node), lo, hi) if reads_input(self.m.nnet, node)
-             else self._zeros(hi - lo + 1, 0))
-        if isinstance(node, ComponentNode):
-            x = self.m.op(node.component)(x, self._times(lo, hi))
-        self.vals[name] = (x, lo)
+        if not reads_input(self.m.nnet, node):
+            # A component that takes no input gets an empty one: only the frames (rows) matter.
+            self.vals[name] = (self.m.op(node.component)(self._zeros(hi - lo + 1, 0), self._times(lo, hi)), lo)
+            return
+        d = node_input(self.m.nnet, node)
+        if isinstance(node, OutputNode):
+            self.vals[name] = (self.descriptor(d, lo, hi), lo)
+            return
+        op = self.m.op(node.component)
+        first, last = self.m._input_frames(name, lo, hi)
+        if (first, last) == (lo, hi):
+            y = op(self.descriptor(d, lo, hi), self._times(lo, hi))
+        else:
+            # It summarizes other frames of its input (4.25): it gets those that exist.
+            a, b = self.defined_range(d)
+            first, last = max(first, a), min(last, b)
+            y = op(self.descriptor(d, first, last), self._times(first, last), out_times=self._times(lo, hi))
+        self.vals[name] = (y, lo)
 
     # -- recurrent loops ----------------------------------------------------------------
     def run_loop(self, loop: _Loop) -> None:
@@ -449,7 +481,7 @@ class _Eval:
             return lambda t, steps: frames[t - lo]
         d = node_input(self.m.nnet, node)
         parts = list(d.args) if isinstance(d, Append) else [d]
-        is_internal = [any(r in inside for r, _, _ in _refs(p)) for p in parts]
+        is_internal = [any(r in inside for r, *_ in _refs(p)) for p in parts]
         dims = [self.dim(p) for p in parts]
         op = self.m.op(node.component) if isinstance(node, ComponentNode) else None
         ext_parts = [p for p, i in zip(parts, is_internal) if not i]

@@ -33,6 +33,7 @@ from .conv_ops import ConvolutionGeometry, sum_blocks, time_height_convolution
 from .frontend_ops import freq_mask, time_mask
 from .gru_ops import GRU_CELLS
 from .natural_gradient import NaturalGradientPass, OnlineNaturalGradient, natural_gradient_params
+from .statistics_ops import STATISTICS_OPS
 
 # Trainable arrays, per component type; everything else a component needs is a fixed buffer.
 AFFINE_TYPES = ("NaturalGradientAffineComponent", "AffineComponent", "FixedAffineComponent")
@@ -49,7 +50,7 @@ NONLINEAR = {
 ACTIVATION_STATS_TYPES = ("SigmoidComponent", "TanhComponent", "LstmNonlinearityComponent")
 # The buffers that training accumulates in place (Kaldi's component statistics).
 STATISTICS_BUFFERS = ("stats_count", "stats_sum", "stats_sumsq", "act_value_sum", "act_value_sqsum", "act_count")
-SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | GRU_CELLS.keys() | {
+SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | GRU_CELLS.keys() | STATISTICS_OPS.keys() | {
     "LinearComponent", "LstmNonlinearityComponent", "BackpropTruncationComponent", "ElementwiseProductComponent",
     "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
     "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
@@ -313,10 +314,15 @@ class ComponentOp(nn.Module):
         return update[:, :-1].to(grad_w.dtype), update[:, -1].to(grad_b.dtype)
 
     # -- the math ---------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, times: torch.Tensor | None = None,
+                out_times: torch.Tensor | None = None) -> torch.Tensor:
         """`x`: (..., input_dim). `times`: frame index of each row's time axis, needed only by
-        BackpropTruncation's zeroing in training (shape broadcastable to x[..., 0])."""
+        BackpropTruncation's zeroing in training (shape broadcastable to x[..., 0]).
+        `out_times`: the frames to compute, for the statistics components, which summarize
+        other frames of their input (x on `times`; default: the same frames)."""
         t = self.type_name
+        if t in STATISTICS_OPS:
+            return STATISTICS_OPS[t](x, times, out_times, self.component)
         if t in AFFINE_TYPES or t in ("LinearComponent", "TdnnComponent"):
             # TdnnComponent: `x` is already spliced over its time offsets (graph.py reads the
             # node's input through Component.input_descriptor).

@@ -38,6 +38,8 @@ from kaldi_avg.kaldi.nnet3.components import (
     SigmoidComponent,
     SoftmaxComponent,
     SpecAugmentTimeMaskComponent,
+    StatisticsExtractionComponent,
+    StatisticsPoolingComponent,
     SumBlockComponent,
     TanhComponent,
     TdnnComponent,
@@ -253,12 +255,15 @@ def samples():
                                      time_stride=3, num_left_inputs_required=1, num_right_inputs_required=0,
                                      output_context=False, key_scale=0.25, stats_count=6.0,
                                      entropy_stats=dyadic(33, 2), posterior_stats=dyadic(34, 2, 4)),
+        StatisticsExtractionComponent(in_dim=4, input_period=3, output_period=9, include_variance=False),
+        StatisticsPoolingComponent(in_dim=9, input_period=9, left_context=18, right_context=9,
+                                   num_log_count_features=2, output_stddevs=True, variance_floor=0.125),
     ]
 
 
 def test_samples_cover_every_registered_type():
     assert {c.type_name for c in samples()} == set(component_types())
-    assert len(component_types()) == 32
+    assert len(component_types()) == 34
 
 
 @pytest.mark.parametrize("comp", samples(), ids=lambda c: c.type_name)

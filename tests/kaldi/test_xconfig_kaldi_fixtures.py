@@ -11,7 +11,9 @@ OPGRU layer types, with and without gate dropout and l2-regularize, forward and 
 idct2.mat kept), spec-augment-layer, delta-layer and combine-feature-maps-layer; `small_cnn` has every
 conv-*-layer operation chain, res-block (plain and bottleneck, every bypass source, with and
 without zero padding) and channel-average-layer; `small_attention` has the four attention layer
-types with several heads, time-stride, one-sided windows and optional inputs on either side."""
+types with several heads, time-stride, one-sided windows and optional inputs on either side;
+`small_xvector` is an egs/voxceleb/v2 x-vector network in small (stats-layer mean+stddev over
+0..60) and a moving-window mean-only stats-layer branch with input and stats periods."""
 import os
 
 import pytest
@@ -30,7 +32,7 @@ def _lines(path):
 
 
 @pytest.mark.parametrize("case", ["tdnn_7q", "small_tdnnf", "small_tdnn_opgru", "small_gru_lstmb",
-                                  "small_frontend", "small_cnn", "small_attention"])
+                                  "small_frontend", "small_cnn", "small_attention", "small_xvector"])
 def test_configs_equal_kaldis_line_for_line(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # idct-layer writes its matrix relative to the working directory
     write_config_dir(os.path.join(FIXTURES, case, "network.xconfig"), str(tmp_path), {})
@@ -60,6 +62,10 @@ def test_configs_equal_kaldis_line_for_line(case, tmp_path, monkeypatch):
     ("pgru-layer name=g cell-dim=8", "recurrent-projection-dim= must be given"),
     ("fast-gru-layer name=g delay=0", "delay cannot be zero"),
     ("lstmb-layer name=l cell-dim=8", "bottleneck-dim has invalid value"),
+    ("stats-layer name=s", "config has to be non-empty"),
+    ("stats-layer name=s config=max(0:1:1:10)", "invalid statistic-config"),
+    ("stats-layer name=s config=mean(-5:1:2:10)", "invalid configuration of statistics-extraction"),
+    ("stats-layer name=s config=mean(0:1:1:10) dim=5", "invalid dim supplied 5 != actual output dim 12"),
     ("attention-renorm-layer name=a key-dim=2 value-dim=2 num-left-inputs=1", "num-right-inputs= must be given"),
     ("attention-relu-renorm-layer name=a key-dim=0 value-dim=2 num-left-inputs=1 num-right-inputs=1",
      "key-dim must be positive"),

@@ -21,6 +21,7 @@ from kaldi_avg.kaldi.nnet3.descriptor import (
     NodeRef,
     Offset,
     ReplaceIndex,
+    Round,
     Scale,
     Sum,
     descriptor_dim,
@@ -151,6 +152,24 @@ def _attention(c, window: list) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _extraction(c, xs: list[np.ndarray]) -> np.ndarray:
+    """StatisticsExtractionComponent from the inputs of one block that exist: [count, sum x (, sum x^2)]."""
+    parts = [[float(len(xs))], sum(xs)] + ([sum(x * x for x in xs)] if c.include_variance else [])
+    return np.concatenate(parts)
+
+
+def _pooling(c, stats: list[np.ndarray]) -> np.ndarray:
+    """StatisticsPoolingComponent from the extraction outputs of one window that exist:
+    [log count repeated, mean (, sqrt(max(mean of x^2 - mean^2, floor)))]."""
+    total = sum(stats)
+    count, means = total[0], total[1:] / total[0]
+    out = [np.full(c.num_log_count_features, np.log(count))]
+    if not c.output_stddevs:
+        return np.concatenate(out + [means])
+    d = means.size // 2
+    return np.concatenate(out + [means[:d], np.sqrt(np.maximum(means[d:] - means[:d] ** 2, c.variance_floor))])
+
+
 def _test_mode_mask(c) -> np.ndarray:
     """DropoutMaskComponent in test mode (decoders): 1 - p, or 1 when p = 0 or continuous."""
     p = 0.0 if c.continuous else c.dropout_proportion
@@ -205,6 +224,20 @@ class ReferenceNnet3:
             if any(window[o] is None for o in required):
                 return None
             return _attention(comp, window)
+        if comp is not None and comp.type_name == "StatisticsExtractionComponent":
+            # The input at multiples of input-period in t's block of output-period frames;
+            # undefined if none of them is defined.
+            start = t - t % comp.output_period
+            xs = [self.desc(node.input, u) for u in range(start, start + comp.output_period, comp.input_period)]
+            xs = [x for x in xs if x is not None]
+            return _extraction(comp, xs) if xs else None
+        if comp is not None and comp.type_name == "StatisticsPoolingComponent":
+            # Defined only at multiples of input-period, and where one of the window's inputs is.
+            if t % comp.input_period:
+                return None
+            window = range(t - comp.left_context, t + comp.right_context + 1, comp.input_period)
+            stats = [v for v in (self.desc(node.input, u) for u in window) if v is not None]
+            return _pooling(comp, stats) if stats else None
         if comp is not None and comp.type_name == "TdnnComponent":
             # It reads its input at each of its time offsets; undefined if any is.
             spliced = [self.desc(node.input, t + o) for o in comp.time_offsets]
@@ -236,6 +269,8 @@ class ReferenceNnet3:
             return np.full(d.dim, d.value)
         if isinstance(d, ReplaceIndex):
             return self.desc(d.arg, d.value)
+        if isinstance(d, Round):
+            return self.desc(d.arg, t - t % d.modulus)
         if isinstance(d, IfDefined):
             v = self.desc(d.arg, t)
             if v is None:
@@ -270,15 +305,31 @@ class ReferenceNnet3:
                 raise RuntimeError("no (node, frame) became computable: a cycle without IfDefined?")
             forward = not forward
 
-    def outputs(self, frames) -> np.ndarray:
+    def outputs(self, frames, output: str = "output") -> np.ndarray:
         self._compute_chunk()
         rows = []
         for t in frames:
-            v = self.value("output", t)
+            v = self.value(output, t)
             if v is None:
-                raise ValueError(f"output not computable at frame {t}")
+                raise ValueError(f"{output} not computable at frame {t}")
             rows.append(v)
         return np.stack(rows)
+
+
+def reference_context(nnet: Nnet, window: int = 40) -> tuple[int, int]:
+    """Kaldi's ComputeSimpleNnetContext (docs/kaldi-formats.md 3.6) over the naive evaluator: for
+    each shift s = 0..modulus, input on frames s..s+window-1, the output frames of that window
+    that come out defined give left = frames before the first, right = frames after the first
+    run; the maxima over the shifts. (The window must exceed the context.)"""
+    contexts = []
+    for s in range(nnet.modulus() + 1):
+        ref = ReferenceNnet3(nnet, np.zeros((window, nnet.input_dim())), s)
+        ref._compute_chunk()
+        ok = [ref.value("output", t) is not None for t in range(s, s + window)]
+        first = ok.index(True)
+        first_not_ok = ok.index(False, first) if False in ok[first:] else window
+        contexts.append((first, window - first_not_ok))
+    return max(c[0] for c in contexts), max(c[1] for c in contexts)
 
 
 def reference_chunked(nnet: Nnet, feats: np.ndarray, opts, ivector=None) -> np.ndarray:

@@ -1,9 +1,12 @@
-"""Which input frames each node needs: model left/right context (`ComputeSimpleNnetContext`).
+"""On which frames each node is computable, and the model left/right context
+(`ComputeSimpleNnetContext`).
 
-For networks whose recurrences all go through `IfDefined(Offset(...))` the answer is analytic
-(docs/kaldi-formats.md 3.1, 3.6): a node at time t needs the `input` frames t+lo .. t+hi over
-its non-IfDefined dependency paths. The same ranges tell the graph executor on which frames
-each node is computable. A recurrence adds no context in either direction: Kaldi's
+Given the `input` frames first..last, every node is computable on one span of frames
+(docs/kaldi-formats.md 3.5, 3.6): a node exists at t iff its non-IfDefined inputs exist, an
+Offset shifts the span, a Round(x, m) exists where its multiple of m does, and a component that
+summarizes other frames says itself which outputs its input's span makes computable
+(`Component.computable_frames`: the statistics components, 4.25). The graph executor computes
+each node on these spans. A recurrence adds no context in either direction: Kaldi's
 `ComputeSimpleNnetContext` (src/nnet3/nnet-utils.cc) counts IfDefined inputs as always
 computable, so a BLSTM's backward layers (IfDefined(Offset(x, +d))) leave the right context at
 that of its splicing and output delay; decoders give them more with --extra-right-context.
@@ -28,41 +31,52 @@ from .descriptor import (
 )
 from .nnet import ComponentNode, DimRangeNode, InputNode, Nnet, Node, OutputNode
 
-# (lo, hi) offsets of the `input` frames a value needs; None = needs no `input` frame
+INF = 10 ** 9
+# Inclusive frames lo..hi, empty when lo > hi; ALWAYS for values that need no `input` frame
 # (an i-vector, a constant, or only IfDefined paths).
-Span = tuple[int, int] | None
+Range = tuple[int, int]
+ALWAYS: Range = (-INF, INF)
 
 
-def _union(a: Span, b: Span) -> Span:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return (min(a[0], b[0]), max(a[1], b[1]))
+def _bounded(r: Range) -> bool:
+    """A non-empty span that depends on the input frames."""
+    return r != ALWAYS and r[0] <= r[1]
 
 
-def descriptor_span(d: Descriptor, node_span) -> Span:
-    """Input frames `d` needs at time t, given `node_span(name)` for the nodes it reads."""
+def round_range(r: Range, modulus: int) -> Range:
+    """Where Round(x, modulus) is computable when x is on `r`: the frames whose multiple of
+    `modulus` at or below them lies in `r` (Kaldi's RoundingForwardingDescriptor)."""
+    if not _bounded(r):
+        return r
+    first, last = -(-r[0] // modulus) * modulus, r[1] // modulus * modulus
+    return (first, last + modulus - 1) if first <= last else (first, last)
+
+
+def descriptor_range(d: Descriptor, node_range) -> Range:
+    """Where `d` is computable, given `node_range(name)` for the nodes it reads."""
     if isinstance(d, NodeRef):
-        return node_span(d.name)
+        return node_range(d.name)
     if isinstance(d, Offset):
-        s = descriptor_span(d.arg, node_span)
-        return None if s is None else (s[0] + d.t, s[1] + d.t)
+        r = descriptor_range(d.arg, node_range)
+        return r if r == ALWAYS else (r[0] - d.t, r[1] - d.t)
     if isinstance(d, (Append, Sum)):
-        out: Span = None
+        out = ALWAYS
         for c in d.children():
-            out = _union(out, descriptor_span(c, node_span))
+            r = descriptor_range(c, node_range)
+            out = (max(out[0], r[0]), min(out[1], r[1]))
         return out
     if isinstance(d, (IfDefined, Const)):
-        return None
+        return ALWAYS
     if isinstance(d, Scale):
-        return descriptor_span(d.arg, node_span)
+        return descriptor_range(d.arg, node_range)
+    if isinstance(d, Round):
+        return round_range(descriptor_range(d.arg, node_range), d.modulus)
     if isinstance(d, ReplaceIndex):
-        if descriptor_span(d.arg, node_span) is not None:
+        if descriptor_range(d.arg, node_range) != ALWAYS:
             raise ConfigError(f"{to_string(d)}: ReplaceIndex is supported only on inputs that need no "
                               "`input` frames (i-vectors)")
-        return None
-    if isinstance(d, (Failover, Round, Switch)):
+        return ALWAYS
+    if isinstance(d, (Failover, Switch)):
         raise ConfigError(f"descriptor {to_string(d)}: {type(d).__name__} is not supported by kaldi-avg")
     raise TypeError(d)
 
@@ -92,38 +106,41 @@ def node_input(nnet: Nnet, node: ComponentNode | OutputNode) -> Descriptor:
     return node.input
 
 
-def node_spans(nnet: Nnet) -> dict[str, Span]:
-    """Span of every node. Errors if a cycle avoids IfDefined (Kaldi: "Failure in
+def computable_ranges(nnet: Nnet, first: int, last: int) -> dict[str, Range]:
+    """Where every node is computable when `input` exists on frames first..last (other input
+    nodes, i-vectors, at every frame). Errors if a cycle avoids IfDefined (Kaldi: "Failure in
     ComputeSimpleNnetContext")."""
-    spans: dict[str, Span] = {}
+    ranges: dict[str, Range] = {}
     visiting: set[str] = set()
 
-    def span(name: str) -> Span:
-        if name in spans:
-            return spans[name]
+    def node_range(name: str) -> Range:
+        if name in ranges:
+            return ranges[name]
         if name in visiting:
             raise ConfigError(f"node {name} depends on itself without IfDefined(Offset(...)): the output is not "
                               "computable from finite context (Failure in ComputeSimpleNnetContext)")
         visiting.add(name)
         node = nnet.node(name)
         if isinstance(node, InputNode):
-            s: Span = (0, 0) if name == "input" else None
+            r = (first, last) if name == "input" else ALWAYS
         elif isinstance(node, DimRangeNode):
-            s = span(node.input_node)
+            r = node_range(node.input_node)
         elif not reads_input(nnet, node):
-            s = None
+            r = ALWAYS
         else:
             d = node_input(nnet, node)
             for dep in strict_dependencies(d):
-                span(dep)
-            s = descriptor_span(d, span)
+                node_range(dep)
+            r = descriptor_range(d, node_range)
+            if isinstance(node, ComponentNode) and _bounded(r):
+                r = nnet.components[node.component].computable_frames(*r)
         visiting.discard(name)
-        spans[name] = s
-        return s
+        ranges[name] = r
+        return r
 
     for n in nnet.nodes:
-        span(n.name)
-    return spans
+        node_range(n.name)
+    return ranges
 
 
 def is_simple_nnet(nnet: Nnet) -> bool:
@@ -134,11 +151,30 @@ def is_simple_nnet(nnet: Nnet) -> bool:
 
 
 def model_context(nnet: Nnet) -> tuple[int, int]:
-    """(left_context, right_context) as `nnet3-info` reports them."""
+    """(left_context, right_context) as `nnet3-info` reports them: Kaldi's procedure (3.6) on
+    `computable_ranges`. For windows of 40, 80, ... frames and each shift 0..modulus, with input
+    and output requested on the window: left = frames before the first computable output,
+    right = frames after the last; the maxima over the shifts. (A statistics-pooling output
+    needs only one frame of its window, so an x-vector network has left context 0.)"""
     if not is_simple_nnet(nnet):
         raise ConfigError("not a simple nnet: it needs input node 'input' (and optionally 'ivector') and an "
                           "output node 'output'")
-    s = node_spans(nnet)["output"]
-    if s is None:
-        return 0, 0
-    return max(0, -s[0]), max(0, s[1])
+    modulus = nnet.modulus()
+    window = 40
+    while window < 800:
+        contexts = [_context_for_shift(nnet, start, window) for start in range(modulus + 1)]
+        if None not in contexts:
+            if contexts[0] != contexts[modulus]:
+                raise ConfigError(f"the network's context is not periodic in its modulus {modulus} "
+                                  f"(ComputeSimpleNnetContext: {contexts[0]} vs {contexts[modulus]})")
+            return max(c[0] for c in contexts), max(c[1] for c in contexts)
+        window *= 2
+    raise ConfigError("no output frame is computable from a window of up to 640 input frames "
+                      "(Failure in ComputeSimpleNnetContext)")
+
+
+def _context_for_shift(nnet: Nnet, start: int, window: int) -> tuple[int, int] | None:
+    end = start + window - 1
+    lo, hi = computable_ranges(nnet, start, end)["output"]
+    lo, hi = max(lo, start), min(hi, end)
+    return None if lo > hi else (lo - start, end - hi)

@@ -5,6 +5,7 @@ The tree classes are shared by the file format (printing node lines byte-identic
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -386,3 +387,16 @@ def descriptor_dim(d: Descriptor, node_dim) -> int:
     if isinstance(d, Const):
         return d.dim
     return descriptor_dim(d.children()[0], node_dim)
+
+
+def descriptor_modulus(d: Descriptor) -> int:
+    """Kaldi's `Descriptor::Modulus`: the network computes the same at t and at t + modulus
+    (1 unless Round or Switch is used)."""
+    if isinstance(d, Round):
+        return d.modulus
+    if isinstance(d, ReplaceIndex):
+        return 1
+    out = len(d.args) if isinstance(d, Switch) else 1
+    for c in d.children():
+        out = math.lcm(out, descriptor_modulus(c))
+    return out

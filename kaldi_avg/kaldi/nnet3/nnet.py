@@ -3,6 +3,7 @@ built from config lines as `nnet3-init` does (docs/kaldi-formats.md 3.2, 5.1-5.2
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from ..binary import KaldiFormatError, KaldiReader, KaldiWriter
 from .components import Component, component_from_config, read_component
 from .config import ConfigError, ConfigLine, is_valid_name, name_matches_pattern, read_config_lines
-from .descriptor import Descriptor, descriptor_dim, parse_descriptor, to_string
+from .descriptor import Descriptor, descriptor_dim, descriptor_modulus, parse_descriptor, to_string
 
 
 @dataclass
@@ -121,7 +122,7 @@ class Nnet:
     def info(self, context: tuple[int, int] | None = None) -> str:
         """`Nnet::Info`: contexts (for simple nnets), parameter count, nodes with dims, components."""
         lines = [] if context is None else [f"left-context: {context[0]}", f"right-context: {context[1]}"]
-        lines += [f"num-parameters: {self.num_parameters()}", "modulus: 1"]
+        lines += [f"num-parameters: {self.num_parameters()}", f"modulus: {self.modulus()}"]
         lines += self.config_lines_with_dims()
         lines += [f"component name={name} {comp.info()}" for name, comp in self.components.items()]
         return "".join(line + "\n" for line in lines)
@@ -137,6 +138,14 @@ class Nnet:
         for c in matched:
             c.dropout_proportion = float(np.float32(proportion))
         return len(matched)
+
+    def modulus(self) -> int:
+        """`Nnet::Modulus`: the lcm of the node descriptors' moduli (docs/kaldi-formats.md 5.3)."""
+        out = 1
+        for n in self.nodes:
+            if isinstance(n, ComponentNode | OutputNode):
+                out = math.lcm(out, descriptor_modulus(n.input))
+        return out
 
     def num_parameters(self) -> int:
         return sum(c.num_params() for c in self.components.values())

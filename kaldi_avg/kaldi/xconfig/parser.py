@@ -10,6 +10,7 @@ from .frontend_layers import FRONTEND_LAYER_CLASSES
 from .gru_layers import GRU_LAYER_CLASSES
 from .layer import XconfigLayer
 from .lstm_layers import FastLstmLayer, FastLstmpLayer, LstmbLayer, LstmLayer, LstmpLayer
+from .stats_layer import StatsLayer
 from .syntax import XconfigError, split_xconfig_line
 
 LAYER_CLASSES: dict[str, type[XconfigLayer]] = {
@@ -18,7 +19,7 @@ LAYER_CLASSES: dict[str, type[XconfigLayer]] = {
                 NonlinearityLayer, FastLstmLayer, FastLstmpLayer, LstmLayer, LstmpLayer, LstmbLayer,
                 BatchnormComponentLayer, NoOpComponentLayer, LinearComponentLayer, TdnnfLayer,
                 PrefinalLayer, *GRU_LAYER_CLASSES, *FRONTEND_LAYER_CLASSES, ConvLayer, ResBlock,
-                ChannelAverageLayer, AttentionLayer)
+                ChannelAverageLayer, AttentionLayer, StatsLayer)
     for layer_type in cls.layer_types}
 
 

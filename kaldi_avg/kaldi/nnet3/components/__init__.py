@@ -39,6 +39,7 @@ from .simple import (
                      GeneralDropoutComponent,
                      NoOpComponent,
 )
+from .statistics import StatisticsExtractionComponent, StatisticsPoolingComponent
 from .tdnn import TdnnComponent
 
 __all__ = [
@@ -57,4 +58,5 @@ __all__ = [
     "SpecAugmentTimeMaskComponent", "PermuteComponent",
     "TimeHeightConvolutionComponent", "SumBlockComponent",
     "RestrictedAttentionComponent",
+    "StatisticsExtractionComponent", "StatisticsPoolingComponent",
 ]

@@ -286,6 +286,18 @@ class Component(ABC):
         for components that read other frames too (TdnnComponent splices over time offsets)."""
         return d
 
+    # Kaldi's GetInputIndexes/IsComputable for components that summarize other frames of their
+    # input (the statistics components); everything else maps frame t to input frame t. Both
+    # take and return inclusive, non-empty, finite frame ranges.
+    def input_frames(self, lo: int, hi: int) -> tuple[int, int]:
+        """The span of input frames that outputs lo..hi read."""
+        return lo, hi
+
+    def computable_frames(self, lo: int, hi: int) -> tuple[int, int]:
+        """The output frames that are computable when the input exists exactly on lo..hi
+        (empty when lo > hi)."""
+        return lo, hi
+
     def params(self) -> dict[str, np.ndarray]:
         """Trainable arrays, the component's own storage (writing into them updates it)."""
         return {a: getattr(self, a) for a in self.PARAMS}
