@@ -69,6 +69,16 @@ def randomized(nnet: Nnet, seed: int = 0, scale: float = 0.5) -> Nnet:
     return nnet
 
 
+def with_batchnorm_stats(nnet: Nnet, seed: int = 6) -> Nnet:
+    """Gives every BatchNormComponent statistics (count 50, random means and variances), so test
+    mode normalizes with them rather than with Kaldi's invented ones."""
+    rng = np.random.default_rng(seed)
+    for comp in nnet.components.values():
+        if comp.type_name == "BatchNormComponent":
+            comp.set_stats(50.0, rng.normal(0, 1, comp.block_dim), rng.uniform(0.5, 2, comp.block_dim))
+    return nnet
+
+
 def exported_copy(nnet: Nnet, binary: bool) -> Nnet:
     """The network after the module writes its parameters back and the model goes through Kaldi
     bytes (binary or text); asserts the bytes round-trip exactly."""

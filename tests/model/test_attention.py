@@ -15,7 +15,7 @@ from kaldi_avg.model.build import build_nnet
 from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import exported_copy, randomized
+from .networks import exported_copy, randomized, with_batchnorm_stats
 from .reference_nnet3 import reference_chunked
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig", "small_attention")
@@ -28,10 +28,7 @@ def nnet(tmp_path_factory):
     lda.write_text("[ " + "\n".join(" ".join(map(str, r)) for r in rows) + " ]")
     with open(os.path.join(FIXTURE, "network.xconfig")) as f:
         nnet = randomized(build_nnet(f.read(), "small_attention.xconfig", lda_mat=str(lda)), seed=5, scale=0.3)
-    rng = np.random.default_rng(6)
-    for comp in nnet.components.values():
-        if comp.type_name == "BatchNormComponent":
-            comp.set_stats(50.0, rng.normal(0, 1, comp.block_dim), rng.uniform(0.5, 2, comp.block_dim))
+    with_batchnorm_stats(nnet, seed=6)
     return nnet
 
 

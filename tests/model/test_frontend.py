@@ -14,7 +14,7 @@ from kaldi_avg.model.build import build_nnet
 from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import exported_copy, randomized
+from .networks import exported_copy, randomized, with_batchnorm_stats
 from .reference_nnet3 import reference_chunked
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig", "small_frontend")
@@ -29,10 +29,7 @@ def nnet(tmp_path_factory):
     rows = np.random.default_rng(3).normal(0, 0.5, (16, 17))
     lda.write_text("[ " + "\n".join(" ".join(map(str, r)) for r in rows) + " ]")
     nnet = randomized(build_nnet(text, "small_frontend.xconfig", lda_mat=str(lda)), seed=5, scale=0.2)
-    rng = np.random.default_rng(6)
-    for comp in nnet.components.values():
-        if comp.type_name == "BatchNormComponent":
-            comp.set_stats(50.0, rng.normal(0, 1, comp.block_dim), rng.uniform(0.5, 2, comp.block_dim))
+    with_batchnorm_stats(nnet, seed=6)
     return nnet
 
 

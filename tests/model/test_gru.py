@@ -17,7 +17,7 @@ from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 from kaldi_avg.model.ops import ComponentOp
 
-from .networks import exported_copy, randomized
+from .networks import exported_copy, randomized, with_batchnorm_stats
 from .reference_nnet3 import _component, reference_chunked
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig")
@@ -27,10 +27,7 @@ def _build(case: str):
     with open(os.path.join(FIXTURES, case, "network.xconfig")) as f:
         text = f.read()
     nnet = randomized(build_nnet(text, f"{case}.xconfig", which="ref"), seed=5, scale=0.4)
-    rng = np.random.default_rng(6)
-    for comp in nnet.components.values():
-        if comp.type_name == "BatchNormComponent":
-            comp.set_stats(50.0, rng.normal(0, 1, comp.block_dim), rng.uniform(0.5, 2, comp.block_dim))
+    with_batchnorm_stats(nnet, seed=6)
     return nnet
 
 

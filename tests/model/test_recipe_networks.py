@@ -39,7 +39,7 @@ from kaldi_avg.model.build import build_nnet
 from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import randomized
+from .networks import randomized, with_batchnorm_stats
 from .reference_nnet3 import reference_chunked
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig")
@@ -70,10 +70,7 @@ def _nnet(case):
     if case not in _NNETS:
         with contextlib.chdir(tempfile.mkdtemp()):   # where an idct-layer writes its matrix
             nnet = randomized(build_nnet(_xconfig(case), f"{case}.xconfig", which="ref"), seed=3, scale=0.03)
-        rng = np.random.default_rng(4)
-        for comp in nnet.components.values():
-            if comp.type_name == "BatchNormComponent":
-                comp.set_stats(50.0, rng.normal(0, 1, comp.block_dim), rng.uniform(0.5, 2, comp.block_dim))
+        with_batchnorm_stats(nnet, seed=4)
         _NNETS[case] = nnet
     return _NNETS[case]
 

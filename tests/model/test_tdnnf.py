@@ -13,7 +13,7 @@ from kaldi_avg.model.build import build_nnet
 from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import exported_copy, randomized
+from .networks import exported_copy, randomized, with_batchnorm_stats
 from .reference_nnet3 import reference_chunked
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig", "small_tdnnf", "network.xconfig")
@@ -24,10 +24,7 @@ def nnet():
     with open(FIXTURE) as f:
         text = f.read()
     nnet = randomized(build_nnet(text, "small_tdnnf.xconfig", which="ref"), seed=5, scale=0.2)
-    rng = np.random.default_rng(6)
-    for comp in nnet.components.values():
-        if comp.type_name == "BatchNormComponent":
-            comp.set_stats(50.0, rng.normal(0, 1, comp.block_dim), rng.uniform(0.5, 2, comp.block_dim))
+    with_batchnorm_stats(nnet, seed=6)
     return nnet
 
 
