@@ -1,7 +1,9 @@
 """Exported final.mdl files decode in real Kaldi code (vosk) exactly as our own pipeline does.
 
 On FSDD with a small monophone GMM system (alignments, HCLG), a feed-forward net, an LSTM and an
-LSTMP (also with dropout masks, proportion 0.2 and 0) are built from xconfig files, trained
+LSTMP (also with dropout masks, proportion 0.2 and 0), a TDNN-F, a CNN (TimeHeightConvolution,
+one layer with optional time offsets) and a restricted-attention network are built from xconfig
+files, trained
 briefly in PyTorch, exported as final.mdl and decoded twice: by vosk (Kaldi's nnet3 + online
 decoder reading our final.mdl and HCLG.fst) and by our `compute` + mapped decoder. The words
 must agree on every test utterance. A deliberately broken export (LSTM gates i and f swapped)
@@ -45,6 +47,27 @@ fast-lstmp-layer name=lstm1 cell-dim=32 recurrent-projection-dim=16 non-recurren
 output-layer name=output output-delay=2 dim=NUM_PDFS
 """,
 }
+NETWORKS.update({
+    "tdnnf": """input dim=13 name=input
+relu-batchnorm-layer name=tdnn1 input=Append(-1,0,1) dim=64
+tdnnf-layer name=tdnnf2 dim=64 bottleneck-dim=16 time-stride=1 bypass-scale=0.66
+tdnnf-layer name=tdnnf3 dim=64 bottleneck-dim=16 time-stride=3 bypass-scale=0.66
+linear-component name=prefinal-l dim=32 orthonormal-constraint=-1.0
+prefinal-layer name=prefinal input=prefinal-l small-dim=32 big-dim=64
+output-layer name=output dim=NUM_PDFS
+""",
+    "cnn": """input dim=13 name=input
+conv-relu-batchnorm-layer name=cnn1 height-in=13 height-out=13 time-offsets=-1,0,1 height-offsets=-1,0,1 num-filters-out=4
+conv-relu-batchnorm-layer name=cnn2 height-in=13 height-out=6 height-subsample-out=2 time-offsets=-1,0,1 required-time-offsets=0 height-offsets=-1,0,1 num-filters-out=6
+relu-batchnorm-layer name=tdnn3 input=Append(-1,0,1) dim=64
+output-layer name=output dim=NUM_PDFS
+""",
+    "attention": """input dim=13 name=input
+relu-batchnorm-layer name=tdnn1 input=Append(-1,0,1) dim=64
+attention-relu-renorm-layer name=attention1 num-heads=2 value-dim=16 key-dim=8 num-left-inputs=4 num-right-inputs=1 time-stride=1
+output-layer name=output dim=NUM_PDFS
+""",
+})
 # fast-lstmp with Kaldi's per-frame gate dropout (DropoutMaskComponent): trained with random masks,
 # exported with the proportion; decoders run it in test mode (gates scaled by 1 - p).
 NETWORKS.update({f"lstmp-dropout{p}": NETWORKS["lstmp"].replace("decay-time=20",
@@ -175,3 +198,24 @@ def test_swapped_gates_are_caught(models, system, test_set, tmp_path):
     finally:
         w.linear_params[...], w.bias_params[...] = saved
     assert broken != ours, "vosk decoded a model with swapped LSTM gates like the correct one"
+
+
+def test_mirrored_convolution_is_caught(models, system, test_set, tmp_path):
+    """The same check for the convolution's layout: its height offsets -1 and +1 exchanged (the
+    filters mirrored in height) must change what vosk decodes."""
+    utts, feats, wavs, _ = test_set
+    model = models["cnn"]
+    ours = our_hypotheses(model, system, utts, feats)
+    conv = model.nnet.components["cnn1.conv"]
+    f_in = conv.num_filters_in
+    blocks = {offset: slice(i * f_in, (i + 1) * f_in) for i, offset in enumerate(conv.offsets)}
+    saved = conv.linear_params.copy()
+    try:
+        for t in (-1, 0, 1):
+            conv.linear_params[:, blocks[(t, -1)]] = saved[:, blocks[(t, 1)]]
+            conv.linear_params[:, blocks[(t, 1)]] = saved[:, blocks[(t, -1)]]
+        broken = vosk_hypotheses(model, system, wavs, tmp_path)
+    finally:
+        conv.linear_params[...] = saved
+    differ = sum(a != b for a, b in zip(ours, broken))
+    assert differ > len(utts) // 10, f"vosk decoded a mirrored convolution like the correct one ({differ} differ)"
