@@ -172,7 +172,7 @@ class NnetModule(nn.Module):
             if len(comp) == 1 and not internal:
                 order.append(comp[0])
                 continue
-            if any(self._input_frames(m, 0, 0) != (0, 0) for m in comp):
+            if any(self._summarizes_frames(m) for m in comp):
                 raise ConfigError(f"recurrence among {sorted(comp)} goes through a component that summarizes "
                                   "other frames (statistics pooling): not supported by kaldi-avg")
             offsets = {k for _, _, k in internal}
@@ -231,6 +231,10 @@ class NnetModule(nn.Module):
             op.zero_stats()
 
     # -- ranges -------------------------------------------------------------------------
+    def _summarizes_frames(self, name: str) -> bool:
+        node = self.nnet.node(name)
+        return isinstance(node, ComponentNode) and self.nnet.components[node.component].SUMMARIZES_FRAMES
+
     def _input_frames(self, name: str, lo: int, hi: int) -> Range:
         """The frames of its input descriptor that node `name` reads for outputs lo..hi."""
         node = self.nnet.node(name)
@@ -438,14 +442,14 @@ class _Eval:
             self.vals[name] = (self.descriptor(d, lo, hi), lo)
             return
         op = self.m.op(node.component)
-        first, last = self.m._input_frames(name, lo, hi)
-        if (first, last) == (lo, hi):
-            y = op(self.descriptor(d, lo, hi), self._times(lo, hi))
-        else:
+        if self.m._summarizes_frames(name):
             # It summarizes other frames of its input (4.25): it gets those that exist.
+            first, last = self.m._input_frames(name, lo, hi)
             a, b = self.defined_range(d)
             first, last = max(first, a), min(last, b)
             y = op(self.descriptor(d, first, last), self._times(first, last), out_times=self._times(lo, hi))
+        else:
+            y = op(self.descriptor(d, lo, hi), self._times(lo, hi))
         self.vals[name] = (y, lo)
 
     # -- recurrent loops ----------------------------------------------------------------

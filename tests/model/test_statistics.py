@@ -97,6 +97,31 @@ def test_forward_and_backward_in_training(nnet):
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values())
 
 
+# Statistics inside a frame-level acoustic model (as the SAD recipes' `stats-layer ... input=tdnn1`
+# beside the frame-level layers): the extraction block of the last frames runs past the input.
+SAD_XCONFIG = """input dim=4 name=input
+relu-batchnorm-layer name=tdnn1 input=Append(-1,0,1) dim=6
+stats-layer name=tdnn1_stats config=mean+count(-12:1:3:12)
+relu-batchnorm-layer name=tdnn2 input=Append(tdnn1, tdnn1_stats) dim=6
+output-layer name=output dim=3
+"""
+
+
+@pytest.mark.parametrize("frames", [16, 17, 18])
+def test_pooled_context_ends_mid_block(frames):
+    """The input is exactly the model context around `frames` outputs (as a training chunk is);
+    every phase of the last extraction block against the input's end."""
+    nnet = with_batchnorm_stats(randomized(build_nnet(SAD_XCONFIG, "sad.xconfig", which="ref"), seed=5, scale=0.3))
+    left, right = model_context(nnet)
+    assert (left, right) == reference_context(nnet) == (1, 1)
+    feats = _feats(nnet, left + frames + right)
+    m = NnetModule(nnet).eval().double()
+    with torch.no_grad():
+        got = m(torch.from_numpy(feats).double()[None], left_context=left, num_frames=frames)[0].numpy()
+    want = ReferenceNnet3(nnet, feats, -left).outputs(range(frames))
+    assert np.abs(got - want).max() < 1e-6
+
+
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
 def test_export_round_trips_byte_identically(nnet, binary):
     again = exported_copy(nnet, binary)

@@ -287,8 +287,10 @@ class Component(ABC):
         return d
 
     # Kaldi's GetInputIndexes/IsComputable for components that summarize other frames of their
-    # input (the statistics components); everything else maps frame t to input frame t. Both
-    # take and return inclusive, non-empty, finite frame ranges.
+    # input (the statistics components, SUMMARIZES_FRAMES); everything else maps frame t to
+    # input frame t. Both take and return inclusive, non-empty, finite frame ranges.
+    SUMMARIZES_FRAMES: ClassVar[bool] = False
+
     def input_frames(self, lo: int, hi: int) -> tuple[int, int]:
         """The span of input frames that outputs lo..hi read."""
         return lo, hi

@@ -33,6 +33,7 @@ class StatisticsExtractionComponent(Component):
     input frames at multiples of input-period in each block of output-period frames, the same
     at every frame of the block."""
     type_name = "StatisticsExtractionComponent"
+    SUMMARIZES_FRAMES = True
     FIELDS = (
         field("<InputDim>", Kind.I32, attr="in_dim"),
         field("<InputPeriod>", Kind.I32, 1),
@@ -86,6 +87,7 @@ class StatisticsPoolingComponent(Component):
     of input-period (where Kaldi's output does not exist) holds the value of the multiple below
     it, which is what the stats-layer's `Round(pooling, period)` reads."""
     type_name = "StatisticsPoolingComponent"
+    SUMMARIZES_FRAMES = True
     FIELDS = (
         field("<InputDim>", Kind.I32, attr="in_dim"),
         field("<InputPeriod>", Kind.I32, 1),
