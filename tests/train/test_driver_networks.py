@@ -93,3 +93,34 @@ def test_make_configs_lstm_trains_and_exports(tmp_path, monkeypatch, capsys):
         assert os.path.exists(os.path.join(d, name)), name
     start = read_nnet3_file(os.path.join(d, "0.mdl")).nnet.components["Lstm2_W_i-xr"].linear_params
     assert not np.array_equal(start, final.nnet.components["Lstm2_W_i-xr"].linear_params)   # it trained
+
+
+CNN_XCONFIG = """input dim=13 name=input
+conv-relu-batchnorm-layer name=cnn1 height-in=13 height-out=13 time-offsets=-1,0,1 height-offsets=-1,0,1 num-filters-out=3
+conv-relu-batchnorm-layer name=cnn2 height-in=13 height-out=6 height-subsample-out=2 time-offsets=-1,0,1 required-time-offsets=0 height-offsets=-1,0,1 num-filters-out=4
+fast-lstmp-layer name=lstm1 cell-dim=12 recurrent-projection-dim=4 non-recurrent-projection-dim=4 delay=-1
+output-layer name=output dim=NUM_PDFS
+"""
+ATTENTION_XCONFIG = """input dim=13 name=input
+relu-batchnorm-layer name=tdnn1 input=Append(-1,0,1) dim=16
+attention-relu-renorm-layer name=attention1 num-heads=2 value-dim=6 key-dim=4 num-left-inputs=3 num-right-inputs=1 time-stride=1
+output-layer name=output dim=NUM_PDFS
+"""
+STATS_XCONFIG = """input dim=13 name=input
+relu-batchnorm-layer name=tdnn1 input=Append(-1,0,1) dim=16
+stats-layer name=tdnn1_stats config=mean+count(-12:1:3:12)
+relu-batchnorm-layer name=tdnn2 input=Append(tdnn1, tdnn1_stats) dim=16
+output-layer name=output dim=NUM_PDFS
+"""
+
+
+@pytest.mark.parametrize("xconfig", [CNN_XCONFIG, ATTENTION_XCONFIG, STATS_XCONFIG], ids=["cnn", "attention", "stats"])
+def test_cnn_attention_and_statistics_networks_train_and_export(tmp_path, capsys, xconfig):
+    exp, exported = train(str(tmp_path), xconfig, "network.xconfig", capsys)
+    final = read_nnet3_bytes(exported, "final.mdl")
+    assert final.to_bytes() == exported and final.is_am and final.priors.size == exp["num_pdfs"]
+    start = read_nnet3_file(os.path.join(exp["exp"], "0.mdl")).nnet
+    trained = [name for name, comp in final.nnet.components.items() if comp.params()
+               and not all(np.array_equal(a, b) for a, b in zip(comp.params().values(),
+                                                                start.components[name].params().values()))]
+    assert set(trained) == {name for name, comp in final.nnet.components.items() if comp.params()}
