@@ -222,6 +222,16 @@ class NnetModule(nn.Module):
             op.use_natural_gradient = bool(enabled) and op.has_natural_gradient and \
                 not getattr(op.component, "is_gradient", False)
 
+    def batchnorm_ops(self) -> list[ComponentOp]:
+        return [op for op in self.ops.values() if op.type_name == "BatchNormComponent"]
+
+    def scale_batchnorm_stats(self, scale: float) -> None:
+        """nnet3-train's ScaleBatchnormStats after every update (--batchnorm-stats-scale, 0.8,
+        which train_rnn.py leaves at its default): the statistics a BatchNorm keeps for test mode
+        weight the latest minibatches most (docs/kaldi-formats.md 6.5)."""
+        for op in self.batchnorm_ops():
+            op.scale_stats(scale)
+
     def zero_stats(self) -> None:
         """nnet3-train's ZeroComponentStats: clears every component's training statistics, so
         what is accumulated from here on is one job's (call at the start of each job). The

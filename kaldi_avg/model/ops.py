@@ -405,6 +405,12 @@ class ComponentOp(nn.Module):
         """Training mode of a dropout component: Kaldi's <TestMode> overrides training."""
         return self.training and not self.component.test_mode
 
+    def scale_stats(self, scale: float) -> None:
+        """BatchNormComponent::Scale: count, sum and sum of squares alike (0 zeroes them)."""
+        with torch.no_grad():
+            for t in (self.stats_count, self.stats_sum, self.stats_sumsq):
+                t.mul_(scale)
+
     def _batchnorm(self, x: torch.Tensor) -> torch.Tensor:
         c = self.component
         bd = c.block_dim

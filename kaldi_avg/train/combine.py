@@ -1,9 +1,11 @@
 """Final combination in nnet3-combine's simple form (docs/kaldi-formats.md 6.6).
 
-The models are given newest first.  The newest model's objective (per frame, test mode) on the
-combine set is the baseline; then running averages of the newest n models, n = 2..K, are
-scored every ceil(K / max_objective_evaluations) additions and at K; the best scoring one
-(possibly just the newest model) is the result.
+The models are given newest first.  The newest model's objective per frame on the combine set
+is the baseline; then running averages of the newest n models, n = 2..K, are scored every
+ceil(K / max_objective_evaluations) additions and at K; the best scoring one (possibly just the
+newest model) is the result. Objectives are nnet3-combine's: dropout in test mode, BatchNorm on
+each minibatch's own statistics (--batchnorm-test-mode=false). A network with BatchNorm then
+has its statistics recomputed on the combine set (RecomputeStats), as nnet3-combine does.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 from ..model.graph import NnetModule
 from ..model.ops import training_statistics
 from ..parallel import FlatParams
-from .objective import compute_prob
+from .objective import compute_prob, forward_minibatch
 
 
 @dataclass
@@ -38,7 +40,7 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
     K = len(vectors)
     every = max(1, math.ceil(K / max_objective_evaluations))
     running = vectors[0].clone()
-    best_n, best_objf = 1, compute_prob(target, batches).objf_per_frame
+    best_n, best_objf = 1, compute_prob(target, batches, batchnorm_test_mode=False).objf_per_frame
     evaluations = [(1, best_objf)]
     if log:
         log(f"Combining {K} models; objective of the newest model is {best_objf:g}")
@@ -49,7 +51,7 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
             continue
         avg = running / n
         _load_model_vector(flats[0], avg)
-        objf = compute_prob(target, batches).objf_per_frame
+        objf = compute_prob(target, batches, batchnorm_test_mode=False).objf_per_frame
         evaluations.append((n, objf))
         if log:
             log(f"Average of the newest {n} models: objective {objf:g}")
@@ -58,7 +60,25 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
     _load_model_vector(flats[0], best_vector)
     if log:
         log(f"Combination chose the average of the newest {best_n} model(s), objective {best_objf:g}")
+    if target.batchnorm_ops():
+        recompute_stats(target, batches)
+        if log:
+            log("Recomputed the component statistics on the combine set (the network has BatchNorm)")
     return target, CombineResult(best_n, best_objf, evaluations)
+
+
+@torch.no_grad()
+def recompute_stats(module: NnetModule, batches) -> None:
+    """Kaldi's RecomputeStats: every component's statistics zeroed, then accumulated afresh by a
+    training-mode forward pass over `batches` (BatchNorm, sigmoid and tanh statistics; no update)."""
+    was_training = module.training
+    module.zero_stats()
+    module.train()
+    try:
+        for mb in batches:
+            forward_minibatch(module, mb)
+    finally:
+        module.train(was_training)
 
 
 def _model_vector(flat: FlatParams) -> torch.Tensor:

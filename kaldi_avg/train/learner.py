@@ -24,6 +24,9 @@ from .diagnostics import TrainLog
 from .objective import compute_loss
 from .optim import KaldiSgd, scale_parameters, set_learning_rates
 
+# nnet3-train's --batchnorm-stats-scale; train_rnn.py does not set it.
+BATCHNORM_STATS_SCALE = 0.8
+
 
 class Learner:
     """A worker's model replica (its own copy of `nnet`), optimizer and minibatch iterator."""
@@ -87,7 +90,10 @@ class Learner:
         return int(frames)
 
     def update(self) -> None:
+        """NnetTrainer::TrainInternal after the backward pass: the update, ScaleBatchnormStats,
+        ConstrainOrthonormal."""
         self.optimizer.step(self._num_chunks)   # also zeroes the flat gradient buffer
+        self.module.scale_batchnorm_stats(BATCHNORM_STATS_SCALE)
         if self.constrained:
             constrain_orthonormal(self.constrained, self.rng)
 

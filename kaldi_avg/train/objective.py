@@ -54,10 +54,14 @@ def forward_minibatch(module, mb, min_deriv_time=None, max_deriv_time_relative=N
 
 
 @torch.no_grad()
-def compute_prob(module, batches: Iterable) -> ProbStats:
-    """nnet3-compute-prob: objective and accuracy in test mode."""
+def compute_prob(module, batches: Iterable, batchnorm_test_mode: bool = True) -> ProbStats:
+    """nnet3-compute-prob: objective and accuracy in test mode. `batchnorm_test_mode=False`
+    (nnet3-combine's default): BatchNorm normalizes each minibatch with its own statistics."""
     was_training = module.training
     module.eval()
+    if not batchnorm_test_mode:
+        for op in module.batchnorm_ops():
+            op.train()
     stats = ProbStats()
     try:
         for mb in batches:
