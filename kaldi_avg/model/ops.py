@@ -47,7 +47,9 @@ NONLINEAR = {
     "ClipGradientComponent": lambda x: x,
 }
 # Components whose activation statistics (Kaldi's value/deriv stats) are accumulated in training.
-ACTIVATION_STATS_TYPES = ("SigmoidComponent", "TanhComponent", "LstmNonlinearityComponent")
+ACTIVATION_STATS_TYPES = ("SigmoidComponent", "TanhComponent", "LstmNonlinearityComponent", *GRU_CELLS)
+# GruNonlinearityComponent::TanhStatsAndSelfRepair's hard-coded share of minibatches with statistics.
+GRU_STATS_PROBABILITY = 0.5
 # The buffers that training accumulates in place (Kaldi's component statistics).
 STATISTICS_BUFFERS = ("stats_count", "stats_sum", "stats_sumsq", "act_value_sum", "act_value_sqsum", "act_count")
 SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | GRU_CELLS.keys() | STATISTICS_OPS.keys() | {
@@ -65,6 +67,8 @@ NATURAL_GRADIENT_PARAMS = {
     "NaturalGradientPerElementScaleComponent": ("scales",),
     "LstmNonlinearityComponent": ("peepholes",),
     "TimeHeightConvolutionComponent": ("linear_params", "bias_params"),
+    "GruNonlinearityComponent": ("w_h",),
+    "OutputGruNonlinearityComponent": ("w_h",),
 }
 # LstmNonlinearityComponent::InitNaturalGradient (not configurable, not stored in the file).
 LSTM_NATURAL_GRADIENT = dict(rank=20, update_period=2, num_samples_history=1000.0, alpha=4.0)
@@ -119,7 +123,8 @@ class ComponentOp(nn.Module):
     # deriv_sum/count (<ValueAvg>, <DerivAvg>) and <Count>. SigmoidComponent/TanhComponent store
     # them in the forward pass (StoreStats: every training frame); LstmNonlinearityComponent in
     # its backward pass (only frames that are backpropagated), for its 5 nonlinearities
-    # i_t, f_t (sigmoid), tanh(c_part), o_t (sigmoid), tanh(c_t). The derivative is a function of
+    # i_t, f_t (sigmoid), tanh(c_part), o_t (sigmoid), tanh(c_t); the GRU cells for their tanh
+    # h_t in their consolidated update, on half of the minibatches (`_gru_tanh_stats`). The derivative is a function of
     # the value: y(1 - y) for a sigmoid, 1 - y^2 for a tanh, so the buffers keep sum(y) and
     # sum(y^2); deriv_sum = w*sum(y) + (1 - w)*count - sum(y^2) with w = 1 for sigmoid rows and 0
     # for tanh rows. Every buffer is a plain sum, so averaging models' buffers (nnet3-average
@@ -131,7 +136,7 @@ class ComponentOp(nn.Module):
             sigmoid = np.array([1.0, 1.0, 0.0, 1.0, 0.0])[:, None] * np.ones(shape)
             value_avg, deriv_avg = np.asarray(c.value_avg, np.float64), np.asarray(c.deriv_avg, np.float64)
         else:
-            shape = (c.dim,)
+            shape = (c.cell_dim if self.type_name in GRU_CELLS else c.dim,)
             sigmoid = np.full(shape, 1.0 if self.type_name == "SigmoidComponent" else 0.0)
             value_avg, deriv_avg = (np.asarray(a, np.float64).reshape(-1)
                                     for a in (c.value_avg, c.deriv_avg))
@@ -180,6 +185,8 @@ class ComponentOp(nn.Module):
             self.act_count.zero_()
             if self.type_name == "LstmNonlinearityComponent":
                 c.self_repair_prob = np.zeros_like(np.asarray(c.self_repair_prob, np.float32))
+            elif self.type_name in GRU_CELLS:
+                c.self_repair_total = 0.0
             else:
                 c.oderiv_rms = np.zeros_like(np.asarray(c.oderiv_rms, np.float32))
                 c.oderiv_count = 0.0
@@ -220,6 +227,11 @@ class ComponentOp(nn.Module):
                                                           c.alpha),)
         elif t == "LstmNonlinearityComponent":
             self.preconditioners = (OnlineNaturalGradient(**LSTM_NATURAL_GRADIENT),)
+        elif t == "GruNonlinearityComponent":   # InitFromConfig: num-samples-history the default 2000
+            self.preconditioners = tuple(OnlineNaturalGradient(rank, c.update_period, alpha=c.alpha)
+                                         for rank in (c.rank_in, c.rank_out))
+        elif t == "OutputGruNonlinearityComponent":
+            self.preconditioners = (OnlineNaturalGradient(c.rank, c.update_period, alpha=c.alpha),)
         elif t == "TimeHeightConvolutionComponent" and c.use_natural_gradient:
             # TimeHeightConvolutionComponent::InitFromConfig: update period 1, history in minibatches.
             self.preconditioners = tuple(
@@ -282,10 +294,16 @@ class ComponentOp(nn.Module):
         rows = ng_pass.rows()
         if rows is None:
             return grads
-        x, g = rows[0].double(), rows[1].double()   # see natural_gradient.py on precision
-        if t == "NaturalGradientPerElementScaleComponent":
+        x, g = rows
+        if t in GRU_CELLS:   # the rows are [W^h's input | h_t] (see `forward`)
+            C = self.component.cell_dim
+            x, h = x[:, :-C], x[:, -C:]
+            self._gru_tanh_stats(h)
+        x, g = x.double(), g.double()   # see natural_gradient.py on precision
+        dtype = getattr(self, NATURAL_GRADIENT_PARAMS[t][0]).dtype
+        if t in ("NaturalGradientPerElementScaleComponent", "OutputGruNonlinearityComponent"):
             p_hat, scale = self.preconditioners[0].precondition(x * g)
-            return ((p_hat.sum(0) * scale).to(self.scales.dtype),)
+            return ((p_hat.sum(0) * scale).to(dtype),)
         # A bias is preconditioned as one more input column of ones (TdnnComponent too, when it
         # has a bias: TdnnComponent::UpdateNaturalGradient).
         has_bias = len(grads) == 2
@@ -294,12 +312,20 @@ class ComponentOp(nn.Module):
         x_hat, in_scale = self.preconditioners[0].precondition(x)
         g_hat, out_scale = self.preconditioners[1].precondition(g)
         scale = in_scale * out_scale
-        W = self.linear_params
         if not has_bias:
-            return ((g_hat.t() @ x_hat * scale).to(W.dtype),)
+            return ((g_hat.t() @ x_hat * scale).to(dtype),)
         grad_w = g_hat.t() @ x_hat[:, :-1] * scale
         grad_b = g_hat.t() @ x_hat[:, -1] * scale
-        return grad_w.to(W.dtype), grad_b.to(self.bias_params.dtype)
+        return grad_w.to(dtype), grad_b.to(dtype)
+
+    def _gru_tanh_stats(self, h: torch.Tensor) -> None:
+        """GruNonlinearityComponent::TanhStatsAndSelfRepair in the consolidated update (all the
+        minibatch's backpropagated rows of h_t, once): on a random half of the minibatches the
+        tanh statistics; the self-repair term it then adds to W^h's derivative is left out, as for
+        every nonlinearity in kaldi-avg."""
+        if float(torch.rand(())) > GRU_STATS_PROBABILITY:
+            return
+        self._store_activation_stats(h)
 
     def _convolution_natural_gradients(self, grad_w, grad_b) -> tuple:
         """TimeHeightConvolutionComponent::UpdateNaturalGradient: the minibatch's parameter
@@ -343,7 +369,11 @@ class ComponentOp(nn.Module):
                 self._store_activation_stats(y)
             return y
         if t in GRU_CELLS:
-            return GRU_CELLS[t](x, self.param("w_h"))
+            ng = self._ng_pass
+            # W^h's natural gradient and the tanh statistics come from these rows (see
+            # `_natural_gradients`); h_t rides along with the input rows.
+            record = None if ng is None else lambda u, a, h: ng.record(torch.cat([u, h.detach()], -1), a, times)
+            return GRU_CELLS[t](x, self.param("w_h"), record)
         if t == "LstmNonlinearityComponent":
             # Kaldi accumulates these in the backward pass: only frames that get derivatives.
             store = self.training and torch.is_grad_enabled()

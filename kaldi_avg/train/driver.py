@@ -50,7 +50,6 @@ from ..kaldi.runlog import write_run_log
 from ..kaldi.tables import MatrixTable
 from ..kaldi.transition import TransitionModel, read_transition_model
 from ..model.graph import NnetModule
-from ..model.gru_ops import TRAINING_DIFFERENCES
 from ..parallel import Communicator, LocalCommunicator
 from . import schedule
 from .combine import combine
@@ -136,10 +135,6 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     left, right = model_context(reference)
     if comm.rank == 0:
         say(comm, f"network: {network.description}")
-        for kind, difference in sorted({c.type_name: TRAINING_DIFFERENCES[c.type_name]
-                                        for c in reference.components.values()
-                                        if c.type_name in TRAINING_DIFFERENCES}.items()):
-            say(comm, f"WARNING: {kind}: {difference}")
     c = config.chunk
     chunk_config = ChunkConfig.from_egs_options(
         c.width, model_left_context=left, model_right_context=right, chunk_left_context=c.left_context,

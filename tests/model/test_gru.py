@@ -2,8 +2,8 @@
 norm-opgru-layer and their fast- variants with an OutputGruNonlinearityComponent; forward and
 backward recurrences, gate dropout) and small_gru_lstmb (gru, pgru and their fast-/norm-
 variants with a GruNonlinearityComponent, and lstmb-layer). The executor equals the naive
-evaluator, training runs, export round-trips byte-identically. The GruNonlinearityComponent op
-is also checked on its own."""
+evaluator, training runs with Kaldi's natural gradient for W^h, export round-trips
+byte-identically. The GruNonlinearityComponent op is also checked on its own."""
 import os
 
 import numpy as np
@@ -79,6 +79,38 @@ def test_forward_and_backward_in_training(nnet):
     assert any("gru_nonlin" in n for n in grads)
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
                for n, g in grads.items() if "xent" not in n)
+
+
+def _w_h_gradients(nnet, natural: bool, seed: int = 0) -> dict:
+    torch.manual_seed(seed)   # the same dropout masks
+    m = NnetModule(nnet)
+    m.train()
+    m.set_natural_gradient(natural)
+    left, right = model_context(nnet)
+    ivectors = torch.randn(2, 3) if nnet.has_node("ivector") else None
+    out = m(torch.randn(2, 16 + left + right, 4), left_context=left, num_frames=16, ivectors=ivectors)
+    (out * torch.randn_like(out)).sum().backward()
+    return {name: m.op(name) for name, c in nnet.components.items() if c.type_name.endswith("GruNonlinearityComponent")}
+
+
+def test_w_h_gets_kaldis_natural_gradient_and_tanh_statistics(nnet):
+    """W^h's update direction is the natural gradient of its consolidated rows (Kaldi's
+    UpdateParameters: [r * s_{t-1}] and the tanh argument's derivative, or for OutputGru the
+    per-frame products), positive definite preconditioning of the plain gradient; the tanh
+    statistics of the rows are stored on about half of the minibatches."""
+    plain, natural = _w_h_gradients(nnet, False), _w_h_gradients(nnet, True)
+    assert plain
+    for name in plain:
+        g, ng = plain[name].w_h.grad.flatten(), natural[name].w_h.grad.flatten()
+        assert not torch.allclose(g, ng) and torch.dot(g, ng) > 0, name
+        assert float(plain[name].act_count) == 0.0   # plain gradient: no consolidated update
+    stored = 0
+    for seed in range(20):
+        op = next(iter(_w_h_gradients(nnet, True, seed).values()))
+        stored += float(op.act_count) > 0
+        h = op.act_value_sum / max(float(op.act_count), 1.0)
+        assert (h.abs() <= 1).all()   # averages of tanh values
+    assert 4 <= stored <= 16
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
