@@ -163,48 +163,40 @@ class KaldiReader:
         return w == "T"
 
     def read_int_vector(self) -> list[int]:
-        """`WriteIntegerVector` layout (topology phone lists)."""
-        if not self.binary:
-            if self._word() != "[":
-                raise self.error("expected '[' starting an integer vector")
-            out = []
-            while True:
-                w = self._word()
-                if w == "]":
-                    return out
-                out.append(int(w))
-        size = self._take(1)
-        if size != b"\x04":
-            raise self.error(f"integer vector: expected element size 4, got {size.hex()}")
-        n = struct.unpack("<i", self._take(4))[0]
-        if n < 0:
-            raise self.error(f"integer vector: negative length {n}")
-        return list(np.frombuffer(self._take(4 * n), "<i4").tolist())
+        """`WriteIntegerVector` layout (topology phone lists): binary `\\x04`, int32 n, n int32s;
+        text `[ a b ... ]`."""
+        return self._read_int_entries("integer vector", 1, int)
 
     def read_int_pair_vector(self) -> list[tuple[int, int]]:
-        """`WriteIntegerPairVector` layout (TimeHeightConvolution's offsets): binary as an integer
-        vector of 2n entries; text `[ a,b c,d ]`."""
+        """`WriteIntegerPairVector` layout (TimeHeightConvolution's offsets): binary `\\x04`,
+        int32 n, n pairs of int32s; text `[ a,b c,d ... ]`."""
+        def pair(word: str) -> tuple[int, int]:
+            first, comma, second = word.partition(",")
+            if not comma:
+                raise ValueError(word)
+            return int(first), int(second)
+        return self._read_int_entries("integer-pair vector", 2, pair)
+
+    def _read_int_entries(self, what: str, width: int, parse_word):
+        """The two integer-vector layouts: entries of `width` int32s, `parse_word` for text."""
         if not self.binary:
             if self._word() != "[":
-                raise self.error("expected '[' starting an integer-pair vector")
+                raise self.error(f"expected '[' starting an {what}")
             out = []
-            while True:
-                w = self._word()
-                if w == "]":
-                    return out
-                first, sep, second = w.partition(",")
+            while (w := self._word()) != "]":
                 try:
-                    out.append((int(first), int(second)))
+                    out.append(parse_word(w))
                 except ValueError:
-                    raise self.error(f"integer-pair vector: expected 'a,b', got {w!r}") from None
+                    raise self.error(f"{what}: bad entry {w!r}") from None
+            return out
         size = self._take(1)
         if size != b"\x04":
-            raise self.error(f"integer-pair vector: expected element size 4, got {size.hex()}")
+            raise self.error(f"{what}: expected element size 4, got {size.hex()}")
         n = struct.unpack("<i", self._take(4))[0]
         if n < 0:
-            raise self.error(f"integer-pair vector: negative length {n}")
-        flat = np.frombuffer(self._take(8 * n), "<i4").tolist()
-        return list(zip(flat[0::2], flat[1::2]))
+            raise self.error(f"{what}: negative length {n}")
+        values = np.frombuffer(self._take(4 * width * n), "<i4").reshape(n, width).tolist()
+        return [v[0] for v in values] if width == 1 else [tuple(v) for v in values]
 
     # -- vectors and matrices ---------------------------------------------------------
     def read_vector(self) -> np.ndarray:
@@ -349,17 +341,18 @@ class KaldiWriter:
             self.raw(b" ")
 
     def int_vector(self, v) -> None:
-        if self.binary:
-            self.raw(b"\x04" + struct.pack("<i", len(v)) + np.asarray(v, "<i4").tobytes())
-        else:
-            self.raw("[ " + "".join(f"{int(x)} " for x in v) + "]\n")
+        self._int_entries(v, [str(int(x)) for x in v])
 
     def int_pair_vector(self, pairs) -> None:
+        self._int_entries(pairs, [f"{int(a)},{int(b)}" for a, b in pairs])
+
+    def _int_entries(self, entries, words: list[str]) -> None:
+        """`WriteIntegerVector`/`WriteIntegerPairVector`: `\\x04`, int32 count, the int32s; text
+        `[ w w ... ]` and a newline."""
         if self.binary:
-            flat = [int(x) for pair in pairs for x in pair]
-            self.raw(b"\x04" + struct.pack("<i", len(pairs)) + np.asarray(flat, "<i4").tobytes())
+            self.raw(b"\x04" + struct.pack("<i", len(entries)) + np.asarray(entries, "<i4").tobytes())
         else:
-            self.raw("[ " + "".join(f"{int(a)},{int(b)} " for a, b in pairs) + "]\n")
+            self.raw("[ " + "".join(w + " " for w in words) + "]\n")
 
     def vector(self, v, double: bool = False) -> None:
         v = np.asarray(v)

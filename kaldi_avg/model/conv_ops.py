@@ -34,9 +34,10 @@ class ConvolutionGeometry:
     def kernel(self, linear_params: torch.Tensor) -> torch.Tensor:
         """(f_out, f_in * #offsets) -> (f_out, f_in, #time-offsets, kernel height)."""
         blocks = linear_params.reshape(self.f_out, -1, self.f_in)
-        cells = self.kernel_cells.to(linear_params.device)
+        if self.kernel_cells.device != linear_params.device:   # moved once, with the model
+            self.kernel_cells = self.kernel_cells.to(linear_params.device)
         dense = blocks.new_zeros(self.f_out, self.num_times * self.kernel_height, self.f_in)
-        dense = dense.index_copy(1, cells, blocks)
+        dense = dense.index_copy(1, self.kernel_cells, blocks)
         return dense.reshape(self.f_out, self.num_times, self.kernel_height, self.f_in).permute(0, 3, 1, 2)
 
 

@@ -159,6 +159,9 @@ class NnetModule(nn.Module):
             else:
                 self._deps[n.name] = []
         self._order = self._plan()
+        # (first input frame, last input frame, output frames) -> the frames each node is computed
+        # on: the same few chunk shapes recur every minibatch, so each is planned once.
+        self._needs: dict[tuple[int, int, int], dict[str, Range]] = {}
 
     # -- planning -----------------------------------------------------------------------
     def _plan(self) -> list[str | _Loop]:
@@ -252,6 +255,19 @@ class NnetModule(nn.Module):
             return self.nnet.components[node.component].input_frames(lo, hi)
         return lo, hi
 
+    def _need(self, t0: int, t1: int, num_frames: int) -> dict[str, Range]:
+        """The frames each node is computed on to give output frames 0..num_frames-1 from input
+        frames t0..t1 (cached: read-only for the caller)."""
+        key = (t0, t1, num_frames)
+        if key not in self._needs:
+            comp = computable_ranges(self.nnet, t0, t1)
+            oc = comp[self.output_name]
+            if oc[0] > 0 or oc[1] < num_frames - 1:
+                raise ValueError(f"{t1 - t0 + 1} input frames with left context {-t0} cannot produce output "
+                                 f"frames 0..{num_frames - 1} (computable: {oc[0]}..{oc[1]})")
+            self._needs[key] = self._needed(comp, (0, num_frames - 1))
+        return self._needs[key]
+
     def _needed(self, comp: dict[str, Range], out_range: Range) -> dict[str, Range]:
         need: dict[str, Range] = {n: (INF, -INF) for n in self._deps}
         need[self.output_name] = out_range
@@ -323,13 +339,7 @@ class NnetModule(nn.Module):
         (BLSTMs trained with --egs.chunk-right-context) after the other."""
         N, T_in, _ = feats.shape
         t0, t1 = -left_context, T_in - left_context - 1
-        out_range = (0, num_frames - 1)
-        comp = computable_ranges(self.nnet, t0, t1)
-        oc = comp[self.output_name]
-        if oc[0] > 0 or oc[1] < num_frames - 1:
-            raise ValueError(f"{T_in} input frames with left context {left_context} cannot produce output "
-                             f"frames 0..{num_frames - 1} (computable: {oc[0]}..{oc[1]})")
-        need = self._needed(comp, out_range)
+        need = self._need(t0, t1, num_frames)
         vals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (N, T, dim) values, first frame
         for node in self.nnet.input_nodes():
             if node.name == "input":

@@ -124,11 +124,12 @@ class ComponentOp(nn.Module):
     # them in the forward pass (StoreStats: every training frame); LstmNonlinearityComponent in
     # its backward pass (only frames that are backpropagated), for its 5 nonlinearities
     # i_t, f_t (sigmoid), tanh(c_part), o_t (sigmoid), tanh(c_t); the GRU cells for their tanh
-    # h_t in their consolidated update, on half of the minibatches (`_gru_tanh_stats`). The derivative is a function of
-    # the value: y(1 - y) for a sigmoid, 1 - y^2 for a tanh, so the buffers keep sum(y) and
-    # sum(y^2); deriv_sum = w*sum(y) + (1 - w)*count - sum(y^2) with w = 1 for sigmoid rows and 0
-    # for tanh rows. Every buffer is a plain sum, so averaging models' buffers (nnet3-average
-    # averages value_sum, deriv_sum and count alike) commutes with this conversion.
+    # h_t in their consolidated update, on half of the minibatches (`_gru_tanh_stats`). The
+    # derivative is a function of the value: y(1 - y) for a sigmoid, 1 - y^2 for a tanh, so the
+    # buffers keep sum(y) and sum(y^2); deriv_sum = w*sum(y) + (1 - w)*count - sum(y^2) with
+    # w = 1 for sigmoid rows and 0 for tanh rows. Every buffer is a plain sum, so averaging models'
+    # buffers (nnet3-average averages value_sum, deriv_sum and count alike) commutes with this
+    # conversion.
     def _init_activation_stats(self) -> None:
         c = self.component
         if self.type_name == "LstmNonlinearityComponent":

@@ -25,7 +25,6 @@ aspire (3000, the census's stand-in, for the CNN). For each: our configs equal K
 equals the naive evaluator (tests/model/reference_nnet3.py) on a short utterance, and the
 exported model round-trips byte-identically."""
 import contextlib
-import glob
 import os
 import tempfile
 
@@ -34,26 +33,18 @@ import pytest
 
 from kaldi_avg.kaldi.nnet3.am import Nnet3Model, read_nnet3_bytes
 from kaldi_avg.kaldi.nnet3.context import model_context
-from kaldi_avg.kaldi.xconfig import write_config_dir
 from kaldi_avg.model.build import build_nnet
 from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
+from ..kaldi.test_xconfig_kaldi_fixtures import assert_configs_equal_kaldis
 from .networks import randomized, with_batchnorm_stats
 from .reference_nnet3 import reference_chunked
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig")
-FILES = ("init.config", "ref.config", "final.config", "xconfig.expanded.1", "xconfig.expanded.2")
 CASES = ["tedlium_nnet3_tdnn_lstm_1a", "mini_librispeech_nnet3_tdnn_lstm_1c", "swbd_chain_lstm_6j",
          "swbd_chain_blstm_6j", "swbd_chain_tdnn_lstm_1e", "aspire_nnet3_tdnn", "wsj_chain_tdnn_1g",
          "mini_librispeech_chain_cnn_tdnn_1a"]
-
-
-def _lines(path):
-    with open(path) as f:
-        lines = f.read().split("\n")
-    # Line 2 echoes the command line (script path, config dir), which differs by invocation.
-    return lines[:1] + lines[2:]
 
 
 def _xconfig(case):
@@ -85,17 +76,7 @@ def _inputs(nnet, T, seed=7):
 
 @pytest.mark.parametrize("case", CASES)
 def test_configs_equal_kaldis_line_for_line(case, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)   # an idct-layer writes its matrix relative to the working directory
-    write_config_dir(os.path.join(FIXTURES, case, "network.xconfig"), str(tmp_path), {})
-    for name in FILES:
-        kaldis = os.path.join(FIXTURES, case, name)
-        if not os.path.exists(kaldis):   # Kaldi writes no init.config without an output in it
-            assert not (tmp_path / name).exists(), name
-            continue
-        assert _lines(tmp_path / name) == _lines(kaldis), name
-    for kaldis in glob.glob(os.path.join(FIXTURES, case, "*.mat")):
-        ours = glob.glob(str(tmp_path / "**" / os.path.basename(kaldis)), recursive=True)
-        assert len(ours) == 1 and open(ours[0], "rb").read() == open(kaldis, "rb").read()
+    assert_configs_equal_kaldis(case, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -10,7 +10,7 @@ image is height x filters, filters varying fastest.
 """
 from __future__ import annotations
 
-from .layer import XconfigLayer, ref_and_final
+from .layer import XconfigLayer, pass_through, ref_and_final
 
 # Kaldi's xconfig/parser.py names for XconfigConvLayer.
 CONV_LAYER_TYPES = (
@@ -18,9 +18,13 @@ CONV_LAYER_TYPES = (
     "batchnorm-conv-layer", "conv-relu-renorm-layer", "batchnorm-conv-relu-layer", "relu-batchnorm-conv-layer",
     "relu-batchnorm-noconv-layer", "relu-noconv-layer", "conv-relu-batchnorm-layer",
     "conv-relu-batchnorm-so-layer", "conv-relu-batchnorm-dropout-layer", "conv-relu-dropout-layer")
-# The convolution options the layers pass through when set, in Kaldi's order.
+# The convolution options the layers pass through when set, in Kaldi's order (XconfigConvLayer
+# passes the geometry too).
 CONV_OPTIONS = ("param-stddev", "bias-stddev", "use-natural-gradient", "max-change", "rank-in", "rank-out",
                 "num-minibatches-history", "alpha-in", "alpha-out")
+CONV_LAYER_OPTIONS = CONV_OPTIONS + (
+    "num-filters-in", "num-filters-out", "height-in", "height-out", "height-subsample-out", "height-offsets",
+    "time-offsets", "required-time-offsets", "learning-rate-factor", "l2-regularize")
 
 
 def _offsets_ok(text: str) -> bool:
@@ -30,10 +34,6 @@ def _offsets_ok(text: str) -> bool:
     except ValueError:
         return False
     return all(a < b for a, b in zip(values, values[1:]))
-
-
-def _set(config: dict, keys: tuple[str, ...]) -> list[str]:
-    return [f"{k}={config[k]}" for k in keys if config[k] != ""]
 
 
 def _relu(name: str, dim, block_dim, scale, threshold) -> str:
@@ -109,11 +109,8 @@ class ConvLayer(XconfigLayer):
             node = f"{name}.{op}"
             dim = filters * height
             if op == "conv":
-                options = _set(c, CONV_OPTIONS + (
-                    "num-filters-in", "num-filters-out", "height-in", "height-out", "height-subsample-out",
-                    "height-offsets", "time-offsets", "required-time-offsets", "learning-rate-factor",
-                    "l2-regularize"))
-                lines.append(f"component name={node} type=TimeHeightConvolutionComponent {' '.join(options)}")
+                lines.append(pass_through(f"component name={node} type=TimeHeightConvolutionComponent", c,
+                                          CONV_LAYER_OPTIONS))
                 filters, height = c["num-filters-out"], c["height-out"]
             elif op == "batchnorm":
                 lines.append(f"{_batchnorm(node, dim, filters)} target-rms={c['target-rms']}")
@@ -185,7 +182,7 @@ class ResBlock(XconfigLayer):
             units = [("0", "0", bottleneck), ("-1,0,1", f"-{c['time-period']},0,{c['time-period']}", bottleneck),
                      ("0", "0", filters)]
         required = "required-time-offsets=0" if c["allow-zero-padding"] else ""
-        options = " ".join(_set(c, CONV_OPTIONS + ("l2-regularize",)))
+        options = pass_through("", c, CONV_OPTIONS + ("l2-regularize",)).lstrip()
         lines, descriptor, cur = [], self.input.final, filters
         for n, (height_offsets, time_offsets, out) in enumerate(units, 1):
             dim = cur * height
