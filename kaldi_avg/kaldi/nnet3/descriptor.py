@@ -389,6 +389,18 @@ def descriptor_dim(d: Descriptor, node_dim) -> int:
     return descriptor_dim(d.children()[0], node_dim)
 
 
+def splice(d: Descriptor, offsets, required=None) -> Append:
+    """What a component that reads other frames multiplies: `d` at each time offset, in order
+    (TdnnComponent, TimeHeightConvolution, RestrictedAttention). Offsets not in `required`
+    (default: all are) are optional, read under IfDefined: zeros where the frame does not exist,
+    as Kaldi pads them; only the required ones make the node (un)computable."""
+    parts = []
+    for t in offsets:
+        shifted = Offset(d, t) if t != 0 else d
+        parts.append(shifted if required is None or t in required else IfDefined(shifted))
+    return Append(tuple(parts))
+
+
 def descriptor_modulus(d: Descriptor) -> int:
     """Kaldi's `Descriptor::Modulus`: the network computes the same at t and at t + modulus
     (1 unless Round or Switch is used)."""

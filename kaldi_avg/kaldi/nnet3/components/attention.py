@@ -32,7 +32,7 @@ import math
 import numpy as np
 
 from ..config import ConfigLine
-from ..descriptor import Append, Descriptor, IfDefined, Offset
+from ..descriptor import Descriptor, splice
 from .base import Component, Kind, field
 from .initializers import require
 
@@ -74,19 +74,12 @@ class RestrictedAttentionComponent(Component):
     def output_dim(self) -> int:
         return self.num_heads * self.output_dim_per_head()
 
-    def window_offsets(self) -> list[tuple[int, bool]]:
-        """(time offset, required) of the C window positions, left to right."""
-        return [((o - self.num_left_inputs) * self.time_stride,
-                 -self.num_left_inputs_required <= o - self.num_left_inputs <= self.num_right_inputs_required)
-                for o in range(self.context_dim)]
-
     def input_descriptor(self, d: Descriptor) -> Descriptor:
         """The C window frames, in order; the optional ones are zeros where not computable."""
-        parts = []
-        for offset, required in self.window_offsets():
-            shifted = Offset(d, offset) if offset != 0 else d
-            parts.append(shifted if required else IfDefined(shifted))
-        return Append(tuple(parts))
+        stride = self.time_stride
+        window = [o * stride for o in range(-self.num_left_inputs, self.num_right_inputs + 1)]
+        required = {o * stride for o in range(-self.num_left_inputs_required, self.num_right_inputs_required + 1)}
+        return splice(d, window, required)
 
     def zero_stats(self) -> None:
         """Kaldi's ZeroStats: the statistics keep their dimensions."""

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..config import ConfigLine
-from ..descriptor import Append, Descriptor, IfDefined, Offset
+from ..descriptor import Descriptor, splice
 from .base import (
     UPDATABLE_HEADER,
     Component,
@@ -75,11 +75,7 @@ class TimeHeightConvolutionComponent(UpdatableComponent):
     def input_descriptor(self, d: Descriptor) -> Descriptor:
         """The input at each time offset; an offset outside required-time-offsets reads zeros
         where its frame does not exist (Kaldi's IsComputable needs only the required ones)."""
-        parts = []
-        for t in self.time_offsets:
-            part = Offset(d, t) if t != 0 else d
-            parts.append(part if t in self.required_time_offsets else IfDefined(part))
-        return Append(tuple(parts))
+        return splice(d, self.time_offsets, self.required_time_offsets)
 
     # -- checks ----------------------------------------------------------------------------
     def check(self) -> None:

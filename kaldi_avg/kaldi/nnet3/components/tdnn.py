@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..config import ConfigLine
-from ..descriptor import Append, Descriptor, Offset
+from ..descriptor import Descriptor, splice
 from .base import UPDATABLE_HEADER, Field, Kind, UpdatableComponent, field, matrix_stats, vector_stats
 from .initializers import gaussian, learning_rate_options, require
 
@@ -63,7 +63,7 @@ class TdnnComponent(UpdatableComponent):
 
     def input_descriptor(self, d: Descriptor) -> Descriptor:
         """What W multiplies: the node's input at each time offset, in order."""
-        return Append(tuple(Offset(d, o) if o != 0 else d for o in self.time_offsets))
+        return splice(d, self.time_offsets)
 
     def check(self) -> None:
         super().check()
