@@ -44,6 +44,7 @@ from ..kaldi.nnet3.descriptor import (
     descriptor_dim,
 )
 from ..kaldi.nnet3.nnet import ComponentNode, DimRangeNode, Nnet, OutputNode
+from . import lstm_loop
 from .ops import AFFINE_TYPES, ComponentOp
 
 Range = tuple[int, int]  # inclusive frame range; empty when lo > hi
@@ -126,6 +127,8 @@ class _Loop:
     the future (Offset > 0, the backward layers of a BLSTM)."""
     members: list[str]  # in within-frame evaluation order
     offsets: set[int] = field(default_factory=set)
+    fast: lstm_loop.FastLstmLayer | None = None   # a fast LSTM layer, stepped as one node
+    read_outside: frozenset[str] = frozenset()     # members that nodes outside the loop read
 
     @property
     def backward(self) -> bool:
@@ -136,7 +139,9 @@ class NnetModule(nn.Module):
     """`forward(feats, left_context, num_frames)` computes the output node on frames
     0..num_frames-1, where `feats[:, i]` is the input at frame i - left_context."""
 
-    def __init__(self, nnet: Nnet, output: str = "output"):
+    def __init__(self, nnet: Nnet, output: str = "output", fuse_lstm: bool = True):
+        """`fuse_lstm`: step the loops of fast LSTM layers as one node (`lstm_loop.py`); False
+        steps them node by node like any other loop (the same values, slower)."""
         super().__init__()
         self.nnet = nnet
         self.output_name = output
@@ -159,6 +164,8 @@ class NnetModule(nn.Module):
             else:
                 self._deps[n.name] = []
         self._order = self._plan()
+        if fuse_lstm:
+            self._find_fast_lstms()
         # (first input frame, last input frame, output frames) -> the frames each node is computed
         # on: the same few chunk shapes recur every minibatch, so each is planned once.
         self._needs: dict[tuple[int, int, int], dict[str, Range]] = {}
@@ -189,6 +196,16 @@ class NnetModule(nn.Module):
                 raise ConfigError(f"nodes {sorted(comp)} depend on each other at the same frame")
             order.append(_Loop(within, offsets))
         return order
+
+    def _find_fast_lstms(self) -> None:
+        for loop in self._order:
+            if not isinstance(loop, _Loop):
+                continue
+            inside = set(loop.members)
+            read = frozenset(d for n, deps in self._deps.items() if n not in inside for d, *_ in deps if d in inside)
+            layer = lstm_loop.match(self.nnet, loop.members)
+            if layer is not None and read <= lstm_loop.readable(layer):
+                loop.fast, loop.read_outside = layer, read
 
     def op(self, component_name: str) -> ComponentOp:
         return self.ops[self._op_key[component_name]]
@@ -477,6 +494,9 @@ class _Eval:
         members = [m for m in loop.members if self.need[m][0] <= self.need[m][1]]
         if not members:
             return
+        if loop.fast is not None and lstm_loop.fits(loop.fast, self.need):
+            self.run_fast_lstm(loop)
+            return
         inside = set(loop.members)
         steps: dict[str, dict[int, torch.Tensor]] = {m: {} for m in members}  # node -> frame -> (N, dim)
         plans = {m: self._step_plan(m, inside) for m in members}
@@ -491,6 +511,27 @@ class _Eval:
         for m in members:
             first, last = self.need[m]
             self.vals[m] = (torch.stack([steps[m][t] for t in range(first, last + 1)], dim=1), first)
+
+    def run_fast_lstm(self, loop: _Loop) -> None:
+        """A fast LSTM loop (`lstm_loop.fits` the frame plan) as one node."""
+        layer = loop.fast
+        lo, hi = self.need[layer.nonlin]
+        outside = layer.outside[0] if len(layer.outside) == 1 else Append(layer.outside)
+        ext = self.descriptor(outside, lo, hi)
+        mask = None if layer.mask is None else self.descriptor(layer.mask, lo, hi)
+        w_op = self.m.op(self.m.nnet.node(layer.w_all).component)
+        nl_op = self.m.op(self.m.nnet.node(layer.nonlin).component)
+        p_op = self.m.op(self.m.nnet.node(layer.proj).component) if layer.proj else None
+        first, last = max(lo, self.min_deriv_time), min(hi, self.max_deriv_time)
+        grad_frames = range(first - lo, last - lo + 1) if torch.is_grad_enabled() and first <= last else range(0)
+        outputs = lstm_loop.run_layer(
+            layer, ext, mask, w_op.param("linear_params"), w_op.param("bias_params"), nl_op.param("peepholes"),
+            p_op.param("linear_params") if p_op else None, p_op.param("bias_params") if p_op else None,
+            self._times(lo, hi), self.N, self.m.nnet, grad_frames, w_op.ng_pass, p_op.ng_pass if p_op else None,
+            nl_op.stats_sink())
+        scale = self.m.nnet.components[self.m.nnet.node(layer.trunc).component].scale
+        for name, value in lstm_loop.member_values(layer, outputs, scale, loop.read_outside).items():
+            self.vals[name] = (value, lo)
 
     def _step_plan(self, name: str, inside: set[str]):
         """A function computing node `name` at one frame t -> (N, dim)."""

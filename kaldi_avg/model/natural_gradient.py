@@ -15,12 +15,11 @@ multiplies it into the learning rate). Every `update_period` minibatches (every 
 first 10) the estimate takes one power-method step towards T_t = eta S_t + (1-eta) F_t, where
 S_t = X_t^T X_t / N and eta = 1 - exp(-N / num_samples_history) (at most 0.9).
 
-Precision and placement: everything is float64 (Kaldi uses float, and double for Z_t), which keeps
-the result insensitive to the summation order of the float32 gradients it is given (runs that split
-work differently over threads or ranks agree closely); the data-sized products (N x dim) and W_t
-stay on the data's device, as in Kaldi on a GPU; d_t, rho_t and the small rank x rank algebra
-(eigendecomposition, Cholesky) are done on the CPU, as Kaldi does them. The output has the
-input's dtype.
+Precision and placement follow Kaldi: the data-sized products (N x dim: H_t, X_hat_t, J_t, K_t,
+L_t, W_{t+1}) are computed in the data's dtype (float32 in training; Kaldi's BaseFloat) on the
+data's device, as Kaldi does them with CuMatrix<BaseFloat>; Z_t and the small rank x rank algebra
+(eigendecomposition, Cholesky), d_t and rho_t are float64 on the CPU, as Kaldi computes Z_t in
+double on the CPU. The output has the input's dtype.
 
 The state is ordinary Python attributes, not module buffers or parameters: Kaldi never writes it
 to a model file, averaging does not touch it, and each nnet3-train job starts with a fresh one
@@ -71,7 +70,7 @@ class OnlineNaturalGradient:
         """Forget the estimate: the next minibatch re-initializes it (a fresh nnet3-train job)."""
         self.rank = self.configured_rank
         self.t = 0                     # number of minibatches preconditioned so far
-        self.W: torch.Tensor | None = None   # W_t = E_t^{1/2} R_t, rank x dim, float64, data's device
+        self.W: torch.Tensor | None = None   # W_t = E_t^{1/2} R_t, rank x dim, data's dtype and device
         self.d: torch.Tensor | None = None   # diagonal of D_t, float64, CPU
         self.rho = 0.0
 
@@ -103,17 +102,17 @@ class OnlineNaturalGradient:
             raise RuntimeError("the preconditioner has not seen any data yet")
         D = self.W.shape[1]
         e = self._e(self.d, self._beta(self.rho, self.d, D)).to(self.W.device)
-        R = self.W / e.sqrt()[:, None]
+        R = self.W.double() / e.sqrt()[:, None]
         return R.t() @ (self.d.to(R.device)[:, None] * R) + \
             self.rho * torch.eye(D, dtype=torch.float64, device=R.device)
 
-    def _init_default(self, dim: int, device) -> None:
+    def _init_default(self, dim: int, dtype: torch.dtype, device) -> None:
         if self.rank >= dim:
             self.rank = dim - 1
         R = self.rank
         # R_0: row r has entries at columns r, r+R, r+2R, ...; the first is 1.1, the others 1
         # (symmetry breaking), normalized to unit length. Rows are disjoint, hence orthonormal.
-        W = torch.zeros(R, dim, dtype=torch.float64, device=device)
+        W = torch.zeros(R, dim, dtype=torch.float64)
         for r in range(R):
             cols = list(range(r, dim, R))
             norm = 1.0 / math.sqrt(1.1 * 1.1 + len(cols) - 1)
@@ -122,12 +121,12 @@ class OnlineNaturalGradient:
         # rho_0 = d_0 = epsilon, for which e_i = 1 / (2 + alpha (dim + R) / dim).
         self.rho = EPSILON
         self.d = torch.full((R,), EPSILON, dtype=torch.float64)
-        self.W = W * math.sqrt(1.0 / (2.0 + (dim + R) * self.alpha / dim))
+        self.W = (W * math.sqrt(1.0 / (2.0 + (dim + R) * self.alpha / dim))).to(device, dtype)
 
     def _init(self, X0: torch.Tensor) -> None:
         """Kaldi's Init: from the default start, a few updates on the first minibatch itself (3,
         or 1 if it has no more rows than the rank), then the real first call follows."""
-        self._init_default(X0.shape[1], X0.device)
+        self._init_default(X0.shape[1], X0.dtype, X0.device)
         saved_t, saved_frozen = self.t, self.frozen
         self.t, self.frozen = 1, False
         num_iters = 1 if X0.shape[0] <= self.rank else 3
@@ -140,14 +139,13 @@ class OnlineNaturalGradient:
     @torch.no_grad()
     def precondition(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (X_hat, gamma): X_hat = X - X W^T W (same dtype as X) and the scale that gives
-        gamma * X_hat the Frobenius norm of X, a 0-dim float64 tensor on X's device (no host
+        gamma * X_hat the Frobenius norm of X, a 0-dim tensor of X's dtype on X's device (no host
         synchronization unless the estimate is updated). Updates the estimate when due. X: (N, dim)."""
         if X.dim() != 2:
             raise ValueError(f"expected a matrix of row vectors, got shape {tuple(X.shape)}")
-        one = torch.ones((), dtype=torch.float64, device=X.device)
+        one = torch.ones((), dtype=X.dtype, device=X.device)
         if X.shape[1] == 1 or X.shape[0] == 0:
             return X.clone(), one   # dim 1: the rescaled natural gradient is the identity
-        dtype, X = X.dtype, X.double()
         if self.t == 0:
             self._init(X)
         initial = _sum_sq(X)
@@ -155,15 +153,15 @@ class OnlineNaturalGradient:
         self.t += 1
         final = _sum_sq(X_hat)
         scale = torch.where((initial > 0.0) & (final > 0.0), torch.sqrt(initial / final), one)
-        return X_hat.to(dtype), scale
+        return X_hat, scale
 
     def _precondition(self, X: torch.Tensor, tr_X: torch.Tensor) -> torch.Tensor:
         """One minibatch with tr_X = tr(X X^T) (a 0-dim tensor on X's device)."""
         N, D = X.shape
         R = self.rank
-        W_t, d_t, rho_t = self.W, self.d, self.rho
+        W_t, d_t, rho_t = self.W.to(X.dtype), self.d, self.rho
         H = X @ W_t.t()                                   # N x R
-        X_hat = X - H @ W_t
+        X_hat = torch.addmm(X, H, W_t, alpha=-1.0)        # X - H W_t
         if not self._updating():
             return X_hat
         eta = self.eta(N)
@@ -171,7 +169,7 @@ class OnlineNaturalGradient:
         L = H.t() @ H                                     # R x R  = W X^T X W^T
         K = J @ J.t()                                     # R x R
         # the small algebra runs on the CPU: one device-to-host copy for all it needs
-        host = torch.cat([L.reshape(-1), K.reshape(-1), tr_X.reshape(1)]).cpu()
+        host = torch.cat([L.reshape(-1), K.reshape(-1), tr_X.reshape(1)]).cpu().double()
         L, K, tr_X = host[:R * R].view(R, R), host[R * R:2 * R * R].view(R, R), float(host[-1])
         L = 0.5 * (L + L.t())
         K = 0.5 * (K + K.t())
@@ -204,9 +202,9 @@ class OnlineNaturalGradient:
         beta_t1 = self._beta(rho_t1, d_t1, D)
         sqrt_e_t1 = self._e(d_t1, beta_t1).sqrt()
         # host-to-device copies from pageable memory need not wait for the device's queue
-        B = J + ((eta1 / etaN) * dr).to(J.device, non_blocking=True)[:, None] * W_t
+        B = J + ((eta1 / etaN) * dr).to(J.device, J.dtype, non_blocking=True)[:, None] * W_t
         A = etaN * (sqrt_e_t1 / sqrt_c)[:, None] * U.t() * inv_sqrt_e[None, :]
-        W_t1 = A.to(B.device, non_blocking=True) @ B
+        W_t1 = A.to(B.device, B.dtype, non_blocking=True) @ B
         if must_reorthogonalize:
             W_t1 = self._reorthogonalize(W_t1, sqrt_e_t1)
         self.W, self.d, self.rho = W_t1, d_t1, rho_t1
@@ -218,7 +216,7 @@ class OnlineNaturalGradient:
         O = R R^T = C C^T (Cholesky; the leading, larger directions are kept), or Gram-Schmidt if
         the Cholesky factor is unusable."""
         inv_sqrt_e = 1.0 / sqrt_e
-        O = inv_sqrt_e[:, None] * (W @ W.t()).cpu() * inv_sqrt_e[None, :]  # noqa: E741 - Kaldi's name
+        O = inv_sqrt_e[:, None] * (W @ W.t()).cpu().double() * inv_sqrt_e[None, :]  # noqa: E741 - Kaldi's name
         eye = torch.eye(O.shape[0], dtype=O.dtype, device=O.device)
         if float((O - eye).abs().max()) <= ORTHOGONALITY_THRESHOLD:
             return W
@@ -235,8 +233,8 @@ class OnlineNaturalGradient:
             R_rows = Q.t()
             sign = torch.sign(torch.sum(R_rows * W, dim=1))
             sign[sign == 0] = 1.0
-            return sqrt_e.to(W.device)[:, None] * (sign[:, None] * R_rows)
-        return (sqrt_e[:, None] * Cinv * inv_sqrt_e[None, :]).to(W.device) @ W
+            return sqrt_e.to(W.device, W.dtype)[:, None] * (sign[:, None] * R_rows)
+        return (sqrt_e[:, None] * Cinv * inv_sqrt_e[None, :]).to(W.device, W.dtype) @ W
 
 
 def _sum_sq(X: torch.Tensor) -> torch.Tensor:
@@ -290,6 +288,12 @@ class NaturalGradientPass:
             g = g.detach() if keep is None else g.detach()[:, keep]
             self.derivs[i] = g.reshape(-1, g.shape[-1])
         y.register_hook(hook)
+
+    def add_rows(self, x: torch.Tensor, g: torch.Tensor) -> None:
+        """Input and derivative rows of uses that the caller backpropagated itself (a fused
+        recurrent loop, `lstm_loop.py`): (M, input dim) and (M, output dim)."""
+        self.inputs.append(x.detach())
+        self.derivs.append(g.detach())
 
     def rows(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(in_value rows, out_deriv rows) of every recorded use that was backpropagated."""

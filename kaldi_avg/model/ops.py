@@ -162,6 +162,11 @@ class ComponentOp(nn.Module):
             self.act_value_sqsum += (rows * rows).sum(0)
             self.act_count += rows.shape[0]
 
+    def stats_sink(self):
+        """Where a training computation's nonlinearity values go (None when they are not kept):
+        Kaldi accumulates them in the backward pass, so only in training with derivatives."""
+        return self._store_activation_stats if self.training and torch.is_grad_enabled() else None
+
     def activation_stats(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(value_sum, deriv_sum, count) accumulated so far, as Kaldi holds them in memory."""
         value_sum = self.act_value_sum.detach().cpu().numpy()
@@ -288,8 +293,8 @@ class ComponentOp(nn.Module):
             g = grads[0]
             if g is None:
                 return (None,)
-            g_hat, scale = self.preconditioners[0].precondition(g.reshape(3, -1).double())
-            return ((g_hat * scale).reshape(g.shape).to(g.dtype),)
+            g_hat, scale = self.preconditioners[0].precondition(g.reshape(3, -1))
+            return ((g_hat * scale).reshape(g.shape),)
         if t == "TimeHeightConvolutionComponent":
             return self._convolution_natural_gradients(*grads)
         rows = ng_pass.rows()
@@ -300,11 +305,9 @@ class ComponentOp(nn.Module):
             C = self.component.cell_dim
             x, h = x[:, :-C], x[:, -C:]
             self._gru_tanh_stats(h)
-        x, g = x.double(), g.double()   # see natural_gradient.py on precision
-        dtype = getattr(self, NATURAL_GRADIENT_PARAMS[t][0]).dtype
         if t in ("NaturalGradientPerElementScaleComponent", "OutputGruNonlinearityComponent"):
             p_hat, scale = self.preconditioners[0].precondition(x * g)
-            return ((p_hat.sum(0) * scale).to(dtype),)
+            return (p_hat.sum(0) * scale,)
         # A bias is preconditioned as one more input column of ones (TdnnComponent too, when it
         # has a bias: TdnnComponent::UpdateNaturalGradient).
         has_bias = len(grads) == 2
@@ -314,10 +317,10 @@ class ComponentOp(nn.Module):
         g_hat, out_scale = self.preconditioners[1].precondition(g)
         scale = in_scale * out_scale
         if not has_bias:
-            return ((g_hat.t() @ x_hat * scale).to(dtype),)
+            return (g_hat.t() @ x_hat * scale,)
         grad_w = g_hat.t() @ x_hat[:, :-1] * scale
         grad_b = g_hat.t() @ x_hat[:, -1] * scale
-        return grad_w.to(dtype), grad_b.to(dtype)
+        return grad_w, grad_b
 
     def _gru_tanh_stats(self, h: torch.Tensor) -> None:
         """GruNonlinearityComponent::TanhStatsAndSelfRepair in the consolidated update (all the
@@ -334,11 +337,11 @@ class ComponentOp(nn.Module):
         of dim num-filters-out; no per-frame rows are involved."""
         if grad_w is None or grad_b is None:
             return grad_w, grad_b
-        params = torch.cat([grad_w, grad_b[:, None]], dim=1).double()
+        params = torch.cat([grad_w, grad_b[:, None]], dim=1)
         p_hat, in_scale = self.preconditioners[0].precondition(params)
         pt_hat, out_scale = self.preconditioners[1].precondition(p_hat.t().contiguous())
         update = pt_hat.t() * (in_scale * out_scale)
-        return update[:, :-1].to(grad_w.dtype), update[:, -1].to(grad_b.dtype)
+        return update[:, :-1], update[:, -1]
 
     # -- the math ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor, times: torch.Tensor | None = None,
@@ -376,9 +379,7 @@ class ComponentOp(nn.Module):
             record = None if ng is None else lambda u, a, h: ng.record(torch.cat([u, h.detach()], -1), a, times)
             return GRU_CELLS[t](x, self.param("w_h"), record)
         if t == "LstmNonlinearityComponent":
-            # Kaldi accumulates these in the backward pass: only frames that get derivatives.
-            store = self.training and torch.is_grad_enabled()
-            return lstm_nonlinearity(x, self.param("peepholes"), self._store_activation_stats if store else None)
+            return lstm_nonlinearity(x, self.param("peepholes"), self.stats_sink())
         if t == "BackpropTruncationComponent":
             c = self.component
             if self.training and torch.is_grad_enabled():
@@ -570,8 +571,7 @@ def _blocks(x: torch.Tensor, block: int, fn) -> torch.Tensor:
 
 
 class _BackpropTruncation(torch.autograd.Function):
-    """Forward y = scale x. Backward as Kaldi: scale, clip each row's norm to the clipping
-    threshold, and zero rows that cross a zeroing boundary with a large derivative (4.8)."""
+    """Forward y = scale x. Backward as Kaldi: `truncate_derivative` (4.8)."""
 
     @staticmethod
     def forward(ctx, x, times, scale, clip, zero_thresh, zero_interval, rec_interval):
@@ -583,25 +583,35 @@ class _BackpropTruncation(torch.autograd.Function):
     def backward(ctx, g):
         (times,) = ctx.saved_tensors
         scale, clip, zero_thresh, zero_interval, rec_interval, have_times = ctx.args
-        g = g * scale
-        norm = g.norm(dim=-1, keepdim=True)
+        crossings = None
         if have_times and zero_interval > 0 and zero_thresh > 0:
-            # Row (n, t) crosses a boundary when floor((t-n)/I) != floor((t-R-n)/I). `times` is the
-            # time axis of g: (T,) for (N, T, dim) values, (1,) for one frame (N, dim).
-            n = torch.arange(g.shape[0], device=g.device)
-            t = times.to(g.device)
-            if g.dim() == 3:
-                n, t = n[:, None], t[None, :]
-            crosses = (torch.div(t - n, zero_interval, rounding_mode="floor")
-                       != torch.div(t - rec_interval - n, zero_interval, rounding_mode="floor"))
-            zero = crosses.unsqueeze(-1) & (norm > zero_thresh)
-        else:
-            zero = None
-        if clip > 0:
-            g = g * torch.clamp(clip / torch.clamp(norm, min=1e-30), max=1.0)
-        if zero is not None:
-            g = torch.where(zero, torch.zeros_like(g), g)
-        return g, None, None, None, None, None, None
+            # `times` is the time axis of g: (T,) for (N, T, dim) values, (1,) for one frame (N, dim).
+            crossings = truncation_crossings(times.to(g.device), g.shape[0], zero_interval, rec_interval)
+            crossings = (crossings if g.dim() == 3 else crossings[:, 0]).unsqueeze(-1)
+        return truncate_derivative(g, scale, clip, zero_thresh, crossings), None, None, None, None, None, None
+
+
+def truncation_crossings(times: torch.Tensor, num_rows: int, zero_interval: int, rec_interval: int) -> torch.Tensor:
+    """(N, T) bool: whether row n at frame times[t] crosses a zeroing boundary of
+    BackpropTruncationComponent, floor((t-n)/I) != floor((t-R-n)/I)."""
+    n = torch.arange(num_rows, device=times.device)[:, None]
+    t = times[None, :]
+    return (torch.div(t - n, zero_interval, rounding_mode="floor")
+            != torch.div(t - rec_interval - n, zero_interval, rounding_mode="floor"))
+
+
+def truncate_derivative(g: torch.Tensor, scale: float, clip: float, zero_thresh: float,
+                        crossings: torch.Tensor | None) -> torch.Tensor:
+    """BackpropTruncationComponent's backward (4.8): scale, clip each row's norm to `clip` (if
+    > 0), and zero the rows that cross a zeroing boundary (`crossings`, broadcastable to
+    g[..., :1]) with a norm above `zero_thresh`."""
+    g = g * scale
+    norm = g.norm(dim=-1, keepdim=True)
+    if clip > 0:
+        g = g * torch.clamp(clip / torch.clamp(norm, min=1e-30), max=1.0)
+    if crossings is not None:
+        g = torch.where(crossings & (norm > zero_thresh), torch.zeros_like(g), g)
+    return g
 
 
 def training_statistics(module: nn.Module) -> list[torch.Tensor]:

@@ -130,7 +130,7 @@ def _train_step(m, feats, min_deriv_time=-2):
 
 
 def test_stats_in_recurrent_loops_equal_the_inputs_seen(nnet):
-    m = NnetModule(nnet).train()
+    m = NnetModule(nnet, fuse_lstm=False).train()   # stepped node by node, so the hook sees each frame
     seen = []
     op = m.op("lstm1.lstm_nonlin")
     op.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().numpy().copy())
@@ -143,6 +143,10 @@ def test_stats_in_recurrent_loops_equal_the_inputs_seen(nnet):
     assert got[2] == count == 28.0
     np.testing.assert_allclose(got[0], value_sum, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[1], deriv_sum, rtol=1e-5, atol=1e-5)
+    fused = NnetModule(nnet).train()
+    _train_step(fused, feats)
+    for want, have in zip(got, fused.op("lstm1.lstm_nonlin").activation_stats()):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5)
     # Frames before min-deriv-time get no derivatives, so (as in Kaldi) no statistics.
     m.zero_stats()
     _train_step(m, feats, min_deriv_time=2)

@@ -114,8 +114,12 @@ def test_two_real_ranks(tmp_path, algorithm, backend):
     if algorithm != "adpsgd":
         exp_sim, args_sim = train(tmp_path / "sim", algorithm, **size)
         assert main(args_sim) == 0
-        np.testing.assert_allclose(output_params(exp["exp"], "2.mdl"), output_params(exp_sim["exp"], "2.mdl"),
-                                   rtol=1e-4, atol=1e-6)
+        # The same updates up to float32 round-off (summation orders differ across ranks, and
+        # NG-SGD's float32 products, as in Kaldi, carry them on): compare what training changed,
+        # so an error in the algorithm (a wrong weight, a missed worker) still shows at once.
+        start = output_params(exp["exp"], "0.mdl")
+        real, sim = output_params(exp["exp"], "2.mdl") - start, output_params(exp_sim["exp"], "2.mdl") - start
+        assert np.linalg.norm(real - sim) <= 1e-3 * np.linalg.norm(sim)   # measured: 1e-4
 
 
 @pytest.mark.parametrize("algorithm", ["easgd", "bmuf", "ma"])
