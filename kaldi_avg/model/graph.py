@@ -15,7 +15,8 @@ stepped frame by frame, with the parts of their inputs that come from outside th
 precomputed for all frames (for affine components, including the matrix product). A loop
 whose recurrences read the future (IfDefined(Offset(x, +d)), a BLSTM's backward layers) is
 stepped from its last computable frame down, its state zero beyond that frame; one loop
-cannot read both past and future.
+cannot read both past and future. The loop of a fast-lstm or fast-lstmp layer is recognized and
+stepped as one node (`lstm_loop.py`); `NnetModule(..., fuse_lstm=False)` steps it like any loop.
 
 Natural gradient: a component's natural-gradient update is computed once per forward/backward
 computation from all rows it saw (every frame of a recurrent loop included, frames before
@@ -528,7 +529,7 @@ class _Eval:
             layer, ext, mask, w_op.param("linear_params"), w_op.param("bias_params"), nl_op.param("peepholes"),
             p_op.param("linear_params") if p_op else None, p_op.param("bias_params") if p_op else None,
             self._times(lo, hi), self.N, self.m.nnet, grad_frames, w_op.ng_pass, p_op.ng_pass if p_op else None,
-            nl_op.stats_sink())
+            nl_op.add_activation_sums if nl_op.keeps_stats() else None)
         scale = self.m.nnet.components[self.m.nnet.node(layer.trunc).component].scale
         for name, value in lstm_loop.member_values(layer, outputs, scale, loop.read_outside).items():
             self.vals[name] = (value, lo)

@@ -164,7 +164,7 @@ class LoopRun:
     crossings: torch.Tensor | None  # (T, N, 1) bool: rows that cross a zeroing boundary
     w_all_ng: object | None         # NaturalGradientPass of W_all / W_rp, or None (plain gradients)
     proj_ng: object | None
-    store_stats: object | None      # LstmNonlinearity statistics sink, or None
+    store_stats: object | None      # LstmNonlinearity's add_activation_sums, or None
 
 
 def run_layer(layer: FastLstmLayer, ext, mask, W, b, peep, W_p, b_p, times, N: int, nnet: Nnet,
@@ -205,15 +205,17 @@ def member_values(layer: FastLstmLayer, outputs: tuple[torch.Tensor, ...], scale
 
 
 class FastLstmLoop(torch.autograd.Function):
-    """(c, m[, rp]) of a fast LSTM loop; see the module docstring."""
+    """(c, m[, rp]) of a fast LSTM loop; see the module docstring. Inside, values are time-major,
+    (T, N, dim); each buffer is cut into its per-frame views once (one `unbind` per buffer and
+    gate), so the frame loops run only the arithmetic."""
 
     @staticmethod
     def forward(ctx, run: LoopRun, ext, W, b, peep, mask, W_p, b_p):
         N, T, D = ext.shape
         C = peep.shape[1]
         P = W.shape[1] - D
-        x = ext.transpose(0, 1)                                   # (T, N, D), time-major
-        pre = torch.nn.functional.linear(x, W[:, :D], b).contiguous()   # (T, N, 4C), gates in place
+        x = ext.transpose(0, 1).contiguous()                       # time-major (a copy)
+        pre = torch.addmm(b, x.view(T * N, D), W[:, :D].t()).view(T, N, 4 * C)   # gates, completed in place
         W_rT = W[:, D:].t()
         scales = None if mask is None else mask.transpose(0, 1)   # (T, N, 3)
         acts = x.new_empty(T, N, 5, C)       # i, f, tanh(c_part), o, tanh(c) (Kaldi's stats rows)
@@ -221,43 +223,54 @@ class FastLstmLoop(torch.autograd.Function):
         out_m = x.new_empty(T, N, C)
         rp = None if W_p is None else x.new_empty(T, N, W_p.shape[0])
         W_pT = None if W_p is None else W_p.t()
+        gates = pre.view(T, N, 4, C)
+        pre_t, g_if, g_cp, g_o = pre.unbind(0), gates[:, :, :2].unbind(0), gates[:, :, 2].unbind(0), \
+            gates[:, :, 3].unbind(0)
+        a_if, a_i, a_f, a_cp, a_o, a_tc = (acts[:, :, :2].unbind(0),) + tuple(acts[:, :, k].unbind(0) for k in range(5))
+        a_t, c_t, c_b, m_t = acts.unbind(0), cell.unbind(0), cell[:, :, None].unbind(0), out_m.unbind(0)
+        rp_t = None if rp is None else rp.unbind(0)
+        rec_t = m_t if rp is None else rp[:, :, :P].unbind(0)
+        peep_if, peep_o = peep[:2], peep[2]
         s = run.trunc_scale
-        steps = range(T) if run.delay < 0 else range(T - 1, -1, -1)
-        for t in steps:
-            g, a, c = pre[t], acts[t], cell[t]
-            gv = g.view(N, 4, C)
+        frames = run.grad_frames
+        # The statistics of the frames with derivatives, summed frame by frame while in cache.
+        stats = run.store_stats is not None and len(frames) > 0
+        if stats:
+            value_sum, value_sqsum = x.new_zeros(N, 5, C), x.new_zeros(N, 5, C)
+        for t in (range(T) if run.delay < 0 else range(T - 1, -1, -1)):
             src = t + run.delay
             have = 0 <= src < T
             if have:
-                r_prev = rp[src, :, :P] if rp is not None else out_m[src]
-                c_prev = cell[src]
+                r_prev, c_prev, c_prev_b = rec_t[src], c_t[src], c_b[src]
                 if s != 1.0:
-                    r_prev, c_prev = r_prev * s, c_prev * s
-                g.addmm_(r_prev, W_rT)
-                gv[:, :2].addcmul_(peep[:2], c_prev[:, None])
-            torch.sigmoid(gv[:, :2], out=a[:, :2])
-            torch.tanh(gv[:, 2], out=a[:, 2])
-            i_t, f_t = a[:, 0], a[:, 1]
+                    r_prev, c_prev, c_prev_b = r_prev * s, c_prev * s, c_prev_b * s
+                pre_t[t].addmm_(r_prev, W_rT)
+                g_if[t].addcmul_(peep_if, c_prev_b)
+            torch.sigmoid(g_if[t], out=a_if[t])
+            torch.tanh(g_cp[t], out=a_cp[t])
+            i_t, f_t = a_i[t], a_f[t]
             if scales is not None:
                 i_t, f_t = i_t * scales[t, :, 0:1], f_t * scales[t, :, 1:2]
             if have:
-                torch.mul(f_t, c_prev, out=c)
-                c.addcmul_(i_t, a[:, 2])
+                torch.mul(f_t, c_prev, out=c_t[t])
+                c_t[t].addcmul_(i_t, a_cp[t])
             else:
-                torch.mul(i_t, a[:, 2], out=c)
-            gv[:, 3].addcmul_(peep[2], c)
-            torch.sigmoid(gv[:, 3], out=a[:, 3])
-            torch.tanh(c, out=a[:, 4])
-            o_t = a[:, 3] if scales is None else a[:, 3] * scales[t, :, 2:3]
-            torch.mul(o_t, a[:, 4], out=out_m[t])
-            if rp is not None:
+                torch.mul(i_t, a_cp[t], out=c_t[t])
+            g_o[t].addcmul_(peep_o, c_t[t])
+            torch.sigmoid(g_o[t], out=a_o[t])
+            torch.tanh(c_t[t], out=a_tc[t])
+            o_t = a_o[t] if scales is None else a_o[t] * scales[t, :, 2:3]
+            torch.mul(o_t, a_tc[t], out=m_t[t])
+            if rp_t is not None:
                 if b_p is None:
-                    torch.mm(out_m[t], W_pT, out=rp[t])
+                    torch.mm(m_t[t], W_pT, out=rp_t[t])
                 else:
-                    torch.addmm(b_p, out_m[t], W_pT, out=rp[t])
-        frames = run.grad_frames
-        if run.store_stats is not None and len(frames):
-            run.store_stats(acts[frames.start:frames.stop])
+                    torch.addmm(b_p, m_t[t], W_pT, out=rp_t[t])
+            if stats and t in frames:
+                value_sum.add_(a_t[t])
+                value_sqsum.addcmul_(a_t[t], a_t[t])
+        if stats:
+            run.store_stats(value_sum.sum(0), value_sqsum.sum(0), N * len(frames))
         ctx.run = run
         ctx.dims = (N, T, D, C, P)
         ctx.save_for_backward(x, W, peep, scales, W_p, acts, cell, out_m, rp)
@@ -272,9 +285,8 @@ class FastLstmLoop(torch.autograd.Function):
         N, T, D, C, P = ctx.dims
         x, W, peep, scales, W_p, acts, cell, out_m, rp = ctx.saved_tensors
         frames = run.grad_frames
-        none = (None,) * 8
         if not len(frames):
-            return none
+            return (None,) * 8
         f0, f1 = frames.start, frames.stop
         Tg = f1 - f0
         s = run.trunc_scale
@@ -287,73 +299,80 @@ class FastLstmLoop(torch.autograd.Function):
         c_prev = torch.where(defined, cell[src] * s, 0.0)              # (Tg, N, C)
         r_prev = torch.where(defined, rec_all[src] * s, 0.0)           # (Tg, N, P)
         a = acts[f0:f1]
-        i_t, f_t, tc_part, o_t, tc = a.unbind(2)
-        sc = None if scales is None else scales[f0:f1]
-        i_s = i_t if sc is None else i_t * sc[..., 0:1]
-        f_s = f_t if sc is None else f_t * sc[..., 1:2]
-        o_s = o_t if sc is None else o_t * sc[..., 2:3]
-        # d(pre-activations) = d(out) * factor, per gate: the parts that need no recurrence.
-        k_o = tc * (o_t - o_t * o_t)
-        if sc is not None:
-            k_o = k_o * sc[..., 2:3]
-        k_c = o_s * (1.0 - tc * tc)
-        k_if = torch.stack([tc_part * (i_t - i_t * i_t), c_prev * (f_t - f_t * f_t)], 2)
-        if sc is not None:
-            k_if = k_if * sc[..., :2].unsqueeze(-1)
-        k_cp = i_s * (1.0 - tc_part * tc_part)
+        a_if, a_i, a_f, a_cp, a_o, a_tc = (a[:, :, :2].unbind(0),) + tuple(a[:, :, k].unbind(0) for k in range(5))
+        sc = None if scales is None else scales[f0:f1].unbind(0)
         d_gates = x.new_empty(Tg, N, 4, C)
         d_rp_all = None if W_p is None else x.new_empty(Tg, N, W_p.shape[0])
-        d_c_t = None if d_c is None else d_c.transpose(0, 1)
-        d_m_t = None if d_m is None else d_m.transpose(0, 1)
-        d_rp_t = None if d_rp is None else d_rp.transpose(0, 1)
-        # Derivative w.r.t. the truncation's output at each frame, written by the frame that reads it.
+        d_c_t = None if d_c is None else d_c.transpose(0, 1)[f0:f1].unbind(0)
+        d_m_t = None if d_m is None else d_m.transpose(0, 1)[f0:f1].unbind(0)
+        d_rp_t = None if d_rp is None else d_rp.transpose(0, 1)[f0:f1].unbind(0)
+        # The derivative w.r.t. the truncation's output at a frame, written by the frame reading it.
         d_trunc = x.new_empty(Tg, N, C + P)
+        dt_t, dt_c, dt_r = d_trunc.unbind(0), d_trunc[:, :, :C].unbind(0), d_trunc[:, :, C:].unbind(0)
         has_trunc = [False] * Tg
+        dg_t, dg_if, dg_i, dg_f, dg_cp, dg_o = (d_gates.view(Tg, N, 4 * C).unbind(0), d_gates[:, :, :2].unbind(0)) + \
+            tuple(d_gates[:, :, k].unbind(0) for k in range(4))
+        drp_t = None if d_rp_all is None else d_rp_all.unbind(0)
+        crossings = run.crossings
         W_r = W[:, D:]
+        peep_i, peep_f, peep_o = peep.unbind(0)
         zeros_c = x.new_zeros(N, C)
-        steps = range(f1 - 1, f0 - 1, -1) if run.delay < 0 else range(f0, f1)
-        for t in steps:
+        c_prev_t, cell_t = c_prev.unbind(0), cell.unbind(0)
+        d_peep_rows = x.new_zeros(3, N, C)       # the peepholes' derivative, summed over frames
+        dp_i, dp_f, dp_o = d_peep_rows.unbind(0)
+        for t in (range(f1 - 1, f0 - 1, -1) if run.delay < 0 else range(f0, f1)):
             j = t - f0
+            g_c = g_r = None
             if has_trunc[j]:
-                g = truncate_derivative(d_trunc[j], s, run.clip, run.zero_thresh,
-                                        None if run.crossings is None else run.crossings[t])
+                g = truncate_derivative(dt_t[j], s, run.clip, run.zero_thresh,
+                                        None if crossings is None else crossings[t])
                 g_c, g_r = g[:, :C], g[:, C:]
+            # dc is updated in place: a fresh tensor, never the incoming derivative itself
+            if d_c_t is None:
+                dc = g_c if g_c is not None else zeros_c.clone()
             else:
-                g_c = g_r = None
-            dc = _sum(d_c_t[t] if d_c_t is not None else None, g_c)
-            dc = zeros_c.clone() if dc is None else dc.clone()
-            if W_p is not None:
-                drp = d_rp_all[j]
+                dc = d_c_t[j] + g_c if g_c is not None else d_c_t[j].clone()
+            if drp_t is not None:
+                drp = drp_t[j]
                 if d_rp_t is not None:
-                    drp.copy_(d_rp_t[t])
+                    drp.copy_(d_rp_t[j])
                 else:
                     drp.zero_()
                 if g_r is not None:
                     drp[:, :P] += g_r
-                dm = torch.mm(drp, W_p) if d_m_t is None else torch.addmm(d_m_t[t], drp, W_p)
+                dm = torch.mm(drp, W_p) if d_m_t is None else torch.addmm(d_m_t[j], drp, W_p)
             else:
-                dm = _sum(d_m_t[t] if d_m_t is not None else None, g_r)
+                dm = _sum(None if d_m_t is None else d_m_t[j], g_r)
                 if dm is None:
                     dm = zeros_c
-            dg = d_gates[j]
-            torch.mul(dm, k_o[j], out=dg[:, 3])
-            dc.addcmul_(dm, k_c[j])
-            dc.addcmul_(dg[:, 3], peep[2])
-            torch.mul(dc[:, None], k_if[j], out=dg[:, :2])
-            torch.mul(dc, k_cp[j], out=dg[:, 2])
-            k = t + run.delay
-            if f0 <= k < f1:            # the recurrence carries derivatives back to frame k
-                dt = d_trunc[k - f0]
-                dcp = dt[:, :C]
-                torch.mul(dc, f_s[j], out=dcp)
-                dcp.addcmul_(dg[:, 0], peep[0])
-                dcp.addcmul_(dg[:, 1], peep[1])
-                torch.mm(dg.view(N, 4 * C), W_r, out=dt[:, C:])
-                has_trunc[k - f0] = True
+            # The nonlinearity's derivatives from its saved values, frame by frame while in cache.
+            i_t, f_t, o_t, tc = a_i[j], a_f[j], a_o[j], a_tc[j]
+            if sc is not None:    # dropout scales: m = o o_s tanh(c), c = f f_s c_prev + i i_s tanh(c_part)
+                dm = dm * sc[j][:, 2:3]
+            torch.mul(dm, tc, out=dg_o[j])
+            dg_o[j].mul_(torch.addcmul(o_t, o_t, o_t, value=-1.0))                 # d o_part
+            dc.addcmul_(dm, torch.addcmul(o_t, o_t, tc * tc, value=-1.0))          # o (1 - tanh(c)^2)
+            dc.addcmul_(dg_o[j], peep_o)
+            dc_i, dc_f = (dc, dc) if sc is None else (dc * sc[j][:, 0:1], dc * sc[j][:, 1:2])
+            torch.mul(dc_i, torch.addcmul(i_t, i_t, a_cp[j] * a_cp[j], value=-1.0), out=dg_cp[j])
+            torch.mul(torch.stack([dc_i, dc_f], 1) if sc is not None else dc[:, None],
+                      torch.addcmul(a_if[j], a_if[j], a_if[j], value=-1.0), out=dg_if[j])   # i - i^2, f - f^2
+            dg_i[j].mul_(a_cp[j])
+            dg_f[j].mul_(c_prev_t[j])
+            dp_i.addcmul_(dg_i[j], c_prev_t[j])
+            dp_f.addcmul_(dg_f[j], c_prev_t[j])
+            dp_o.addcmul_(dg_o[j], cell_t[t])
+            k = t + run.delay - f0
+            if 0 <= k < Tg:            # the recurrence carries derivatives back to frame k
+                dcp = dt_c[k]
+                torch.mul(dc_f, f_t, out=dcp)
+                dcp.addcmul_(dg_i[j], peep_i)
+                dcp.addcmul_(dg_f[j], peep_f)
+                torch.mm(dg_t[j], W_r, out=dt_r[k])
+                has_trunc[k] = True
         # Everything else for all frames at once.
         dG = d_gates.view(Tg, N, 4 * C)
-        d_peep = torch.stack([(d_gates[:, :, 0] * c_prev).sum((0, 1)), (d_gates[:, :, 1] * c_prev).sum((0, 1)),
-                              (d_gates[:, :, 3] * cell[f0:f1]).sum((0, 1))])
+        d_peep = d_peep_rows.sum(1)
         d_ext = None
         if ctx.needs_input_grad[1]:
             d_ext_t = x.new_zeros(T, N, D)

@@ -300,6 +300,8 @@ class NaturalGradientPass:
         pairs = [(x, g) for x, g in zip(self.inputs, self.derivs) if g is not None]
         if not pairs:
             return None
+        if len(pairs) == 1:
+            return pairs[0]
         return torch.cat([x for x, _ in pairs]), torch.cat([g for _, g in pairs])
 
 

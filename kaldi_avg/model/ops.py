@@ -155,17 +155,24 @@ class ComponentOp(nn.Module):
 
     def _store_activation_stats(self, values: torch.Tensor) -> None:
         """Adds the values of the nonlinearities on some frames: (..., dim) or (..., 5, C)."""
-        rows = values.detach().reshape(-1, *self.act_value_sum.shape)
-        self._act_stored = True  # Kaldi sizes empty statistics on the first frames it stores
-        with torch.no_grad():  # one call's sums in the values' precision, the totals in double
-            self.act_value_sum += rows.sum(0)
-            self.act_value_sqsum += (rows * rows).sum(0)
-            self.act_count += rows.shape[0]
+        values = values.detach()
+        rows = tuple(range(values.dim() - self.act_value_sum.dim()))   # any layout of the leading dims
+        # one call's sums in the values' precision, the totals in double
+        self.add_activation_sums(values.sum(rows), (values * values).sum(rows),
+                                 values.numel() // self.act_value_sum.numel())
 
-    def stats_sink(self):
-        """Where a training computation's nonlinearity values go (None when they are not kept):
-        Kaldi accumulates them in the backward pass, so only in training with derivatives."""
-        return self._store_activation_stats if self.training and torch.is_grad_enabled() else None
+    @torch.no_grad()
+    def add_activation_sums(self, value_sum: torch.Tensor, value_sqsum: torch.Tensor, count: int) -> None:
+        """Adds the sums of the values and of their squares over `count` rows."""
+        self._act_stored = True  # Kaldi sizes empty statistics on the first frames it stores
+        self.act_value_sum += value_sum
+        self.act_value_sqsum += value_sqsum
+        self.act_count += count
+
+    def keeps_stats(self) -> bool:
+        """Whether this computation's nonlinearity values count: Kaldi accumulates them in the
+        backward pass, so only in training with derivatives."""
+        return self.training and torch.is_grad_enabled()
 
     def activation_stats(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(value_sum, deriv_sum, count) accumulated so far, as Kaldi holds them in memory."""
@@ -316,11 +323,8 @@ class ComponentOp(nn.Module):
         x_hat, in_scale = self.preconditioners[0].precondition(x)
         g_hat, out_scale = self.preconditioners[1].precondition(g)
         scale = in_scale * out_scale
-        if not has_bias:
-            return (g_hat.t() @ x_hat * scale,)
-        grad_w = g_hat.t() @ x_hat[:, :-1] * scale
-        grad_b = g_hat.t() @ x_hat[:, -1] * scale
-        return grad_w, grad_b
+        update = torch.mm(g_hat.t(), x_hat).mul_(scale)
+        return (update,) if not has_bias else (update[:, :-1], update[:, -1])
 
     def _gru_tanh_stats(self, h: torch.Tensor) -> None:
         """GruNonlinearityComponent::TanhStatsAndSelfRepair in the consolidated update (all the
@@ -379,7 +383,8 @@ class ComponentOp(nn.Module):
             record = None if ng is None else lambda u, a, h: ng.record(torch.cat([u, h.detach()], -1), a, times)
             return GRU_CELLS[t](x, self.param("w_h"), record)
         if t == "LstmNonlinearityComponent":
-            return lstm_nonlinearity(x, self.param("peepholes"), self.stats_sink())
+            return lstm_nonlinearity(x, self.param("peepholes"),
+                                     self._store_activation_stats if self.keeps_stats() else None)
         if t == "BackpropTruncationComponent":
             c = self.component
             if self.training and torch.is_grad_enabled():
@@ -605,13 +610,17 @@ def truncate_derivative(g: torch.Tensor, scale: float, clip: float, zero_thresh:
     """BackpropTruncationComponent's backward (4.8): scale, clip each row's norm to `clip` (if
     > 0), and zero the rows that cross a zeroing boundary (`crossings`, broadcastable to
     g[..., :1]) with a norm above `zero_thresh`."""
-    g = g * scale
+    if scale != 1.0:
+        g = g * scale
     norm = g.norm(dim=-1, keepdim=True)
-    if clip > 0:
-        g = g * torch.clamp(clip / torch.clamp(norm, min=1e-30), max=1.0)
-    if crossings is not None:
-        g = torch.where(crossings & (norm > zero_thresh), torch.zeros_like(g), g)
-    return g
+    zero = None if crossings is None else crossings & (norm > zero_thresh)
+    if clip <= 0 and zero is None:
+        return g if scale != 1.0 else g.clone()
+    # one factor per row: the clipping, and 0 for the rows to zero
+    factor = (clip / norm.clamp_(min=1e-30)).clamp_(max=1.0) if clip > 0 else torch.ones_like(norm)
+    if zero is not None:
+        factor.masked_fill_(zero, 0.0)
+    return g * factor
 
 
 def training_statistics(module: nn.Module) -> list[torch.Tensor]:

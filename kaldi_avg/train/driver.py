@@ -56,6 +56,7 @@ from .combine import combine
 from .config import ConfigError, RunConfig
 from .diagnostics import plot_progress, write_accuracy_report, write_compute_prob_log
 from .dropout import describe
+from .host_memory import keep_freed_host_memory
 from .iterations import IterationResult, JobData, make_iterations
 from .network import Network, find_network
 from .objective import compute_loss, compute_prob  # noqa: F401 - compute_loss: icefall's skeleton
@@ -456,6 +457,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
     config = RunConfig.from_args(args)
     config.check_world(world_size)
     torch.set_num_threads(max(1, config.launch.num_threads))
+    keep_freed_host_memory()
     if config.device == "cuda":   # one GPU per rank of a node, as Kaldi's exclusive-mode jobs
         torch.cuda.set_device(local_rank(rank) % torch.cuda.device_count())
     say(comm, f"rank {rank} of {world_size} on {socket.gethostname()}, device {config.device}")

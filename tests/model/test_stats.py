@@ -163,7 +163,7 @@ def test_outputs_and_gradients_unchanged(nnet, monkeypatch):
 
     out, grads, m = run()
     assert m.op("lstm2.lstm_nonlin").activation_stats()[2] > 0
-    monkeypatch.setattr(ComponentOp, "_store_activation_stats", lambda self, values: None)
+    monkeypatch.setattr(ComponentOp, "add_activation_sums", lambda self, *sums: None)
     out0, grads0, m0 = run()
     assert m0.op("lstm2.lstm_nonlin").activation_stats()[2] == 0
     assert torch.equal(out, out0)
