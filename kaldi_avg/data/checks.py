@@ -48,8 +48,9 @@ class ScpCheck:
 
 
 def check_matrix_scp(scp_path: str, expected_cols: int | None = None, what: str = "utterance",
-                     expected_by: str = "the network's input") -> ScpCheck:
-    """Checks every entry of a matrix scp (feats.scp, cmvn.scp) by its header alone.
+                     expected_by: str = "the network's input", rank: int = 0, world_size: int = 1) -> ScpCheck:
+    """Checks every entry of a matrix scp (feats.scp, cmvn.scp) by its header alone; of `world_size`
+    ranks checking it together, rank r takes the entries r, r + world_size, ...
 
     Raises InputError for an empty or malformed scp, an entry that cannot be opened or is
     truncated, or (when `expected_cols` is given) a column count other than `expected_cols`:
@@ -64,7 +65,7 @@ def check_matrix_scp(scp_path: str, expected_cols: int | None = None, what: str 
         raise InputError(f"{scp_path} is empty")
     counts = {"checked": 0, "pipes": 0, "text": 0}
     with ArchiveFiles() as archives:
-        for key, rx in entries:
+        for key, rx in entries[rank::world_size]:
             shape = _checked_shape(archives, scp_path, what, key, rx, counts)
             if shape is None:
                 continue
@@ -91,26 +92,29 @@ def _checked_shape(archives: ArchiveFiles, scp_path: str, what: str, key: str, r
     return shape
 
 
-def check_features(feats_scp: str, input_dim: int, cmvn_scp: str | None = None) -> list[ScpCheck]:
+def check_features(feats_scp: str, input_dim: int, cmvn_scp: str | None = None, rank: int = 0,
+                   world_size: int = 1) -> list[ScpCheck]:
     """feats.scp against the network's input dim, and cmvn.scp (if given) against it: each
-    CMVN entry is a 2 x (dim + 1) statistics matrix (docs/kaldi-formats.md 8.3)."""
-    checks = [check_matrix_scp(feats_scp, input_dim)]
+    CMVN entry is a 2 x (dim + 1) statistics matrix (docs/kaldi-formats.md 8.3). Rank r of
+    `world_size` checks its share of the entries (`check_matrix_scp`)."""
+    checks = [check_matrix_scp(feats_scp, input_dim, rank=rank, world_size=world_size)]
     if cmvn_scp is not None:
         checks.append(check_matrix_scp(cmvn_scp, input_dim + 1, what="entry",
-                                       expected_by=f"features of dim {input_dim}"))
+                                       expected_by=f"features of dim {input_dim}", rank=rank, world_size=world_size))
     return checks
 
 
 def check_alignments(ali_dir: str, trans_model: TransitionModel, store_dir: str,
-                     tree_path: str | None = None) -> PdfStore:
+                     tree_path: str | None = None, comm=None) -> PdfStore:
     """Checks that the tree (default `<ali_dir>/tree`) parses and has the transition model's number
     of pdfs, and puts the alignments into the PdfStore at `store_dir` (built, or rebuilt when the
     alignments changed), checking that every transition-id is in the transition model. Returns the
-    store: the per-frame pdf-ids by utterance."""
+    store: the per-frame pdf-ids by utterance. With `comm`, every rank calls it and builds its
+    share of the store (`pdf_store.build_pdf_store`)."""
     check_tree(tree_path or os.path.join(ali_dir, "tree"), trans_model,
                os.path.join(ali_dir, "final.mdl"))
     try:
-        return ensure_pdf_store(ali_dir, store_dir, trans_model)
+        return ensure_pdf_store(ali_dir, store_dir, trans_model, comm)
     except KaldiFormatError as e:
         raise InputError(str(e)) from None
 

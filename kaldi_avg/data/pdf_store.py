@@ -2,20 +2,23 @@
 
 docs/kaldi-formats.md 2.4, 8.4: the alignment dir's `ali.*.gz` (transition-ids) are mapped
 through `final.mdl`'s transition model, as `ali-to-pdf` does. A dict of arrays costs every rank
-the whole corpus in private memory; this store is built once (by rank 0, streaming the
-archives) and every rank maps the same files read-only, so the ranks of a node share its pages
-through the page cache.
+the whole corpus in private memory; this store is built once and every rank maps the same files
+read-only, so the ranks of a node share its pages through the page cache. The ranks build it
+together: rank r converts the archives r, r + N, ... (one pdf file each), then rank 0 writes the
+index, so a rank's share of the work, not the corpus, sets the time it takes.
 
 Layout of the store directory (each file written atomically, `header.json` last; a rebuild
 removes `header.json` first, so a store cut off while being rebuilt never opens):
-    pdfs.bin      all pdf-ids back to back, archive order; int16 when num_pdfs <= 32767, else
-                  int32, little-endian
+    pdfs.<k>.bin  the pdf-ids of the k-th alignment archive (ali.*.gz in numeric order), back to
+                  back in archive order; int16 when num_pdfs <= 32767, else int32, little-endian
     keys.npy      utterance ids, UTF-8, sorted (C order), fixed width
-    offsets.npy   int64: where keys[i]'s pdf-ids start in pdfs.bin
+    parts.npy     int32: which pdfs.<k>.bin holds keys[i]'s pdf-ids
+    offsets.npy   int64: where they start in it
     lengths.npy   int32: how many frames keys[i] has
     header.json   version, dtype, counts, and the alignments it was built from: the real path
                   of the alignment dir and the size and mtime (ns) of num_jobs, final.mdl and
                   every ali.N.gz. When any of them differs the store is stale.
+While being built, each archive's keys and lengths wait in part.<k>.keys.npy/.lengths.npy.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from ..kaldi.binary import KaldiFormatError
 from ..kaldi.tables import read_int_vector_stream
 from ..kaldi.transition import TransitionModel, read_transition_model
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER = "header.json"
 
 
@@ -71,13 +74,10 @@ class PdfStore(Mapping):
         self.num_frames: int = header["num_frames"]
         self.dtype = np.dtype(header["dtype"])
         self._keys = np.load(os.path.join(store_dir, "keys.npy"), mmap_mode="r")
+        self._parts = np.load(os.path.join(store_dir, "parts.npy"), mmap_mode="r")
         self._offsets = np.load(os.path.join(store_dir, "offsets.npy"), mmap_mode="r")
         self._lengths = np.load(os.path.join(store_dir, "lengths.npy"), mmap_mode="r")
-        if self.num_frames:  # mmap cannot map an empty file
-            self._pdfs = np.asarray(np.memmap(os.path.join(store_dir, "pdfs.bin"), dtype=self.dtype,
-                                              mode="r", shape=(self.num_frames,)))
-        else:
-            self._pdfs = np.zeros(0, self.dtype)
+        self._pdfs = [_map_pdfs(os.path.join(store_dir, _pdfs_name(k)), self.dtype) for k in range(header["num_parts"])]
 
     @classmethod
     def open(cls, store_dir: str, ali_dir: str | None = None) -> PdfStore:
@@ -109,7 +109,7 @@ class PdfStore(Mapping):
         if i < 0:
             raise KeyError(utt)
         start = int(self._offsets[i])
-        return self._pdfs[start:start + int(self._lengths[i])]
+        return self._pdfs[int(self._parts[i])][start:start + int(self._lengths[i])]
 
     def length(self, utt: str) -> int:
         """Frames aligned for `utt`, without touching its pdf-ids."""
@@ -128,50 +128,100 @@ class PdfStore(Mapping):
         return len(self._keys)
 
 
-def build_pdf_store(ali_dir: str, store_dir: str, trans_model: TransitionModel | None = None) -> PdfStore:
-    """Writes the store from `ali_dir` (one process only), one utterance in memory at a time.
+def _pdfs_name(k: int) -> str:
+    return f"pdfs.{k}.bin"
+
+
+def _map_pdfs(path: str, dtype: np.dtype) -> np.ndarray:
+    size = os.path.getsize(path)
+    if not size:   # mmap cannot map an empty file
+        return np.zeros(0, dtype)
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", shape=(size // dtype.itemsize,)))
+
+
+def build_pdf_store(ali_dir: str, store_dir: str, trans_model: TransitionModel | None = None,
+                    comm=None) -> PdfStore:
+    """Writes the store from `ali_dir`, one utterance in memory at a time; with `comm` (a
+    communicator: rank, size, barrier) every rank calls it and converts its share of the
+    archives. Returns the opened store on every rank.
 
     Utterances in two archives and transition-ids outside the model are errors naming the
     archive and the utterance, as `read_alignments`.
     """
+    rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     if trans_model is None:
         trans_model = read_transition_model(os.path.join(ali_dir, "final.mdl"))
-    source = alignment_signature(ali_dir)
     archives = alignment_archives(ali_dir)
-    os.makedirs(store_dir, exist_ok=True)
-    header_path = os.path.join(store_dir, HEADER)
-    if os.path.exists(header_path):
-        os.remove(header_path)  # the old store is invalid from here on
     dtype = pdf_dtype(trans_model.num_pdfs)
+    if rank == 0:
+        os.makedirs(store_dir, exist_ok=True)
+        header_path = os.path.join(store_dir, HEADER)
+        if os.path.exists(header_path):
+            os.remove(header_path)  # the old store is invalid from here on
+        for name in os.listdir(store_dir):   # and its files go (an older layout's, or more archives')
+            os.remove(os.path.join(store_dir, name))
+    if comm is not None:
+        comm.barrier()
+    for k in range(rank, len(archives), size):
+        _build_part(archives[k], os.path.join(store_dir, _pdfs_name(k)), trans_model, dtype,
+                    os.path.join(store_dir, f"part.{k}"))
+    if comm is not None:
+        comm.barrier()
+    if rank == 0:
+        _write_index(ali_dir, store_dir, archives, trans_model.num_pdfs, dtype)
+    if comm is not None:
+        comm.barrier()
+    return PdfStore.open(store_dir)
+
+
+def _build_part(archive: str, pdfs_path: str, trans_model: TransitionModel, dtype: np.dtype, part: str) -> None:
+    """One alignment archive: its pdf-ids to `pdfs_path`, its keys and lengths to `part`.*.npy."""
     keys: list[bytes] = []
-    offsets, lengths, archive_of = array("q"), array("i"), array("H")
-    frames = 0
-    with atomic_path(os.path.join(store_dir, "pdfs.bin")) as tmp, open(tmp, "wb") as out:
-        for a, path in enumerate(archives):
-            for utt, tids in _stream_archive(path):
-                pdfs = trans_model.tids_to_pdfs(tids, what=f"{path}: utterance {utt!r}")
-                out.write(pdfs.astype(dtype).tobytes())
-                keys.append(utt.encode("utf-8"))
-                offsets.append(frames)
-                lengths.append(len(pdfs))
-                archive_of.append(a)
-                frames += len(pdfs)
-    key_array = np.array(keys, dtype=f"S{max(map(len, keys), default=1)}")
+    lengths = array("i")
+    with atomic_path(pdfs_path) as tmp, open(tmp, "wb") as out:
+        for utt, tids in _stream_archive(archive):
+            pdfs = trans_model.tids_to_pdfs(tids, what=f"{archive}: utterance {utt!r}")
+            out.write(pdfs.astype(dtype).tobytes())
+            keys.append(utt.encode("utf-8"))
+            lengths.append(len(pdfs))
+    for name, values in ((".keys.npy", np.array(keys, dtype=f"S{max(map(len, keys), default=1)}")),
+                         (".lengths.npy", np.asarray(lengths, np.int32))):
+        with atomic_path(part + name) as tmp, open(tmp, "wb") as f:
+            np.save(f, values)
+
+
+def _write_index(ali_dir: str, store_dir: str, archives: list[str], num_pdfs: int, dtype: np.dtype) -> None:
+    """The sorted index over every archive's part, then the header; the parts' key files go."""
+    keys, lengths, parts, offsets = [], [], [], []
+    for k in range(len(archives)):
+        part = os.path.join(store_dir, f"part.{k}")
+        part_keys, part_lengths = np.load(part + ".keys.npy"), np.load(part + ".lengths.npy")
+        keys.append(part_keys)
+        lengths.append(part_lengths)
+        parts.append(np.full(len(part_keys), k, np.int32))
+        offsets.append(np.concatenate([[0], np.cumsum(part_lengths, dtype=np.int64)[:-1]]) if len(part_keys)
+                       else np.zeros(0, np.int64))
+    width = max((k.dtype.itemsize for k in keys), default=1)
+    key_array = np.concatenate([k.astype(f"S{width}") for k in keys]) if keys else np.zeros(0, "S1")
+    part_array, length_array = np.concatenate(parts), np.concatenate(lengths)
     order = np.argsort(key_array, kind="stable")
     key_array = key_array[order]
     dup = np.flatnonzero(key_array[1:] == key_array[:-1])
     if dup.size:
         first, second = order[dup[0]], order[dup[0] + 1]
-        raise KaldiFormatError(f"{archives[archive_of[second]]}: utterance {keys[second].decode()!r} "
-                               f"is also in {archives[archive_of[first]]}")
-    for name, values in (("keys.npy", key_array), ("offsets.npy", np.asarray(offsets, np.int64)[order]),
-                         ("lengths.npy", np.asarray(lengths, np.int32)[order])):
+        raise KaldiFormatError(f"{archives[part_array[second]]}: utterance {key_array[dup[0]].decode()!r} "
+                               f"is also in {archives[part_array[first]]}")
+    for name, values in (("keys.npy", key_array), ("parts.npy", part_array[order]),
+                         ("offsets.npy", np.concatenate(offsets)[order]), ("lengths.npy", length_array[order])):
         with atomic_path(os.path.join(store_dir, name)) as tmp, open(tmp, "wb") as f:
             np.save(f, values)
-    header = {"version": FORMAT_VERSION, "dtype": dtype.str, "num_pdfs": trans_model.num_pdfs,
-              "num_utts": len(keys), "num_frames": frames, "source": source}
-    write_text(header_path, json.dumps(header, indent=1) + "\n")
-    return PdfStore(store_dir, header)
+    header = {"version": FORMAT_VERSION, "dtype": dtype.str, "num_pdfs": num_pdfs, "num_parts": len(archives),
+              "num_utts": len(key_array), "num_frames": int(length_array.sum()),
+              "source": alignment_signature(ali_dir)}
+    write_text(os.path.join(store_dir, HEADER), json.dumps(header, indent=1) + "\n")
+    for k in range(len(archives)):
+        for name in (".keys.npy", ".lengths.npy"):
+            os.remove(os.path.join(store_dir, f"part.{k}{name}"))
 
 
 def _stream_archive(path: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -185,10 +235,17 @@ def _stream_archive(path: str) -> Iterator[tuple[str, np.ndarray]]:
         raise KaldiFormatError(f"{path}: unreadable gzip stream{after}: {e}") from None
 
 
-def ensure_pdf_store(ali_dir: str, store_dir: str, trans_model: TransitionModel | None = None) -> PdfStore:
-    """The store of `ali_dir` in `store_dir`, (re)built when missing or stale (rank 0 only;
-    the other ranks `PdfStore.open` it after a barrier)."""
-    try:
-        return PdfStore.open(store_dir, ali_dir)
-    except StalePdfStore:
-        return build_pdf_store(ali_dir, store_dir, trans_model)
+def ensure_pdf_store(ali_dir: str, store_dir: str, trans_model: TransitionModel | None = None,
+                     comm=None) -> PdfStore:
+    """The store of `ali_dir` in `store_dir`, (re)built when missing or stale: by this process,
+    or with `comm` by all its ranks together (rank 0 decides)."""
+    fresh = None
+    if comm is None or comm.rank == 0:
+        try:
+            fresh = PdfStore.open(store_dir, ali_dir)
+        except StalePdfStore:
+            pass
+    stale = fresh is None if comm is None else comm.allgather_object(fresh is None)[0]
+    if stale:
+        return build_pdf_store(ali_dir, store_dir, trans_model, comm)
+    return fresh if fresh is not None else PdfStore.open(store_dir)

@@ -145,10 +145,7 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     min_deriv_time = None if margin is None else -(margin + left)
     max_deriv_time_relative = None if margin is None else margin + right
     report = load_ledger(config) if config.stage >= 0 else SkipReport()
-    if comm.rank == 0:
-        check_inputs(config, trans_model, reference.input_dim())
-    comm.barrier()
-    store = PdfStore.open(pdf_store_dir(config), config.ali_dir)
+    store = check_inputs(config, trans_model, reference.input_dim(), comm)
     source, match_summary = build_source(config, trans_model, report, store)
     usable = screen_utterances(source, chunk_config, report=report)   # every rank: the ledger counts once
     # utt2uniq (speed perturbation) keeps every copy of a held-out utterance out of training, as get_egs.sh.
@@ -183,16 +180,19 @@ def pdf_store_dir(config: RunConfig) -> str:
     return os.path.join(config.dir, "pdf_store")
 
 
-def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int) -> None:
-    """Rank 0's start-up checks (kaldi_avg/data/checks.py): every feats.scp (and cmvn.scp) entry by
-    its header, the feature dim against the network's, the tree against the transition model; then
-    utt2num_frames (written once if missing) and the alignments as one PdfStore that the ranks of a
-    node share (every transition-id checked while it is built; rebuilt when the alignments change)."""
+def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int, comm: Communicator) -> PdfStore:
+    """The start-up checks (kaldi_avg/data/checks.py), shared by the ranks so that each does its
+    share of the corpus: every feats.scp (and cmvn.scp) entry by its header, against the
+    network's input dim; the tree against the transition model; utt2num_frames (rank 0 writes it
+    once if missing); the alignments as one PdfStore that the ranks of a node share (every
+    transition-id checked while it is built; rebuilt when the alignments change). Returns it."""
     data = DataDir(config.feat_dir)
     cmvn_scp = data.file("cmvn.scp")
-    check_features(data.file("feats.scp"), input_dim, cmvn_scp if os.path.exists(cmvn_scp) else None)
-    data.lengths   # noqa: B018 - computes and writes utt2num_frames once, before every rank reads it
-    check_alignments(config.ali_dir, trans_model, pdf_store_dir(config))
+    check_features(data.file("feats.scp"), input_dim, cmvn_scp if os.path.exists(cmvn_scp) else None,
+                   rank=comm.rank, world_size=comm.size)
+    if comm.rank == 0:
+        data.lengths   # noqa: B018 - computes and writes utt2num_frames once, before every rank reads it
+    return check_alignments(config.ali_dir, trans_model, pdf_store_dir(config), comm=comm)   # ends in a barrier
 
 
 def ledger_path(exp_dir: str) -> str:

@@ -130,3 +130,27 @@ def test_processes_share_one_mapping(ali_dir, tmp_path):
     assert not view.flags.owndata and view.base is not None
     with pytest.raises(ValueError, match="read-only"):
         view[0] = 1
+
+
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+def test_ranks_build_it_together(ali_dir, tmp_path, ranks):
+    """Each rank converts its share of the archives; every rank gets the store one process builds."""
+    from kaldi_avg.parallel.inprocess import run_ranks
+    one = build_pdf_store(ali_dir, str(tmp_path / "one"))
+    stores = run_ranks(ranks, lambda comm: ensure_pdf_store(ali_dir, str(tmp_path / "many"), comm=comm))
+    for store in stores:
+        assert list(store) == list(one)
+        for utt in one:
+            np.testing.assert_array_equal(store[utt], one[utt])
+    assert sorted(os.listdir(tmp_path / "many")) == sorted(os.listdir(tmp_path / "one"))   # no part files left
+    # fresh: opened, not rebuilt (rank 0 decides for all)
+    mtime = os.path.getmtime(tmp_path / "many" / "header.json")
+    run_ranks(ranks, lambda comm: ensure_pdf_store(ali_dir, str(tmp_path / "many"), comm=comm))
+    assert os.path.getmtime(tmp_path / "many" / "header.json") == mtime
+
+
+def test_a_bad_archive_fails_on_the_rank_that_converts_it(ali_dir, tmp_path):
+    from kaldi_avg.parallel.inprocess import run_ranks
+    write_ali(os.path.join(ali_dir, "ali.2.gz"), {"b": np.array([1, 99], np.int32)})   # rank 1's archive
+    with pytest.raises(Exception, match=r"ali\.2\.gz: utterance 'b': transition-id 99"):
+        run_ranks(2, lambda comm: ensure_pdf_store(ali_dir, str(tmp_path / "store"), comm=comm), timeout_s=10)
