@@ -23,7 +23,13 @@ valid transition-ids), then:
             project's chunk plan (= nnet3-get-egs's) as one eg (formula in `kaldi_egs_bytes`);
             the archives are written twice (egs_orig.*.ark, then shuffled into egs.*.ark)
 
-    python benchmarks/scale.py [--hours 10,100] [--ranks 1,2] [--work-dir DIR] [--out benchmarks/results]
+    python benchmarks/scale.py [--hours 10,20,100] [--ranks 1,2] [--extra-runs 100:10] [--work-dir DIR]
+        [--out benchmarks/results]
+
+The issue's criterion holds each rank's share of the corpus constant: 10 h x 1 rank, 20 h x 2 and
+100 h x 10 all give every rank 10 h. The 10-rank run shares this machine's cores, so its start-up
+is compared by each rank's CPU seconds until the first training step (start-up CPU s/rank),
+which waiting does not add to, and by its peak RSS per rank.
 
 Writes <out>/scale.json. Corpora are kept in the work dir and reused by later runs.
 """
@@ -52,7 +58,7 @@ from kaldi_avg.kaldi.transition import TransitionModel  # noqa: E402
 FEAT_DIM = 13
 NUM_PHONES = 1000  # x 3 pdf classes = 3000 pdfs
 UTTS_PER_SPEAKER = 50
-NUM_JOBS = 4
+HOURS_PER_ALI_JOB = 10  # ali.*.gz as a Kaldi alignment of a big corpus has them: one per 10 h, at least 4
 BYTES_PER_HOUR = 6.5e6  # features (CM: ~1 byte/value) + gzip'ed alignments + pdf store
 XCONFIG = ("input dim=13 name=input\n"
            "fast-lstmp-layer name=lstm1 input=Append(-1,0,1) cell-dim=64 recurrent-projection-dim=16 "
@@ -64,8 +70,11 @@ SAMPLES_PER_ITER = 1000
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hours", default="10,100", help="comma-separated corpus sizes")
+    p.add_argument("--hours", default="10,20,100", help="comma-separated corpus sizes")
     p.add_argument("--ranks", default="1,2", help="comma-separated rank counts for the training runs")
+    p.add_argument("--extra-runs", default="100:10",
+                   help="more training runs as HOURS:RANKS (HOURS among --hours); ranks beyond the cores share "
+                        "them (torch.distributed/gloo, whose waits sleep): compare their CPU seconds, not wall time")
     p.add_argument("--work-dir", default=str(REPO / "benchmarks" / "results" / "scale_runs"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--probe", choices=["dict", "store", "build"], help=argparse.SUPPRESS)
@@ -111,8 +120,11 @@ def synthesize(root: Path, hours: float, seed: int = 0) -> dict:
     from kaldi_avg.kaldi.datadir import utt2spk_to_spk2utt, write_kaldi_map
     from kaldi_avg.kaldi.tables import write_matrix_table
     done = root / "done"
+    num_jobs = max(4, round(hours / HOURS_PER_ALI_JOB))
     if done.exists() and (root / "ali" / "tree").exists():
-        return json.loads(done.read_text())
+        info = json.loads(done.read_text())
+        if info.get("num_jobs") == num_jobs:
+            return info
     shutil.rmtree(root, ignore_errors=True)
     data, ali = root / "data", root / "ali"
     data.mkdir(parents=True)
@@ -128,9 +140,9 @@ def synthesize(root: Path, hours: float, seed: int = 0) -> dict:
     lengths = np.array(lengths)[:np.searchsorted(np.cumsum(lengths), target) + 1]
     utts = [f"spk{i // UTTS_PER_SPEAKER:05d}-utt{i:07d}" for i in range(len(lengths))]
     utt2spk = {u: u.split("-")[0] for u in utts}
-    per_job = -(-len(utts) // NUM_JOBS // UTTS_PER_SPEAKER) * UTTS_PER_SPEAKER  # speakers stay whole
+    per_job = -(-len(utts) // num_jobs // UTTS_PER_SPEAKER) * UTTS_PER_SPEAKER  # speakers stay whole
     scp, stats = [], {}
-    for j in range(NUM_JOBS):
+    for j in range(num_jobs):
         part = range(j * per_job, min((j + 1) * per_job, len(utts)))
         ark = data / f"raw_mfcc.{j + 1}.ark"
         with open(ark, "wb") as f, gzip.open(ali / f"ali.{j + 1}.gz", "wb", compresslevel=1) as g:
@@ -152,10 +164,10 @@ def synthesize(root: Path, hours: float, seed: int = 0) -> dict:
     write_kaldi_map(str(data / "spk2utt"), utt2spk_to_spk2utt(utt2spk))
     write_kaldi_map(str(data / "utt2num_frames"), dict(zip(utts, lengths.tolist())))
     write_matrix_table(f"ark,scp:{data}/cmvn.ark,{data}/cmvn.scp", dict(sorted(stats.items())))
-    write_text(str(ali / "num_jobs"), f"{NUM_JOBS}\n")
+    write_text(str(ali / "num_jobs"), f"{num_jobs}\n")
     (ali / "final.mdl").write_bytes(BINARY_HEADER + tm.to_bytes(True))
     monophone_tree().write(True, str(ali / "tree"))
-    info = {"hours": hours, "utterances": len(utts), "frames": int(lengths.sum()),
+    info = {"hours": hours, "num_jobs": num_jobs, "utterances": len(utts), "frames": int(lengths.sum()),
             "synth_s": time.perf_counter() - t0, "data_bytes": dir_bytes(data), "ali_bytes": dir_bytes(ali),
             "num_pdfs": tm.num_pdfs, "utt_lengths": [int(x) for x in np.bincount(lengths)]}
     check_with_kaldi_readers(data, ali, utts[0], lengths[0])
@@ -231,9 +243,15 @@ def proc_memory(pid: int | str = "self") -> dict:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class TreeMonitor(threading.Thread):
     """Polls the process tree under `root` for the peak VmRSS of each process, and records when
-    `watch` (a file) appears."""
+    `watch` (a file) appears and the CPU seconds each process had used by then."""
 
     def __init__(self, root: int, watch: Path):
         super().__init__(daemon=True)
@@ -241,6 +259,7 @@ class TreeMonitor(threading.Thread):
         self.peak: dict[int, int] = {}
         self.cmdline: dict[int, str] = {}
         self.seen_at: float | None = None
+        self.cpu_at_seen: dict[int, float] = {}
         self.t0 = time.perf_counter()
         self.stop = threading.Event()
 
@@ -273,17 +292,30 @@ class TreeMonitor(threading.Thread):
                 self.peak[pid] = max(self.peak.get(pid, 0), rss)
             if self.seen_at is None and self.watch.exists():
                 self.seen_at = time.perf_counter() - self.t0
+                for pid in self.cmdline:
+                    try:
+                        self.cpu_at_seen[pid] = cpu_seconds(pid)
+                    except OSError:
+                        continue
             self.stop.wait(0.2)
 
+    def ranks(self) -> list[int]:
+        """The rank processes: Python running the rank module (not the launcher naming it)."""
+        return [p for p, c in self.cmdline.items()
+                if "kaldi_avg.train.cli" in c and os.path.basename(c.split()[0]).startswith("python")] or [self.root]
+
     def rank_peaks(self) -> list[int]:
-        ranks = [p for p, c in self.cmdline.items() if "kaldi_avg.train.cli" in c]
-        return [self.peak[p] for p in (ranks or [self.root])]
+        return [self.peak[p] for p in self.ranks()]
+
+    def rank_startup_cpu(self) -> list[float]:
+        return [self.cpu_at_seen.get(p, float("nan")) for p in self.ranks()]
 
 
-def train_command(corpus: Path, exp: Path, ranks: int) -> list[str]:
+def train_command(corpus: Path, exp: Path, ranks: int, backend: str | None = None) -> list[str]:
     c = CHUNK
     return [sys.executable, str(REPO / "steps" / "kaldi_avg" / "train_rnn.py"), "--stage=-10", "--use-gpu=false",
-            f"--mpi.num-ranks={ranks}", "--feat.cmvn-opts=--norm-means=true --norm-vars=false",
+            f"--mpi.num-ranks={ranks}", *([f"--mpi.backend={backend}"] if backend else []),
+            "--feat.cmvn-opts=--norm-means=true --norm-vars=false",
             "--trainer.num-epochs=1", f"--trainer.samples-per-iter={SAMPLES_PER_ITER}",
             f"--trainer.optimization.num-jobs-initial={ranks}", f"--trainer.optimization.num-jobs-final={ranks}",
             "--trainer.optimization.initial-effective-lrate=0.003",
@@ -294,7 +326,7 @@ def train_command(corpus: Path, exp: Path, ranks: int) -> list[str]:
             f"--feat-dir={corpus / 'data'}", f"--ali-dir={corpus / 'ali'}", f"--dir={exp}"]
 
 
-def train_run(corpus: Path, work: Path, ranks: int) -> dict:
+def train_run(corpus: Path, work: Path, ranks: int, backend: str | None = None) -> dict:
     exp = work / f"exp_r{ranks}"
     shutil.rmtree(exp, ignore_errors=True)
     (exp / "configs").mkdir(parents=True)
@@ -302,7 +334,7 @@ def train_run(corpus: Path, work: Path, ranks: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
     with open(exp / "train_rnn.log", "w") as log:
-        proc = subprocess.Popen(train_command(corpus, exp, ranks), stdout=log, stderr=log, env=env)
+        proc = subprocess.Popen(train_command(corpus, exp, ranks, backend), stdout=log, stderr=log, env=env)
         monitor = TreeMonitor(proc.pid, exp / "log" / "compute_prob_train.0.log")
         monitor.start()
         rc = proc.wait()
@@ -317,8 +349,10 @@ def train_run(corpus: Path, work: Path, ranks: int) -> dict:
         iters[int(f[1].rstrip(":"))] = {f[i]: float(f[i + 1]) for i in range(2, len(f) - 1, 2) if f[i] != "max"}
     steady = iters[max(iters)]
     peaks = monitor.rank_peaks()
-    return {"ranks": ranks, "wall_s": wall, "startup_s": monitor.seen_at,
-            "peak_rss_per_rank": max(peaks), "peak_rss_ranks": peaks,
+    cpu = monitor.rank_startup_cpu()
+    return {"ranks": ranks, "backend": backend, "oversubscribed": ranks > len(os.sched_getaffinity(0)),
+            "wall_s": wall, "startup_s": monitor.seen_at, "startup_cpu_s_per_rank": max(cpu),
+            "startup_cpu_s_ranks": cpu, "peak_rss_per_rank": max(peaks), "peak_rss_ranks": peaks,
             "frames_per_s_per_rank": steady["frames"] / steady["train-seconds"],
             "data_wait_share": steady["data-wait-seconds"] / steady["train-seconds"],
             "averaging_share": steady["communication-seconds"] / steady["iteration-seconds"],
@@ -405,15 +439,31 @@ def mb(x: float) -> str:
 
 def print_tables(results: list[dict]) -> None:
     print("\ntraining (steps/kaldi_avg/train_rnn.py --exit-stage=2; what the driver does today)")
-    head = (f"{'hours':>6} {'ranks':>5} {'start-up s':>10} {'peak RSS/rank MB':>16} {'frames/s/rank':>13} "
-            f"{'data-wait':>9} {'averaging':>9} {'exp MB':>7} {'Kaldi egs MB':>12}")
+    head = (f"{'hours':>6} {'ranks':>5} {'h/rank':>6} {'start-up s':>10} {'start-up CPU s/rank':>19} "
+            f"{'peak RSS/rank MB':>16} {'frames/s/rank':>13} {'data-wait':>9} {'averaging':>9} {'exp MB':>7} "
+            f"{'Kaldi egs MB':>12}")
     print(head + "\n" + "-" * len(head))
     for res in results:
         for r in res["train"]:
-            print(f"{res['hours']:>6g} {r['ranks']:>5} {r['startup_s']:>10.1f} {mb(r['peak_rss_per_rank']):>16} "
-                  f"{r['frames_per_s_per_rank']:>13.0f} {100 * r['data_wait_share']:>8.2f}% "
+            # ranks sharing cores: wall-clock figures are not per-rank costs
+            shared = "*" if r.get("oversubscribed") else " "
+            print(f"{res['hours']:>6g} {r['ranks']:>5} {res['hours'] / r['ranks']:>6g} {r['startup_s']:>9.1f}{shared} "
+                  f"{r['startup_cpu_s_per_rank']:>19.1f} {mb(r['peak_rss_per_rank']):>16} "
+                  f"{r['frames_per_s_per_rank']:>12.0f}{shared} {100 * r['data_wait_share']:>8.2f}% "
                   f"{100 * r['averaging_share']:>8.2f}% {r['exp_bytes'] / 2**20:>7.1f} "
                   f"{mb(res['kaldi_egs']['written_bytes']):>12}")
+    print("* more ranks than cores: wall-clock start-up and frames/s include waiting for a core")
+    by_share: dict[float, list[tuple[dict, dict]]] = {}
+    for res in results:
+        for r in res["train"]:
+            by_share.setdefault(res["hours"] / r["ranks"], []).append((res, r))
+    for share, runs in sorted(by_share.items()):
+        if len(runs) > 1:
+            cpu = [r["startup_cpu_s_per_rank"] for _, r in runs]
+            rss = [r["peak_rss_per_rank"] for _, r in runs]
+            runs_text = ", ".join(f"{res['hours']:g} h x {r['ranks']}" for res, r in runs)
+            print(f"share {share:g} h/rank ({runs_text}): start-up CPU s/rank max/min {max(cpu) / min(cpu):.2f}, "
+                  f"peak RSS/rank max/min {max(rss) / min(rss):.2f}")
     print("\npdf targets alone, per process (read_alignments dict today vs PdfStore)")
     head = (f"{'hours':>6} {'targets':>7} {'procs':>5} {'load s':>7} {'read-all s':>10} {'RSS MB':>7} "
             f"{'peak MB':>7} {'+RSS MB':>7} {'RssAnon MB':>10} {'Pss MB':>7}")
@@ -458,8 +508,11 @@ def main(argv: list[str] | None = None) -> int:
         res = {"hours": h, "corpus": info, "kaldi_egs": {"archive_bytes": egs_bytes, "written_bytes": 2 * egs_bytes,
                                                          "egs": num_egs, "model_context": [left, right]},
                "lengths": lengths_row(corpus), "targets": targets_rows(corpus), "train": []}
-        for ranks in (int(r) for r in args.ranks.split(",")):
-            res["train"].append(train_run(corpus, corpus, ranks))
+        runs = [(r, None) for r in map(int, args.ranks.split(","))] + \
+            [(int(r), "torch") for hh, r in (x.split(":") for x in filter(None, args.extra_runs.split(",")))
+             if float(hh) == h]
+        for ranks, backend in runs:
+            res["train"].append(train_run(corpus, corpus, ranks, backend))
             print(f"{h:g} h, {ranks} rank(s): {res['train'][-1]['wall_s']:.0f} s", flush=True)
         results.append(res)
     print_tables(results)

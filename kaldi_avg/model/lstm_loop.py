@@ -15,9 +15,9 @@ in the node graph:
 and `FastLstmLoop` computes it with the same equations (docs/kaldi-formats.md 4.7, 4.8):
 the outside input's product for all frames in one GEMM, then per frame one GEMM and a few
 in-place elementwise operations into preallocated time-major buffers; the backward pass is
-written out by hand, with everything that does not depend on the recurrence (the
-nonlinearities' derivatives, the parameter derivatives, the derivative w.r.t. the outside
-input) computed for all frames at once. Derivatives stop at frames outside
+written out by hand: per frame the truncation, the nonlinearity's derivatives from its saved
+values and one GEMM back through the recurrence; the parameter derivatives and the derivative
+w.r.t. the outside input for all frames at once. Derivatives stop at frames outside
 [min_deriv_time, max_deriv_time] as in the executor; the natural-gradient rows of W_all and
 W_rp ([outside input | recurrent input] and the derivative rows of the frames with
 derivatives) go to the components' `NaturalGradientPass`, which then computes their update,
@@ -48,8 +48,7 @@ class FastLstmLayer:
     delay: int                # the recurrence reads frame t + delay
     cell_dim: int
     rec_dim: int              # dim of the recurrent input: P (lstmp) or C
-    # dim-range members: name -> (source node, offset, dim)
-    ranges: tuple[tuple[str, str, int, int], ...]
+    ranges: tuple[tuple[str, str, int, int], ...]   # dim-range members: (name, source node, offset, dim)
 
 
 def match(nnet: Nnet, members: list[str]) -> FastLstmLayer | None:

@@ -163,6 +163,8 @@ class RunConfig:
             raise ConfigError(f"--trainer.optimization.momentum must be in [0, 1), got {self.trainer.momentum}")
         if s.num_jobs_initial < 1 or s.num_jobs_final < 1:
             raise ConfigError("--trainer.optimization.num-jobs-initial and -final must be at least 1")
+        if self.launch.backend not in (None, "mpi", "torch"):
+            raise ConfigError(f"--mpi.backend={self.launch.backend}: choose mpi or torch (or leave it out)")
         if self.averaging.kaldi_jobs:
             return
         if s.num_jobs_initial != s.num_jobs_final:

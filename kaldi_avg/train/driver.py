@@ -457,7 +457,6 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
     config = RunConfig.from_args(args)
     config.check_world(world_size)
     torch.set_num_threads(max(1, config.launch.num_threads))
-    keep_freed_host_memory()
     if config.device == "cuda":   # one GPU per rank of a node, as Kaldi's exclusive-mode jobs
         torch.cuda.set_device(local_rank(rank) % torch.cuda.device_count())
     say(comm, f"rank {rank} of {world_size} on {socket.gethostname()}, device {config.device}")
@@ -470,6 +469,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
         for flag, reason in config.ignored:
             say(comm, f"option {flag} is accepted but ignored: {reason}")
     prep = prepare(config, comm)
+    keep_freed_host_memory()   # for the minibatches; start-up's one-off buffers have gone back
     train(prep, comm)
     if config.exit_stage is None or config.exit_stage > prep.num_iters:
         finish(prep, comm)

@@ -96,6 +96,14 @@ def test_unknown_option_lists_supported(tmp_path):
     assert "--trainer.optimization.num-jobs-initial" in r.stderr
 
 
+def test_unknown_backend_is_one_line_before_any_rank_starts(tmp_path):
+    r = subprocess.run([sys.executable, TRAIN_RNN, "--mpi.backend=auto", "--mpi.num-ranks=2", "--dir", str(tmp_path),
+                        "--feat-dir", str(tmp_path), "--ali-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "--mpi.backend=auto: choose mpi or torch" in r.stderr
+
+
 def _mpiexec():
     here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     return here if os.path.exists(here) else shutil.which("mpiexec")
