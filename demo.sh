@@ -13,6 +13,8 @@ echo "== kaldi-avg demo (egs/synth_digits/s5), $(( $(date +%s) - start )) s in a
 for d in exp/mono/decode_test exp/lstm/decode_test; do
   [ -d "$d" ] && echo "$d: $(grep -h '%WER' "$d"/wer_* | sort -t' ' -k2,2n | head -n 1)"
 done
-[ -f exp/lstm/accuracy.report ] && echo "LSTM training: $(tail -n 1 exp/lstm/accuracy.report)"
+# the iterations' wall-clock seconds (log/data_wait.log; accuracy.report sums Kaldi's whole-second accounting)
+[ -f exp/lstm/log/data_wait.log ] && awk '{for (i = 1; i < NF; i++) if ($i == "iteration-seconds") s += $(i + 1); n++}
+  END {printf "LSTM training: %d iterations in %.1f s\n", n, s}' exp/lstm/log/data_wait.log
 echo "model:  $PWD/exp/lstm/final.mdl"
 echo "curves: $PWD/exp/lstm/progress.png"
