@@ -487,7 +487,7 @@ class _Eval:
             first, last = max(first, a), min(last, b)
             y = op(self.descriptor(d, first, last), self._times(first, last), out_times=self._times(lo, hi))
         else:
-            y = op(self.descriptor(d, lo, hi), self._times(lo, hi))
+            y = op(self.descriptor(d, lo, hi), self._times(lo, hi), first_frame=lo)
         self.vals[name] = (y, lo)
 
     # -- recurrent loops ----------------------------------------------------------------

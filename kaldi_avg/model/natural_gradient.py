@@ -263,29 +263,26 @@ class NaturalGradientPass:
         self.inputs: list[torch.Tensor] = []
         self.derivs: list[torch.Tensor | None] = []
 
-    def record(self, x: torch.Tensor, y: torch.Tensor, times: torch.Tensor | None = None) -> None:
+    def record(self, x: torch.Tensor, y: torch.Tensor, first_frame: int | None = None) -> None:
+        """Keeps the rows of one use: `x` (N, dim), or (N, T, dim) on frames first_frame ..
+        first_frame + T - 1, of which those outside [min_deriv_time, max_deriv_time] are left
+        out (host integers: no read of the device)."""
         if not y.requires_grad:
             return
-        keep = None
-        limited = self.min_deriv_time is not None or self.max_deriv_time is not None
-        if limited and times is not None and x.dim() == 3 and times.numel() == x.shape[1]:
-            keep = torch.ones_like(times, dtype=torch.bool)
-            if self.min_deriv_time is not None:
-                keep &= times >= self.min_deriv_time
-            if self.max_deriv_time is not None:
-                keep &= times <= self.max_deriv_time
-            keep = keep.to(x.device)
-            if not bool(keep.any()):
+        frames = slice(None)
+        if x.dim() == 3 and first_frame is not None:
+            T = x.shape[1]
+            lo = 0 if self.min_deriv_time is None else max(0, self.min_deriv_time - first_frame)
+            hi = T if self.max_deriv_time is None else min(T, self.max_deriv_time - first_frame + 1)
+            if lo >= hi:
                 return
-            if bool(keep.all()):
-                keep = None
+            frames = slice(lo, hi)
         i = len(self.inputs)
-        xs = x.detach() if keep is None else x.detach()[:, keep]
-        self.inputs.append(xs.reshape(-1, x.shape[-1]))
+        self.inputs.append((x.detach()[:, frames] if x.dim() == 3 else x.detach()).reshape(-1, x.shape[-1]))
         self.derivs.append(None)
 
-        def hook(g, i=i, keep=keep):
-            g = g.detach() if keep is None else g.detach()[:, keep]
+        def hook(g, i=i):
+            g = g.detach()[:, frames] if g.dim() == 3 else g.detach()
             self.derivs[i] = g.reshape(-1, g.shape[-1])
         y.register_hook(hook)
 

@@ -349,11 +349,13 @@ class ComponentOp(nn.Module):
 
     # -- the math ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor, times: torch.Tensor | None = None,
-                out_times: torch.Tensor | None = None) -> torch.Tensor:
+                out_times: torch.Tensor | None = None, first_frame: int | None = None) -> torch.Tensor:
         """`x`: (..., input_dim). `times`: frame index of each row's time axis, needed only by
         BackpropTruncation's zeroing in training (shape broadcastable to x[..., 0]).
         `out_times`: the frames to compute, for the statistics components, which summarize
-        other frames of their input (x on `times`; default: the same frames)."""
+        other frames of their input (x on `times`; default: the same frames). `first_frame`:
+        the frame of x[:, 0] for (N, T, dim) input, as a host integer (natural gradient leaves
+        out the frames without derivatives by it)."""
         t = self.type_name
         if t in STATISTICS_OPS:
             return STATISTICS_OPS[t](x, times, out_times, self.component)
@@ -364,7 +366,7 @@ class ComponentOp(nn.Module):
             y = torch.nn.functional.linear(x, self.param("linear_params"),
                                            self.param("bias_params") if with_bias else None)
             if self._ng_pass is not None:
-                self._ng_pass.record(x, y, times)
+                self._ng_pass.record(x, y, first_frame)
             return y
         if t == "TimeHeightConvolutionComponent":
             return time_height_convolution(x, self.param("linear_params"), self.param("bias_params"),
@@ -380,7 +382,7 @@ class ComponentOp(nn.Module):
             ng = self._ng_pass
             # W^h's natural gradient and the tanh statistics come from these rows (see
             # `_natural_gradients`); h_t rides along with the input rows.
-            record = None if ng is None else lambda u, a, h: ng.record(torch.cat([u, h.detach()], -1), a, times)
+            record = None if ng is None else lambda u, a, h: ng.record(torch.cat([u, h.detach()], -1), a)
             return GRU_CELLS[t](x, self.param("w_h"), record)
         if t == "LstmNonlinearityComponent":
             return lstm_nonlinearity(x, self.param("peepholes"),
@@ -401,7 +403,7 @@ class ComponentOp(nn.Module):
         if t in ("NaturalGradientPerElementScaleComponent", "PerElementScaleComponent"):
             y = x * self.param("scales")
             if self._ng_pass is not None:
-                self._ng_pass.record(x, y, times)
+                self._ng_pass.record(x, y, first_frame)
             return y
         if t == "FixedScaleComponent":
             return x * self.scales

@@ -95,18 +95,19 @@ def test_other_recurrences_are_stepped_node_by_node(layer):
 
 
 def test_natural_gradient_rows_skip_frames_without_derivatives():
-    """Only the frames in [min-deriv-time, max-deriv-time] give W_all rows, as in the executor."""
+    """Only the frames in [min-deriv-time, max-deriv-time] give natural-gradient rows: W_all's
+    (the fused loop), and those of the affine layers computed for all frames at once."""
     nnet = network(LAYERS["lstmp"])
     module = NnetModule(nnet).train()
-    op = module.op("l.W_all")
-    seen = []
-    precondition = op.preconditioners[0].precondition
+    seen = {}
+    for name in ("l.W_all", "tdnn.affine", "output.affine"):
+        preconditioner = module.op(name).preconditioners[0]
 
-    def spy(x):
-        seen.append(x.shape[0])
-        return precondition(x)
-    op.preconditioners[0].precondition = spy
+        def spy(x, name=name, precondition=preconditioner.precondition):
+            seen[name] = x.shape[0]
+            return precondition(x)
+        preconditioner.precondition = spy
     feats = torch.randn(N, LEFT + WIDTH + RIGHT, 5)
     module(feats, LEFT, WIDTH, min_deriv_time=2, max_deriv_time=WIDTH - 1)[..., 0].sum().backward()
-    assert seen == [N * (WIDTH - 2)]
-    assert np.isfinite(op.linear_params.grad.numpy()).all()
+    assert seen == {name: N * (WIDTH - 2) for name in ("l.W_all", "tdnn.affine", "output.affine")}
+    assert np.isfinite(module.op("l.W_all").linear_params.grad.numpy()).all()
