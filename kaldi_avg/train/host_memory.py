@@ -8,7 +8,7 @@ each of them page-faults in again (about 6 ms of a 45 ms LSTMP step, benchmarks/
 Raising both thresholds keeps the memory in the process, as PyTorch's performance guide gets
 with jemalloc or tcmalloc. The price is resident memory that is no longer given back: set after
 start-up (driver.run), it raised the peak RSS per rank of benchmarks/scale.py's runs by about
-100 MB (10 h corpus) to 170 MB (100 h), for 10-25% more frames/s. Other C libraries are left as
+100 MB (10 h corpus) to 170 MB (100 h), for 10-30% more frames/s. Other C libraries are left as
 they are.
 """
 from __future__ import annotations
