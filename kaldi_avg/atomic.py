@@ -2,6 +2,7 @@
 renamed into place, so an interrupted stage never leaves a half-written file behind."""
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -32,6 +33,13 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(root: str) -> None:
+    """Removes the temporary files that writers killed mid-write (SIGKILL) left in `root` and in
+    the directories directly below it; only when no writer is running there."""
+    for path in glob.glob(os.path.join(root, ".tmp.*")) + glob.glob(os.path.join(root, "*", ".tmp.*")):
+        os.remove(path)
 
 
 def write_bytes(path: str, data: bytes) -> None:

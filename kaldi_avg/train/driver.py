@@ -12,7 +12,6 @@ function of the options, so the result is the same.
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import json
 import os
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..atomic import copy_file, write_bytes, write_text
+from ..atomic import copy_file, remove_stale_temporaries, write_bytes, write_text
 from ..data import (
     ChunkConfig,
     DiagnosticSet,
@@ -442,12 +441,6 @@ def local_rank(rank: int) -> int:
         if var in os.environ:
             return int(os.environ[var])
     return rank
-
-
-def remove_stale_temporaries(exp_dir: str) -> None:
-    """A killed run can leave the temporary files of atomic writes (.tmp.*) behind."""
-    for path in glob.glob(os.path.join(exp_dir, ".tmp.*")) + glob.glob(os.path.join(exp_dir, "*", ".tmp.*")):
-        os.remove(path)
 
 
 def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator | None = None) -> int:

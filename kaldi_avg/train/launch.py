@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..atomic import remove_stale_temporaries
 from ..errors import UsageError
 from .cli import failure_report_path
 from .cli import main as rank_main
@@ -238,6 +239,7 @@ def run_launch(launch: Launch, config: RunConfig) -> int:
             time.sleep(0.1)
         if received:
             stop_all(proc)
+            remove_stale_temporaries(config.dir)
             name = signal.Signals(received[0]).name
             stage = last_model(config.dir)
             resume = f"; resume with --stage {stage}" if stage is not None else ""
@@ -250,6 +252,7 @@ def run_launch(launch: Launch, config: RunConfig) -> int:
         if launch.rendezvous and os.path.exists(launch.rendezvous):
             os.remove(launch.rendezvous)
     if proc.returncode != 0:
+        remove_stale_temporaries(config.dir)   # of ranks killed mid-write; all of them have ended
         print_failure_reports(config.dir, launch.num_ranks, started)
     return proc.returncode
 
