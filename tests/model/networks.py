@@ -91,3 +91,15 @@ def exported_copy(nnet: Nnet, binary: bool) -> Nnet:
     assert again.to_bytes(binary) == data
     assert again.to_bytes(True) == model.to_bytes(True)
     return again.nnet
+
+
+def executor_and_reference(nnet: Nnet, feats: np.ndarray, opts, ivector=None) -> tuple[np.ndarray, np.ndarray]:
+    """The utterance's output from `NnetModule` chunked as nnet3-compute does, and from the naive
+    evaluator (`reference_nnet3.reference_chunked`), for the tests that compare them."""
+    from kaldi_avg.kaldi.nnet3.context import model_context
+    from kaldi_avg.model.compute import compute_utterance
+    from kaldi_avg.model.graph import NnetModule
+
+    from .reference_nnet3 import reference_chunked
+    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
+    return got, reference_chunked(nnet, feats, opts, ivector)

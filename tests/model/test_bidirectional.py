@@ -14,8 +14,7 @@ from kaldi_avg.model.build import build_nnet
 from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import fast_lstmp_lines, randomized, spec_5_10_config
-from .reference_nnet3 import reference_chunked
+from .networks import executor_and_reference, fast_lstmp_lines, randomized, spec_5_10_config
 
 LSTM_DIMS = "cell-dim=8 recurrent-projection-dim=3 non-recurrent-projection-dim=2"
 
@@ -72,8 +71,8 @@ def _inputs(nnet: Nnet, T: int, seed: int = 7):
 
 def _max_diff(nnet: Nnet, T: int, opts: ChunkOptions) -> float:
     feats, ivector = _inputs(nnet, T)
-    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
-    return float(np.abs(got - reference_chunked(nnet, feats, opts, ivector)).max())
+    got, want = executor_and_reference(nnet, feats, opts, ivector)
+    return float(np.abs(got - want).max())
 
 
 def test_recurrences_add_no_model_context(network):

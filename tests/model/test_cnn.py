@@ -14,8 +14,7 @@ from kaldi_avg.model.build import build_nnet
 from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import exported_copy, randomized, with_batchnorm_stats
-from .reference_nnet3 import reference_chunked
+from .networks import executor_and_reference, exported_copy, randomized, with_batchnorm_stats
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig", "small_cnn")
 
@@ -46,8 +45,7 @@ def test_context_counts_only_required_time_offsets(nnet):
                          ids=["whole", "chunks", "chunks-right"])
 def test_executor_equals_reference(nnet, opts):
     feats, ivector = _inputs(23)
-    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
-    want = reference_chunked(nnet, feats, opts, ivector)
+    got, want = executor_and_reference(nnet, feats, opts, ivector)
     assert got.shape == want.shape == (23, 7) and np.abs(want).max() > 1e-2
     assert np.abs(got - want).max() < 1e-4 * max(1.0, np.abs(want).max())
 

@@ -14,8 +14,7 @@ from kaldi_avg.model.build import build_nnet
 from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import exported_copy, randomized, with_batchnorm_stats
-from .reference_nnet3 import reference_chunked
+from .networks import executor_and_reference, exported_copy, randomized, with_batchnorm_stats
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig", "small_frontend")
 
@@ -53,8 +52,7 @@ def test_context_counts_the_delta_and_lda_offsets(nnet):
                                   ChunkOptions(frames_per_chunk=6, extra_left_context=3)])
 def test_executor_equals_reference(nnet, opts):
     feats, ivector = _inputs(17)
-    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
-    want = reference_chunked(nnet, feats, opts, ivector)
+    got, want = executor_and_reference(nnet, feats, opts, ivector)
     assert np.abs(got - want).max() < 1e-5
 
 

@@ -5,10 +5,10 @@ import torch
 
 from kaldi_avg.kaldi.nnet3.context import model_context
 from kaldi_avg.kaldi.nnet3.nnet import Nnet
-from kaldi_avg.model.compute import ChunkOptions, compute_utterance, compute_utterances
+from kaldi_avg.model.compute import ChunkOptions, compute_utterances
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import randomized, spec_5_10_config
+from .networks import executor_and_reference, randomized, spec_5_10_config
 from .reference_nnet3 import reference_chunked
 
 
@@ -28,8 +28,7 @@ def test_context_of_spec_network(nnet):
                                                extra_left_context_initial=0)])
 def test_executor_equals_reference(nnet, opts):
     feats = np.random.default_rng(1).normal(size=(23, 4)).astype(np.float32)
-    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet))
-    want = reference_chunked(nnet, feats, opts)
+    got, want = executor_and_reference(nnet, feats, opts)
     assert np.abs(got - want).max() < 1e-5
 
 
@@ -98,8 +97,8 @@ def test_xconfig_layer_zoo_equals_reference():
     feats = rng.normal(size=(19, 4)).astype(np.float32)
     ivector = rng.normal(size=5).astype(np.float32)
     opts = ChunkOptions(frames_per_chunk=6, extra_left_context=2)
-    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
-    assert np.abs(got - reference_chunked(nnet, feats, opts, ivector)).max() < 1e-5
+    got, want = executor_and_reference(nnet, feats, opts, ivector)
+    assert np.abs(got - want).max() < 1e-5
 
 
 def test_component_names_that_differ_only_in_dot_and_dash_are_distinct_modules():

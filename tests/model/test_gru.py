@@ -17,8 +17,8 @@ from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 from kaldi_avg.model.ops import ComponentOp
 
-from .networks import exported_copy, randomized, with_batchnorm_stats
-from .reference_nnet3 import _component, reference_chunked
+from .networks import executor_and_reference, exported_copy, randomized, with_batchnorm_stats
+from .reference_nnet3 import _component
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig")
 
@@ -62,8 +62,7 @@ def test_recurrences_add_no_model_context(case, nnet):
                                                extra_right_context=3)])
 def test_executor_equals_reference(nnet, opts):
     feats, ivector = _inputs(nnet, 23)
-    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
-    want = reference_chunked(nnet, feats, opts, ivector)
+    got, want = executor_and_reference(nnet, feats, opts, ivector)
     assert np.abs(got - want).max() < 1e-5
 
 

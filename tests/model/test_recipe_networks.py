@@ -38,8 +38,7 @@ from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
 from ..kaldi.test_xconfig_kaldi_fixtures import assert_configs_equal_kaldis
-from .networks import randomized, with_batchnorm_stats
-from .reference_nnet3 import reference_chunked
+from .networks import executor_and_reference, randomized, with_batchnorm_stats
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig")
 CASES = ["tedlium_nnet3_tdnn_lstm_1a", "mini_librispeech_nnet3_tdnn_lstm_1c", "swbd_chain_lstm_6j",
@@ -84,8 +83,7 @@ def test_executor_equals_reference(case):
     nnet = _nnet(case)
     feats, ivector = _inputs(nnet, 8)
     opts = ChunkOptions(frames_per_chunk=8)
-    got = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
-    want = reference_chunked(nnet, feats, opts, ivector)
+    got, want = executor_and_reference(nnet, feats, opts, ivector)
     assert got.shape == want.shape and got.shape[0] == 8
     assert np.isfinite(got).all() and np.abs(want).max() > 1e-3
     assert np.abs(got - want).max() < 1e-4 * max(1.0, np.abs(want).max())
