@@ -450,6 +450,17 @@ class ComponentOp(nn.Module):
             for t in (self.stats_count, self.stats_sum, self.stats_sumsq):
                 t.mul_(scale)
 
+    def _test_mode_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and variance test mode normalizes with: those of the statistics accumulated
+        since the last ZeroStats, as `write_back` would write them into N.mdl (so a diagnostic of
+        the live module equals one of the saved model), else the component's own."""
+        count = self.stats_count
+        # torch.where rather than a Python test: no host sync on CUDA
+        mean = torch.where(count > 0, self.stats_sum / count.clamp(min=1e-30), self.stats_mean.double())
+        var = torch.where(count > 0, (self.stats_sumsq / count.clamp(min=1e-30) - mean * mean).clamp(min=0.0),
+                          self.stats_var.double())
+        return mean.to(self.stats_mean.dtype), var.to(self.stats_var.dtype)
+
     def _batchnorm(self, x: torch.Tensor) -> torch.Tensor:
         c = self.component
         bd = c.block_dim
@@ -462,7 +473,7 @@ class ComponentOp(nn.Module):
                 self.stats_sum += rows.sum(0).double()
                 self.stats_sumsq += (rows.double() ** 2).sum(0)
         else:
-            mean, var = self.stats_mean, self.stats_var
+            mean, var = self._test_mode_stats()
         scale = c.target_rms * torch.rsqrt(var + c.epsilon)
         return ((rows - mean) * scale).reshape(x.shape)
 

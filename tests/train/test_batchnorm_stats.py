@@ -97,3 +97,24 @@ def test_combination_recomputes_the_statistics_on_the_combine_set():
     torch.testing.assert_close(op.stats_sumsq / 2, (x * x).sum(0))
     sigmoid = best.op("s.sigmoid")
     assert float(sigmoid.act_count) == 2 * 4 * 3 * 4   # every statistic recomputed, not only BatchNorm's
+
+
+def test_diagnostics_of_the_live_module_equal_those_of_the_model_it_saves():
+    """compute_prob_*.N.log is nnet3-compute-prob on N.mdl: test mode normalizes with the
+    statistics training accumulated (those written into N.mdl), not the initial model's."""
+    from kaldi_avg.kaldi.nnet3.am import Nnet3Model, read_nnet3_bytes
+    learner = Learner(network())
+    learner.start(iter(minibatches(3)), TrainLog("nnet3-train"), learning_rate=0.01, momentum=0.0,
+                  max_param_change=2.0, l2_regularize_factor=1.0)
+    initial = compute_prob(learner.module, minibatches(2, seed=5))
+    for _ in range(3):
+        learner.backward()
+        learner.update()
+    batches = minibatches(2, seed=5)
+    live = compute_prob(learner.module, batches)
+    learner.module.write_back()
+    saved = NnetModule(read_nnet3_bytes(Nnet3Model(learner.module.nnet, None).to_bytes(True), "N.mdl").nnet)
+    from_file = compute_prob(saved, batches)
+    assert abs(live.objf_per_frame - from_file.objf_per_frame) < 1e-5 * abs(from_file.objf_per_frame)
+    assert live.accuracy == from_file.accuracy
+    assert abs(live.objf_per_frame - initial.objf_per_frame) > 1e-3   # the statistics did change
