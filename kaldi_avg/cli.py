@@ -72,8 +72,11 @@ def cmd_export(argv: list[str]) -> None:
 def cmd_compute(argv: list[str]) -> None:
     import torch
 
+    from .data.checks import InputError
+    from .data.report import DataError
+    from .errors import UsageError
     from .kaldi.nnet3.context import model_context
-    from .kaldi.tables import read_matrix_table, write_matrix_table
+    from .kaldi.tables import MatrixTable, read_matrix_table, write_matrix_table
     from .model.checkpoint import load_model
     from .model.compute import ChunkOptions, compute_utterances
     from .model.graph import NnetModule
@@ -83,6 +86,10 @@ def cmd_compute(argv: list[str]) -> None:
     p.add_argument("--extra-right-context", type=int, default=0)
     p.add_argument("--extra-left-context-initial", type=int, default=-1)
     p.add_argument("--extra-right-context-final", type=int, default=-1)
+    p.add_argument("--online-ivectors", default="",
+                   help="rspecifier of online i-vectors as matrices, one row per --online-ivector-period frames")
+    p.add_argument("--online-ivector-period", type=int, default=0,
+                   help="frames between the rows of the --online-ivectors matrices")
     p.add_argument("--use-priors", type=kaldi_bool, default=False,
                    help="subtract the log priors stored in the model (a final.mdl)")
     p.add_argument("--apply-exp", type=kaldi_bool, default=False, help="apply exp() to the output")
@@ -102,9 +109,19 @@ def cmd_compute(argv: list[str]) -> None:
         raise RuntimeError("--use-gpu=yes but no CUDA device is available")
     module = NnetModule(model.nnet).to(device)
     opts = ChunkOptions(a.frames_per_chunk, a.extra_left_context, a.extra_right_context,
-                        a.extra_left_context_initial, a.extra_right_context_final)
+                        a.extra_left_context_initial, a.extra_right_context_final, a.online_ivector_period)
     context = model_context(model.nnet)
     in_dim = model.nnet.input_dim("input")
+    # nnet3-compute requires the i-vector dim to be the `ivector` input's, 0 for none
+    ivector_dim = max(0, model.nnet.input_dim("ivector"))
+    if ivector_dim and not a.online_ivectors:
+        raise UsageError(f"{a.model_in}: the network has an 'ivector' input of dim {ivector_dim}; "
+                         "give --online-ivectors and --online-ivector-period")
+    if a.online_ivectors and not ivector_dim:
+        raise UsageError(f"{a.model_in}: --online-ivectors given but the network has no 'ivector' input")
+    if a.online_ivectors and a.online_ivector_period <= 0:
+        raise UsageError("--online-ivectors needs --online-ivector-period > 0")
+    ivector_table = MatrixTable(a.online_ivectors) if a.online_ivectors else None
     n_done = n_fail = 0
 
     def checked():
@@ -117,7 +134,19 @@ def cmd_compute(argv: list[str]) -> None:
             if feats.shape[1] != in_dim:
                 raise ValueError(f"utterance {utt}: features have dim {feats.shape[1]}, the network expects "
                                  f"{in_dim}")
-            yield utt, feats, None
+            if ivector_table is None:
+                yield utt, feats, None
+                continue
+            if utt not in ivector_table:  # as nnet3-compute: the utterance fails, the others go on
+                print(f"WARNING (kaldi-avg compute) No online iVector available for utterance {utt} "
+                      f"in {a.online_ivectors}", file=sys.stderr)
+                n_fail += 1
+                continue
+            ivectors = ivector_table[utt]
+            if ivectors.shape[1] != ivector_dim:
+                raise InputError(f"{a.online_ivectors}: utterance {utt} has i-vector dim {ivectors.shape[1]}, "
+                                 f"the network's 'ivector' input expects {ivector_dim}")
+            yield utt, feats, ivectors
 
     def outputs():
         nonlocal n_done
@@ -125,7 +154,10 @@ def cmd_compute(argv: list[str]) -> None:
             n_done += 1
             yield utt, np.exp(out) if a.apply_exp else out
 
-    write_matrix_table(a.matrix_wspecifier, outputs())
+    try:
+        write_matrix_table(a.matrix_wspecifier, outputs())
+    except DataError as e:  # a short i-vector matrix: compute names the utterance, we the file
+        raise InputError(f"{a.online_ivectors}: {e}") from None
     print(f"LOG (kaldi-avg compute) Done {n_done} utterances, failed for {n_fail}", file=sys.stderr)
     if n_done == 0:
         raise SystemExit(1)

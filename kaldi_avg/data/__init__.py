@@ -13,12 +13,15 @@ Typical use by a rank (job j of iteration i):
 from .archives import ArchivePlan, archive_for_job, num_archives, plan_archives, select_heldout
 from .checks import (
                      InputError,
+                     OnlineIvectors,
                      ScpCheck,
                      check_alignments,
                      check_features,
+                     check_ivectors,
                      check_matrix_scp,
                      check_minibatches,
                      check_tree,
+                     read_ivector_dir,
 )
 from .chunking import Chunk, ChunkConfig, chunks_for_utterance, parse_chunk_widths, split_utterance
 from .collate import Minibatch, collate
@@ -31,8 +34,8 @@ from .stream import MinibatchStream, plan_minibatches
 
 __all__ = [
     "ArchivePlan", "archive_for_job", "num_archives", "plan_archives", "select_heldout",
-    "InputError", "ScpCheck", "check_alignments", "check_features", "check_matrix_scp",
-    "check_minibatches", "check_tree",
+    "InputError", "OnlineIvectors", "ScpCheck", "check_alignments", "check_features", "check_ivectors",
+    "check_matrix_scp", "check_minibatches", "check_tree", "read_ivector_dir",
     "Chunk", "ChunkConfig", "chunks_for_utterance", "parse_chunk_widths", "split_utterance",
     "Minibatch", "collate", "DiagnosticSet",
     "MinibatchSizeRule", "halve_minibatch_size", "merge_into_minibatches",

@@ -12,6 +12,9 @@ tree from another system stops the run at once instead of hours later.
 * alignments (2.4, 8.4): every transition-id within the transition model; the `tree` parses
   and has the transition model's number of pdfs (2.5, 2.6).
 * minibatches (6.1): every archive holds at least one full minibatch of chunks.
+* online i-vectors (6.11): `ivector_period` is a positive integer; every utterance of feats.scp has
+  an `ivector_online.scp` entry of the network's i-vector dim whose rows x period cover its frames
+  within nnet3-get-egs's tolerance (a wrong period shows on the first utterance).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from ..kaldi.transition import TransitionModel
 from ..kaldi.tree import read_tree_num_pdfs
 from .merging import MinibatchSizeRule
 from .pdf_store import PdfStore, ensure_pdf_store
+from .source import IVECTOR_LENGTH_TOLERANCE
 
 
 class InputError(UsageError):
@@ -102,6 +106,55 @@ def check_features(feats_scp: str, input_dim: int, cmvn_scp: str | None = None, 
         checks.append(check_matrix_scp(cmvn_scp, input_dim + 1, what="entry",
                                        expected_by=f"features of dim {input_dim}", rank=rank, world_size=world_size))
     return checks
+
+
+@dataclass(frozen=True)
+class OnlineIvectors:
+    """`--feat.online-ivector-dir`: its scp and period."""
+    scp: str
+    period: int
+
+
+def read_ivector_dir(ivector_dir: str) -> OnlineIvectors:
+    """ivector_online.scp and ivector_period of an online i-vector directory (steps/online/nnet2/
+    extract_ivectors_online.sh writes both), or InputError naming the file."""
+    scp, period_path = (os.path.join(ivector_dir, n) for n in ("ivector_online.scp", "ivector_period"))
+    for path in (scp, period_path):
+        if not os.path.isfile(path):
+            raise InputError(f"{path} is missing (--feat.online-ivector-dir)")
+    with open(period_path) as f:
+        text = f.read().strip()
+    if not text.isdigit() or int(text) <= 0:
+        raise InputError(f"{period_path}: expected a positive integer, found {text[:40]!r}")
+    return OnlineIvectors(scp, int(text))
+
+
+def check_ivectors(ivectors: OnlineIvectors, ivector_dim: int, num_frames: Mapping[str, int], rank: int = 0,
+                   world_size: int = 1) -> None:
+    """Every utterance of `num_frames` (rank r of `world_size` checks its share) has i-vectors of
+    dim `ivector_dim` covering its frames (rows x period within IVECTOR_LENGTH_TOLERANCE)."""
+    try:
+        entries = dict(read_script(ivectors.scp))
+    except KaldiFormatError as e:
+        raise InputError(str(e)) from None
+    counts = {"checked": 0, "pipes": 0, "text": 0}
+    with ArchiveFiles() as archives:
+        for utt in sorted(num_frames)[rank::world_size]:
+            if utt not in entries:
+                raise InputError(f"{ivectors.scp}: no i-vectors for utterance {utt} (of the training data's "
+                                 "feats.scp): extract them for the same data directory")
+            shape = _checked_shape(archives, ivectors.scp, "utterance", utt, entries[utt], counts)
+            if shape is None:
+                continue
+            rows, dim = shape
+            if dim != ivector_dim:
+                raise InputError(f"{ivectors.scp}: utterance {utt} has i-vectors of dim {dim}, the network's "
+                                 f"'ivector' input expects {ivector_dim}")
+            frames = num_frames[utt]
+            if rows == 0 or abs(frames - rows * ivectors.period) > IVECTOR_LENGTH_TOLERANCE:
+                raise InputError(f"{ivectors.scp}: utterance {utt} has {frames} frames but {rows} i-vector rows "
+                                 f"x ivector_period {ivectors.period} = {rows * ivectors.period} "
+                                 "(mismatched ivector_period, or i-vectors of other features?)")
 
 
 def check_alignments(ali_dir: str, trans_model: TransitionModel, store_dir: str,

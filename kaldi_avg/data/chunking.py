@@ -121,6 +121,12 @@ class Chunk:
     def input_length(self) -> int:
         return self.left_context + self.width + self.right_context
 
+    def select_frame(self, k: int) -> Chunk:
+        """Output frame k alone, with the chunk's contexts and i-vector frame (nnet3-copy-egs
+        --frame=k on a frame-level eg)."""
+        return Chunk(self.first_frame + k, 1, self.left_context, self.right_context, (self.weights[k],),
+                     self.ivector_frame)
+
     @property
     def structure(self) -> tuple[int, int, int]:
         """Chunks with equal structure have identical indexes and can share a minibatch."""

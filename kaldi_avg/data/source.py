@@ -25,6 +25,9 @@ from .report import DataError, SkipReport
 log = logging.getLogger(__name__)
 
 
+IVECTOR_LENGTH_TOLERANCE = 100   # frames: nnet3-get-egs's --length-tolerance, which get_egs.sh leaves
+
+
 @dataclass(frozen=True)
 class UtteranceSource:
     """`load_features(utt) -> (T, feat_dim) float32`, `targets[utt] -> (T,) pdf ids`,
@@ -41,7 +44,7 @@ class UtteranceSource:
     ivector_period: int = 1
     num_pdfs: int | None = None
     targets_length_tolerance: int = TARGETS_LENGTH_TOLERANCE
-    ivector_length_tolerance: int = 100
+    ivector_length_tolerance: int = IVECTOR_LENGTH_TOLERANCE
 
     def __post_init__(self):
         if (self.load_ivector is None) != (self.ivector_dim == 0):

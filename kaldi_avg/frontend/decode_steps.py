@@ -8,10 +8,14 @@ The jobs run one after another in this process (`--cmd` is accepted and not need
 
 nnet3: features get `apply-cmvn $cmvn_opts` (absent cmvn_opts -> no normalisation, as
 decode.sh), network outputs come from `kaldi-avg compute --use-priors=true ...` (log-softmax
-minus log priors), and the decoder reads them as latgen-faster-mapped does.
+minus log priors), and the decoder reads them as latgen-faster-mapped does.  With
+--online-ivector-dir, compute gets `--online-ivectors=scp:<dir>/ivector_online.scp
+--online-ivector-period=<dir>/ivector_period` (docs/kaldi-formats.md 7.1).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import shlex
 import shutil
@@ -53,12 +57,17 @@ class ComputeOptions:
     extra_right_context: int = 0
     extra_left_context_initial: int = -1
     extra_right_context_final: int = -1
+    online_ivectors: str = ""  # rspecifier; decode_nnet3 sets it and the period from --online-ivector-dir
+    online_ivector_period: int = 0
 
     def args(self) -> list[str]:
-        return [f"--frames-per-chunk={self.frames_per_chunk}", f"--extra-left-context={self.extra_left_context}",
-                f"--extra-right-context={self.extra_right_context}",
-                f"--extra-left-context-initial={self.extra_left_context_initial}",
-                f"--extra-right-context-final={self.extra_right_context_final}"]
+        ivector_opts = ([f"--online-ivectors={self.online_ivectors}",
+                         f"--online-ivector-period={self.online_ivector_period}"] if self.online_ivectors else [])
+        return ivector_opts + [
+            f"--frames-per-chunk={self.frames_per_chunk}", f"--extra-left-context={self.extra_left_context}",
+            f"--extra-right-context={self.extra_right_context}",
+            f"--extra-left-context-initial={self.extra_left_context_initial}",
+            f"--extra-right-context-final={self.extra_right_context_final}"]
 
 
 def _check_phones(graph_dir: str, src_dir: str) -> None:
@@ -66,6 +75,39 @@ def _check_phones(graph_dir: str, src_dir: str) -> None:
     a, b = os.path.join(graph_dir, "phones.txt"), os.path.join(src_dir, "phones.txt")
     if os.path.isfile(a) and os.path.isfile(b) and read_symbol_table(a) != read_symbol_table(b):
         raise DecodeError(f"phone symbol tables {a} and {b} are not compatible")
+
+
+def _ivector_id(directory: str) -> str | None:
+    """steps/nnet2/get_ivector_id.sh: final.ie.id, else the md5 of final.ie, else none."""
+    id_file, extractor = os.path.join(directory, "final.ie.id"), os.path.join(directory, "final.ie")
+    if os.path.isfile(id_file):
+        with open(id_file, encoding="utf-8") as f:
+            return f.read().strip()
+    if os.path.isfile(extractor):
+        with open(extractor, "rb") as f:
+            return hashlib.md5(f.read()).hexdigest()
+    return None
+
+
+def _online_ivectors(src_dir: str, ivector_dir: str, compute: ComputeOptions) -> ComputeOptions:
+    """`compute` with decode.sh's ivector_opts for --online-ivector-dir, after
+    steps/nnet2/check_ivectors_compatible.sh (the extractor ids of both dirs agree where both have one)."""
+    ids = _ivector_id(src_dir), _ivector_id(ivector_dir)
+    if None not in ids and ids[0] != ids[1]:
+        raise DecodeError(f"decode: iVector id {ids[0]} in {src_dir} and the iVector id {ids[1]} in {ivector_dir} "
+                          "do not match: the systems are not compatible")
+    if None in ids:
+        print(f"decode: WARNING: {src_dir} or {ivector_dir} has no iVector id (final.ie.id): keeping them "
+              "compatible is up to you", file=sys.stderr)
+    scp, period_file = os.path.join(ivector_dir, "ivector_online.scp"), os.path.join(ivector_dir, "ivector_period")
+    for f in (scp, period_file):
+        if not os.path.isfile(f):
+            raise DecodeError(f"decode: no such file {f}")
+    with open(period_file, encoding="utf-8") as f:
+        text = f.read().strip()
+    if not text.isdigit() or int(text) == 0:
+        raise DecodeError(f"{period_file}: expected a positive number of frames, got {text!r}")
+    return dataclasses.replace(compute, online_ivectors=f"scp:{scp}", online_ivector_period=int(text))
 
 
 def _decode_job(decoder: MappedDecoder, loglikes: Iterable[tuple[str, np.ndarray]], words: dict[int, str],
@@ -216,9 +258,11 @@ def compute_loglikes(model: str, feats: Iterable[tuple[str, np.ndarray]], work: 
 
 def decode_nnet3(graph_dir: str, data_dir: str, decode_dir: str, opts: DecodeOptions, nj: int = 4,
                  compute: ComputeOptions = ComputeOptions(), iteration: str = "final", skip_scoring: bool = False,
-                 scoring_opts: dict | None = None) -> list[Hypothesis]:
+                 scoring_opts: dict | None = None, online_ivector_dir: str | None = None) -> list[Hypothesis]:
     """steps/nnet3/decode.sh: nnet3-latgen-faster with the outputs of `kaldi-avg compute`."""
     src_dir, model, tree, words, parts = _setup(graph_dir, data_dir, decode_dir, nj, iteration, None)
+    if online_ivector_dir:
+        compute = _online_ivectors(src_dir, online_ivector_dir, compute)
     if os.path.isfile(os.path.join(src_dir, "online_cmvn")):
         raise DecodeError(f"{src_dir}/online_cmvn: online CMVN is not supported by this decoder")
     fss = os.path.join(src_dir, "frame_subsampling_factor")
@@ -312,9 +356,6 @@ def main_nnet3(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-diagnostics", default="false", help="accepted for compatibility")
     p.add_argument("--minimize", default="false", help="accepted for compatibility")
     a = parse_kaldi_args(p, argv)
-    if a.online_ivector_dir:
-        print(f"{p.prog}: --online-ivector-dir: i-vectors are not supported", file=sys.stderr)
-        return 1
     if a.post_decode_acwt != 1.0:
         print(f"{p.prog}: --post-decode-acwt other than 1.0 is not supported", file=sys.stderr)
         return 1
@@ -322,7 +363,8 @@ def main_nnet3(argv: list[str] | None = None) -> int:
     compute = ComputeOptions(a.frames_per_chunk, a.extra_left_context, a.extra_right_context,
                              a.extra_left_context_initial, a.extra_right_context_final)
     return _run(p.prog, argv, lambda: decode_nnet3(a.graph_dir, a.data_dir, a.decode_dir, opts, a.nj, compute,
-                                                   a.iter, a.skip_scoring, _scoring_opts(a.scoring_opts)))
+                                                   a.iter, a.skip_scoring, _scoring_opts(a.scoring_opts),
+                                                   a.online_ivector_dir))
 
 
 def main_mapped(argv: list[str] | None = None) -> int:

@@ -8,6 +8,10 @@ its last. The first chunk uses `extra_left_context_initial` and the last
 `extra_right_context_final` instead where those are >= 0; frames outside the utterance repeat
 the first/last frame. Chunks of equal shape, of one utterance or of many, are batched along
 the sequence axis, which changes nothing since they are independent.
+
+A network with an `ivector` input gets one i-vector per chunk: the utterance's own, or the row of
+its online i-vectors (one per `online_ivector_period` frames) that nnet3-compute chooses for the
+chunk (`online_ivector_row`, docs/kaldi-formats.md 3.5).
 """
 from __future__ import annotations
 
@@ -18,7 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.report import DataError
 from .graph import NnetModule
+
+# GetCurrentIvector: online i-vectors may end at most this many frames before the frame a chunk
+# needs ("half a second seems like too long to be explainable as edge effects").
+IVECTOR_EDGE_FRAMES = 50
 
 
 @dataclass
@@ -28,6 +37,7 @@ class ChunkOptions:
     extra_right_context: int = 0
     extra_left_context_initial: int = -1
     extra_right_context_final: int = -1
+    online_ivector_period: int = 0  # frames per row of online i-vectors (--online-ivector-period)
 
     def __post_init__(self):
         if self.frames_per_chunk < 1:
@@ -57,6 +67,23 @@ def plan_chunks(num_frames: int, model_left: int, model_right: int, opts: ChunkO
     return chunks
 
 
+def online_ivector_row(utt: str, first: int, num: int, num_rows: int, period: int) -> int:
+    """The row of utterance `utt`'s online i-vectors (`num_rows` rows, one per `period` frames)
+    that nnet3-compute gives the chunk of output frames first .. first + num - 1: that of its
+    middle frame, or the last row when the matrix ends at most 50 frames early (DataError if
+    further, or if it is empty)."""
+    if period <= 0:
+        raise ValueError("online i-vectors need --online-ivector-period > 0")
+    frame = first + (num - 1) // 2  # Kaldi halves last - first, not the number of frames
+    row = frame // period
+    if row < num_rows:
+        return row
+    if num_rows == 0 or (row - (num_rows - 1)) * period > IVECTOR_EDGE_FRAMES:
+        raise DataError(utt, f"could not get an i-vector for frame {frame}, only available till frame "
+                             f"{num_rows} * ivector-period={period} (mismatched --online-ivector-period?)")
+    return num_rows - 1
+
+
 def _edge_padded(feats: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     idx = torch.arange(lo, hi + 1, device=feats.device).clamp(0, feats.shape[0] - 1)
     return feats[idx]
@@ -64,7 +91,8 @@ def _edge_padded(feats: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
 
 def compute_utterance(module: NnetModule, feats, opts: ChunkOptions, context: tuple[int, int],
                       log_priors: np.ndarray | None = None, ivector: np.ndarray | None = None) -> np.ndarray:
-    """Output of node `output` for every frame of `feats` (T, D); minus `log_priors` if given."""
+    """Output of node `output` for every frame of `feats` (T, D); minus `log_priors` if given;
+    `ivector` as in `compute_utterances`."""
     [(_, out)] = compute_utterances(module, [(None, feats, ivector)], opts, context, log_priors)
     return out
 
@@ -73,9 +101,11 @@ def compute_utterance(module: NnetModule, feats, opts: ChunkOptions, context: tu
 def compute_utterances(module: NnetModule, utterances: Iterable[tuple[Any, Any, np.ndarray | None]],
                        opts: ChunkOptions, context: tuple[int, int], log_priors: np.ndarray | None = None,
                        utterances_per_batch: int = 256) -> Iterator[tuple[Any, np.ndarray]]:
-    """(key, output) for each (key, feats, ivector-or-None), in order. The chunks of up to
-    `utterances_per_batch` utterances are computed together, one forward per chunk shape:
-    a recurrent network's cost here is per time step, not per chunk."""
+    """(key, output) for each (key, feats, ivectors), in order. `ivectors` is None (no `ivector`
+    input), the utterance's i-vector (dim,) for every chunk, or its online i-vectors (rows, dim),
+    one row per `opts.online_ivector_period` frames, of which each chunk gets `online_ivector_row`.
+    The chunks of up to `utterances_per_batch` utterances are computed together, one forward per
+    chunk shape: a recurrent network's cost here is per time step, not per chunk."""
     module.eval()
     block: list[tuple[Any, Any, np.ndarray | None]] = []
     for item in utterances:
@@ -93,16 +123,23 @@ def _compute_block(module: NnetModule, block, opts: ChunkOptions, context: tuple
     feats = [torch.as_tensor(np.asarray(f, dtype=np.float32), device=device) for _, f, _ in block]
     ivectors = [None if iv is None else torch.as_tensor(np.asarray(iv, np.float32), device=device)
                 for _, _, iv in block]
-    groups: dict[tuple[int, int, int], list[tuple[int, _Chunk]]] = {}
+    # (u, chunk, its i-vector), planned for the whole block first so that a short i-vector
+    # matrix fails before any forward
+    groups: dict[tuple[int, int, int], list[tuple[int, _Chunk, torch.Tensor | None]]] = {}
     for u, x in enumerate(feats):
+        iv = ivectors[u]
         for c in plan_chunks(x.shape[0], context[0], context[1], opts):
-            groups.setdefault((c.num, c.left, c.right), []).append((u, c))
+            if iv is not None and iv.ndim == 2:
+                chunk_iv = iv[online_ivector_row(block[u][0], c.first, c.num, iv.shape[0], opts.online_ivector_period)]
+            else:
+                chunk_iv = iv
+            groups.setdefault((c.num, c.left, c.right), []).append((u, c, chunk_iv))
     outs: list[torch.Tensor | None] = [None] * len(block)
     for (num, left, right), chunks in groups.items():
-        batch = torch.stack([_edge_padded(feats[u], c.first - left, c.first + num - 1 + right) for u, c in chunks])
-        ivs = None if ivectors[chunks[0][0]] is None else torch.stack([ivectors[u] for u, _ in chunks])
+        batch = torch.stack([_edge_padded(feats[u], c.first - left, c.first + num - 1 + right) for u, c, _ in chunks])
+        ivs = None if chunks[0][2] is None else torch.stack([iv for _, _, iv in chunks])
         y = module(batch, left_context=left, num_frames=num, ivectors=ivs)
-        for (u, c), rows in zip(chunks, y):
+        for (u, c, _), rows in zip(chunks, y):
             if outs[u] is None:
                 outs[u] = torch.empty(feats[u].shape[0], y.shape[-1], dtype=y.dtype, device=device)
             outs[u][c.first:c.first + num] = rows

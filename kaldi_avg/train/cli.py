@@ -13,7 +13,7 @@ from ..errors import UsageError
 from ..parallel import Communicator, ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
 from .config import ConfigError
 from .driver import run
-from .options import get_parser
+from .options import DEFAULT_SCRIPT, SCRIPTS, get_parser
 
 # The world size as launchers announce it: torchrun, mpiexec (MPICH/hydra), Open MPI's mpirun,
 # PMIx launchers, and srun job steps.
@@ -51,18 +51,21 @@ def make_rank_communicator(args) -> Communicator:
 
 
 def failure_report_path(exp_dir: str, rank: int) -> str:
-    """Where rank `rank` leaves its failure message (read by steps/kaldi_avg/train_rnn.py)."""
+    """Where rank `rank` leaves its failure message (read by the launcher, kaldi_avg/train/launch.py)."""
     return os.path.join(exp_dir, "log", f"rank.{rank}.failed")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    """One rank: `[script] [options]`, the script train_rnn.py (the default) or train_dnn.py."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script = argv.pop(0) if argv and argv[0] in SCRIPTS else DEFAULT_SCRIPT
+    args = get_parser(script).parse_args(argv)
     try:
         return run_rank(args)
     except UsageError as e:   # bad options or data: one line naming what is wrong
         if args.verbose:
             raise
-        print(f"train_rnn.py: error: {e}", file=sys.stderr)
+        print(f"{script}: error: {e}", file=sys.stderr)
         return 1
 
 

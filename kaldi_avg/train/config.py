@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
+from ..data.merging import MinibatchSizeRule
 from ..errors import UsageError
 from ..parallel import DEFAULT, algorithm_kwargs
 from .dropout import DropoutScheduleError, parse_dropout_schedule
-from .options import ignored_options
+from .options import SCRIPTS, ignored_options
 from .schedule import ScheduleOptions
 
 
@@ -36,20 +37,22 @@ class ChunkOptions:
 
 @dataclass(frozen=True)
 class TrainerOptions:
-    """What one job does with its minibatches, and the final stages."""
+    """What one job does with its minibatches, and the final stages (train_rnn.py's defaults)."""
 
     srand: int = 0
     momentum: float = 0.5
     samples_per_iter: int = 20000
     shuffle_buffer_size: int = 5000
-    deriv_truncate_margin: int = 8
-    shrink_value: float = 0.99
+    deriv_truncate_margin: int | None = 8   # None: no derivative truncation (train_dnn.py)
+    shrink_value: float = 0.99              # 1.0: no saturation shrinkage (train_dnn.py has none)
     shrink_saturation_threshold: float = 0.40
     proportional_shrink: float = 0.0
     do_final_combination: bool = True
     max_objective_evaluations: int = 30
     prior_subset_size: int = 20000
     num_jobs_compute_prior: int = 10
+    max_lda_jobs: int = 10
+    presoftmax_prior_scale_power: float = -0.25
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class LaunchOptions:
 
 @dataclass(frozen=True)
 class RunConfig:
+    script: str             # the Kaldi script the run stands in for: train_rnn.py or train_dnn.py
     dir: str
     feat_dir: str
     ali_dir: str
@@ -125,31 +129,42 @@ class RunConfig:
         except DropoutScheduleError as e:
             raise ConfigError(str(e)) from None
         algorithm, kwargs = algorithm_kwargs(a)
+        script = SCRIPTS[a.script]
+        if script.frame_level:   # train_dnn.py: egs of frames-per-eg frames, the model's context only
+            chunk = ChunkOptions(str(a.egs_frames_per_eg), 0, 0)
+            minibatch, frames_per_eg = a.trainer_optimization_minibatch_size, a.egs_frames_per_eg
+            margin, shrink, threshold = None, 1.0, 0.0   # no derivative truncation, no saturation shrinkage
+        else:
+            chunk = ChunkOptions(a.egs_chunk_width, a.egs_chunk_left_context, a.egs_chunk_right_context,
+                                 a.egs_chunk_left_context_initial, a.egs_chunk_right_context_final)
+            minibatch, frames_per_eg = a.trainer_rnn_num_chunk_per_minibatch, None
+            margin, shrink, threshold = (a.trainer_deriv_truncate_margin, a.trainer_optimization_shrink_value,
+                                         a.trainer_optimization_shrink_saturation_threshold)
         config = cls(
-            dir=a.dir, feat_dir=a.feat_dir, ali_dir=a.ali_dir, cmvn_opts=a.feat_cmvn_opts or "",
+            script=script.name, dir=a.dir, feat_dir=a.feat_dir, ali_dir=a.ali_dir, cmvn_opts=a.feat_cmvn_opts or "",
             online_ivector_dir=a.feat_online_ivector_dir, input_model=a.trainer_input_model, stage=a.stage,
             exit_stage=a.exit_stage, cleanup=a.cleanup, preserve_model_interval=a.cleanup_preserve_model_interval,
-            chunk=ChunkOptions(a.egs_chunk_width, a.egs_chunk_left_context, a.egs_chunk_right_context,
-                               a.egs_chunk_left_context_initial, a.egs_chunk_right_context_final),
+            chunk=chunk,
             schedule=ScheduleOptions(
                 num_epochs=a.trainer_num_epochs, num_jobs_initial=a.trainer_optimization_num_jobs_initial,
                 num_jobs_final=a.trainer_optimization_num_jobs_final,
                 num_jobs_step=a.trainer_optimization_num_jobs_step,
                 initial_effective_lrate=a.trainer_optimization_initial_effective_lrate,
                 final_effective_lrate=a.trainer_optimization_final_effective_lrate,
-                max_param_change=a.trainer_max_param_change, minibatch_size=a.trainer_rnn_num_chunk_per_minibatch,
-                dropout=dropout, max_models_combine=a.trainer_optimization_max_models_combine),
+                max_param_change=a.trainer_max_param_change, minibatch_size=minibatch,
+                dropout=dropout, max_models_combine=a.trainer_optimization_max_models_combine,
+                frames_per_eg=frames_per_eg),
             trainer=TrainerOptions(
                 srand=a.trainer_srand, momentum=a.trainer_optimization_momentum,
                 samples_per_iter=a.trainer_samples_per_iter, shuffle_buffer_size=a.trainer_shuffle_buffer_size,
-                deriv_truncate_margin=a.trainer_deriv_truncate_margin,
-                shrink_value=a.trainer_optimization_shrink_value,
-                shrink_saturation_threshold=a.trainer_optimization_shrink_saturation_threshold,
+                deriv_truncate_margin=margin, shrink_value=shrink, shrink_saturation_threshold=threshold,
                 proportional_shrink=a.trainer_optimization_proportional_shrink,
                 do_final_combination=a.trainer_optimization_do_final_combination,
                 max_objective_evaluations=a.trainer_optimization_max_objective_evaluations,
                 prior_subset_size=a.trainer_prior_subset_size,
-                num_jobs_compute_prior=a.trainer_num_jobs_compute_prior),
+                num_jobs_compute_prior=a.trainer_num_jobs_compute_prior,
+                max_lda_jobs=a.trainer_lda_max_lda_jobs,
+                presoftmax_prior_scale_power=a.trainer_presoftmax_prior_scale_power),
             averaging=AveragingOptions(algorithm.name, tuple(sorted(kwargs.items()))),
             launch=LaunchOptions(a.mpi_launcher, a.mpi_num_ranks, a.mpi_backend, a.num_threads, a.use_gpu, a.cmd,
                                  a.mpi_hostfile),
@@ -163,6 +178,16 @@ class RunConfig:
             raise ConfigError(f"--trainer.optimization.momentum must be in [0, 1), got {self.trainer.momentum}")
         if s.num_jobs_initial < 1 or s.num_jobs_final < 1:
             raise ConfigError("--trainer.optimization.num-jobs-initial and -final must be at least 1")
+        if s.frames_per_eg is not None and s.frames_per_eg < 1:
+            raise ConfigError(f"--egs.frames-per-eg must be at least 1, got {s.frames_per_eg}")
+        try:
+            MinibatchSizeRule.parse(s.minibatch_size)
+        except ValueError as e:
+            flag = ("--trainer.optimization.minibatch-size" if s.frames_per_eg
+                    else "--trainer.rnn.num-chunk-per-minibatch")
+            raise ConfigError(f"{flag}: {e}") from None
+        if self.launch.use_gpu not in ("yes", "no", "wait", "true", "false"):
+            raise ConfigError(f"--use-gpu={self.launch.use_gpu}: choose yes, no, wait, true or false")
         if self.launch.backend not in (None, "mpi", "torch"):
             raise ConfigError(f"--mpi.backend={self.launch.backend}: choose mpi or torch (or leave it out)")
         if self.averaging.kaldi_jobs:

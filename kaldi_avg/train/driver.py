@@ -28,13 +28,15 @@ from ..atomic import copy_file, remove_stale_temporaries, write_bytes, write_tex
 from ..data import (
     ChunkConfig,
     DiagnosticSet,
+    OnlineIvectors,
     SkipReport,
     UtteranceSource,
     check_alignments,
     check_features,
+    check_ivectors,
     check_minibatches,
-    load_utterance,
     plan_archives,
+    read_ivector_dir,
     screen_utterances,
 )
 from ..data.pdf_store import PdfStore
@@ -57,7 +59,7 @@ from .diagnostics import plot_progress, write_accuracy_report, write_compute_pro
 from .dropout import describe
 from .host_memory import keep_freed_host_memory
 from .iterations import IterationResult, JobData, make_iterations
-from .network import Network, find_network
+from .network import Network, check_cross_entropy_outputs, find_network
 from .objective import compute_loss, compute_prob  # noqa: F401 - compute_loss: icefall's skeleton
 from .options import get_parser  # noqa: F401 - likewise
 from .priors import adjust_priors, alignment_priors, posterior_sum
@@ -93,10 +95,12 @@ def say(comm: Communicator, msg: str) -> None:
 
 # -- prepare ----------------------------------------------------------------------------------
 def build_source(config: RunConfig, trans_model, report: SkipReport,
-                 alignments: Mapping[str, np.ndarray] | None = None) -> tuple[UtteranceSource, str]:
-    """The corpus as the jobs read it: CMVN-applied features, pdf targets, i-vectors; utterances
-    without a usable alignment are recorded in `report`. `alignments`: the pdfs by utterance (the
-    run's shared PdfStore), else read from --ali-dir."""
+                 alignments: Mapping[str, np.ndarray] | None = None,
+                 ivectors: tuple[OnlineIvectors, int] | None = None) -> tuple[UtteranceSource, str]:
+    """The corpus as the jobs read it: CMVN-applied features, pdf targets, online i-vectors
+    (`ivectors`: the directory's scp and period, and their dim); utterances without a usable
+    alignment are recorded in `report`. `alignments`: the pdfs by utterance (the run's shared
+    PdfStore), else read from --ali-dir."""
     data = DataDir(config.feat_dir)
     feats = data.feats
     if feats is None:
@@ -107,18 +111,28 @@ def build_source(config: RunConfig, trans_model, report: SkipReport,
         alignments = read_alignments(config.ali_dir, trans_model)
     matched, summary = match_alignments(lengths, alignments, skipped=report)
     ivec = {}
-    if config.online_ivector_dir:
-        d = config.online_ivector_dir
-        table = MatrixTable(os.path.join(d, "ivector_online.scp"))
-        with open(os.path.join(d, "ivector_period")) as f:
-            period = int(f.read().strip())
-        first = next(iter(table))
-        ivec = dict(load_ivector=table.__getitem__, ivector_dim=table[first].shape[1], ivector_period=period)
+    if ivectors is not None:
+        online, dim = ivectors
+        ivec = dict(load_ivector=MatrixTable(online.scp).__getitem__, ivector_dim=dim, ivector_period=online.period)
     feat_dim = feats[next(iter(feats))].shape[1]
     # the targets stay the shared mapping (a memory-mapped store is not copied per utterance)
     source = UtteranceSource(lengths={u: lengths[u] for u in matched}, load_features=lambda u: cmvn(u, feats[u]),
                              targets=alignments, feat_dim=feat_dim, num_pdfs=trans_model.num_pdfs, **ivec)
     return source, summary.summary()
+
+
+def online_ivectors(config: RunConfig, nnet: Nnet, path: str) -> tuple[OnlineIvectors, int] | None:
+    """--feat.online-ivector-dir and the dim of the network's `ivector` input, which must come
+    together (nnet3 networks read i-vectors only through an input node named ivector)."""
+    dim = nnet.input_dim("ivector")
+    if dim < 0:
+        if config.online_ivector_dir:
+            raise ConfigError(f"--feat.online-ivector-dir={config.online_ivector_dir} is given but {path} has no "
+                              "'ivector' input node")
+        return None
+    if not config.online_ivector_dir:
+        raise ConfigError(f"{path}: the network has an 'ivector' input (dim {dim}): give --feat.online-ivector-dir")
+    return read_ivector_dir(config.online_ivector_dir), dim
 
 
 def prepare(config: RunConfig, comm: Communicator) -> Prepared:
@@ -129,10 +143,12 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     network = find_network(config.dir, config.stage, config.input_model)
     trans_model = read_transition_model(trans_model_path)
     reference = network.reference(trans_model.num_pdfs)
+    check_cross_entropy_outputs(reference, network.path, config.script)
     if reference.output_dim() != trans_model.num_pdfs:
         raise ConfigError(f"{network.path}: the output layer has dim {reference.output_dim()} but "
                           f"{trans_model_path} has {trans_model.num_pdfs} pdfs{network.output_dim_hint}")
     left, right = model_context(reference)
+    ivectors = online_ivectors(config, reference, network.path)
     if comm.rank == 0:
         say(comm, f"network: {network.description}")
     c = config.chunk
@@ -144,8 +160,8 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     min_deriv_time = None if margin is None else -(margin + left)
     max_deriv_time_relative = None if margin is None else margin + right
     report = load_ledger(config) if config.stage >= 0 else SkipReport()
-    store = check_inputs(config, trans_model, reference.input_dim(), comm)
-    source, match_summary = build_source(config, trans_model, report, store)
+    store = check_inputs(config, trans_model, reference.input_dim(), comm, ivectors)
+    source, match_summary = build_source(config, trans_model, report, store, ivectors)
     usable = screen_utterances(source, chunk_config, report=report)   # every rank: the ledger counts once
     # utt2uniq (speed perturbation) keeps every copy of a held-out utterance out of training, as get_egs.sh.
     srand = config.trainer.srand
@@ -179,19 +195,24 @@ def pdf_store_dir(config: RunConfig) -> str:
     return os.path.join(config.dir, "pdf_store")
 
 
-def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int, comm: Communicator) -> PdfStore:
+def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int, comm: Communicator,
+                 ivectors: tuple[OnlineIvectors, int] | None = None) -> PdfStore:
     """The start-up checks (kaldi_avg/data/checks.py), shared by the ranks so that each does its
     share of the corpus: every feats.scp (and cmvn.scp) entry by its header, against the
     network's input dim; the tree against the transition model; utt2num_frames (rank 0 writes it
     once if missing); the alignments as one PdfStore that the ranks of a node share (every
-    transition-id checked while it is built; rebuilt when the alignments change). Returns it."""
+    transition-id checked while it is built; rebuilt when the alignments change); the online
+    i-vectors of every utterance (dim, and rows x period against its frames). Returns the store."""
     data = DataDir(config.feat_dir)
     cmvn_scp = data.file("cmvn.scp")
     check_features(data.file("feats.scp"), input_dim, cmvn_scp if os.path.exists(cmvn_scp) else None,
                    rank=comm.rank, world_size=comm.size)
     if comm.rank == 0:
         data.lengths   # noqa: B018 - computes and writes utt2num_frames once, before every rank reads it
-    return check_alignments(config.ali_dir, trans_model, pdf_store_dir(config), comm=comm)   # ends in a barrier
+    store = check_alignments(config.ali_dir, trans_model, pdf_store_dir(config), comm=comm)   # ends in a barrier
+    if ivectors is not None:
+        check_ivectors(ivectors[0], ivectors[1], data.lengths, rank=comm.rank, world_size=comm.size)
+    return store
 
 
 def ledger_path(exp_dir: str) -> str:
@@ -241,6 +262,8 @@ def setup_experiment(prep: Prepared) -> None:
             write_run_log(os.path.join(log_dir, "get_transform.log"), "kaldi-avg estimate LDA",
                           [f"wrote {lda_path}"], time.time() - t0)
         copy_file(lda_path, os.path.join(d, "configs", "lda.mat"))
+    if config.stage <= -2 or not os.path.exists(os.path.join(d, "presoftmax_prior_scale.vec")):
+        write_presoftmax_prior_scale(d, counts, config.trainer.presoftmax_prior_scale_power)
     if config.stage <= -1 or not os.path.exists(os.path.join(d, "0.mdl")):
         t0 = time.time()
         nnet = prep.network.initial_network(prep.num_pdfs, lda_path, config.trainer.srand)
@@ -249,28 +272,48 @@ def setup_experiment(prep: Prepared) -> None:
                       [f"{len(counts)} pdfs, priors from alignment counts"], time.time() - t0)
 
 
+# The LDA statistics' frame budget: Kaldi accumulates every frame of max-lda-jobs archives; a
+# full-rank scatter of a few hundred dims is estimated well long before, and start-up stays short.
+LDA_MAX_FRAMES = 500_000
+
+
 def estimate_lda(prep: Prepared, init: Nnet, out_path: str) -> None:
-    """The LDA-like transform of the fixed-affine-layer from the init network's output (get_transform)."""
+    """The LDA-like transform of the fixed-affine-layer from the init network's output (stage -3,
+    nnet3-acc-lda-stats + nnet-get-feature-transform): over the chunks of the first max-lda-jobs
+    archives, as the egs Kaldi reads (a random LDA_MAX_FRAMES of them), each with its i-vector,
+    every output frame weighted as in training."""
     from .lda import LdaStats, estimate_transform
     module = NnetModule(init).eval()
-    src = prep.data.source
-    stats = None
-    lc, rc = model_context(init)  # the init network's own context, not the full model's
-    for utt in sorted(src.lengths)[:2000]:
-        loaded = load_utterance(src, utt, prep.data.report)   # non-finite or unreadable: skipped, counted
-        if loaded is None:
-            continue
-        x = loaded.features
-        padded = np.concatenate([np.repeat(x[:1], lc, 0), x, np.repeat(x[-1:], rc, 0)])
-        with torch.no_grad():
-            y = module(torch.from_numpy(padded)[None], lc, len(x)).numpy()[0]
-        if stats is None:
-            stats = LdaStats(prep.num_pdfs, y.shape[1])
-        stats.accumulate(y, loaded.targets[:len(x)])
+    data, config = prep.data, prep.config
+    utterances = [u for archive in data.archives.archives[:config.trainer.max_lda_jobs] for u in archive]
+    chunks = DiagnosticSet(data.source, utterances, data.chunk_config, num_frames=LDA_MAX_FRAMES,
+                           minibatch_size="1:256", srand=config.trainer.srand, name="lda", report=data.report)
+    stats = LdaStats(prep.num_pdfs, init.output_dim())
+    with torch.no_grad():
+        for mb in chunks:
+            y = module(mb.features, mb.left_context, mb.targets.shape[1], ivectors=mb.ivectors)
+            w = mb.weights.reshape(-1).numpy()
+            kept = w > 0
+            stats.accumulate(y.reshape(-1, y.shape[-1]).numpy()[kept], mb.targets.reshape(-1).numpy()[kept], w[kept])
     w = KaldiWriter(binary=True)
     w.header()
     w.matrix(estimate_transform(stats))
     write_bytes(out_path, w.getvalue())
+
+
+def write_presoftmax_prior_scale(exp_dir: str, counts: np.ndarray, power: float) -> None:
+    """Stage -2: presoftmax_prior_scale.vec, (count + 0.01 x average count)^power rescaled to average 1,
+    and configs/presoftmax_prior_scale.vec -> ../presoftmax_prior_scale.vec, as Kaldi's
+    compute_presoftmax_prior_scale (for configs with a FixedScaleComponent reading it)."""
+    scales = (counts + 0.01 * counts.mean()) ** power
+    scales *= len(scales) / scales.sum()
+    write_text(os.path.join(exp_dir, "presoftmax_prior_scale.vec"),
+               "[ " + " ".join(repr(float(x)) for x in scales) + " ]\n")
+    link = os.path.join(exp_dir, "configs", "presoftmax_prior_scale.vec")
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(os.path.join("..", "presoftmax_prior_scale.vec"), link)
 
 
 # -- the iterations ---------------------------------------------------------------------------

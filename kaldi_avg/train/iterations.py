@@ -98,7 +98,7 @@ def job_stream(config: RunConfig, data: JobData, it: Iteration, job: int) -> Min
     return MinibatchStream.for_job(data.source, data.archives, data.chunk_config, it.minibatch_size, job=job,
                                    iteration=it.index, archives_processed=it.archives_processed,
                                    srand=config.trainer.srand, shuffle_buffer_size=config.trainer.shuffle_buffer_size,
-                                   report=data.report)
+                                   report=data.report, frame=it.frames[job] if it.frames else None)
 
 
 def train_log(config: RunConfig, data: JobData, it: Iteration, job: int) -> TrainLog:

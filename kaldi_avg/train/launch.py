@@ -1,4 +1,4 @@
-"""steps/kaldi_avg/train_rnn.py: Kaldi's train_rnn.py command line, starting the persistent ranks.
+"""steps/kaldi_avg/train_rnn.py and train_dnn.py: Kaldi's command lines, starting the persistent ranks.
 
 How many ranks (printed at start-up): --mpi.num-ranks, else num-jobs-final as Kaldi runs that many
 jobs at once, capped on one machine by its GPUs (one per rank) or CPU cores / --num-threads; one
@@ -34,9 +34,10 @@ from ..errors import UsageError
 from .cli import failure_report_path
 from .cli import main as rank_main
 from .config import ConfigError, RunConfig
-from .options import get_parser
+from .options import DEFAULT_SCRIPT, get_parser
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUNDLED_PROGRAMS = os.path.join(PACKAGE_ROOT, "kaldi_avg", "bin")   # package data (setup.py)
 CLUSTER_CMDS = ("queue.pl", "slurm.pl", "ssh.pl")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_SECONDS = 5.0
@@ -77,15 +78,17 @@ def default_num_ranks(config: RunConfig, on_cluster: bool) -> tuple[int, str]:
 
 
 def resolve_program(word: str) -> str:
-    """A bare program name: PATH first, then this Python's bin directory (the venv's mpiexec),
-    then the package's utils/ (run.pl)."""
+    """A bare program name: PATH first, then this Python's bin directory (the venv's mpiexec), then
+    the recipe's utils/ (Kaldi's run.pl, also when path.sh was not sourced), then the run.pl that
+    the package ships (kaldi_avg/bin/, in a clone a link to utils/run.pl)."""
     if os.path.sep in word:
         return word
     for candidate in (shutil.which(word), os.path.join(os.path.dirname(sys.executable), word),
-                      os.path.join(PACKAGE_ROOT, "utils", word)):
+                      os.path.abspath(os.path.join("utils", word)), os.path.join(BUNDLED_PROGRAMS, word)):
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    raise ConfigError(f"{word!r} was not found on PATH (nor in {os.path.dirname(sys.executable)} or utils/)")
+    raise ConfigError(f"{word!r} was not found on PATH (nor in {os.path.dirname(sys.executable)}, ./utils/ "
+                      f"or {BUNDLED_PROGRAMS})")
 
 
 def launcher_kind(config: RunConfig) -> str:
@@ -113,8 +116,8 @@ def hostfile_option(launcher: str) -> str:
     return "--hostfile" if re.search(r"Open MPI|OpenRTE|PRRTE", version) else "-f"
 
 
-def rank_command(argv: list[str], num_ranks: int) -> list[str]:
-    return [sys.executable, "-m", "kaldi_avg.train.cli", *argv, f"--mpi.num-ranks={num_ranks}"]
+def rank_command(script: str, argv: list[str], num_ranks: int) -> list[str]:
+    return [sys.executable, "-m", "kaldi_avg.train.cli", script, *argv, f"--mpi.num-ranks={num_ranks}"]
 
 
 def plan_launch(argv: list[str], config: RunConfig) -> Launch:
@@ -134,14 +137,15 @@ def plan_launch(argv: list[str], config: RunConfig) -> Launch:
     if kind == "mpi":
         hosts = [hostfile_option(program), config.launch.hostfile] if config.launch.hostfile else []
         return Launch(n, why + f", started by {program}", [program, *words[1:], "-n", str(n), *hosts,
-                                                            *rank_command(argv, n)])
+                                                            *rank_command(config.script, argv, n)])
     if config.launch.backend == "mpi":
         raise ConfigError("--mpi.launcher=cmd starts the ranks without MPI: leave --mpi.backend unset or use torch")
     rendezvous = os.path.join(os.path.abspath(config.dir), "log", f".rendezvous.{uuid.uuid4().hex}")
     log = os.path.join(config.dir, "log", "rank.JOB.log")
     return Launch(n, why + f", started as one array job of {program}",
-                  [program, *words[1:], "--max-jobs-run", str(n), f"JOB=1:{n}", log, *rank_command(argv, n),
-                   "--mpi.job=JOB", "--mpi.backend=torch", f"--mpi.rendezvous={rendezvous}"], rendezvous)
+                  [program, *words[1:], "--max-jobs-run", str(n), f"JOB=1:{n}", log,
+                   *rank_command(config.script, argv, n), "--mpi.job=JOB", "--mpi.backend=torch",
+                   f"--mpi.rendezvous={rendezvous}"], rendezvous)
 
 
 # -- running it -------------------------------------------------------------------------------
@@ -204,7 +208,7 @@ def first_failure(messages: list[str]) -> str:
     return verdicts[0] if verdicts else min(messages, key=lambda m: MONITOR_LINE.search(m).group(1))
 
 
-def print_failure_reports(exp_dir: str, num_ranks: int, since: float) -> None:
+def print_failure_reports(script: str, exp_dir: str, num_ranks: int, since: float) -> None:
     """Repeat what failed ranks wrote during this run, then the first failure: the MPI launcher's
     banner names a rank it killed after the first one died."""
     messages = []
@@ -217,10 +221,10 @@ def print_failure_reports(exp_dir: str, num_ranks: int, since: float) -> None:
             messages += [line.removeprefix(REPORT_PREFIX) for line in text.splitlines()
                          if line.startswith(REPORT_PREFIX)]
     if messages:
-        print(f"train_rnn.py: first failure: {first_failure(messages)}", file=sys.stderr)
+        print(f"{script}: first failure: {first_failure(messages)}", file=sys.stderr)
     stage = last_model(exp_dir)
     if stage is not None:
-        print(f"train_rnn.py: {stage}.mdl is the last finished iteration; resume with --stage {stage}",
+        print(f"{script}: {stage}.mdl is the last finished iteration; resume with --stage {stage}",
               file=sys.stderr)
 
 
@@ -243,7 +247,7 @@ def run_launch(launch: Launch, config: RunConfig) -> int:
             name = signal.Signals(received[0]).name
             stage = last_model(config.dir)
             resume = f"; resume with --stage {stage}" if stage is not None else ""
-            print(f"train_rnn.py: {name}: stopped the launcher and all {launch.num_ranks} ranks{resume}",
+            print(f"{config.script}: {name}: stopped the launcher and all {launch.num_ranks} ranks{resume}",
                   file=sys.stderr)
             return 128 + received[0]
     finally:
@@ -253,19 +257,20 @@ def run_launch(launch: Launch, config: RunConfig) -> int:
             os.remove(launch.rendezvous)
     if proc.returncode != 0:
         remove_stale_temporaries(config.dir)   # of ranks killed mid-write; all of them have ended
-        print_failure_reports(config.dir, launch.num_ranks, started)
+        print_failure_reports(config.script, config.dir, launch.num_ranks, started)
     return proc.returncode
 
 
-def main(argv: list[str]) -> int:
-    args = get_parser().parse_args(argv)   # unknown options fail here, listing the supported ones
+def main(argv: list[str], script: str = DEFAULT_SCRIPT) -> int:
+    """steps/kaldi_avg/<script> (train_rnn.py, train_dnn.py: options.SCRIPTS) with `argv`."""
+    args = get_parser(script).parse_args(argv)   # unknown options fail here, naming the closest ones
     try:
         config = RunConfig.from_args(args)
         launch = plan_launch(argv, config)
     except UsageError as e:
-        print(f"train_rnn.py: error: {e}", file=sys.stderr)
+        print(f"{script}: error: {e}", file=sys.stderr)
         return 1
-    print(f"train_rnn.py: {launch.why}", file=sys.stderr, flush=True)
+    print(f"{script}: {launch.why}", file=sys.stderr, flush=True)
     if not launch.command:
-        return rank_main(argv + ["--mpi.num-ranks=1"])
+        return rank_main([script, *argv, "--mpi.num-ranks=1"])
     return run_launch(launch, config)

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from ..atomic import write_text
 from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_file
-from ..kaldi.nnet3.nnet import Nnet
+from ..kaldi.nnet3.nnet import ComponentNode, Nnet
 from ..kaldi.xconfig import write_config_dir
 from ..model.build import build_from_configs, build_nnet, matrix_files
 from .config import ConfigError
@@ -164,6 +164,33 @@ class InputModel:
 
     def write_files(self, exp_dir: str, stage: int, num_pdfs: int, context: tuple[int, int]) -> None:
         pass
+
+
+def check_cross_entropy_outputs(nnet: Nnet, path: str, trainer: str) -> None:
+    """The networks train_rnn.py and train_dnn.py train: one output node, `output`, a linear
+    objective on a log-softmax (docs/kaldi-formats.md 6.5). A chain network (an `output` without
+    log-softmax, an `output-xent` branch) or any other output node would be trained wrong or
+    ignored, so it stops the run, naming the script that trains it."""
+    outputs = {n.name: n for n in nnet.output_nodes()}
+    if "output-xent" in outputs or ("output" in outputs and not _reads_log_softmax(nnet, outputs["output"])):
+        raise ConfigError(f"{path}: a chain network (its 'output' has no log-softmax"
+                          f"{', and it has output-xent' if 'output-xent' in outputs else ''}); {trainer} trains "
+                          "cross-entropy networks: train it with steps/nnet3/chain/train.py")
+    others = sorted(set(outputs) - {"output"})
+    if "output" not in outputs or others:
+        found = ", ".join(sorted(outputs)) or "none"
+        raise ConfigError(f"{path}: {trainer} trains one output node named 'output' (found: {found}); "
+                          "multi-output and multilingual networks are not supported")
+    if outputs["output"].objective != "linear":
+        raise ConfigError(f"{path}: output node 'output' has objective={outputs['output'].objective}; "
+                          f"{trainer} trains the linear (cross-entropy) objective")
+
+
+def _reads_log_softmax(nnet: Nnet, node) -> bool:
+    sources = [nnet.node(name) for name in node.input.node_names()]
+    return bool(sources) and all(isinstance(n, ComponentNode)
+                                 and nnet.components[n.component].type_name == "LogSoftmaxComponent"
+                                 for n in sources)
 
 
 def layer_configs(config_dir: str) -> list[str]:

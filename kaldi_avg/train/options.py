@@ -1,9 +1,12 @@
-"""The command line of steps/kaldi_avg/train_rnn.py: Kaldi's train_rnn.py options, with their
-meanings and defaults (docs/kaldi-formats.md 6.1), plus `--mpi.*` and `--averaging.*`.
+"""The command lines of steps/kaldi_avg/train_rnn.py and train_dnn.py: every option of Kaldi's
+scripts (kaldi-asr/kaldi f40076610), with their meanings and defaults (docs/kaldi-formats.md 6.1),
+plus `--mpi.*` and `--averaging.*`.
 
-Every option is one `Opt` row; an option that means nothing without egs carries the reason it is
-ignored, and the driver reports the ignored options a user set. `RunConfig.from_args`
-(kaldi_avg/train/config.py) turns the parsed options into the typed configuration.
+Every option is one `Opt` row: `COMMON` rows are both scripts' (Kaldi's CommonParser), `RNN` and `DNN`
+rows one script's own (where Kaldi's defaults differ, each script has its row). An option that means
+nothing without egs carries the reason it is ignored, and the driver reports the ignored options a
+user set. `SCRIPTS` names the scripts; `RunConfig.from_args` (kaldi_avg/train/config.py) turns the
+parsed options into the typed configuration.
 """
 from __future__ import annotations
 
@@ -25,36 +28,30 @@ class Opt:
     help: str
     type: Callable[[str], Any] = str
     ignored: str | None = None      # why kaldi-avg accepts the option but does not use it
+    aliases: tuple[str, ...] = ()   # other flags Kaldi accepts for the same option
 
     @property
     def dest(self) -> str:
         return self.flag.lstrip("-").replace(".", "_").replace("-", "_")
 
 
-OPTIONS = (
+COMMON = (
     Opt("--stage", -4, "stage to start at: -4 from the beginning (-5 also remakes init.raw from "
-        "configs/init.config, -3 LDA, -2 and -1 the initial model), N >= 0 resumes from N.mdl", int),
+        "configs/init.config, -3 LDA, -2 the presoftmax prior scale, -1 the initial model), N >= 0 resumes "
+        "from N.mdl", int),
     Opt("--exit-stage", None, "stop before this iteration (the models up to it are kept)", int),
     Opt("--cmd", "run.pl", "how Kaldi launches jobs (run.pl, queue.pl, slurm.pl); see --mpi.launcher"),
-    Opt("--use-gpu", "yes", "yes, wait or no: train on CUDA when a GPU is visible (yes/wait), on CPU "
-        "with no"),
+    Opt("--use-gpu", "yes", "yes, wait or no (true/false as yes/no): train on CUDA when a GPU is visible "
+        "(yes/wait), on CPU with no"),
     Opt("--feat-dir", None, "data directory with feats.scp (and cmvn.scp, utt2spk) to train on"),
     Opt("--ali-dir", None, "alignment directory: ali.*.gz, final.mdl (the transition model), tree"),
-    Opt("--lang", None, "the lang directory", ignored="train_rnn.py does not use it either"),
+    Opt("--lang", None, "the lang directory", ignored="Kaldi's script does not use it either"),
     Opt("--dir", None, "the experiment directory; configs/network.xconfig, else Kaldi's configs/final.config "
         "(or make_configs.py's configs/layer*.config) defines the network"),
     Opt("--feat.cmvn-opts", "", "options of apply-cmvn applied to the features, e.g. "
         "'--norm-means=true --norm-vars=false'"),
-    Opt("--feat.online-ivector-dir", None, "directory with ivector_online.scp and ivector_period"),
-    Opt("--egs.chunk-width", "20", "frames per chunk (BPTT length); a comma list gives alternatives, the "
-        "first is the principal width"),
-    Opt("--egs.chunk-left-context", 40, "extra frames of left context per chunk (to warm up the "
-        "recurrence), added to the model's left context", int),
-    Opt("--egs.chunk-right-context", 0, "extra frames of right context per chunk (BLSTMs)", int),
-    Opt("--egs.chunk-left-context-initial", -1, "left context of the first chunk of an utterance "
-        "(-1: the same as --egs.chunk-left-context)", int),
-    Opt("--egs.chunk-right-context-final", -1, "right context of the last chunk of an utterance "
-        "(-1: the same as --egs.chunk-right-context)", int),
+    Opt("--feat.online-ivector-dir", None, "directory with ivector_online.scp and ivector_period (the "
+        "online i-vectors of the network's 'ivector' input)"),
     Opt("--egs.dir", None, "a directory of dumped egs", ignored=NO_EGS),
     Opt("--egs.stage", 0, "stage of get_egs.sh", int, ignored=NO_EGS),
     Opt("--egs.opts", None, "extra options of get_egs.sh", ignored=NO_EGS),
@@ -62,8 +59,7 @@ OPTIONS = (
     Opt("--trainer.input-model", None, "start from this raw nnet3 network (used as 0.raw) instead of configs/"),
     Opt("--trainer.srand", 0, "random seed of data order, initialization and dropout", int),
     Opt("--trainer.num-epochs", 8.0, "passes over the training data", float),
-    Opt("--trainer.samples-per-iter", 20000, "chunks per archive (one job's data for one iteration)", int),
-    Opt("--trainer.prior-subset-size", 20000, "chunks per job used to estimate the priors", int),
+    Opt("--trainer.prior-subset-size", 20000, "egs per job used to estimate the priors", int),
     Opt("--trainer.num-jobs-compute-prior", 10, "jobs (archives) the priors are estimated over", int),
     Opt("--trainer.optimization.num-jobs-initial", 1, "parallel jobs at the first iteration", int),
     Opt("--trainer.optimization.num-jobs-final", 8, "parallel jobs at the last iteration (the job count "
@@ -73,40 +69,32 @@ OPTIONS = (
         "each job trains with num-jobs x the effective rate", float),
     Opt("--trainer.optimization.final-effective-lrate", 0.00003, "effective learning rate at the end "
         "(geometric decay by data processed)", float),
-    Opt("--trainer.optimization.momentum", 0.5, "momentum of nnet3-train's update", float),
-    Opt("--trainer.optimization.shrink-value", 0.99, "parameter scale applied at iteration 0 and when the "
-        "sigmoid/tanh units saturate", float),
-    Opt("--trainer.optimization.shrink-saturation-threshold", 0.40, "saturation above which "
-        "--trainer.optimization.shrink-value is applied", float),
     Opt("--trainer.optimization.proportional-shrink", 0.0, "shrink by 1 - this x learning rate every "
         "iteration (an l2 alternative)", float),
     Opt("--trainer.optimization.max-models-combine", 20, "models of the last iterations that enter "
-        "the final combination", int),
+        "the final combination", int, aliases=("--trainer.max-models-combine",)),
     Opt("--trainer.optimization.max-objective-evaluations", 30, "objective evaluations of the final "
-        "combination's search", int),
+        "combination's search", int, aliases=("--trainer.max-objective-evaluations",)),
     Opt("--trainer.optimization.do-final-combination", True, "combine the last models into "
         "combined.mdl (else the last model is used)", kaldi_bool),
+    Opt("--trainer.optimization.combine-sum-to-one-penalty", 0.0, "penalty of the old combination",
+        float, ignored="Kaldi's scripts no longer use it either"),
     Opt("--trainer.optimization.backstitch-training-scale", 0.0, "backstitch training scale "
         "(not implemented: must stay 0)", float),
     Opt("--trainer.optimization.backstitch-training-interval", 1, "backstitch every this many "
         "minibatches", int),
     Opt("--trainer.max-param-change", 2.0, "largest parameter change per minibatch (halved by sqrt 2 at "
         "iteration 0)", float),
-    Opt("--trainer.rnn.num-chunk-per-minibatch", "100", "chunks per minibatch (a Kaldi minibatch rule "
-        "such as 128,64; iteration 0 halves it)"),
-    Opt("--trainer.deriv-truncate-margin", 8, "backpropagate through at most this many frames of the "
-        "left context (negative: no truncation)", int),
-    Opt("--trainer.shuffle-buffer-size", 5000, "chunks shuffled together when reading an archive", int),
+    Opt("--trainer.shuffle-buffer-size", 5000, "egs shuffled together when reading an archive", int),
     Opt("--trainer.dropout-schedule", None, "dropout proportion over the data processed, e.g. "
         "'0,0@0.20,0.3@0.50,0' (Kaldi's syntax)"),
     Opt("--trainer.add-option", None, "extra option passed to nnet3-train",
         ignored="kaldi-avg runs no nnet3-train"),
     Opt("--trainer.lda.rand-prune", 4.0, "randomized pruning of the LDA statistics", float,
         ignored="the LDA statistics are accumulated exactly"),
-    Opt("--trainer.lda.max-lda-jobs", 10, "jobs accumulating LDA statistics", int,
-        ignored="the LDA statistics are accumulated in one pass"),
-    Opt("--trainer.presoftmax-prior-scale-power", -0.25, "power of the presoftmax prior scale", float,
-        ignored="the LSTM xconfigs use no presoftmax scale"),
+    Opt("--trainer.lda.max-lda-jobs", 10, "archives the LDA statistics are accumulated over", int),
+    Opt("--trainer.presoftmax-prior-scale-power", -0.25, "power of the presoftmax prior scale "
+        "(presoftmax_prior_scale.vec, for configs that read it)", float),
     Opt("--trainer.compute-per-dim-accuracy", False, "write per-dimension accuracies", kaldi_bool,
         ignored="not written"),
     Opt("--cleanup", True, "remove the models that are no longer needed", kaldi_bool),
@@ -133,20 +121,69 @@ OPTIONS = (
     Opt("--verbose", 0, "verbosity: above 0, errors in the options or data also print their traceback", int),
 )
 
+RNN = (
+    Opt("--egs.chunk-width", "20", "frames per chunk (BPTT length); a comma list gives alternatives, the "
+        "first is the principal width"),
+    Opt("--egs.chunk-left-context", 40, "extra frames of left context per chunk (to warm up the "
+        "recurrence), added to the model's left context", int),
+    Opt("--egs.chunk-right-context", 0, "extra frames of right context per chunk (BLSTMs)", int),
+    Opt("--egs.chunk-left-context-initial", -1, "left context of the first chunk of an utterance "
+        "(-1: the same as --egs.chunk-left-context)", int),
+    Opt("--egs.chunk-right-context-final", -1, "right context of the last chunk of an utterance "
+        "(-1: the same as --egs.chunk-right-context)", int),
+    Opt("--trainer.samples-per-iter", 20000, "chunks per archive (one job's data for one iteration)", int),
+    Opt("--trainer.optimization.momentum", 0.5, "momentum of nnet3-train's update", float),
+    Opt("--trainer.optimization.shrink-value", 0.99, "parameter scale applied at iteration 0 and when the "
+        "sigmoid/tanh units saturate", float),
+    Opt("--trainer.optimization.shrink-saturation-threshold", 0.40, "saturation above which "
+        "--trainer.optimization.shrink-value is applied", float),
+    Opt("--trainer.rnn.num-chunk-per-minibatch", "100", "chunks per minibatch (a Kaldi minibatch rule "
+        "such as 128,64; iteration 0 halves it)"),
+    Opt("--trainer.deriv-truncate-margin", 8, "backpropagate through at most this many frames of the "
+        "left context (negative: no truncation)", int),
+)
+
+DNN = (
+    Opt("--egs.frames-per-eg", 8, "output frames per eg; each iteration's job trains on one of them, "
+        "a different one each pass over the archives", int),
+    Opt("--trainer.samples-per-iter", 400000, "egs per archive (one job's data for one iteration)", int),
+    Opt("--trainer.optimization.momentum", 0.0, "momentum of nnet3-train's update", float),
+    Opt("--trainer.optimization.minibatch-size", "512", "egs per minibatch (a Kaldi minibatch rule such as "
+        "256,128; iteration 0 halves it)"),
+)
+
+
+@dataclass(frozen=True)
+class Script:
+    """One Kaldi training script kaldi-avg stands in for."""
+
+    name: str                # as in steps/nnet3/ and steps/kaldi_avg/
+    description: str
+    options: tuple[Opt, ...]
+    frame_level: bool        # train_dnn.py: egs of --egs.frames-per-eg frames, one trained per iteration
+
+
+SCRIPTS = {s.name: s for s in (
+    Script("train_rnn.py", "Kaldi's train_rnn.py stage with persistent ranks and no egs dump.", COMMON + RNN, False),
+    Script("train_dnn.py", "Kaldi's train_dnn.py stage (feed-forward networks: TDNN, TDNN-F, CNN) with "
+           "persistent ranks and no egs dump.", COMMON + DNN, True),
+)}
+DEFAULT_SCRIPT = "train_rnn.py"
 
 _METAVARS = {int: "N", float: "X", kaldi_bool: "true|false"}
 
 
-def get_parser() -> argparse.ArgumentParser:
-    """Kaldi's train_rnn.py options (+ --averaging.*, --mpi.*); every option's help says its
-    meaning and default."""
-    p = KaldiArgumentParser(prog="steps/kaldi_avg/train_rnn.py", allow_abbrev=False, usage="%(prog)s [options]",
-                            description="Kaldi's train_rnn.py stage with persistent ranks and no egs dump.")
-    for opt in OPTIONS:
+def get_parser(script: str = DEFAULT_SCRIPT) -> argparse.ArgumentParser:
+    """`script`'s Kaldi options (+ --averaging.*, --mpi.*); every option's help says its meaning and
+    default. Abbreviations are accepted as Kaldi's argparse accepts them."""
+    s = SCRIPTS[script]
+    p = KaldiArgumentParser(prog=f"steps/kaldi_avg/{s.name}", usage="%(prog)s [options]", description=s.description)
+    p.set_defaults(script=s.name)
+    for opt in s.options:
         help_text = f"{opt.help} (default: {opt.default})"
         if opt.ignored:
             help_text += f" [accepted, ignored: {opt.ignored}]"
-        p.add_argument(opt.flag, dest=opt.dest, default=opt.default, type=opt.type,
+        p.add_argument(opt.flag, *opt.aliases, dest=opt.dest, default=opt.default, type=opt.type,
                        metavar=_METAVARS.get(opt.type, "STR"), help=help_text.replace("%", "%%"))
     add_algorithm_options(p)
     return p
@@ -154,5 +191,5 @@ def get_parser() -> argparse.ArgumentParser:
 
 def ignored_options(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(flag, reason) of every ignored option set to something other than its default."""
-    return [(opt.flag, opt.ignored) for opt in OPTIONS
+    return [(opt.flag, opt.ignored) for opt in SCRIPTS[args.script].options
             if opt.ignored and getattr(args, opt.dest) != opt.default]

@@ -1,10 +1,11 @@
-"""Kaldi's outer training schedule (steps/nnet3/train_rnn.py and steps/libs/nnet3/train/common.py),
-as pure functions with the same arithmetic, so a run here takes the same iterations, job counts,
-learning rates, shrinkage and combination set as Kaldi would.
+"""Kaldi's outer training schedule (steps/nnet3/train_rnn.py, train_dnn.py and
+steps/libs/nnet3/train/common.py), as pure functions with the same arithmetic, so a run here takes the
+same iterations, job counts, learning rates, shrinkage and combination set as Kaldi would.
 
 Terms: an *archive* is one job's data for one iteration; iteration `it` runs `num_jobs(it)` jobs in
 parallel from the same model, each on one archive; `archives_processed` counts archives consumed
-before the iteration.
+before the iteration. train_dnn.py's egs hold frames-per-eg frames of which a job trains one (`eg_frame`),
+so a pass over the data takes frames-per-eg passes over the archives ("expanded" archives).
 """
 from __future__ import annotations
 
@@ -102,6 +103,14 @@ def archive_index(archives_processed: int, job: int, num_archives: int) -> int:
     return (archives_processed + job - 1) % num_archives + 1
 
 
+def eg_frame(archives_processed: int, job: int, num_archives: int, frames_per_eg: int) -> int:
+    """train_dnn.py: the frame of each eg that 1-based `job` trains (nnet3-copy-egs --frame), a
+    different one on each pass over the archives: (k // A + archive index) mod frames-per-eg with
+    k = processed + job - 1."""
+    k = archives_processed + job - 1
+    return (k // num_archives + archive_index(archives_processed, job, num_archives)) % frames_per_eg
+
+
 def max_param_change(iteration: int, value: float) -> float:
     """Iteration 0 divides max-param-change by √2 (train_one_iteration)."""
     return value / math.sqrt(2.0) if iteration == 0 else value
@@ -121,6 +130,7 @@ class ScheduleOptions:
     minibatch_size: str = "100"                        # --trainer.rnn.num-chunk-per-minibatch
     dropout: tuple[DropoutSchedule, ...] = ()          # --trainer.dropout-schedule, parsed
     max_models_combine: int = 20
+    frames_per_eg: int | None = None                   # train_dnn.py's --egs.frames-per-eg; None: train_rnn.py
 
 
 @dataclass(frozen=True)
@@ -137,12 +147,18 @@ class Iteration:
     max_param_change: float
     minibatch_size: str                          # iteration 0 halves it
     dropout: tuple[tuple[str, float], ...] = ()  # set-dropout-proportion edits (pattern, proportion)
+    frames: tuple[int, ...] = ()                 # train_dnn.py: the eg frame each job trains (0-based)
+
+
+def expanded_archives(options: ScheduleOptions, num_archives: int) -> int:
+    """The archives one pass over the data takes: num_archives x frames-per-eg for train_dnn.py."""
+    return num_archives * (options.frames_per_eg or 1)
 
 
 def plan(options: ScheduleOptions, num_archives: int) -> list[Iteration]:
-    """Every iteration of a train_rnn.py run with these options over `num_archives` archives: the
-    only schedule the training loop follows."""
-    to_process = num_archives_to_process(options.num_epochs, num_archives)
+    """Every iteration of a train_rnn.py (or train_dnn.py) run with these options over `num_archives`
+    archives: the only schedule the training loop follows."""
+    to_process = num_archives_to_process(options.num_epochs, expanded_archives(options, num_archives))
     iterations = num_iters(to_process, options.num_jobs_initial, options.num_jobs_final)
     out = []
     processed = 0
@@ -151,16 +167,19 @@ def plan(options: ScheduleOptions, num_archives: int) -> list[Iteration]:
         lr = learning_rate(it, jobs, iterations, processed, to_process, options.initial_effective_lrate,
                            options.final_effective_lrate)
         archives = tuple(archive_index(processed, job, num_archives) for job in range(1, jobs + 1))
-        # train_rnn.py: the dropout schedule is read at the fraction of the data processed before it
+        frames = () if options.frames_per_eg is None else \
+            tuple(eg_frame(processed, job, num_archives, options.frames_per_eg) for job in range(1, jobs + 1))
+        # the dropout schedule is read at the fraction of the data processed before the iteration
         dropout = tuple(dropout_proportions(list(options.dropout), processed / to_process)) if options.dropout else ()
         out.append(Iteration(it, jobs, processed, lr, archives, it == 0,
                              max_param_change(it, options.max_param_change),
                              halve_minibatch_size(options.minibatch_size) if it == 0 else options.minibatch_size,
-                             dropout))
+                             dropout, frames))
         processed += jobs
     return out
 
 
 def combine_iterations(options: ScheduleOptions, iterations: Sequence[Iteration], num_archives: int) -> set[int]:
     """The models (by iteration number, N.mdl) that enter the final combination."""
-    return models_to_combine(len(iterations), num_archives, options.max_models_combine, options.num_jobs_final)
+    return models_to_combine(len(iterations), expanded_archives(options, num_archives), options.max_models_combine,
+                             options.num_jobs_final)
