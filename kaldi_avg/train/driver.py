@@ -235,14 +235,17 @@ def gather_ledger(prep: Prepared, comm: Communicator) -> SkipReport | None:
 
 
 def setup_experiment(prep: Prepared) -> None:
-    """Rank 0: configs/ + vars, lda.mat, 0.mdl, tree, phones.txt, cmvn_opts, num_jobs, srand, pdf_counts."""
+    """Rank 0: configs/ + vars, lda.mat, presoftmax_prior_scale.vec, 0.mdl, tree, phones.txt, final.ie.id,
+    cmvn_opts, num_jobs, srand, pdf_counts."""
     config, d = prep.config, prep.config.dir
     log_dir = os.path.join(d, "log")
     os.makedirs(log_dir, exist_ok=True)
-    for name in ("tree", "phones.txt"):
-        src = os.path.join(config.ali_dir, name)
+    sources = [os.path.join(config.ali_dir, name) for name in ("tree", "phones.txt")]
+    if config.online_ivector_dir:   # decode.sh checks that decoding uses the same extractor
+        sources.append(os.path.join(config.online_ivector_dir, "final.ie.id"))
+    for src in sources:
         if os.path.exists(src):
-            copy_file(src, os.path.join(d, name))
+            copy_file(src, os.path.join(d, os.path.basename(src)))
     nj_src = os.path.join(config.ali_dir, "num_jobs")
     num_jobs = open(nj_src).read().strip() if os.path.exists(nj_src) else "1"
     write_text(os.path.join(d, "num_jobs"), num_jobs + "\n")

@@ -94,3 +94,24 @@ def train_args(exp: dict, **over) -> list[str]:
             "--trainer.num-jobs-compute-prior": "2", "--trainer.srand": "3", "--stage": "-10"}
     opts.update(over)
     return [f"{k}={v}" for k, v in opts.items()]
+
+
+def write_online_ivectors(exp: dict, dim: int = 8, period: int = 10, seed: int = 1) -> str:
+    """An online i-vector directory for the experiment's data, as extract_ivectors_online.sh lays
+    it out (ivector_online.scp, ivector_period): ceil(frames / period) rows per utterance, a
+    per-speaker offset plus noise. Returns the directory."""
+    from kaldi_avg.kaldi.tables import MatrixTable
+    rng = np.random.default_rng(seed)
+    out = os.path.join(os.path.dirname(exp["data"]), "ivectors")
+    os.makedirs(out, exist_ok=True)
+    speakers = {}
+    ivectors = {}
+    for utt, feats in MatrixTable(os.path.join(exp["data"], "feats.scp")).items():
+        spk = utt.split("-")[0]
+        offset = speakers.setdefault(spk, rng.normal(0, 1, dim))
+        rows = -(-len(feats) // period)
+        ivectors[utt] = (offset + rng.normal(0, 0.1, (rows, dim))).astype(np.float32)
+    write_matrix_table(f"ark,scp:{out}/ivector_online.ark,{out}/ivector_online.scp", sorted(ivectors.items()))
+    with open(os.path.join(out, "ivector_period"), "w") as f:
+        f.write(f"{period}\n")
+    return out
