@@ -19,6 +19,8 @@ setup(
     description="Parallel LSTM acoustic-model training with frequent model averaging, "
                 "reading and writing Kaldi formats",
     packages=find_packages(include=["kaldi_avg", "kaldi_avg.*"]),
+    # run.pl for --cmd=run.pl outside a Kaldi recipe (bin/run.pl links to utils/run.pl; the wheel holds a copy)
+    package_data={"kaldi_avg": ["bin/run.pl"]},
     python_requires=">=3.10",
     install_requires=["numpy>=1.26,<3", "torch>=2.1", "kaldiio>=2.18"],
     extras_require=EXTRAS,

@@ -20,15 +20,16 @@ FILE_MODE = _file_mode()  # mkstemp creates 0600 files; finished files get the u
 
 
 @contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yields a temporary path next to `path`; renames it to `path` if the block succeeds."""
+def atomic_path(path: str, mode: int = FILE_MODE) -> Iterator[str]:
+    """Yields a temporary path next to `path`; renames it to `path` if the block succeeds, with
+    `mode` set before the rename (an executable script is never seen without its x bits)."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix="." + os.path.basename(path), dir=d)
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

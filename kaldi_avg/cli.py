@@ -17,6 +17,7 @@ COMMANDS = {
     "info": "contexts, dims and components, as nnet3-am-info",
     "train": "train_rnn.py-compatible training (see steps/kaldi_avg/train_rnn.py)",
     "experiment": "the distributed-training experiments E1-E6 (docs/results.md)",
+    "install-steps": "drop-in steps/kaldi_avg/ training scripts in a Kaldi steps/ dir, run by this Python",
 }
 
 
@@ -181,6 +182,15 @@ def cmd_experiment(argv: list[str]) -> None:
     experiment_main(argv)
 
 
+def cmd_install_steps(argv: list[str]) -> None:
+    from .install_steps import install_steps
+    p = _parser("install-steps", "<kaldi-steps-dir>  (e.g. $KALDI_ROOT/egs/wsj/s5/steps)")
+    p.add_argument("steps_dir")
+    a = p.parse_args(argv)
+    for path in install_steps(a.steps_dir):
+        print(f"kaldi-avg install-steps: wrote {path} (runs {sys.executable})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -192,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kaldi-avg: unknown command {argv[0]!r}", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 1
     try:
-        globals()[f"cmd_{argv[0]}"](argv[1:])
+        globals()[f"cmd_{argv[0].replace('-', '_')}"](argv[1:])
     except (KaldiFormatError, ConfigError, OSError, ValueError, RuntimeError) as e:
         print(f"kaldi-avg {argv[0]}: error: {e}", file=sys.stderr)
         return 1
