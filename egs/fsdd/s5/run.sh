@@ -11,22 +11,25 @@
 # Stages: 0 data dirs + dict, 1 MFCC + CMVN, 2 lang + G, 3 mono GMM, 4 alignment,
 # 5 graph, 6 GMM decode + score, 7 speed perturbation + its alignments + hires MFCC,
 # 8 LSTM training, 9 nnet3 decode + score, 10 vosk check (vosk decodes final.mdl with the test
-# speaker's CMVN folded in; it must agree with our decode).
+# speaker's CMVN folded in; it must agree with our decode), 11 TDNN training (train_dnn.py),
+# 12 TDNN decode + score.
 # With KALDI_ROOT set to a built Kaldi, steps/ and utils/ are Kaldi's own (path.sh), except
 # steps/kaldi_avg/; without it they are kaldi-avg's pip-only stand-ins. Logs: exp/*/log/.
 set -euo pipefail
 
 stage=0
-stop_stage=10
+stop_stage=12
 nj=2
 seed=0
 corpus=${FSDD_DIR:-$(cd ../../.. && pwd)/../shared/corpora/fsdd}
 num_epochs=6            # of the speed-perturbed data (3 copies of each utterance)
 label_delay=10          # output-delay of the LSTM: it sees 10 frames (100 ms) past each label
 samples_per_iter=1000   # 20-frame chunks per archive: archives of about 20k frames
+tdnn_epochs=3           # the TDNN's epochs (each 8 passes over its archives, one frame of each eg)
+tdnn_samples_per_iter=2500   # 8-frame egs per archive: archives of about 20k frames
 speed_perturb=true      # train the LSTM on 0.9x/1.0x/1.1x copies (needs sox)
 cmvn_opts="--norm-means=true --norm-vars=true"   # the LSTM's per-speaker CMVN
-help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--corpus <fsdd-dir>] [--num-epochs N] [--seed N] [--label-delay N] [--speed-perturb true|false] [--cmvn-opts '<apply-cmvn options>']"
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--corpus <fsdd-dir>] [--num-epochs N] [--seed N] [--label-delay N] [--speed-perturb true|false] [--cmvn-opts '<apply-cmvn options>'] [--tdnn-epochs N] [--tdnn-samples-per-iter N]"
 
 . ./cmd.sh
 . ./path.sh
@@ -135,5 +138,24 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   # our decode of the same network looped over whole utterances.
   local/vosk_check.sh --fold-cmvn true conf/mfcc_hires.conf exp/lstm exp/mono/graph data/test_hires \
     exp/lstm/decode_test_looped
+fi
+if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
+  # A feed-forward TDNN on the same data, trained as Kaldi's local/nnet3/run_tdnn.sh trains one.
+  local/nnet3/make_xconfig.sh --network tdnn $ali_dir data/${train_set}_hires exp/tdnn
+  steps/kaldi_avg/train_dnn.py --stage=-10 --cmd="$train_cmd" --use-gpu=false --mpi.num-ranks=2 \
+    --feat.cmvn-opts="$cmvn_opts" \
+    --trainer.srand="$seed" --trainer.num-epochs="$tdnn_epochs" \
+    --trainer.optimization.num-jobs-initial=2 --trainer.optimization.num-jobs-final=2 \
+    --trainer.optimization.initial-effective-lrate=0.003 \
+    --trainer.optimization.final-effective-lrate=0.0003 \
+    --trainer.optimization.minibatch-size=256,128 --trainer.samples-per-iter="$tdnn_samples_per_iter" \
+    --egs.frames-per-eg=8 \
+    --feat-dir=data/${train_set}_hires --ali-dir=$ali_dir --lang=data/lang --dir=exp/tdnn
+fi
+
+if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
+  steps/nnet3/decode.sh --nj "$(decode_nj data/test_hires)" --cmd "$decode_cmd" \
+    exp/mono/graph data/test_hires exp/tdnn/decode_test
+  best_wer exp/tdnn/decode_test
 fi
 echo "$0: done"
