@@ -1,4 +1,4 @@
-"""The experiments of docs docs/algorithms.md §3.3 at small scale (`kaldi-avg experiment`).
+"""The experiments of docs/algorithms.md 3.3 at small scale (`kaldi-avg experiment`).
 
 Modules:
   prepare     features and alignments from the repository's recipes (egs/fsdd, egs/synth_digits), cached

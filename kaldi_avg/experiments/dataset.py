@@ -1,7 +1,7 @@
 """What every run of an experiment shares: the utterance source, the archives (worker shards), the
 held-out diagnostic set and the network definition.
 
-The network is issue 2's LSTM (egs/fsdd/s5/local/nnet3/make_xconfig.sh) without the fixed-affine LDA
+The network is the fsdd recipe's LSTM (egs/fsdd/s5/local/nnet3/make_xconfig.sh) without the fixed-affine LDA
 layer: the inputs are CMVN-normalised 13-dim MFCCs, so no LDA matrix needs estimating, and a spliced
 ±2-frame input feeds one fast-LSTM layer.
 """

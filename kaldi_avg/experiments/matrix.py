@@ -1,4 +1,4 @@
-"""The experiment matrix of docs docs/algorithms.md §3.3, scaled to a 2-core CPU and a corpus of about
+"""The experiment matrix of docs/algorithms.md 3.3, scaled to a 2-core CPU and a corpus of about
 100k frames: one `specs_<id>(quick)` per experiment, returning its runs.
 
 Scaling choices shared by all experiments: a worker's minibatch is 64 chunks of 20 frames (1,280

@@ -5,9 +5,10 @@ Modules:
                                                 (gloo/nccl), size 1 (LocalCommunicator), N threads (tests)
   flat                                          one flat parameter/gradient buffer per replica (FlatParams)
   base                                          the Algorithm base class, period clocks, communication log
+  options                                       AlgorithmOptions: each algorithm's frozen options dataclass
   averaging, gossip, server                     pure arithmetic; gossip pairing and thread; parameter server
   ma, bmuf, easgd, asgd, ssgd, adpsgd, hadpsgd, adpsgd_delay1, post_local_sgd   one algorithm each
-  registry                                      ALGORITHMS, `--averaging.*` options, build_algorithm
+  registry                                      ALGORITHMS, `--averaging.*` options made from the dataclasses
   simulate                                      N logical workers with an event clock (Simulator)
   watchdog                                      failure_guard, ExitMonitor, Watchdog: a failure ends every rank
 
@@ -16,11 +17,21 @@ imported by `make_communicator` when asked for.
 """
 from __future__ import annotations
 
-from .base import DEFAULT, MANUAL, Algorithm, CommEvent, CommLog, Option, common_step_count
+from .base import Algorithm, CommEvent, CommLog, common_step_count
 from .comm import CommAborted, CommTimeout, Communicator, LocalCommunicator
-from .flat import FlatParams, Replica, optimizer_state_tensors
+from .flat import FlatParams, Replica
 from .inprocess import InProcessGroup, run_ranks
-from .registry import ALGORITHMS, add_algorithm_options, algorithm_kwargs, build_algorithm, make_algorithm
+from .ma import ModelAveraging
+from .options import DEFAULT, MANUAL, AlgorithmOptions, option, same_as
+from .registry import (
+    ALGORITHMS,
+    DEFAULT_ALGORITHM_OPTIONS,
+    add_algorithm_options,
+    algorithm_class,
+    algorithm_from_options,
+    algorithm_options,
+    make_algorithm,
+)
 from .simulate import CostModel, SimulationReport, Simulator, StepTime
 from .watchdog import ExitMonitor, Watchdog, failure_guard
 
@@ -42,9 +53,10 @@ def make_communicator(backend: str = "mpi", **options) -> Communicator:
 
 
 __all__ = [
-    "ALGORITHMS", "Algorithm", "BACKENDS", "CommAborted", "CommEvent", "CommLog", "CommTimeout", "Communicator",
-    "CostModel", "DEFAULT", "ExitMonitor", "FlatParams", "InProcessGroup", "LocalCommunicator", "MANUAL",
-    "Option", "Replica", "SimulationReport", "Simulator", "StepTime", "Watchdog", "add_algorithm_options",
-    "algorithm_kwargs", "build_algorithm", "common_step_count", "failure_guard", "make_algorithm",
-    "make_communicator", "optimizer_state_tensors", "run_ranks",
+    "ALGORITHMS", "Algorithm", "AlgorithmOptions", "BACKENDS", "CommAborted", "CommEvent", "CommLog", "CommTimeout",
+    "Communicator", "CostModel", "DEFAULT", "DEFAULT_ALGORITHM_OPTIONS", "ExitMonitor", "FlatParams",
+    "InProcessGroup", "LocalCommunicator", "MANUAL", "ModelAveraging", "Replica", "SimulationReport", "Simulator",
+    "StepTime", "Watchdog", "add_algorithm_options", "algorithm_class", "algorithm_from_options",
+    "algorithm_options", "common_step_count", "failure_guard", "make_algorithm", "make_communicator", "option",
+    "run_ranks", "same_as",
 ]

@@ -24,33 +24,37 @@ from __future__ import annotations
 import contextlib
 import threading
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..options import kaldi_bool
 from .averaging import pairwise_delta
-from .base import DEFAULT, Algorithm, CommEvent, Option, PeriodClock, WorkerClock
+from .base import Algorithm, CommEvent, PeriodClock, WorkerClock
+from .comm import Communicator
 from .gossip import PAIRINGS, GossipThread, PartnerChooser, round_matching
+from .options import AlgorithmOptions, option
+
+
+@dataclass(frozen=True, kw_only=True)
+class ADPSGDOptions(AlgorithmOptions):
+    pairing: str = option("random", "gossip partner choice on the ring: random (randomized ring) or ring (fixed "
+                          "alternation)", PAIRINGS)
+    adpsgd_lockstep: bool = option(False, "deterministic lock-step rounds of perfect matchings")
 
 
 class ADPSGD(Algorithm):
     name = "adpsgd"
     DEFAULT_PERIOD_FRAMES = 0
-    OPTIONS = (
-        Option("pairing", str, "random", "gossip partner choice on the ring: random (randomized ring) or "
-               "ring (fixed alternation)", PAIRINGS),
-        Option("adpsgd-lockstep", kaldi_bool, False, "deterministic lock-step rounds of perfect matchings"),
-    )
+    Options = ADPSGDOptions
+    options: ADPSGDOptions
 
-    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
-                 pairing: str = "random", adpsgd_lockstep: bool = False) -> None:
-        super().__init__(comm, n_local, period_frames, seed)
-        if pairing not in PAIRINGS:
-            raise ValueError(f"unknown pairing {pairing!r}; choose from {PAIRINGS}")
-        self.pairing = pairing
-        self.lockstep = adpsgd_lockstep
-        self.threaded = not adpsgd_lockstep and comm.size > 1
+    def __init__(self, comm: Communicator, n_local: int = 1, options: ADPSGDOptions | None = None) -> None:
+        super().__init__(comm, n_local, options)
+        o = self.options
+        self.pairing = o.pairing
+        self.lockstep = o.adpsgd_lockstep
+        self.threaded = not o.adpsgd_lockstep and comm.size > 1
         if self.threaded and n_local != 1:
             raise ValueError("asynchronous ADPSGD across ranks runs one replica per rank")
         if self.threaded and not comm.thread_safe:
@@ -61,7 +65,7 @@ class ADPSGD(Algorithm):
         self.exchanges = 0
         self.lock = threading.Lock()
         self.thread: GossipThread | None = None
-        self.hyperparameters = {"pairing": pairing, "lockstep": adpsgd_lockstep}
+        self.hyperparameters = {"pairing": o.pairing, "lockstep": o.adpsgd_lockstep}
 
     @property
     def asynchronous(self) -> bool:
@@ -166,17 +170,3 @@ class ADPSGD(Algorithm):
                 self.params[k].add_(pairwise_delta(sent[k], got))
                 self.exchanges += 1
                 self.log.record(CommEvent("pairwise", self.model_bytes, 2, True, (k,)))
-
-    # ---- resume ------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        return {"clock": self.clock.state_dict(), "round": self.round, "exchanges": self.exchanges,
-                "worker_frames": [c.frames for c in self.worker_clocks],
-                "choosers": [c.state_dict() for c in self.choosers]}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.clock.load_state_dict(state["clock"])
-        self.round, self.exchanges = state["round"], state["exchanges"]
-        for clock, frames in zip(self.worker_clocks, state["worker_frames"]):
-            clock.frames = frames
-        for chooser, saved in zip(self.choosers, state["choosers"]):
-            chooser.load_state_dict(saved)

@@ -1,7 +1,7 @@
 """ADPSGD with delay-by-one (Cui et al., TASLP 2021): the pairwise exchange of round k runs while
 round k's gradient is being computed, and that gradient is applied one step late.
 
-Update implemented (reading (a) of the spec, §2.9; the paper's Sec. III is to be checked):
+Update implemented (reading (a) of docs/algorithms.md 2.9; the paper's Sec. III is to be checked):
     xⁱ_{k+1} = ½(xⁱ_k + xʲ_k) − η·g(xⁱ_{k−1})
 At the end of step k−1 each worker posts a nonblocking exchange of its model x_k with its partner of
 the round's perfect matching (fixed or randomized ring, as in lock-step ADPSGD); step k's forward and
@@ -14,43 +14,45 @@ The reference model after `finalize()` is the average of all workers.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
+from .adpsgd import ADPSGDOptions
 from .averaging import pairwise_delta
-from .base import DEFAULT, Algorithm, CommEvent, Option, PeriodClock
-from .comm import Request
-from .gossip import PAIRINGS, round_matching
+from .base import Algorithm, CommEvent, PeriodClock
+from .comm import Communicator, Request
+from .gossip import round_matching
+from .options import AlgorithmOptions, same_as
+
+
+@dataclass(frozen=True, kw_only=True)
+class ADPSGDDelay1Options(AlgorithmOptions):
+    pairing: str = same_as(ADPSGDOptions, "pairing")
 
 
 class ADPSGDDelay1(Algorithm):
     name = "adpsgd-delay1"
     DEFAULT_PERIOD_FRAMES = 0
-    OPTIONS = (
-        Option("pairing", str, "random", "gossip partner choice on the ring: random (randomized ring) or "
-               "ring (fixed alternation)", PAIRINGS),
-    )
+    Options = ADPSGDDelay1Options
+    options: ADPSGDDelay1Options
 
-    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
-                 pairing: str = "random") -> None:
-        super().__init__(comm, n_local, period_frames, seed)
-        if pairing not in PAIRINGS:
-            raise ValueError(f"unknown pairing {pairing!r}; choose from {PAIRINGS}")
-        self.pairing = pairing
+    def __init__(self, comm: Communicator, n_local: int = 1, options: ADPSGDDelay1Options | None = None) -> None:
+        super().__init__(comm, n_local, options)
+        self.pairing = self.options.pairing
         self.clock = PeriodClock(self.period_frames)
         self.round = 0
         self.exchanges = 0
         self._sent: list[torch.Tensor | None] = [None] * n_local
         self._received: list[torch.Tensor | None] = [None] * n_local
         self._requests: list[Request] = []
-        self.hyperparameters = {"pairing": pairing, "form": "stale-gradient"}
+        self.hyperparameters = {"pairing": self.pairing, "form": "stale-gradient"}
 
     def _on_setup(self) -> None:
         if any(replica.grads is None for replica in self.replicas):
             raise ValueError("delay-by-one needs each replica's flat gradient buffer")
         # Setup leaves all replicas equal, so step 0 has nothing to average: the first exchange is
-        # posted at the end of step 0 (and a resumed run never has a stray exchange in flight).
+        # posted at the end of step 0.
         self.held = [torch.zeros_like(p) for p in self.params]
 
     def after_backward(self, frames=None, replicas=None) -> None:
@@ -108,22 +110,3 @@ class ADPSGDDelay1(Algorithm):
                 self.exchanges += 1
         self._sent = [None] * self.n_local
         self._received = [None] * self.n_local
-
-    # ---- resume: a checkpoint completes the exchange in flight and stores both halves ----------
-    def _state(self) -> dict[str, Any]:
-        for request in self._requests:
-            request.wait()
-        self._requests = []
-        return {"clock": self.clock.state_dict(), "round": self.round, "exchanges": self.exchanges,
-                "held": [h.clone() for h in self.held],
-                "sent": [None if s is None else s.clone() for s in self._sent],
-                "received": [None if r is None else r.clone() for r in self._received]}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.clock.load_state_dict(state["clock"])
-        self.round, self.exchanges = state["round"], state["exchanges"]
-        for mine, saved in zip(self.held, state["held"]):
-            mine.copy_(saved)
-        self._requests = []
-        self._sent = [None if s is None else s.clone() for s in state["sent"]]
-        self._received = [None if r is None else r.clone() for r in state["received"]]

@@ -12,37 +12,42 @@ it with N). `finalize()` pushes every worker's pending delta, then leaves θ_s i
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from ..options import kaldi_bool
 from .averaging import staleness_scale
-from .base import DEFAULT, Algorithm, CommEvent, Option, WorkerClock
+from .base import Algorithm, CommEvent, WorkerClock
+from .comm import Communicator
+from .options import AlgorithmOptions, option
 from .server import ParameterServer, finish_with_server
+
+
+@dataclass(frozen=True, kw_only=True)
+class ASGDOptions(AlgorithmOptions):
+    asgd_scale: float = option(1.0, "server step scale s on each pushed delta (Li et al.: 1.0)")
+    asgd_momentum: float = option(0.0, "server momentum μ (Li et al.'s MASGD when > 0)")
+    asgd_staleness_aware: bool = option(False, "divide each pushed delta by its staleness")
 
 
 class ASGD(Algorithm):
     name = "asgd"
     DEFAULT_PERIOD_FRAMES = 10_000
-    OPTIONS = (
-        Option("asgd-scale", float, 1.0, "server step scale s on each pushed delta (Li et al.: 1.0)"),
-        Option("asgd-momentum", float, 0.0, "server momentum μ (Li et al.'s MASGD when > 0)"),
-        Option("asgd-staleness-aware", kaldi_bool, False, "divide each pushed delta by its staleness"),
-    )
+    Options = ASGDOptions
+    options: ASGDOptions
 
-    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
-                 asgd_scale: float = 1.0, asgd_momentum: float = 0.0, asgd_staleness_aware: bool = False) -> None:
-        super().__init__(comm, n_local, period_frames, seed)
-        self.scale = asgd_scale
-        self.momentum = asgd_momentum
-        self.staleness_aware = asgd_staleness_aware
+    def __init__(self, comm: Communicator, n_local: int = 1, options: ASGDOptions | None = None) -> None:
+        super().__init__(comm, n_local, options)
+        o = self.options
+        self.scale = o.asgd_scale
+        self.momentum = o.asgd_momentum
+        self.staleness_aware = o.asgd_staleness_aware
         self.worker_clocks = [WorkerClock(self.period_frames) for _ in range(n_local)]
         self.version = 0                                   # server updates so far (rank 0)
         self.pulled_version = [0] * self.n_workers         # per worker, at its last pull (rank 0)
         self.server: ParameterServer | None = None
-        self.hyperparameters = {"scale": asgd_scale, "momentum": asgd_momentum,
-                                "staleness_aware": asgd_staleness_aware}
+        self.hyperparameters = {"scale": o.asgd_scale, "momentum": o.asgd_momentum,
+                                "staleness_aware": o.asgd_staleness_aware}
 
     @property
     def asynchronous(self) -> bool:
@@ -96,21 +101,3 @@ class ASGD(Algorithm):
         self.params[k].copy_(fresh)
         self.previous[k].copy_(fresh)
         self.log.record(CommEvent("server", 2 * self.model_bytes, 2, True, (k,)))
-
-    def _state(self) -> dict[str, Any]:
-        assert self.server is not None
-        with self.server.lock:  # rank 0's service thread may be updating θ_s
-            return {"server_model": self.server_model.clone(), "server_velocity": self.server_velocity.clone(),
-                    "version": self.version, "pulled_version": list(self.pulled_version),
-                    "previous": [p.clone() for p in self.previous],
-                    "worker_frames": [c.frames for c in self.worker_clocks]}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.server_model.copy_(state["server_model"])
-        self.server_velocity.copy_(state["server_velocity"])
-        self.version = state["version"]
-        self.pulled_version = list(state["pulled_version"])
-        for mine, saved in zip(self.previous, state["previous"]):
-            mine.copy_(saved)
-        for clock, frames in zip(self.worker_clocks, state["worker_frames"]):
-            clock.frames = frames

@@ -5,20 +5,25 @@ job has `n_workers = comm.size * n_local` workers, and local replica k of rank r
 `r * n_local + k`. Collective helpers first reduce the local replicas in order, then allreduce across
 ranks, so a simulated run and a real run compute the same numbers.
 
-The driver's loop, identical for every algorithm:
+The training driver's loop (kaldi_avg.train.iterations.AlgorithmWorkers), the same for every
+algorithm; with one rank the `Simulator` calls the same hooks for all N workers of the process,
+in its event clock's order:
 
-    algo.setup([flat.replica(optimizer)])      # makes every replica equal to worker 0's
-    for each minibatch:
-        loss.backward()                        # SSGD's hooks may already be reducing buckets
-        algo.after_backward(frames)            # gradient algorithms finish their reduction here
-        with algo.local_update():              # held by the asynchronous gossip while it averages
-            optimizer.step()
-        flat.zero_grad()
-        algo.after_step(frames)                # periodic algorithms synchronize here when due
-    algo.finalize()                            # every replica now holds the model to evaluate
+    algo.load_carry_state(state)                   # resuming a run: before the first setup
+    for each iteration:
+        algo.begin_iteration(index, seed)          # new partner sequences; phase switches
+        algo.setup([learner.replica, ...])         # makes every replica equal to worker 0's
+        for each of the iteration's steps:
+            frames = [learner.backward(), ...]     # SSGD's hooks may already be reducing buckets
+            algo.after_backward(frames)            # gradient algorithms finish their reduction here
+            with algo.local_update():              # held by the asynchronous gossip while it averages
+                learner.update() for each learner  # the optimizer step (it also zeroes the gradients)
+            algo.after_step(frames)                # periodic algorithms synchronize here when due
+        algo.finalize()                            # every replica now holds the model to evaluate
+        state = algo.carry_state()                 # what the next iteration keeps (saved for resume)
 
 Synchronous algorithms need every rank to call after_step the same number of times between
-synchronizations (give ranks equal step counts per epoch; see `common_step_count`).
+synchronizations (the driver gives them equal step counts per iteration: `common_step_count`).
 """
 from __future__ import annotations
 
@@ -36,28 +41,9 @@ import torch
 from .averaging import local_sum
 from .comm import Communicator, flatten_tensors, unflatten_into
 from .flat import Replica
-
-#: the period option's value that means "only when the driver calls sync()"
-MANUAL = None
-#: the period argument's default: the algorithm's paper value (`DEFAULT_PERIOD_FRAMES`)
-DEFAULT = object()
+from .options import DEFAULT, MANUAL, AlgorithmOptions
 
 OPTIMIZER_STATE_POLICIES = ("keep", "average", "reset")
-
-
-@dataclass(frozen=True)
-class Option:
-    """One `--averaging.<name>` command-line option consumed by an algorithm's constructor."""
-
-    name: str
-    type: Callable[[str], Any]
-    default: Any
-    help: str
-    choices: tuple[Any, ...] | None = None
-
-    @property
-    def dest(self) -> str:
-        return self.name.replace("-", "_")
 
 
 @dataclass
@@ -146,13 +132,6 @@ class PeriodClock:
     def _agree_rate(self, frames_per_step: float) -> None:
         self.steps_per_period = max(1, math.ceil(self.period_frames / max(frames_per_step, 1e-9)))
 
-    def state_dict(self) -> dict:
-        return {"steps": self.steps, "frames": self.frames, "steps_per_period": self.steps_per_period}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.steps, self.frames = state["steps"], state["frames"]
-        self.steps_per_period = state["steps_per_period"]
-
 
 class WorkerClock:
     """An asynchronous worker's own period: due once it has seen `period_frames` frames (0: every step)."""
@@ -176,27 +155,30 @@ def common_step_count(comm: Communicator, local_steps: int) -> int:
 
 
 class Algorithm(ABC):
-    """Base class: binds replicas, runs the hooks, keeps the state for resume.
+    """Base class: binds replicas, runs the hooks, carries state across iterations.
 
     Subclasses set `name`, `DEFAULT_PERIOD_FRAMES` (the paper's sync period, frames per worker) and
-    `OPTIONS`, and override the hooks they need.
+    `Options` (their frozen options dataclass, kaldi_avg.parallel.options), and override the hooks
+    they need. The constructor takes an instance of `Options` (None: every default).
     """
 
     name: ClassVar[str] = ""
     DEFAULT_PERIOD_FRAMES: ClassVar[int | None] = 0
-    OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    Options: ClassVar[type[AlgorithmOptions]] = AlgorithmOptions
 
-    def __init__(self, comm: Communicator, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0) -> None:
+    def __init__(self, comm: Communicator, n_local: int = 1, options: AlgorithmOptions | None = None) -> None:
         if n_local < 1:
             raise ValueError("n_local must be at least 1")
+        options = self.Options() if options is None else options
+        if not isinstance(options, self.Options):
+            raise TypeError(f"{self.name} takes {self.Options.__name__}, not {type(options).__name__}")
+        self.options = options
         self.comm = comm
         self.n_local = n_local
         self.n_workers = comm.size * n_local
         self.first_worker = comm.rank * n_local
-        self.period_frames = self.DEFAULT_PERIOD_FRAMES if period_frames is DEFAULT else period_frames
-        if self.period_frames is not MANUAL and self.period_frames < 0:
-            raise ValueError("the period must be >= 0 frames (or manual)")
-        self.seed = seed
+        self.period_frames = self.DEFAULT_PERIOD_FRAMES if options.period_frames is DEFAULT else options.period_frames
+        self.seed = options.seed
         self.log = CommLog()
         self.replicas: list[Replica] = []
         self.hyperparameters: dict[str, Any] = {}
@@ -268,16 +250,7 @@ class Algorithm(ABC):
         """Hold while applying the optimizer step (a comm thread may be averaging the same buffer)."""
         return contextlib.nullcontext()
 
-    # ---- resume ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "n_workers": self.n_workers, "log": self.log.state_dict(),
-                **self._state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._check_state(state)
-        self.log.load_state_dict(state["log"])
-        self._load_state(state)
-
+    # ---- resume (at iteration boundaries) ----------------------------------------------------
     def carry_state(self) -> dict[str, Any]:
         """What survives `finalize()` -> `setup()`, the driver's iteration boundary (where every
         worker restarts from the reference model): the communication log, and phase switches."""
@@ -299,12 +272,6 @@ class Algorithm(ABC):
         if state["name"] != self.name or state["n_workers"] != self.n_workers:
             raise ValueError(f"checkpoint is for {state['name']} with {state['n_workers']} workers, "
                              f"not {self.name} with {self.n_workers}")
-
-    def _state(self) -> dict[str, Any]:
-        return {}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        return None
 
     # ---- helpers for subclasses --------------------------------------------------------------
     @property

@@ -16,56 +16,60 @@ single-worker one. The reference model after `finalize()` is θ (without the Nes
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from ..options import kaldi_bool
 from .averaging import block_momentum_from_time_constant, bmuf_block_update_, default_block_momentum
-from .base import DEFAULT, OPTIMIZER_STATE_POLICIES, Algorithm, Option, PeriodClock
-from .options import optional_float
+from .base import Algorithm, PeriodClock
+from .comm import Communicator
+from .ma import MAOptions
+from .options import AlgorithmOptions, option, same_as
 
 NBM_FORMS = ("paper", "cntk")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BMUFOptions(AlgorithmOptions):
+    block_momentum: float | None = option(None, "block momentum η_b (default 1 − 1/N)")
+    block_lr: float = option(1.0, "block learning rate ζ")
+    bmuf_time_constant_frames: float | None = option(
+        None, "if set, η_b = exp(−period/T) with T in frames per worker (CNTK's time-constant form)")
+    bmuf_nesterov: bool = option(False, "Nesterov block momentum (NBM) instead of classical (CBM)")
+    bmuf_nbm_form: str = option("paper", "NBM form: paper (reparametrized Nesterov) or cntk (single vector, as "
+                                "CNTK and fairseq)", NBM_FORMS)
+    local_optimizer_state: str = same_as(MAOptions, "local_optimizer_state")   # CNTK's default: reset
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.block_momentum is not None and self.bmuf_time_constant_frames is not None:
+            raise ValueError("give block-momentum or bmuf-time-constant-frames, not both")
 
 
 class BMUF(Algorithm):
     name = "bmuf"
     DEFAULT_PERIOD_FRAMES = 25_600
-    OPTIONS = (
-        Option("block-momentum", optional_float, None, "block momentum η_b (default 1 − 1/N)"),
-        Option("block-lr", float, 1.0, "block learning rate ζ"),
-        Option("bmuf-time-constant-frames", optional_float, None,
-               "if set, η_b = exp(−period/T) with T in frames per worker (CNTK's time-constant form)"),
-        Option("bmuf-nesterov", kaldi_bool, False, "Nesterov block momentum (NBM) instead of classical (CBM)"),
-        Option("bmuf-nbm-form", str, "paper", "NBM form: paper (reparametrized Nesterov) or cntk "
-               "(single vector, as CNTK and fairseq)", NBM_FORMS),
-        Option("local-optimizer-state", str, "keep", "local optimizer state after a block: keep, average "
-               "(fairseq average_sync) or reset (CNTK's default)", OPTIMIZER_STATE_POLICIES),
-    )
+    Options = BMUFOptions
+    options: BMUFOptions
 
-    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
-                 block_momentum: float | None = None, block_lr: float = 1.0,
-                 bmuf_time_constant_frames: float | None = None, bmuf_nesterov: bool = False,
-                 bmuf_nbm_form: str = "paper", local_optimizer_state: str = "keep") -> None:
-        super().__init__(comm, n_local, period_frames, seed)
-        if bmuf_nbm_form not in NBM_FORMS:
-            raise ValueError(f"unknown NBM form {bmuf_nbm_form!r}; choose from {NBM_FORMS}")
-        if block_momentum is not None and bmuf_time_constant_frames is not None:
-            raise ValueError("give the block momentum or its time constant, not both")
-        if bmuf_time_constant_frames is not None:
+    def __init__(self, comm: Communicator, n_local: int = 1, options: BMUFOptions | None = None) -> None:
+        super().__init__(comm, n_local, options)
+        o = self.options
+        block_momentum = o.block_momentum
+        if o.bmuf_time_constant_frames is not None:
             if not self.period_frames:
                 raise ValueError("the time-constant form needs a positive period")
-            block_momentum = block_momentum_from_time_constant(self.period_frames, bmuf_time_constant_frames)
+            block_momentum = block_momentum_from_time_constant(self.period_frames, o.bmuf_time_constant_frames)
         self.block_momentum = default_block_momentum(self.n_workers) if block_momentum is None else block_momentum
-        self.block_lr = block_lr
-        self.nesterov = bmuf_nesterov
-        self.nbm_form = bmuf_nbm_form
-        self.optimizer_state_policy = local_optimizer_state
+        self.block_lr = o.block_lr
+        self.nesterov = o.bmuf_nesterov
+        self.nbm_form = o.bmuf_nbm_form
+        self.optimizer_state_policy = o.local_optimizer_state
         self.clock = PeriodClock(self.period_frames)
-        self.hyperparameters = {"block_momentum": self.block_momentum, "block_lr": block_lr,
-                                "nesterov": bmuf_nesterov, "nbm_form": bmuf_nbm_form if bmuf_nesterov else None,
-                                "local_optimizer_state": local_optimizer_state,
-                                "steady_state_gain": block_lr / (1.0 - self.block_momentum)
+        self.hyperparameters = {"block_momentum": self.block_momentum, "block_lr": o.block_lr,
+                                "nesterov": o.bmuf_nesterov, "nbm_form": o.bmuf_nbm_form if o.bmuf_nesterov else None,
+                                "local_optimizer_state": o.local_optimizer_state,
+                                "steady_state_gain": o.block_lr / (1.0 - self.block_momentum)
                                 if self.block_momentum < 1 else float("inf")}
 
     def _on_setup(self) -> None:
@@ -97,13 +101,3 @@ class BMUF(Algorithm):
         if self.clock.steps:
             self.sync()
         self.set_all_(self.model)
-
-    def _state(self) -> dict[str, Any]:
-        return {"clock": self.clock.state_dict(), "start": self.start.clone(), "model": self.model.clone(),
-                "momentum": self.momentum.clone()}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.clock.load_state_dict(state["clock"])
-        self.start.copy_(state["start"])
-        self.model.copy_(state["model"])
-        self.momentum.copy_(state["momentum"])

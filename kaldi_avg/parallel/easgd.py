@@ -16,39 +16,42 @@ Defaults: β = 0.9 so α = 0.9/N (the paper; keep β fixed as N changes), period
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from ..options import kaldi_bool
 from .averaging import centre_update_, elastic_difference
-from .base import DEFAULT, Algorithm, CommEvent, Option, PeriodClock, WorkerClock
-from .options import optional_float
+from .base import Algorithm, CommEvent, PeriodClock, WorkerClock
+from .comm import Communicator
+from .options import AlgorithmOptions, option
 from .server import ParameterServer, finish_with_server
+
+
+@dataclass(frozen=True, kw_only=True)
+class EASGDOptions(AlgorithmOptions):
+    easgd_beta: float = option(0.9, "β = N·α, the total elastic strength (paper: 0.9)")
+    easgd_alpha: float | None = option(None, "moving rate α (default β/N; Li et al.: 0.5)")
+    easgd_async: bool = option(False, "asynchronous EASGD with the centre on a rank-0 server")
 
 
 class EASGD(Algorithm):
     name = "easgd"
     DEFAULT_PERIOD_FRAMES = 25_600
-    OPTIONS = (
-        Option("easgd-beta", float, 0.9, "β = N·α, the total elastic strength (paper: 0.9)"),
-        Option("easgd-alpha", optional_float, None, "moving rate α (default β/N; Li et al.: 0.5)"),
-        Option("easgd-async", kaldi_bool, False, "asynchronous EASGD with the centre on a rank-0 server"),
-    )
+    Options = EASGDOptions
+    options: EASGDOptions
 
-    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
-                 easgd_beta: float = 0.9, easgd_alpha: float | None = None, easgd_async: bool = False) -> None:
-        super().__init__(comm, n_local, period_frames, seed)
-        self.alpha = easgd_beta / self.n_workers if easgd_alpha is None else easgd_alpha
+    def __init__(self, comm: Communicator, n_local: int = 1, options: EASGDOptions | None = None) -> None:
+        super().__init__(comm, n_local, options)
+        o = self.options
+        self.alpha = o.easgd_beta / self.n_workers if o.easgd_alpha is None else o.easgd_alpha
         self.beta = self.n_workers * self.alpha
-        self.async_mode = easgd_async
+        self.async_mode = o.easgd_async
         self.clock = PeriodClock(self.period_frames)
         self.worker_clocks = [WorkerClock(self.period_frames) for _ in range(n_local)]
         self.exchange_due = [self.period_frames == 0] * n_local
         self.synced_this_step = False
         self.server: ParameterServer | None = None
-        self.hyperparameters = {"alpha": self.alpha, "beta": self.beta, "async": easgd_async}
+        self.hyperparameters = {"alpha": self.alpha, "beta": self.beta, "async": o.easgd_async}
 
     @property
     def asynchronous(self) -> bool:
@@ -123,17 +126,3 @@ class EASGD(Algorithm):
         x.sub_(elastic_difference(x, centre_before, self.alpha))
         self.exchange_due[k] = False
         self.log.record(CommEvent("server", 2 * self.model_bytes, 2, True, (k,)))
-
-    # ---- resume ------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        with self.server.lock if self.server is not None else contextlib.nullcontext():
-            centre = self.centre.clone()  # rank 0's service thread may be moving it
-        return {"clock": self.clock.state_dict(), "centre": centre,
-                "worker_frames": [c.frames for c in self.worker_clocks], "exchange_due": list(self.exchange_due)}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.clock.load_state_dict(state["clock"])
-        self.centre.copy_(state["centre"])
-        for clock, frames in zip(self.worker_clocks, state["worker_frames"]):
-            clock.frames = frames
-        self.exchange_due = list(state["exchange_due"])

@@ -67,22 +67,6 @@ class FlatParams:
     def zero_grad(self) -> None:
         self.grads.zero_()
 
-    def replica(self, optimizer: torch.optim.Optimizer | None = None) -> Replica:
-        state = None if optimizer is None else (lambda: optimizer_state_tensors(optimizer))
-        return Replica(self.params, self.grads, tuple(self.parameters), state, self.stats)
-
-
-def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """The per-parameter state tensors of a torch optimizer (momentum buffers, Adam moments, ...),
-    in a fixed order; scalar entries such as step counters are left out."""
-    out = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for _, value in sorted(optimizer.state.get(p, {}).items()):
-                if torch.is_tensor(value) and value.shape == p.shape and value.is_floating_point():
-                    out.append(value)
-    return out
-
 
 def parameter_offsets(flat: torch.Tensor, parameters: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
     """(offset, numel) of each parameter inside `flat`; raises unless they tile it exactly in order."""

@@ -60,7 +60,7 @@ def gossip_partners(worker: int, n: int) -> list[int]:
 
 
 class PartnerChooser:
-    """The passive neighbour an active worker asks next; its state is part of the checkpoint."""
+    """The passive neighbour an active worker asks next (the algorithms make one at each `setup`)."""
 
     def __init__(self, worker: int, n: int, pairing: str, seed: int) -> None:
         if pairing not in PAIRINGS:
@@ -79,13 +79,6 @@ class PartnerChooser:
             choice = self.partners[int(self.rng.integers(len(self.partners)))]
         self.count += 1
         return choice
-
-    def state_dict(self) -> dict:
-        return {"count": self.count, "rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.count = state["count"]
-        self.rng.bit_generator.state = state["rng"]
 
 
 class GossipThread:

@@ -18,43 +18,53 @@ import contextlib
 import socket
 import threading
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .adpsgd import ADPSGDOptions
 from .averaging import pairwise_delta
-from .base import DEFAULT, Algorithm, CommEvent, Option, WorkerClock
-from .comm import LocalCommunicator
-from .gossip import PAIRINGS, GossipThread, PartnerChooser, is_active
-from .ssgd import GRAD_REDUCTIONS, SSGD
+from .base import Algorithm, CommEvent, WorkerClock
+from .comm import Communicator, LocalCommunicator
+from .gossip import GossipThread, PartnerChooser, is_active
+from .options import AlgorithmOptions, option, same_as
+from .ssgd import SSGD, SSGDOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class HADPSGDOptions(AlgorithmOptions):
+    group_size: int = option(0, "workers per super learner (0: the ranks of one node; required in simulation)")
+    pairing: str = same_as(ADPSGDOptions, "pairing")            # partners on the ring of groups
+    bucket_mb: float = same_as(SSGDOptions, "bucket_mb")        # the allreduce inside each group
+    grad_reduce: str = same_as(SSGDOptions, "grad_reduce")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.in_group()
+
+    def in_group(self) -> SSGDOptions:
+        """The options of the synchronous SGD inside each group."""
+        return SSGDOptions(bucket_mb=self.bucket_mb, grad_reduce=self.grad_reduce)
 
 
 class HierarchicalADPSGD(Algorithm):
     name = "hadpsgd"
     DEFAULT_PERIOD_FRAMES = 0
-    OPTIONS = (
-        Option("group-size", int, 0, "workers per super learner (0: the ranks of one node; required in "
-               "simulation)"),
-        Option("pairing", str, "random", "gossip partner choice on the ring of groups: random or ring", PAIRINGS),
-        Option("bucket-mb", float, 4.0, "gradient bucket size in MB for the in-group allreduce"),
-        Option("grad-reduce", str, "mean", "in-group gradient reduction: mean, sum or frame-normalized",
-               GRAD_REDUCTIONS),
-    )
+    Options = HADPSGDOptions
+    options: HADPSGDOptions
 
-    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
-                 group_size: int = 0, pairing: str = "random", bucket_mb: float = 4.0,
-                 grad_reduce: str = "mean") -> None:
-        super().__init__(comm, n_local, period_frames, seed)
-        if pairing not in PAIRINGS:
-            raise ValueError(f"unknown pairing {pairing!r}; choose from {PAIRINGS}")
-        self.pairing = pairing
+    def __init__(self, comm: Communicator, n_local: int = 1, options: HADPSGDOptions | None = None) -> None:
+        super().__init__(comm, n_local, options)
+        o = self.options
+        group_size = o.group_size
+        self.pairing = o.pairing
         self.simulated = comm.size == 1
-        ssgd_options = {"bucket_mb": bucket_mb, "grad_reduce": grad_reduce}
         if self.simulated:
             if group_size <= 0 or n_local % group_size:
                 raise ValueError("in simulation, group-size must be positive and divide the number of workers")
             self.groups = [list(range(g, g + group_size)) for g in range(0, n_local, group_size)]
-            self.intra = [SSGD(LocalCommunicator(), group_size, **ssgd_options) for _ in self.groups]
+            self.intra = [SSGD(LocalCommunicator(), group_size, o.in_group()) for _ in self.groups]
             self.group_index = 0
             self.n_groups = len(self.groups)
             self.group_comm = None
@@ -68,13 +78,14 @@ class HierarchicalADPSGD(Algorithm):
             self.n_groups = max(comm.allgather_object(color)) + 1
             self.leaders_comm = comm.split(0 if self.group_comm.rank == 0 else None, color)
             self.groups = [[0]]
-            self.intra = [SSGD(self.group_comm, 1, **ssgd_options)]
+            self.intra = [SSGD(self.group_comm, 1, o.in_group())]
         for intra in self.intra:
             intra.log = self.log
         self.clocks = [WorkerClock(self.period_frames) for _ in self.groups]
         self.lock = threading.Lock()
         self.thread: GossipThread | None = None
-        self.hyperparameters = {"groups": self.n_groups, "pairing": pairing, **ssgd_options}
+        self.hyperparameters = {"groups": self.n_groups, "pairing": o.pairing, "bucket_mb": o.bucket_mb,
+                                "grad_reduce": o.grad_reduce}
 
     def _group_color(self, group_size: int) -> int:
         if group_size > 0:
@@ -191,20 +202,3 @@ class HierarchicalADPSGD(Algorithm):
             self.log.record(CommEvent("broadcast", self.model_bytes, self.group_comm.size, True))
         with self.local_update():
             self.params[0].add_(delta)
-
-    # ---- resume ------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        with self.local_update():
-            pending = self.pending.clone()
-        return {"pending": pending, "group_frames": [c.frames for c in self.clocks],
-                "choosers": [c.state_dict() for c in self.choosers],
-                "intra": [intra.state_dict() for intra in self.intra]}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.pending.copy_(state["pending"])
-        for clock, frames in zip(self.clocks, state["group_frames"]):
-            clock.frames = frames
-        for chooser, saved in zip(self.choosers, state["choosers"]):
-            chooser.load_state_dict(saved)
-        for intra, saved in zip(self.intra, state["intra"]):
-            intra.load_state_dict(saved)

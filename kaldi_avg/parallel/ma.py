@@ -6,47 +6,64 @@ nnet3-average) or frame-weighted wᵢ = nᵢ/Σⱼnⱼ (Li et al.'s BspWorker). 
 frames per worker (Li et al.'s `sync_period`: 100 minibatches of 256 frames), uniform weights, local
 optimizer state kept (PyTorch); CNTK resets it, fairseq can average it: `local-optimizer-state`.
 
-Kaldi's variant (Povey et al. 2015) is driven per iteration by the training driver, with the period
-set to manual: iteration 0 keeps the best job's model (`select_best_`), later iterations average the
-jobs whose objective is within `threshold` of the best (`average_accepted_`). Workers idle in an
-iteration (the num-jobs ramp) pass None as their objective and receive the result. The learning
-rate nj·η_eff, shrinkage and the schedule are the driver's (kaldi_avg.train.schedule).
+Kaldi's variant (Povey et al. 2015; `for_kaldi_jobs`, for options without a period) is driven per
+iteration by the training driver, with the period set to manual: iteration 0 keeps the best job's
+model (`select_best_`), later iterations average the jobs whose objective is within `threshold` of
+the best (`average_accepted_`). Workers idle in an iteration (the num-jobs ramp) pass None as their
+objective and receive the result. The learning rate nj·η_eff, shrinkage and the schedule are the
+driver's (kaldi_avg.train.schedule).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from .averaging import accepted_mask, best_index
-from .base import DEFAULT, OPTIMIZER_STATE_POLICIES, Algorithm, CommEvent, Option, PeriodClock
+from .base import OPTIMIZER_STATE_POLICIES, Algorithm, CommEvent, PeriodClock
+from .comm import Communicator
+from .options import DEFAULT, MANUAL, AlgorithmOptions, option
 
 WEIGHTINGS = ("uniform", "frames")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MAOptions(AlgorithmOptions):
+    ma_weighting: str = option("uniform", "average weights: uniform (Kaldi, PyTorch) or frames (nᵢ/Σn, Li et al.)",
+                               WEIGHTINGS)
+    local_optimizer_state: str = option("keep", "local optimizer state after a model sync: keep (PyTorch), "
+                                        "average (fairseq average_sync) or reset (CNTK)", OPTIMIZER_STATE_POLICIES)
+
+    @property
+    def kaldi_jobs(self) -> bool:
+        """Kaldi's own iteration unless a period is given (`--averaging.period-frames`)."""
+        return self.period_frames is DEFAULT
 
 
 class ModelAveraging(Algorithm):
     name = "ma"
     DEFAULT_PERIOD_FRAMES = 25_600
-    OPTIONS = (
-        Option("ma-weighting", str, "uniform", "average weights: uniform (Kaldi, PyTorch) or frames "
-               "(nᵢ/Σn, Li et al.)", WEIGHTINGS),
-        Option("local-optimizer-state", str, "keep", "local optimizer state after a model sync: keep "
-               "(PyTorch), average (fairseq average_sync) or reset (CNTK)", OPTIMIZER_STATE_POLICIES),
-    )
+    Options = MAOptions
+    options: MAOptions
 
-    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT,
-                 seed: int = 0, ma_weighting: str = "uniform", local_optimizer_state: str = "keep") -> None:
-        super().__init__(comm, n_local, period_frames, seed)
-        if ma_weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {ma_weighting!r}; choose from {WEIGHTINGS}")
-        if local_optimizer_state not in OPTIMIZER_STATE_POLICIES:
-            raise ValueError(f"unknown optimizer-state policy {local_optimizer_state!r}")
-        self.weighting = ma_weighting
-        self.optimizer_state_policy = local_optimizer_state
+    def __init__(self, comm: Communicator, n_local: int = 1, options: MAOptions | None = None) -> None:
+        super().__init__(comm, n_local, options)
+        o = self.options
+        self.weighting = o.ma_weighting
+        self.optimizer_state_policy = o.local_optimizer_state
         self.clock = PeriodClock(self.period_frames)
         self.frames_since_sync = [0.0] * n_local
-        self.hyperparameters = {"weighting": ma_weighting, "local_optimizer_state": local_optimizer_state}
+        self.hyperparameters = {"weighting": o.ma_weighting, "local_optimizer_state": o.local_optimizer_state}
+
+    @classmethod
+    def for_kaldi_jobs(cls, comm: Communicator, n_local: int, options: AlgorithmOptions) -> ModelAveraging:
+        """Kaldi's variant, for options whose `kaldi_jobs` says so: no period of its own; the training
+        driver calls `select_best_` or `average_accepted_` once per iteration."""
+        if not isinstance(options, MAOptions) or not options.kaldi_jobs:
+            raise ValueError(f"{options} do not ask for Kaldi's per-iteration jobs")
+        return cls(comm, n_local, dataclasses.replace(options, period_frames=MANUAL))
 
     def after_step(self, frames, replicas=None) -> bool:
         self._require_all(replicas)
@@ -121,11 +138,3 @@ class ModelAveraging(Algorithm):
     def _model_fields(self) -> tuple[str, ...]:
         """The replica buffers a Kaldi model average covers: parameters, and statistics if kept."""
         return ("params", "stats") if self.replicas[0].stats is not None else ("params",)
-
-    # ---- resume ------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        return {"clock": self.clock.state_dict(), "frames_since_sync": list(self.frames_since_sync)}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.clock.load_state_dict(state["clock"])
-        self.frames_since_sync = list(state["frames_since_sync"])

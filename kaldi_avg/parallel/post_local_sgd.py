@@ -10,39 +10,56 @@ PostLocalSGDOptimizer averages parameters only). Keep the SSGD learning-rate sch
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from .base import DEFAULT, OPTIMIZER_STATE_POLICIES, Algorithm, Option
-from .ma import WEIGHTINGS, ModelAveraging
-from .options import optional_float
-from .ssgd import GRAD_REDUCTIONS, SSGD
+from .base import Algorithm
+from .comm import Communicator
+from .ma import MAOptions, ModelAveraging
+from .options import AlgorithmOptions, option, same_as
+from .ssgd import SSGD, SSGDOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostLocalSGDOptions(AlgorithmOptions):
+    warmup_frames: float | None = option(
+        None, "frames per worker of synchronous SGD before local SGD (default: the training driver switches "
+        "at iteration 1, the first learning-rate decay)")
+    bucket_mb: float = same_as(SSGDOptions, "bucket_mb")                        # phase 1
+    grad_reduce: str = same_as(SSGDOptions, "grad_reduce")                      # phase 1
+    ma_weighting: str = same_as(MAOptions, "ma_weighting")                      # phase 2
+    local_optimizer_state: str = same_as(MAOptions, "local_optimizer_state")    # phase 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.phase1()
+
+    def phase1(self) -> SSGDOptions:
+        """The options of phase 1, synchronous SGD."""
+        return SSGDOptions(seed=self.seed, bucket_mb=self.bucket_mb, grad_reduce=self.grad_reduce)
+
+    def phase2(self, period_frames: int | None) -> MAOptions:
+        """The options of phase 2, model averaging every `period_frames` (this algorithm's period)."""
+        return MAOptions(period_frames=period_frames, seed=self.seed, ma_weighting=self.ma_weighting,
+                         local_optimizer_state=self.local_optimizer_state)
 
 
 class PostLocalSGD(Algorithm):
     name = "post-local-sgd"
     DEFAULT_PERIOD_FRAMES = 32_000
-    OPTIONS = (
-        Option("warmup-frames", optional_float, None, "frames per worker of synchronous SGD before local SGD "
-               "(default: the training driver switches at iteration 1, the first learning-rate decay)"),
-        Option("bucket-mb", float, 4.0, "gradient bucket size in MB (phase 1)"),
-        Option("grad-reduce", str, "mean", "phase-1 gradient reduction: mean, sum or frame-normalized",
-               GRAD_REDUCTIONS),
-        Option("ma-weighting", str, "uniform", "phase-2 average weights: uniform or frames", WEIGHTINGS),
-        Option("local-optimizer-state", str, "keep", "local optimizer state after a phase-2 average: keep, "
-               "average or reset", OPTIMIZER_STATE_POLICIES),
-    )
+    Options = PostLocalSGDOptions
+    options: PostLocalSGDOptions
 
-    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
-                 warmup_frames: float | None = None, bucket_mb: float = 4.0, grad_reduce: str = "mean",
-                 ma_weighting: str = "uniform", local_optimizer_state: str = "keep") -> None:
-        super().__init__(comm, n_local, period_frames, seed)
-        self.warmup_frames = warmup_frames
-        self.ssgd = SSGD(comm, n_local, seed=seed, bucket_mb=bucket_mb, grad_reduce=grad_reduce)
-        self.ma = ModelAveraging(comm, n_local, self.period_frames, seed, ma_weighting, local_optimizer_state)
+    def __init__(self, comm: Communicator, n_local: int = 1, options: PostLocalSGDOptions | None = None) -> None:
+        super().__init__(comm, n_local, options)
+        o = self.options
+        self.warmup_frames = o.warmup_frames
+        self.ssgd = SSGD(comm, n_local, o.phase1())
+        self.ma = ModelAveraging(comm, n_local, o.phase2(self.period_frames))
         self.ssgd.log = self.ma.log = self.log
         self.local_phase = False
         self.global_frames = 0.0
-        self.hyperparameters = {"warmup_frames": warmup_frames, **self.ssgd.hyperparameters,
+        self.hyperparameters = {"warmup_frames": o.warmup_frames, **self.ssgd.hyperparameters,
                                 **self.ma.hyperparameters}
 
     def _on_setup(self) -> None:
@@ -93,14 +110,3 @@ class PostLocalSGD(Algorithm):
     def _load_carry(self, state: dict[str, Any]) -> None:
         self.global_frames = state["global_frames"]
         self.local_phase = state["local_phase"]
-
-    def _state(self) -> dict[str, Any]:
-        return {"local_phase": self.local_phase, "global_frames": self.global_frames,
-                "ssgd": self.ssgd.state_dict(), "ma": self.ma.state_dict()}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.global_frames = state["global_frames"]
-        self.ssgd.load_state_dict(state["ssgd"])
-        self.ma.load_state_dict(state["ma"])
-        if state["local_phase"]:
-            self.start_local_phase()

@@ -3,7 +3,7 @@
 The algorithm runs with a `LocalCommunicator` and one replica per worker, so every collective it
 performs is the exact local computation a real run would do across ranks. Time is simulated: each
 worker's step takes a duration drawn (seeded, per worker) from `StepTime`, where stragglers are slowed
-workers; communication is charged with the α–β `CostModel` of the spec (§4), including a FIFO queue
+workers; communication is charged with the α–β `CostModel` of docs/algorithms.md 4.1, with a FIFO queue
 at the parameter server. Synchronous algorithms have one unit of all workers, whose step lasts as long
 as its slowest member; asynchronous algorithms give each worker (H-ADPSGD: each group) its own clock,
 and events are processed in time order (ties by unit index), so runs are reproducible. A step's

@@ -20,11 +20,13 @@ recommends that, so `ssgd-resync-steps` can re-broadcast worker 0's parameters e
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from .base import DEFAULT, Algorithm, CommEvent, Option
-from .comm import Request
+from .base import Algorithm, CommEvent
+from .comm import Communicator, Request
 from .flat import parameter_offsets
+from .options import AlgorithmOptions, option
 
 GRAD_REDUCTIONS = ("mean", "sum", "frame-normalized")
 
@@ -56,30 +58,34 @@ def plan_chunks(numel: int, bucket_elems: int) -> list[tuple[int, int, list[int]
     return buckets
 
 
+@dataclass(frozen=True, kw_only=True)
+class SSGDOptions(AlgorithmOptions):
+    bucket_mb: float = option(4.0, "gradient bucket size in MB (DDP uses 25)")
+    grad_reduce: str = option("mean", "gradient reduction: mean, sum or frame-normalized", GRAD_REDUCTIONS)
+    ssgd_resync_steps: int = option(0, "re-broadcast worker 0's parameters every so many steps (0: never)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bucket_mb <= 0:
+            raise ValueError("bucket-mb must be positive")
+
+
 class SSGD(Algorithm):
     name = "ssgd"
     DEFAULT_PERIOD_FRAMES = 0
-    OPTIONS = (
-        Option("bucket-mb", float, 4.0, "gradient bucket size in MB (DDP uses 25)"),
-        Option("grad-reduce", str, "mean", "gradient reduction: mean, sum or frame-normalized", GRAD_REDUCTIONS),
-        Option("ssgd-resync-steps", int, 0, "re-broadcast worker 0's parameters every so many steps (0: never)"),
-    )
+    Options = SSGDOptions
+    options: SSGDOptions
 
-    def __init__(self, comm, n_local: int = 1, period_frames: Any = DEFAULT, seed: int = 0,
-                 bucket_mb: float = 4.0, grad_reduce: str = "mean", ssgd_resync_steps: int = 0) -> None:
-        super().__init__(comm, n_local, period_frames, seed)
-        if grad_reduce not in GRAD_REDUCTIONS:
-            raise ValueError(f"unknown gradient reduction {grad_reduce!r}; choose from {GRAD_REDUCTIONS}")
-        if bucket_mb <= 0:
-            raise ValueError("the bucket size must be positive")
-        self.bucket_mb = bucket_mb
-        self.grad_reduce = grad_reduce
-        self.resync_steps = ssgd_resync_steps
+    def __init__(self, comm: Communicator, n_local: int = 1, options: SSGDOptions | None = None) -> None:
+        super().__init__(comm, n_local, options)
+        o = self.options
+        self.bucket_mb = o.bucket_mb
+        self.grad_reduce = o.grad_reduce
+        self.resync_steps = o.ssgd_resync_steps
         self.steps = 0
-        self.overlapped = False
         self._hooks: list[Any] = []
-        self.hyperparameters = {"bucket_mb": bucket_mb, "grad_reduce": grad_reduce,
-                                "resync_steps": ssgd_resync_steps}
+        self.hyperparameters = {"bucket_mb": o.bucket_mb, "grad_reduce": o.grad_reduce,
+                                "resync_steps": o.ssgd_resync_steps}
 
     def _on_setup(self) -> None:
         if any(replica.grads is None for replica in self.replicas):
@@ -106,14 +112,12 @@ class SSGD(Algorithm):
             for index, p in enumerate(replica.parameters):
                 self._hooks.append(p.register_post_accumulate_grad_hook(
                     lambda _, b=bucket_of[index]: self._parameter_ready(b)))
-        self.overlapped = True
 
     def detach(self) -> None:
         """Remove the backward hooks (gradients are then reduced only in `after_backward`)."""
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
-        self.overlapped = False
 
     def _reset_buckets(self) -> None:
         self._ready = [0] * len(self.buckets)
@@ -170,9 +174,3 @@ class SSGD(Algorithm):
 
     def finalize(self) -> None:
         self.detach()
-
-    def _state(self) -> dict[str, Any]:
-        return {"steps": self.steps}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.steps = state["steps"]

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from ..data.merging import MinibatchSizeRule
 from ..errors import UsageError
-from ..parallel import DEFAULT, algorithm_kwargs
+from ..parallel import DEFAULT_ALGORITHM_OPTIONS, AlgorithmOptions, algorithm_class, algorithm_options
 from .dropout import DropoutScheduleError, parse_dropout_schedule
 from .options import SCRIPTS, ignored_options
 from .schedule import ScheduleOptions
@@ -57,16 +56,20 @@ class TrainerOptions:
 
 @dataclass(frozen=True)
 class AveragingOptions:
-    """--averaging.*: the distributed algorithm and its constructor's keyword arguments."""
+    """--averaging.*: the distributed algorithm's typed options (its `Options` dataclass,
+    kaldi_avg.parallel.registry)."""
 
-    algorithm: str = "ma"
-    kwargs: tuple[tuple[str, Any], ...] = ()   # period_frames, seed and the algorithm's own options
+    options: AlgorithmOptions = DEFAULT_ALGORITHM_OPTIONS
+
+    @property
+    def algorithm(self) -> str:
+        return algorithm_class(self.options).name
 
     @property
     def kaldi_jobs(self) -> bool:
-        """Kaldi's own iteration (independent jobs, then select/average) unless another algorithm or
-        an explicit averaging period is asked for."""
-        return self.algorithm == "ma" and dict(self.kwargs).get("period_frames", DEFAULT) is DEFAULT
+        """Kaldi's own iteration (independent jobs, then select/average), as the options say
+        (`AlgorithmOptions.kaldi_jobs`: unless another algorithm or an averaging period is asked for)."""
+        return self.options.kaldi_jobs
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,10 @@ class RunConfig:
             dropout = tuple(parse_dropout_schedule(a.trainer_dropout_schedule)) if a.trainer_dropout_schedule else ()
         except DropoutScheduleError as e:
             raise ConfigError(str(e)) from None
-        algorithm, kwargs = algorithm_kwargs(a)
+        try:
+            averaging = AveragingOptions(algorithm_options(a))
+        except ValueError as e:
+            raise ConfigError(f"--averaging.*: {e}") from None
         script = SCRIPTS[a.script]
         if script.frame_level:   # train_dnn.py: egs of frames-per-eg frames, the model's context only
             chunk = ChunkOptions(str(a.egs_frames_per_eg), 0, 0)
@@ -165,7 +171,7 @@ class RunConfig:
                 num_jobs_compute_prior=a.trainer_num_jobs_compute_prior,
                 max_lda_jobs=a.trainer_lda_max_lda_jobs,
                 presoftmax_prior_scale_power=a.trainer_presoftmax_prior_scale_power),
-            averaging=AveragingOptions(algorithm.name, tuple(sorted(kwargs.items()))),
+            averaging=averaging,
             launch=LaunchOptions(a.mpi_launcher, a.mpi_num_ranks, a.mpi_backend, a.num_threads, a.use_gpu, a.cmd,
                                  a.mpi_hostfile),
             ignored=tuple(ignored_options(a)))

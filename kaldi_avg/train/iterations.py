@@ -7,8 +7,8 @@ an `Iteration` of `schedule.plan()` and returns an `IterationResult`:
   num_jobs independent jobs start from the same shrunk model, round robin over the ranks (job j on
   rank j mod ranks, so the result does not depend on the number of ranks); iteration 0 keeps the
   best job, later iterations average the jobs within 1.0 of the best, parameters and component
-  statistics alike, as nnet3-average does (`parallel.ModelAveraging.select_best_` /
-  `average_accepted_`, built through the registry like every algorithm).
+  statistics alike, as nnet3-average does (`select_best_` / `average_accepted_` of
+  `parallel.ModelAveraging.for_kaldi_jobs`).
 * `AlgorithmWorkers` (any other algorithm, or `ma` with `--averaging.period-frames`): N =
   num-jobs-final workers, N / ranks per rank, each a `Learner` on its job's archive; the algorithm
   synchronizes them during the iteration (`after_backward` / `after_step`) and `finalize()` leaves
@@ -35,7 +35,14 @@ import torch
 from ..data import ArchivePlan, ChunkConfig, MinibatchStream, Prefetcher, SkipReport, UtteranceSource
 from ..kaldi.nnet3.saturation import saturation
 from ..model.graph import NnetModule
-from ..parallel import MANUAL, Communicator, Replica, Simulator, common_step_count, make_algorithm
+from ..parallel import (
+    Communicator,
+    ModelAveraging,
+    Replica,
+    Simulator,
+    algorithm_from_options,
+    common_step_count,
+)
 from . import schedule
 from .config import RunConfig
 from .diagnostics import TrainLog
@@ -150,8 +157,7 @@ class KaldiJobs:
         self.learner = Learner(nnet, config.device, data.min_deriv_time, data.max_deriv_time_relative)
         s = config.schedule
         self.n_local = math.ceil(max(s.num_jobs_initial, s.num_jobs_final) / comm.size)
-        options = dict(config.averaging.kwargs, period_frames=MANUAL)   # Kaldi averages once per iteration
-        self.averaging = make_algorithm(config.averaging.algorithm, comm, self.n_local, **options)
+        self.averaging = ModelAveraging.for_kaldi_jobs(comm, self.n_local, config.averaging.options)
         flat = self.learner.flat
         self.averaging.setup([Replica(flat.params.clone(), stats=None if flat.stats is None else flat.stats.clone())
                               for _ in range(self.n_local)])
@@ -229,7 +235,7 @@ class AlgorithmWorkers:
     def __init__(self, config: RunConfig, comm: Communicator, data: JobData, nnet) -> None:
         self.config, self.comm, self.data = config, comm, data
         n_local = config.schedule.num_jobs_final // comm.size
-        self.algorithm = make_algorithm(config.averaging.algorithm, comm, n_local, **dict(config.averaging.kwargs))
+        self.algorithm = algorithm_from_options(config.averaging.options, comm, n_local)
         self.base_seed = self.algorithm.seed
         self.learners = [Learner(nnet, config.device, data.min_deriv_time, data.max_deriv_time_relative)
                          for _ in range(n_local)]

@@ -31,6 +31,18 @@ def make_model(hidden: int = 0) -> torch.nn.Module:
     return model
 
 
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The per-parameter state tensors of a torch optimizer (momentum buffers, Adam moments, ...),
+    in a fixed order; scalar entries such as step counters are left out (`Replica.optimizer_state`)."""
+    out = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for _, value in sorted(optimizer.state.get(p, {}).items()):
+                if torch.is_tensor(value) and value.shape == p.shape and value.is_floating_point():
+                    out.append(value)
+    return out
+
+
 class RegressionLearner:
     """One worker: a tiny model on flat buffers, plain SGD (or momentum), its own data stream."""
 
@@ -40,8 +52,8 @@ class RegressionLearner:
         self.model = make_model(hidden)
         self.flat = FlatParams(self.model.parameters())
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
-        replica = self.flat.replica(self.optimizer)
-        self.replica = replica if hooks else Replica(replica.params, replica.grads, (), replica.optimizer_state)
+        self.replica = Replica(self.flat.params, self.flat.grads, tuple(self.flat.parameters) if hooks else (),
+                               lambda: optimizer_state_tensors(self.optimizer))
         self.step = 0
 
     def backward(self) -> int:

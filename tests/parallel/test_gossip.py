@@ -56,17 +56,12 @@ def test_active_and_passive_neighbours_are_symmetric_and_bipartite(n):
             assert partner in ring_neighbours(worker, n)
 
 
-def test_partner_chooser_alternates_or_draws_and_resumes():
+def test_partner_chooser_alternates_or_draws():
     ring = PartnerChooser(2, 6, "ring", seed=0)
     assert [ring.next() for _ in range(4)] == [1, 3, 1, 3]
     assert PartnerChooser(1, 6, "ring", seed=0).next() is None   # passive workers never initiate
-    chooser = PartnerChooser(0, 6, "random", seed=5)
-    [chooser.next() for _ in range(3)]
-    saved = chooser.state_dict()
-    expected = [chooser.next() for _ in range(10)]
-    again = PartnerChooser(0, 6, "random", seed=5)
-    again.load_state_dict(saved)
-    assert [again.next() for _ in range(10)] == expected
+    draws = [PartnerChooser(0, 6, "random", seed=5) for _ in range(2)]
+    assert [draws[0].next() for _ in range(10)] == [draws[1].next() for _ in range(10)]   # seeded
 
 
 def test_bipartite_gossip_never_deadlocks_over_10000_random_delay_exchanges():

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import pytest
 
 from kaldi_avg.parallel import (
     ALGORITHMS,
     MANUAL,
+    AlgorithmOptions,
     LocalCommunicator,
-    Option,
+    ModelAveraging,
     add_algorithm_options,
-    build_algorithm,
+    algorithm_from_options,
+    algorithm_options,
     make_algorithm,
+    option,
     registry,
 )
 
@@ -21,6 +25,11 @@ def parse(*argv):
     parser = argparse.ArgumentParser()
     add_algorithm_options(parser)
     return parser.parse_args(list(argv))
+
+
+def build_algorithm(args, comm, n_local=1):
+    """The algorithm chosen on the command line, as the training driver builds it."""
+    return algorithm_from_options(algorithm_options(args), comm, n_local)
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -58,10 +67,24 @@ def test_manual_period_and_invalid_values():
         make_algorithm("ma", LocalCommunicator(), ma_weighting="median")
 
 
+def test_only_model_averaging_without_a_period_runs_kaldis_jobs():
+    kaldi = algorithm_options(parse())
+    assert kaldi.kaldi_jobs and not algorithm_options(parse("--averaging.period-frames", "25600")).kaldi_jobs
+    others = [algorithm_options(parse("--averaging.algorithm", name)) for name in sorted(ALGORITHMS) if name != "ma"]
+    assert not any(options.kaldi_jobs for options in others)
+    assert ModelAveraging.for_kaldi_jobs(LocalCommunicator(), 2, kaldi).period_frames is MANUAL
+    with pytest.raises(ValueError):
+        ModelAveraging.for_kaldi_jobs(LocalCommunicator(), 2, others[0])
+
+
 def test_a_shared_option_must_be_declared_the_same_way(monkeypatch):
+    @dataclass(frozen=True, kw_only=True)
+    class ClashOptions(AlgorithmOptions):
+        pairing: int = option(3, "a different pairing")
+
     class Clash(ALGORITHMS["ma"]):
         name = "clash"
-        OPTIONS = (Option("pairing", int, 3, "a different pairing"),)
+        Options = ClashOptions
 
     monkeypatch.setitem(registry.ALGORITHMS, "clash", Clash)
     with pytest.raises(TypeError):
@@ -77,5 +100,5 @@ def test_training_docs_list_every_algorithm_and_option():
     text = open(path).read()
     for name in ALGORITHMS:
         assert f"| `{name}` |" in text, name
-    for option in _all_options():
-        assert f"`--averaging.{option}`" in text, option
+    for name in _all_options():
+        assert f"`--averaging.{name}`" in text, name
