@@ -15,6 +15,7 @@ The reference model after `finalize()` is the average of all workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -80,6 +81,20 @@ class ADPSGDDelay1(Algorithm):
     def finalize(self) -> None:
         self._complete_exchange()
         self.set_all_(self.global_mean(self.params))
+
+    # ---- resume: what outlives finalize() -> setup() ----------------------------------------------
+    def _carry(self) -> dict[str, Any]:
+        # The round counter picks each round's matching (`round_matching`) and keeps counting across
+        # iterations; the period clock (period_frames > 0) keeps the steps since its last exchange.
+        clock = self.clock
+        return {"round": self.round,
+                "clock": {"steps": clock.steps, "frames": clock.frames, "steps_per_period": clock.steps_per_period}}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        self.round = int(state["round"])
+        clock = state["clock"]
+        self.clock.steps, self.clock.frames = int(clock["steps"]), float(clock["frames"])
+        self.clock.steps_per_period = clock["steps_per_period"]
 
     # ---- the overlapped exchange -------------------------------------------------------------
     def _post_exchange(self) -> None:

@@ -13,6 +13,7 @@ it with N). `finalize()` pushes every worker's pending delta, then leaves θ_s i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -80,6 +81,23 @@ class ASGD(Algorithm):
     def finalize(self) -> None:
         assert self.server is not None
         finish_with_server(self, self.server, self.server_model, self._push_pull)
+
+    # ---- resume: what outlives finalize() -> setup() ----------------------------------------------
+    def _carry(self) -> dict[str, Any]:
+        # `finalize()` pushes the pending deltas without restarting the worker clocks, so the frames
+        # counted since each worker's last clocked push move its next push into the next iteration;
+        # the server's update count and each worker's version at its last pull give the staleness
+        # of those pushes (rank 0's; other ranks carry theirs unused).
+        return {"worker_frames": [clock.frames for clock in self.worker_clocks],
+                "version": self.version, "pulled_version": list(self.pulled_version)}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        if len(state["worker_frames"]) != self.n_local:
+            raise ValueError(f"checkpoint has {len(state['worker_frames'])} local workers, not {self.n_local}")
+        for clock, frames in zip(self.worker_clocks, state["worker_frames"]):
+            clock.frames = float(frames)
+        self.version = int(state["version"])
+        self.pulled_version = [int(v) for v in state["pulled_version"]]
 
     def _server_rule(self, worker: int, delta: torch.Tensor) -> torch.Tensor:
         staleness = self.version - self.pulled_version[worker]
