@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
-from .kaldi.binary import KaldiFormatError
-from .kaldi.nnet3.config import ConfigError
+from .errors import UsageError
 from .options import KaldiArgumentParser, kaldi_bool
 
 COMMANDS = {
@@ -15,7 +12,7 @@ COMMANDS = {
     "export": "a checkpoint as Kaldi final.mdl (or a raw nnet3 file)",
     "compute": "network outputs for features, as nnet3-compute",
     "info": "contexts, dims and components, as nnet3-am-info",
-    "train": "train_rnn.py-compatible training (see steps/kaldi_avg/train_rnn.py)",
+    "train": "one rank of train_rnn.py- or train_dnn.py-compatible training ([train_dnn.py] [options])",
     "experiment": "the distributed-training experiments E1-E6 (docs/results.md)",
     "install-steps": "drop-in steps/kaldi_avg/ training scripts in a Kaldi steps/ dir, run by this Python",
 }
@@ -71,16 +68,8 @@ def cmd_export(argv: list[str]) -> None:
 
 
 def cmd_compute(argv: list[str]) -> None:
-    import torch
-
-    from .data.checks import InputError
-    from .data.report import DataError
-    from .errors import UsageError
-    from .kaldi.nnet3.context import model_context
-    from .kaldi.tables import MatrixTable, read_matrix_table, write_matrix_table
-    from .model.checkpoint import load_model
-    from .model.compute import ChunkOptions, compute_utterances
-    from .model.graph import NnetModule
+    from .model.compute import ChunkOptions
+    from .model.compute_tables import compute_device, compute_tables
     p = _parser("compute", "[options] <model-in> <feats-rspecifier> <matrix-wspecifier>")
     p.add_argument("--frames-per-chunk", type=int, default=50)
     p.add_argument("--extra-left-context", type=int, default=0)
@@ -99,68 +88,12 @@ def cmd_compute(argv: list[str]) -> None:
     p.add_argument("feats_rspecifier")
     p.add_argument("matrix_wspecifier")
     a = p.parse_args(argv)
-    model = load_model(a.model_in)
-    log_priors = None
-    if a.use_priors:
-        if model.priors is None:
-            raise KaldiFormatError(f"{a.model_in}: --use-priors=true but the model has no priors")
-        log_priors = np.log(model.priors.astype(np.float32))
-    device = "cuda" if a.use_gpu != "no" and torch.cuda.is_available() else "cpu"
-    if a.use_gpu == "yes" and device == "cpu":
-        raise RuntimeError("--use-gpu=yes but no CUDA device is available")
-    module = NnetModule(model.nnet).to(device)
     opts = ChunkOptions(a.frames_per_chunk, a.extra_left_context, a.extra_right_context,
                         a.extra_left_context_initial, a.extra_right_context_final, a.online_ivector_period)
-    context = model_context(model.nnet)
-    in_dim = model.nnet.input_dim("input")
-    # nnet3-compute requires the i-vector dim to be the `ivector` input's, 0 for none
-    ivector_dim = max(0, model.nnet.input_dim("ivector"))
-    if ivector_dim and not a.online_ivectors:
-        raise UsageError(f"{a.model_in}: the network has an 'ivector' input of dim {ivector_dim}; "
-                         "give --online-ivectors and --online-ivector-period")
-    if a.online_ivectors and not ivector_dim:
-        raise UsageError(f"{a.model_in}: --online-ivectors given but the network has no 'ivector' input")
-    if a.online_ivectors and a.online_ivector_period <= 0:
-        raise UsageError("--online-ivectors needs --online-ivector-period > 0")
-    ivector_table = MatrixTable(a.online_ivectors) if a.online_ivectors else None
-    n_done = n_fail = 0
-
-    def checked():
-        nonlocal n_fail
-        for utt, feats in read_matrix_table(a.feats_rspecifier):
-            if feats.shape[0] == 0:
-                print(f"WARNING (kaldi-avg compute) Zero-length utterance: {utt}", file=sys.stderr)
-                n_fail += 1
-                continue
-            if feats.shape[1] != in_dim:
-                raise ValueError(f"utterance {utt}: features have dim {feats.shape[1]}, the network expects "
-                                 f"{in_dim}")
-            if ivector_table is None:
-                yield utt, feats, None
-                continue
-            if utt not in ivector_table:  # as nnet3-compute: the utterance fails, the others go on
-                print(f"WARNING (kaldi-avg compute) No online iVector available for utterance {utt} "
-                      f"in {a.online_ivectors}", file=sys.stderr)
-                n_fail += 1
-                continue
-            ivectors = ivector_table[utt]
-            if ivectors.shape[1] != ivector_dim:
-                raise InputError(f"{a.online_ivectors}: utterance {utt} has i-vector dim {ivectors.shape[1]}, "
-                                 f"the network's 'ivector' input expects {ivector_dim}")
-            yield utt, feats, ivectors
-
-    def outputs():
-        nonlocal n_done
-        for utt, out in compute_utterances(module, checked(), opts, context, log_priors):
-            n_done += 1
-            yield utt, np.exp(out) if a.apply_exp else out
-
-    try:
-        write_matrix_table(a.matrix_wspecifier, outputs())
-    except DataError as e:  # a short i-vector matrix: compute names the utterance, we the file
-        raise InputError(f"{a.online_ivectors}: {e}") from None
-    print(f"LOG (kaldi-avg compute) Done {n_done} utterances, failed for {n_fail}", file=sys.stderr)
-    if n_done == 0:
+    done, failed = compute_tables(a.model_in, a.feats_rspecifier, a.matrix_wspecifier, opts, a.online_ivectors,
+                                  a.use_priors, a.apply_exp, compute_device(a.use_gpu))
+    print(f"LOG (kaldi-avg compute) Done {done} utterances, failed for {failed}", file=sys.stderr)
+    if done == 0:
         raise SystemExit(1)
 
 
@@ -174,7 +107,9 @@ def cmd_info(argv: list[str]) -> None:
 
 def cmd_train(argv: list[str]) -> None:
     from .train.cli import main as train_main
-    train_main(argv)
+    code = train_main(argv)
+    if code:
+        raise SystemExit(code)   # a recipe under `set -e` must stop
 
 
 def cmd_experiment(argv: list[str]) -> None:
@@ -203,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 1
     try:
         globals()[f"cmd_{argv[0].replace('-', '_')}"](argv[1:])
-    except (KaldiFormatError, ConfigError, OSError, ValueError, RuntimeError) as e:
+    except (UsageError, OSError) as e:   # the user's options, data or files; anything else is a bug
         print(f"kaldi-avg {argv[0]}: error: {e}", file=sys.stderr)
         return 1
     return 0

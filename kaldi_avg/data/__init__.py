@@ -25,6 +25,7 @@ from .checks import (
 )
 from .chunking import Chunk, ChunkConfig, chunks_for_utterance, parse_chunk_widths, split_utterance
 from .collate import Minibatch, collate
+from .corpus import build_source
 from .diagnostics import DiagnosticSet
 from .merging import MinibatchSizeRule, halve_minibatch_size, merge_into_minibatches
 from .prefetch import Prefetcher
@@ -37,7 +38,7 @@ __all__ = [
     "InputError", "OnlineIvectors", "ScpCheck", "check_alignments", "check_features", "check_ivectors",
     "check_matrix_scp", "check_minibatches", "check_tree", "read_ivector_dir",
     "Chunk", "ChunkConfig", "chunks_for_utterance", "parse_chunk_widths", "split_utterance",
-    "Minibatch", "collate", "DiagnosticSet",
+    "Minibatch", "collate", "build_source", "DiagnosticSet",
     "MinibatchSizeRule", "halve_minibatch_size", "merge_into_minibatches",
     "Prefetcher", "REASON_INFO", "REASONS", "DataError", "SkipReport",
     "LoadedUtterance", "UtteranceSource", "load_utterance", "screen_utterances",

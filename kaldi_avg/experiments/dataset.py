@@ -19,6 +19,7 @@ from ..data import (
     DiagnosticSet,
     SkipReport,
     UtteranceSource,
+    build_source,
     chunks_for_utterance,
     plan_archives,
     screen_utterances,
@@ -26,8 +27,6 @@ from ..data import (
 from ..kaldi.nnet3.nnet import Nnet
 from ..kaldi.transition import read_transition_model
 from ..model.build import build_nnet, xconfig_context
-from ..train.config import RunConfig
-from ..train.driver import build_source
 from .prepare import Prepared
 
 CHUNK_WIDTH = 20
@@ -61,9 +60,8 @@ def xconfig_text(feat_dim: int, num_pdfs: int, cell_dim: int, label_delay: int =
 
 def load(prepared: Prepared, cell_dim: int, num_archives: int, srand: int = 0) -> Dataset:
     """The source from the recipe's data dir and alignments (with the recipe's CMVN)."""
-    config = RunConfig(dir="", feat_dir=prepared.feat_dir, ali_dir=prepared.ali_dir)
     trans_model = read_transition_model(f"{prepared.ali_dir}/final.mdl")
-    source, summary = build_source(config, trans_model, SkipReport())
+    source, summary = build_source(prepared.feat_dir, trans_model, SkipReport(), ali_dir=prepared.ali_dir)
     return from_source(in_memory(source), cell_dim, num_archives, srand, f"{prepared.corpus}: {summary}")
 
 

@@ -33,6 +33,7 @@ from ..kaldi.datadir import DataDir, split_data
 from ..kaldi.runlog import JobLog
 from ..kaldi.tables import read_matrix_table, write_matrix_table
 from ..kaldi.transition import read_transition_model
+from ..model.compute import ChunkOptions
 from ..options import KaldiArgumentParser, kaldi_bool
 from .cliopts import parse_kaldi_args
 from .decode import DecodeOptions, Hypothesis, MappedDecoder, gmm_log_likelihoods
@@ -51,23 +52,20 @@ class DecodeError(RuntimeError):
 
 @dataclass(frozen=True)
 class ComputeOptions:
-    """The nnet3 options of steps/nnet3/decode.sh (forwarded to `kaldi-avg compute`)."""
-    frames_per_chunk: int = 50
-    extra_left_context: int = 0
-    extra_right_context: int = 0
-    extra_left_context_initial: int = -1
-    extra_right_context_final: int = -1
-    online_ivectors: str = ""  # rspecifier; decode_nnet3 sets it and the period from --online-ivector-dir
-    online_ivector_period: int = 0
+    """The nnet3 options of steps/nnet3/decode.sh, forwarded to `kaldi-avg compute`: its chunking
+    and, with --online-ivector-dir, the i-vector rspecifier (the period is in `chunk`)."""
+    chunk: ChunkOptions = ChunkOptions()
+    online_ivectors: str = ""
 
     def args(self) -> list[str]:
+        c = self.chunk
         ivector_opts = ([f"--online-ivectors={self.online_ivectors}",
-                         f"--online-ivector-period={self.online_ivector_period}"] if self.online_ivectors else [])
+                         f"--online-ivector-period={c.online_ivector_period}"] if self.online_ivectors else [])
         return ivector_opts + [
-            f"--frames-per-chunk={self.frames_per_chunk}", f"--extra-left-context={self.extra_left_context}",
-            f"--extra-right-context={self.extra_right_context}",
-            f"--extra-left-context-initial={self.extra_left_context_initial}",
-            f"--extra-right-context-final={self.extra_right_context_final}"]
+            f"--frames-per-chunk={c.frames_per_chunk}", f"--extra-left-context={c.extra_left_context}",
+            f"--extra-right-context={c.extra_right_context}",
+            f"--extra-left-context-initial={c.extra_left_context_initial}",
+            f"--extra-right-context-final={c.extra_right_context_final}"]
 
 
 def _check_phones(graph_dir: str, src_dir: str) -> None:
@@ -107,7 +105,7 @@ def _online_ivectors(src_dir: str, ivector_dir: str, compute: ComputeOptions) ->
         text = f.read().strip()
     if not text.isdigit() or int(text) == 0:
         raise DecodeError(f"{period_file}: expected a positive number of frames, got {text!r}")
-    return dataclasses.replace(compute, online_ivectors=f"scp:{scp}", online_ivector_period=int(text))
+    return ComputeOptions(dataclasses.replace(compute.chunk, online_ivector_period=int(text)), f"scp:{scp}")
 
 
 def _decode_job(decoder: MappedDecoder, loglikes: Iterable[tuple[str, np.ndarray]], words: dict[int, str],
@@ -360,8 +358,8 @@ def main_nnet3(argv: list[str] | None = None) -> int:
         print(f"{p.prog}: --post-decode-acwt other than 1.0 is not supported", file=sys.stderr)
         return 1
     opts = DecodeOptions(a.acwt, a.beam, a.lattice_beam, a.max_active, a.min_active)
-    compute = ComputeOptions(a.frames_per_chunk, a.extra_left_context, a.extra_right_context,
-                             a.extra_left_context_initial, a.extra_right_context_final)
+    compute = ComputeOptions(ChunkOptions(a.frames_per_chunk, a.extra_left_context, a.extra_right_context,
+                                          a.extra_left_context_initial, a.extra_right_context_final))
     return _run(p.prog, argv, lambda: decode_nnet3(a.graph_dir, a.data_dir, a.decode_dir, opts, a.nj, compute,
                                                    a.iter, a.skip_scoring, _scoring_opts(a.scoring_opts),
                                                    a.online_ivector_dir))

@@ -109,13 +109,6 @@ class KaldiReader:
             self.pos = save
             raise self.error(f"expected token {token!r}, got {got!r}")
 
-    def maybe_token(self, token: str) -> bool:
-        """Consumes `token` if it comes next (Kaldi's PeekToken-guarded optional fields)."""
-        if not self.eof() and self.peek_token() == token:
-            self.read_token()
-            return True
-        return False
-
     # -- basic types ----------------------------------------------------------------
     def read_int32(self) -> int:
         if not self.binary:
@@ -317,12 +310,6 @@ class KaldiWriter:
         else:
             self.raw(f"{int(v)} ")
 
-    def uint32(self, v: int) -> None:
-        if self.binary:
-            self.raw(b"\xfc" + struct.pack("<I", int(v)))
-        else:
-            self.raw(f"{int(v)} ")
-
     def float32(self, v: float) -> None:
         if self.binary:
             self.raw(b"\x04" + struct.pack("<f", float(v)))
@@ -380,3 +367,25 @@ class KaldiWriter:
         vals = m.astype(np.float64 if double else np.float32)
         rows = ["\n  " + "".join(_fmt(float(x), self.digits) + " " for x in r) for r in vals]
         self.raw(" [" + "".join(rows) + "]\n")
+
+
+def matrix_file(m, binary: bool = True) -> bytes:
+    """A whole Kaldi matrix file (lda.mat, final.mat): header and matrix, as WriteKaldiObject."""
+    w = KaldiWriter(binary)
+    w.header()
+    w.matrix(m)
+    return w.getvalue()
+
+
+def vector_file(v, binary: bool = True) -> bytes:
+    """A whole Kaldi vector file (post.*.vec), as WriteKaldiObject."""
+    w = KaldiWriter(binary)
+    w.header()
+    w.vector(v)
+    return w.getvalue()
+
+
+def script_text_vector(words) -> str:
+    """A vector as Kaldi's Python scripts write it (`write_kaldi_matrix` of one row in
+    steps/libs/common.py): `[ a b c ]` and a newline; `words` already formatted."""
+    return "[ " + " ".join(words) + " ]\n"

@@ -169,19 +169,16 @@ class TransitionModel:
     tuples: list[tuple[int, int, int, int]]  # (phone, hmm_state, forward_pdf, self_loop_pdf)
     log_probs: np.ndarray  # index = transition-id; element 0 unused
     _tid2pdf: np.ndarray = field(init=False, repr=False)
-    _tid2phone: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
-        pdfs, phones = [0], [0]
+        pdfs = [0]
         for phone, hmm_state, fpdf, slpdf in self.tuples:
             states = self.topology.entry_for_phone(phone)
             if hmm_state >= len(states):
                 raise KaldiFormatError(f"tuple {(phone, hmm_state)}: phone has {len(states)} states")
             for dst, _ in states[hmm_state].transitions:
                 pdfs.append(slpdf if dst == hmm_state else fpdf)
-                phones.append(phone)
         self._tid2pdf = np.asarray(pdfs, dtype=np.int32)
-        self._tid2phone = np.asarray(phones, dtype=np.int32)
         self.log_probs = np.asarray(self.log_probs, dtype=np.float32)
         if self.log_probs.size != self._tid2pdf.size:
             raise KaldiFormatError(
@@ -199,9 +196,6 @@ class TransitionModel:
     def transition_id_to_pdf_array(self) -> np.ndarray:
         """Index = transition-id (0 unused), value = pdf-id, as `ali-to-pdf` maps them."""
         return self._tid2pdf
-
-    def transition_id_to_phone_array(self) -> np.ndarray:
-        return self._tid2phone
 
     def tids_to_pdfs(self, tids, what: str = "alignment") -> np.ndarray:
         tids = np.asarray(tids)

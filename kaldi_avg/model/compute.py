@@ -30,7 +30,7 @@ from .graph import NnetModule
 IVECTOR_EDGE_FRAMES = 50
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChunkOptions:
     frames_per_chunk: int = 50
     extra_left_context: int = 0

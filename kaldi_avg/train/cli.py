@@ -13,6 +13,7 @@ from ..errors import UsageError
 from ..parallel import Communicator, ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
 from .config import ConfigError
 from .driver import run
+from .expdir import ExpDir
 from .options import DEFAULT_SCRIPT, SCRIPTS, get_parser
 
 # The world size as launchers announce it: torchrun, mpiexec (MPICH/hydra), Open MPI's mpirun,
@@ -50,9 +51,12 @@ def make_rank_communicator(args) -> Communicator:
     return comm
 
 
-def failure_report_path(exp_dir: str, rank: int) -> str:
-    """Where rank `rank` leaves its failure message (read by the launcher, kaldi_avg/train/launch.py)."""
-    return os.path.join(exp_dir, "log", f"rank.{rank}.failed")
+def local_rank(rank: int) -> int:
+    """This rank's index on its node, as the launcher says (torchrun, hydra, Open MPI, Slurm)."""
+    for var in ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return rank
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,15 +76,15 @@ def main(argv: list[str] | None = None) -> int:
 def run_rank(args) -> int:
     comm = make_rank_communicator(args)
     if comm.size == 1:
-        return run(0, 1, args, comm)
-    report_path = failure_report_path(args.dir, comm.rank)
+        return run(0, 1, args, comm, local_rank(0))
+    report_path = ExpDir(args.dir).rank_failed(comm.rank)
     os.makedirs(os.path.dirname(report_path), exist_ok=True)
     if os.path.exists(report_path):
         os.remove(report_path)
     monitor = ExitMonitor(comm, report_path)
     with failure_guard(comm, report_path, verbose=args.verbose > 0), \
             Watchdog(comm, timeout_s=30.0, report_path=report_path):
-        code = run(comm.rank, comm.size, args, comm)
+        code = run(comm.rank, comm.size, args, comm, local_rank(comm.rank))
     monitor.close()
     return code
 

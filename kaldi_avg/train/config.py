@@ -24,8 +24,9 @@ class ConfigError(UsageError):
 
 
 @dataclass(frozen=True)
-class ChunkOptions:
-    """--egs.chunk-*: how utterances are cut into chunks (docs/kaldi-formats.md 8.6)."""
+class EgsOptions:
+    """--egs.chunk-* (train_rnn.py) or --egs.frames-per-eg (train_dnn.py: the width, no extra
+    context): how utterances are cut into egs (docs/kaldi-formats.md 8.6, 6.12)."""
 
     width: str = "20"
     left_context: int = 40
@@ -102,7 +103,7 @@ class RunConfig:
     exit_stage: int | None = None
     cleanup: bool = True
     preserve_model_interval: int = 100
-    chunk: ChunkOptions = ChunkOptions()
+    egs: EgsOptions = EgsOptions()
     schedule: ScheduleOptions = ScheduleOptions()
     trainer: TrainerOptions = TrainerOptions()
     averaging: AveragingOptions = AveragingOptions()
@@ -137,11 +138,11 @@ class RunConfig:
             raise ConfigError(f"--averaging.*: {e}") from None
         script = SCRIPTS[a.script]
         if script.frame_level:   # train_dnn.py: egs of frames-per-eg frames, the model's context only
-            chunk = ChunkOptions(str(a.egs_frames_per_eg), 0, 0)
+            egs = EgsOptions(str(a.egs_frames_per_eg), 0, 0)
             minibatch, frames_per_eg = a.trainer_optimization_minibatch_size, a.egs_frames_per_eg
             margin, shrink, threshold = None, 1.0, 0.0   # no derivative truncation, no saturation shrinkage
         else:
-            chunk = ChunkOptions(a.egs_chunk_width, a.egs_chunk_left_context, a.egs_chunk_right_context,
+            egs = EgsOptions(a.egs_chunk_width, a.egs_chunk_left_context, a.egs_chunk_right_context,
                                  a.egs_chunk_left_context_initial, a.egs_chunk_right_context_final)
             minibatch, frames_per_eg = a.trainer_rnn_num_chunk_per_minibatch, None
             margin, shrink, threshold = (a.trainer_deriv_truncate_margin, a.trainer_optimization_shrink_value,
@@ -150,7 +151,7 @@ class RunConfig:
             script=script.name, dir=a.dir, feat_dir=a.feat_dir, ali_dir=a.ali_dir, cmvn_opts=a.feat_cmvn_opts or "",
             online_ivector_dir=a.feat_online_ivector_dir, input_model=a.trainer_input_model, stage=a.stage,
             exit_stage=a.exit_stage, cleanup=a.cleanup, preserve_model_interval=a.cleanup_preserve_model_interval,
-            chunk=chunk,
+            egs=egs,
             schedule=ScheduleOptions(
                 num_epochs=a.trainer_num_epochs, num_jobs_initial=a.trainer_optimization_num_jobs_initial,
                 num_jobs_final=a.trainer_optimization_num_jobs_final,

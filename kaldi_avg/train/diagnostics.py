@@ -13,13 +13,14 @@ import os
 import re
 import time
 
+from ..atomic import write_text
 from ..kaldi.runlog import write_run_log
+from .expdir import ExpDir
 from .objective import ProbStats
 
 VERSION = "kaldi-avg"
 PROB_RE = re.compile(r".*compute_prob_.*\.([0-9]+).log:LOG .nnet3.*compute-prob.*:PrintTotalStats..:"
                      r"nnet.*diagnostics.cc:[0-9]+. Overall ([a-zA-Z\-]+) for 'output'.*is ([0-9.\-e]+) .*per frame")
-TRAIN_OBJF_RE = re.compile(r"Overall average objective function for 'output' is (\S+) over (\S+) frames")
 ACCOUNTING_RE = re.compile(r"# Accounting: time=(\d+(?:\.\d+)?) threads=")
 
 
@@ -101,17 +102,6 @@ def parse_prob_logs(log_dir: str, kind: str, key: str = "accuracy") -> dict[int,
     return out
 
 
-def parse_train_objf(path: str) -> tuple[float, float] | None:
-    """The last 'Overall average objective function' (value, frames) of a train log."""
-    found = None
-    with open(path) as f:
-        for line in f:
-            m = TRAIN_OBJF_RE.search(line)
-            if m:
-                found = (float(m.group(1)), float(m.group(2)))
-    return found
-
-
 def parse_train_times(log_dir: str) -> dict[int, float]:
     """{iter: max over jobs of the accounting time} (Kaldi's parse_train_logs)."""
     times: dict[int, float] = {}
@@ -128,8 +118,9 @@ def parse_train_times(log_dir: str) -> dict[int, float]:
     return times
 
 
-def write_accuracy_report(exp_dir: str, key: str = "accuracy") -> str:
-    log_dir = os.path.join(exp_dir, "log")
+def write_accuracy_report(exp: ExpDir, key: str = "accuracy") -> str:
+    """accuracy.report as Kaldi's generate_acc_logprob_report writes it."""
+    log_dir = exp.log_dir
     train = parse_prob_logs(log_dir, "train", key)
     valid = parse_prob_logs(log_dir, "valid", key)
     times = parse_train_times(log_dir)
@@ -139,13 +130,11 @@ def write_accuracy_report(exp_dir: str, key: str = "accuracy") -> str:
                                             valid[it] - train[it]))
     total = sum(times.values())
     text = "\n".join(lines) + "\n" + f"Total training time is {datetime.timedelta(seconds=int(total))}\n"
-    path = os.path.join(exp_dir, "accuracy.report")
-    with open(path, "w") as f:
-        f.write(text)
+    write_text(exp.path("accuracy.report"), text)
     return text
 
 
-def plot_progress(exp_dir: str, path: str | None = None) -> str | None:
+def plot_progress(exp: ExpDir) -> str | None:
     """PNG of train/valid log-likelihood and accuracy per iteration (matplotlib Agg)."""
     try:
         import matplotlib
@@ -153,8 +142,7 @@ def plot_progress(exp_dir: str, path: str | None = None) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    log_dir = os.path.join(exp_dir, "log")
-    path = path or os.path.join(exp_dir, "progress.png")
+    log_dir, path = exp.log_dir, exp.path("progress.png")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("log-likelihood", "accuracy")):
         for kind in ("train", "valid"):

@@ -1,9 +1,12 @@
-"""The train_rnn.py stage as persistent ranks (docs/kaldi-formats.md 6.2-6.10), in three phases:
+"""The train_rnn.py / train_dnn.py stage as persistent ranks (docs/kaldi-formats.md 6.2-6.12), in
+three phases:
 
     prepare(config, comm)   inputs read, archives and schedule planned, experiment set up (rank 0)
     train(prep, comm)       the iterations of `schedule.plan()` from --stage on: N.mdl, N.algo.pt, logs
     finish(prep, comm)      final combination, priors, final.mdl, reports
     run(rank, ws, args)     the three in turn (icefall's skeleton; `get_parser` is in train/options.py)
+
+The experiment directory's file names come from `expdir.ExpDir`.
 
 Every iteration writes `N.mdl` and, for algorithms with state that crosses iterations, `N.algo.pt`;
 `--stage N` (N >= 0) resumes from them: everything else (archives, schedule, data order, seeds) is a
@@ -18,7 +21,6 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +32,7 @@ from ..data import (
     DiagnosticSet,
     OnlineIvectors,
     SkipReport,
-    UtteranceSource,
+    build_source,
     check_alignments,
     check_features,
     check_ivectors,
@@ -40,15 +42,13 @@ from ..data import (
     screen_utterances,
 )
 from ..data.pdf_store import PdfStore
-from ..kaldi.alignment import match_alignments, pdf_counts, read_alignments
-from ..kaldi.binary import KaldiWriter
-from ..kaldi.cmvn import CmvnApplier
+from ..kaldi.alignment import pdf_counts
+from ..kaldi.binary import matrix_file, script_text_vector, vector_file
 from ..kaldi.datadir import DataDir
 from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_file
 from ..kaldi.nnet3.context import model_context
 from ..kaldi.nnet3.nnet import Nnet
 from ..kaldi.runlog import write_run_log
-from ..kaldi.tables import MatrixTable
 from ..kaldi.transition import TransitionModel, read_transition_model
 from ..model.graph import NnetModule
 from ..parallel import Communicator, LocalCommunicator
@@ -57,12 +57,19 @@ from .combine import combine
 from .config import ConfigError, RunConfig
 from .diagnostics import plot_progress, write_accuracy_report, write_compute_prob_log
 from .dropout import describe
+from .expdir import ExpDir
 from .host_memory import keep_freed_host_memory
 from .iterations import IterationResult, JobData, make_iterations
+from .lda import lda_transform
 from .network import Network, check_cross_entropy_outputs, find_network
-from .objective import compute_loss, compute_prob  # noqa: F401 - compute_loss: icefall's skeleton
-from .options import get_parser  # noqa: F401 - likewise
-from .priors import adjust_priors, alignment_priors, posterior_sum
+from .objective import compute_prob
+from .priors import adjust_priors, alignment_priors, subsets_posterior_sum
+
+# get_egs.sh's --num-train-frames-combine: the frames of the combination set
+COMBINE_FRAMES = 60000
+# The LDA statistics' frame budget: Kaldi accumulates every frame of max-lda-jobs archives; a
+# full-rank scatter of a few hundred dims is estimated well long before, and start-up stays short.
+LDA_MAX_FRAMES = 500_000
 
 
 @dataclass
@@ -81,6 +88,10 @@ class Prepared:
     train_subset: DiagnosticSet
 
     @property
+    def exp(self) -> ExpDir:
+        return ExpDir(self.config.dir)
+
+    @property
     def num_pdfs(self) -> int:
         return self.trans_model.num_pdfs
 
@@ -94,36 +105,9 @@ def say(comm: Communicator, msg: str) -> None:
 
 
 # -- prepare ----------------------------------------------------------------------------------
-def build_source(config: RunConfig, trans_model, report: SkipReport,
-                 alignments: Mapping[str, np.ndarray] | None = None,
-                 ivectors: tuple[OnlineIvectors, int] | None = None) -> tuple[UtteranceSource, str]:
-    """The corpus as the jobs read it: CMVN-applied features, pdf targets, online i-vectors
-    (`ivectors`: the directory's scp and period, and their dim); utterances without a usable
-    alignment are recorded in `report`. `alignments`: the pdfs by utterance (the run's shared
-    PdfStore), else read from --ali-dir."""
-    data = DataDir(config.feat_dir)
-    feats = data.feats
-    if feats is None:
-        raise ConfigError(f"{config.feat_dir}/feats.scp is missing")
-    cmvn = CmvnApplier(data, config.cmvn_opts)
-    lengths = {utt: data.num_frames(utt) for utt in feats}
-    if alignments is None:
-        alignments = read_alignments(config.ali_dir, trans_model)
-    matched, summary = match_alignments(lengths, alignments, skipped=report)
-    ivec = {}
-    if ivectors is not None:
-        online, dim = ivectors
-        ivec = dict(load_ivector=MatrixTable(online.scp).__getitem__, ivector_dim=dim, ivector_period=online.period)
-    feat_dim = feats[next(iter(feats))].shape[1]
-    # the targets stay the shared mapping (a memory-mapped store is not copied per utterance)
-    source = UtteranceSource(lengths={u: lengths[u] for u in matched}, load_features=lambda u: cmvn(u, feats[u]),
-                             targets=alignments, feat_dim=feat_dim, num_pdfs=trans_model.num_pdfs, **ivec)
-    return source, summary.summary()
-
-
 def online_ivectors(config: RunConfig, nnet: Nnet, path: str) -> tuple[OnlineIvectors, int] | None:
-    """--feat.online-ivector-dir and the dim of the network's `ivector` input, which must come
-    together (nnet3 networks read i-vectors only through an input node named ivector)."""
+    """--feat.online-ivector-dir and the dim of the network's `ivector` input, which come together
+    (nnet3 networks read i-vectors only through an input node named ivector)."""
     dim = nnet.input_dim("ivector")
     if dim < 0:
         if config.online_ivector_dir:
@@ -151,7 +135,7 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     ivectors = online_ivectors(config, reference, network.path)
     if comm.rank == 0:
         say(comm, f"network: {network.description}")
-    c = config.chunk
+    c = config.egs
     chunk_config = ChunkConfig.from_egs_options(
         c.width, model_left_context=left, model_right_context=right, chunk_left_context=c.left_context,
         chunk_right_context=c.right_context, chunk_left_context_initial=c.left_context_initial,
@@ -161,7 +145,8 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     max_deriv_time_relative = None if margin is None else margin + right
     report = load_ledger(config) if config.stage >= 0 else SkipReport()
     store = check_inputs(config, trans_model, reference.input_dim(), comm, ivectors)
-    source, match_summary = build_source(config, trans_model, report, store, ivectors)
+    source, match_summary = build_source(config.feat_dir, trans_model, report, cmvn_opts=config.cmvn_opts,
+                                         alignments=store, ivectors=ivectors and ivectors[0])
     usable = screen_utterances(source, chunk_config, report=report)   # every rank: the ledger counts once
     # utt2uniq (speed perturbation) keeps every copy of a held-out utterance out of training, as get_egs.sh.
     srand = config.trainer.srand
@@ -191,10 +176,6 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     return prep
 
 
-def pdf_store_dir(config: RunConfig) -> str:
-    return os.path.join(config.dir, "pdf_store")
-
-
 def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int, comm: Communicator,
                  ivectors: tuple[OnlineIvectors, int] | None = None) -> PdfStore:
     """The start-up checks (kaldi_avg/data/checks.py), shared by the ranks so that each does its
@@ -209,19 +190,15 @@ def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int
                    rank=comm.rank, world_size=comm.size)
     if comm.rank == 0:
         data.lengths   # noqa: B018 - computes and writes utt2num_frames once, before every rank reads it
-    store = check_alignments(config.ali_dir, trans_model, pdf_store_dir(config), comm=comm)   # ends in a barrier
+    store = check_alignments(config.ali_dir, trans_model, ExpDir(config.dir).pdf_store, comm=comm)   # ends in a barrier
     if ivectors is not None:
         check_ivectors(ivectors[0], ivectors[1], data.lengths, rank=comm.rank, world_size=comm.size)
     return store
 
 
-def ledger_path(exp_dir: str) -> str:
-    return os.path.join(exp_dir, "log", "skipped.json")
-
-
 def load_ledger(config: RunConfig) -> SkipReport:
     """The skip ledger of the run being resumed (what earlier iterations recorded), or an empty one."""
-    path = ledger_path(config.dir)
+    path = ExpDir(config.dir).ledger
     if not os.path.exists(path):
         return SkipReport()
     with open(path) as f:
@@ -237,104 +214,83 @@ def gather_ledger(prep: Prepared, comm: Communicator) -> SkipReport | None:
 def setup_experiment(prep: Prepared) -> None:
     """Rank 0: configs/ + vars, lda.mat, presoftmax_prior_scale.vec, 0.mdl, tree, phones.txt, final.ie.id,
     cmvn_opts, num_jobs, srand, pdf_counts."""
-    config, d = prep.config, prep.config.dir
-    log_dir = os.path.join(d, "log")
-    os.makedirs(log_dir, exist_ok=True)
+    config, exp = prep.config, prep.exp
+    os.makedirs(exp.log_dir, exist_ok=True)
     sources = [os.path.join(config.ali_dir, name) for name in ("tree", "phones.txt")]
     if config.online_ivector_dir:   # decode.sh checks that decoding uses the same extractor
         sources.append(os.path.join(config.online_ivector_dir, "final.ie.id"))
     for src in sources:
         if os.path.exists(src):
-            copy_file(src, os.path.join(d, os.path.basename(src)))
+            copy_file(src, exp.path(os.path.basename(src)))
     nj_src = os.path.join(config.ali_dir, "num_jobs")
     num_jobs = open(nj_src).read().strip() if os.path.exists(nj_src) else "1"
-    write_text(os.path.join(d, "num_jobs"), num_jobs + "\n")
-    write_text(os.path.join(d, "cmvn_opts"), config.cmvn_opts + "\n")
-    write_text(os.path.join(d, "srand"), f"{config.trainer.srand}\n")
-    prep.network.write_files(d, config.stage, prep.num_pdfs, (prep.model_left_context, prep.model_right_context))
+    write_text(exp.path("num_jobs"), num_jobs + "\n")
+    write_text(exp.path("cmvn_opts"), config.cmvn_opts + "\n")
+    write_text(exp.path("srand"), f"{config.trainer.srand}\n")
+    prep.network.write_files(config.dir, config.stage, prep.num_pdfs,
+                             (prep.model_left_context, prep.model_right_context))
     src = prep.data.source   # counts over the utterances that train (as ali-to-pdf | analyze-counts)
     counts = pdf_counts({u: src.targets[u] for u in src.lengths}, prep.num_pdfs)
-    write_text(os.path.join(d, "pdf_counts"), "[ " + " ".join(str(int(c)) for c in counts) + " ]\n")
+    write_text(exp.path("pdf_counts"), script_text_vector(str(int(c)) for c in counts))
     lda_path = None
     lda_init = prep.network.lda_init_network(prep.num_pdfs)
     if lda_init is not None:
-        lda_path = os.path.join(d, "lda.mat")
+        lda_path = exp.path("lda.mat")
         if config.stage <= -3 or not os.path.exists(lda_path):
             t0 = time.time()
-            estimate_lda(prep, lda_init, lda_path)
-            write_run_log(os.path.join(log_dir, "get_transform.log"), "kaldi-avg estimate LDA",
-                          [f"wrote {lda_path}"], time.time() - t0)
-        copy_file(lda_path, os.path.join(d, "configs", "lda.mat"))
-    if config.stage <= -2 or not os.path.exists(os.path.join(d, "presoftmax_prior_scale.vec")):
-        write_presoftmax_prior_scale(d, counts, config.trainer.presoftmax_prior_scale_power)
-    if config.stage <= -1 or not os.path.exists(os.path.join(d, "0.mdl")):
+            write_bytes(lda_path, matrix_file(lda_transform(lda_init, lda_chunks(prep, lda_init), prep.num_pdfs)))
+            write_run_log(exp.log("get_transform.log"), "kaldi-avg estimate LDA", [f"wrote {lda_path}"],
+                          time.time() - t0)
+        copy_file(lda_path, exp.config("lda.mat"))
+    if config.stage <= -2 or not os.path.exists(exp.path("presoftmax_prior_scale.vec")):
+        write_presoftmax_prior_scale(exp, counts, config.trainer.presoftmax_prior_scale_power)
+    if config.stage <= -1 or not os.path.exists(exp.model(0)):
         t0 = time.time()
         nnet = prep.network.initial_network(prep.num_pdfs, lda_path, config.trainer.srand)
-        Nnet3Model(nnet, prep.trans_model, alignment_priors(counts)).write(os.path.join(d, "0.mdl"))
-        write_run_log(os.path.join(log_dir, "init_mdl.log"), "kaldi-avg init 0.mdl",
+        Nnet3Model(nnet, prep.trans_model, alignment_priors(counts)).write(exp.model(0))
+        write_run_log(exp.log("init_mdl.log"), "kaldi-avg init 0.mdl",
                       [f"{len(counts)} pdfs, priors from alignment counts"], time.time() - t0)
 
 
-# The LDA statistics' frame budget: Kaldi accumulates every frame of max-lda-jobs archives; a
-# full-rank scatter of a few hundred dims is estimated well long before, and start-up stays short.
-LDA_MAX_FRAMES = 500_000
-
-
-def estimate_lda(prep: Prepared, init: Nnet, out_path: str) -> None:
-    """The LDA-like transform of the fixed-affine-layer from the init network's output (stage -3,
-    nnet3-acc-lda-stats + nnet-get-feature-transform): over the chunks of the first max-lda-jobs
-    archives, as the egs Kaldi reads (a random LDA_MAX_FRAMES of them), each with its i-vector,
-    every output frame weighted as in training."""
-    from .lda import LdaStats, estimate_transform
-    module = NnetModule(init).eval()
+def lda_chunks(prep: Prepared, init: Nnet) -> DiagnosticSet:
+    """What the LDA statistics accumulate over (stage -3, nnet3-acc-lda-stats): the chunks of the
+    first max-lda-jobs archives, as the egs Kaldi reads (a random LDA_MAX_FRAMES of them), each with
+    its i-vector. Their context is the init network's own: with an output delay it needs more
+    left context than the whole model (edges repeat the first and last frames)."""
     data, config = prep.data, prep.config
+    left, right = model_context(init)
+    chunk_config = ChunkConfig(data.chunk_config.widths, left, right)
     utterances = [u for archive in data.archives.archives[:config.trainer.max_lda_jobs] for u in archive]
-    chunks = DiagnosticSet(data.source, utterances, data.chunk_config, num_frames=LDA_MAX_FRAMES,
-                           minibatch_size="1:256", srand=config.trainer.srand, name="lda", report=data.report)
-    stats = LdaStats(prep.num_pdfs, init.output_dim())
-    with torch.no_grad():
-        for mb in chunks:
-            y = module(mb.features, mb.left_context, mb.targets.shape[1], ivectors=mb.ivectors)
-            w = mb.weights.reshape(-1).numpy()
-            kept = w > 0
-            stats.accumulate(y.reshape(-1, y.shape[-1]).numpy()[kept], mb.targets.reshape(-1).numpy()[kept], w[kept])
-    w = KaldiWriter(binary=True)
-    w.header()
-    w.matrix(estimate_transform(stats))
-    write_bytes(out_path, w.getvalue())
+    return DiagnosticSet(data.source, utterances, chunk_config, num_frames=LDA_MAX_FRAMES,
+                         minibatch_size="1:256", srand=config.trainer.srand, name="lda", report=data.report)
 
 
-def write_presoftmax_prior_scale(exp_dir: str, counts: np.ndarray, power: float) -> None:
+def write_presoftmax_prior_scale(exp: ExpDir, counts: np.ndarray, power: float) -> None:
     """Stage -2: presoftmax_prior_scale.vec, (count + 0.01 x average count)^power rescaled to average 1,
     and configs/presoftmax_prior_scale.vec -> ../presoftmax_prior_scale.vec, as Kaldi's
     compute_presoftmax_prior_scale (for configs with a FixedScaleComponent reading it)."""
     scales = (counts + 0.01 * counts.mean()) ** power
     scales *= len(scales) / scales.sum()
-    write_text(os.path.join(exp_dir, "presoftmax_prior_scale.vec"),
-               "[ " + " ".join(repr(float(x)) for x in scales) + " ]\n")
-    link = os.path.join(exp_dir, "configs", "presoftmax_prior_scale.vec")
-    os.makedirs(os.path.dirname(link), exist_ok=True)
+    write_text(exp.path("presoftmax_prior_scale.vec"), script_text_vector(repr(float(x)) for x in scales))
+    link = exp.config("presoftmax_prior_scale.vec")
+    os.makedirs(exp.configs, exist_ok=True)
     if os.path.lexists(link):
         os.remove(link)
     os.symlink(os.path.join("..", "presoftmax_prior_scale.vec"), link)
 
 
 # -- the iterations ---------------------------------------------------------------------------
-def algo_state_path(exp_dir: str, n: int) -> str:
-    return os.path.join(exp_dir, f"{n}.algo.pt")
-
-
 def train(prep: Prepared, comm: Communicator) -> None:
     """The iterations from --stage (or 0) to --exit-stage (or the end), every rank."""
-    config, d = prep.config, prep.config.dir
+    config, exp = prep.config, prep.exp
     start = min(max(config.stage, 0), prep.num_iters)
-    mdl_path = os.path.join(d, f"{start}.mdl")
+    mdl_path = exp.model(start)
     if not os.path.exists(mdl_path):
         raise ConfigError(f"{mdl_path} does not exist: cannot start at stage {config.stage}")
     am = read_nnet3_file(mdl_path)
     iterations = make_iterations(config, comm, prep.data, am.nnet)
     if start > 0 and not config.averaging.kaldi_jobs:
-        state_path = algo_state_path(d, start)
+        state_path = exp.algo_state(start)
         if not os.path.exists(state_path):
             raise ConfigError(f"{state_path} does not exist: cannot resume {config.averaging.algorithm} "
                               f"at stage {start}")
@@ -345,12 +301,12 @@ def train(prep: Prepared, comm: Communicator) -> None:
     for it in prep.iterations[start:stop]:
         t0 = time.time()
         if comm.rank == 0:
-            run_diagnostics(prep, iterations.module, str(it.index))
+            run_diagnostics(prep, iterations.module, it.index)
         result = iterations.run(it)
         carry = comm.allgather_object(iterations.carry_state())
         ledger = gather_ledger(prep, comm)
         if comm.rank == 0:
-            write_text(ledger_path(config.dir), json.dumps(ledger.to_dict()))
+            write_text(exp.ledger, json.dumps(ledger.to_dict()))
             save_iteration(prep, iterations.module, am, result, carry, time.time() - t0)
             dropout = f" dropout {describe(list(it.dropout))}" if it.dropout else ""
             say(comm, f"iteration {it.index}/{prep.num_iters}: jobs {it.num_jobs} lrate {it.learning_rate:.3g}"
@@ -360,34 +316,32 @@ def train(prep: Prepared, comm: Communicator) -> None:
 
 def save_iteration(prep: Prepared, module: NnetModule, am: Nnet3Model, result: IterationResult, carry: list,
                    seconds: float) -> None:
-    """Rank 0: (it+1).mdl, its algorithm state, the iteration's logs; old models removed."""
-    d, it = prep.config.dir, result.iteration
-    log_dir = os.path.join(d, "log")
-    module.write_back()
-    Nnet3Model(module.nnet, prep.trans_model, am.priors).write(os.path.join(d, f"{it.index + 1}.mdl"))
+    """Rank 0: the algorithm state for iteration it+1, then (it+1).mdl (so that an N.mdl is always
+    resumable: the launcher's resume hint is the last N.mdl), the iteration's logs; old models removed."""
+    exp, it = prep.exp, result.iteration
     if any(carry):
         buf = io.BytesIO()
         torch.save(carry, buf)
-        write_bytes(algo_state_path(d, it.index + 1), buf.getvalue())
-    write_run_log(os.path.join(log_dir, f"{result.kind}.{it.index}.log"),
-                  f"kaldi-avg {result.kind} iteration {it.index}",
+        write_bytes(exp.algo_state(it.index + 1), buf.getvalue())
+    module.write_back()
+    Nnet3Model(module.nnet, prep.trans_model, am.priors).write(exp.model(it.index + 1))
+    write_run_log(exp.log(f"{result.kind}.{it.index}.log"), f"kaldi-avg {result.kind} iteration {it.index}",
                   [f"job {j.job + 1}: objective {j.objf:g}, weight {result.weights[j.job]:g}, "
                    f"data wait {j.data_wait:.3f} s" for j in result.jobs]
                   + [f"communication {result.comm_seconds:.3f} s"]
                   + ([f"algorithm {result.algorithm}"] if result.algorithm else [])
                   + ([f"dropout {describe(list(it.dropout))}"] if it.dropout else []), seconds)
-    _append_data_wait(log_dir, result, seconds)
+    _append_data_wait(exp.data_wait_log, result, seconds)
     old = it.index - 1
     if old >= 1 and not keep_model(prep, old):
-        for path in (os.path.join(d, f"{old}.mdl"), algo_state_path(d, old)):
+        for path in (exp.model(old), exp.algo_state(old)):
             if os.path.exists(path):
                 os.remove(path)
 
 
-def _append_data_wait(log_dir: str, result: IterationResult, seconds: float) -> None:
+def _append_data_wait(path: str, result: IterationResult, seconds: float) -> None:
     """log/data_wait.log: one line per iteration, for benchmarks; a resumed run replaces the lines
     of the iterations it trains again."""
-    path = os.path.join(log_dir, "data_wait.log")
     it = result.iteration.index
     kept = []
     if os.path.exists(path):
@@ -407,11 +361,11 @@ def keep_model(prep: Prepared, n: int) -> bool:
             or n in prep.combine_iters or not c.cleanup)
 
 
-def run_diagnostics(prep: Prepared, module: NnetModule, name: str) -> None:
+def run_diagnostics(prep: Prepared, module: NnetModule, name: int | str) -> None:
     for kind, batches in (("valid", prep.valid), ("train", prep.train_subset)):
         t0 = time.time()
         stats = compute_prob(module, batches)
-        write_compute_prob_log(os.path.join(prep.config.dir, "log", f"compute_prob_{kind}.{name}.log"), stats,
+        write_compute_prob_log(prep.exp.compute_prob_log(kind, name), stats,
                                f"nnet3-compute-prob (kaldi-avg) {name}.mdl {kind}_diagnostic", time.time() - t0)
 
 
@@ -421,7 +375,7 @@ def finish(prep: Prepared, comm: Communicator) -> None:
     combined = combine_models(prep) if comm.rank == 0 else None
     comm.barrier()
     if combined is None:
-        combined = read_nnet3_file(os.path.join(prep.config.dir, "combined.mdl"))
+        combined = read_nnet3_file(prep.exp.model("combined"))
     post, njobs = average_posterior(prep, comm, combined)
     if comm.rank == 0:
         write_final_model(prep, combined, post, njobs)
@@ -429,24 +383,23 @@ def finish(prep: Prepared, comm: Communicator) -> None:
 
 def combine_models(prep: Prepared) -> Nnet3Model:
     """Rank 0: nnet3-combine of the last models (or the last model alone), written as combined.mdl."""
-    config, d = prep.config, prep.config.dir
+    config, exp = prep.config, prep.exp
     t0 = time.time()
-    last = read_nnet3_file(os.path.join(d, f"{prep.num_iters}.mdl"))
+    last = read_nnet3_file(exp.model(prep.num_iters))
     combined = last
     if config.trainer.do_final_combination:
         combine_set = DiagnosticSet(prep.data.source, prep.data.archives.train_subset_utts, prep.data.chunk_config,
-                                    num_frames=60000, srand=config.trainer.srand, name="combine",
+                                    num_frames=COMBINE_FRAMES, srand=config.trainer.srand, name="combine",
                                     report=prep.data.report)
         iters = sorted(prep.combine_iters, reverse=True)
-        modules = [NnetModule(read_nnet3_file(os.path.join(d, f"{n}.mdl")).nnet) for n in iters]
+        modules = [NnetModule(read_nnet3_file(exp.model(n)).nnet) for n in iters]
         lines: list[str] = []
         best, _ = combine(modules, combine_set, config.trainer.max_objective_evaluations, lines.append)
         best.write_back()
         combined = Nnet3Model(best.nnet, prep.trans_model, last.priors)
-        write_run_log(os.path.join(d, "log", "combine.log"),
-                      f"nnet3-combine (kaldi-avg) models {' '.join(f'{n}.mdl' for n in iters)}", lines,
-                      time.time() - t0)
-    combined.write(os.path.join(d, "combined.mdl"))
+        models = " ".join(f"{n}.mdl" for n in iters)
+        write_run_log(exp.log("combine.log"), f"nnet3-combine (kaldi-avg) models {models}", lines, time.time() - t0)
+    combined.write(exp.model("combined"))
     run_diagnostics(prep, NnetModule(combined.nnet), "combined")
     return combined
 
@@ -456,40 +409,25 @@ def average_posterior(prep: Prepared, comm: Communicator, combined: Nnet3Model) 
     config, data = prep.config, prep.data
     module = NnetModule(combined.nnet).to(config.device)
     njobs = min(config.trainer.num_jobs_compute_prior, data.archives.num_archives)
-    post = np.zeros(prep.num_pdfs)
-    for k in range(comm.rank, njobs, comm.size):
-        subset = DiagnosticSet(data.source, data.archives.archives[k], data.chunk_config,
-                               num_frames=config.trainer.prior_subset_size * data.chunk_config.principal_width,
-                               minibatch_size="1:128", srand=config.trainer.srand + k + 1, name=f"prior{k}",
-                               report=data.report)
-        s, _ = posterior_sum(module, subset, data.report)
-        post += s
+    post = subsets_posterior_sum(module, data, range(comm.rank, njobs, comm.size), config.trainer.prior_subset_size,
+                                 config.trainer.srand)
     return comm.allreduce_sum_(torch.from_numpy(post)).numpy(), njobs
 
 
 def write_final_model(prep: Prepared, combined: Nnet3Model, post: np.ndarray, njobs: int) -> None:
-    d = prep.config.dir
-    w = KaldiWriter(binary=True)
-    w.header()
-    w.vector(post.astype(np.float32))
-    write_bytes(os.path.join(d, "post.combined.vec"), w.getvalue())
-    Nnet3Model(combined.nnet, prep.trans_model, adjust_priors(post)).write(os.path.join(d, "final.mdl"))
-    write_run_log(os.path.join(d, "log", "adjust_priors.final.log"), "nnet3-am-adjust-priors (kaldi-avg)",
+    exp = prep.exp
+    write_bytes(exp.path("post.combined.vec"), vector_file(post.astype(np.float32)))
+    Nnet3Model(combined.nnet, prep.trans_model, adjust_priors(post)).write(exp.model("final"))
+    write_run_log(exp.log("adjust_priors.final.log"), "nnet3-am-adjust-priors (kaldi-avg)",
                   [f"priors from the average posterior over {njobs} subset(s)"], 0.0)
-    write_accuracy_report(d)
-    plot_progress(d)
+    write_accuracy_report(exp)
+    plot_progress(exp)
 
 
 # -- the whole run ----------------------------------------------------------------------------
-def local_rank(rank: int) -> int:
-    """This rank's index on its node, as the launcher says (torchrun, hydra, Open MPI, Slurm)."""
-    for var in ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
-        if var in os.environ:
-            return int(os.environ[var])
-    return rank
-
-
-def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator | None = None) -> int:
+def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator | None = None,
+        local_rank: int | None = None) -> int:
+    """One rank's run; `local_rank`: its index on its node (the GPU it takes), default `rank`."""
     comm = comm or LocalCommunicator()
     if comm.rank != rank or comm.size != world_size:
         raise ValueError(f"rank {rank}/{world_size} disagrees with the communicator ({comm.rank}/{comm.size})")
@@ -497,11 +435,12 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
     config.check_world(world_size)
     torch.set_num_threads(max(1, config.launch.num_threads))
     if config.device == "cuda":   # one GPU per rank of a node, as Kaldi's exclusive-mode jobs
-        torch.cuda.set_device(local_rank(rank) % torch.cuda.device_count())
+        torch.cuda.set_device((rank if local_rank is None else local_rank) % torch.cuda.device_count())
     say(comm, f"rank {rank} of {world_size} on {socket.gethostname()}, device {config.device}")
+    exp = ExpDir(config.dir)
     if rank == 0:
         try:
-            os.makedirs(os.path.join(config.dir, "log"), exist_ok=True)
+            os.makedirs(exp.log_dir, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"--dir {config.dir}: cannot create its log directory: {e.strerror}") from None
         remove_stale_temporaries(config.dir)
@@ -519,8 +458,8 @@ def finish_report(prep: Prepared, comm: Communicator) -> int:
     """log/skipped.log and skipped.json: every item left out, once, with its reason; one console line."""
     ledger = gather_ledger(prep, comm)
     if comm.rank == 0:
-        write_text(ledger_path(prep.config.dir), json.dumps(ledger.to_dict()))
-        write_text(os.path.join(prep.config.dir, "log", "skipped.log"), ledger.summary() + "\n")
+        write_text(prep.exp.ledger, json.dumps(ledger.to_dict()))
+        write_text(prep.exp.skipped_log, ledger.summary() + "\n")
         say(comm, ledger.one_line() + " (log/skipped.log)")
     comm.barrier()
     return 0

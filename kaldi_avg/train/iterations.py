@@ -26,7 +26,6 @@ left; they are counted in the train logs).
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +45,7 @@ from ..parallel import (
 from . import schedule
 from .config import RunConfig
 from .diagnostics import TrainLog
+from .expdir import ExpDir
 from .learner import Learner
 from .optim import KaldiSgd
 from .schedule import Iteration
@@ -137,7 +137,7 @@ def _finish_log(config: RunConfig, log: TrainLog, opt: KaldiSgd, it: Iteration, 
         log.note(f"{opt.num_skipped} updates were skipped for a non-finite change")
     log.note(f"Per-component max-change was enforced {opt.num_max_change_applied} times; global "
              f"max-change {opt.num_global_max_change_applied} times; data wait {wait:.3f} s")
-    log.write(os.path.join(config.dir, "log", f"train.{it.index}.{job + 1}.log"))
+    log.write(ExpDir(config.dir).train_log(it.index, job + 1))
 
 
 def _all_jobs(comm: Communicator, mine: list[JobResult]) -> list[JobResult]:

@@ -31,9 +31,9 @@ import torch
 
 from ..atomic import remove_stale_temporaries
 from ..errors import UsageError
-from .cli import failure_report_path
 from .cli import main as rank_main
 from .config import ConfigError, RunConfig
+from .expdir import ExpDir
 from .options import DEFAULT_SCRIPT, get_parser
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -140,8 +140,8 @@ def plan_launch(argv: list[str], config: RunConfig) -> Launch:
                                                             *rank_command(config.script, argv, n)])
     if config.launch.backend == "mpi":
         raise ConfigError("--mpi.launcher=cmd starts the ranks without MPI: leave --mpi.backend unset or use torch")
-    rendezvous = os.path.join(os.path.abspath(config.dir), "log", f".rendezvous.{uuid.uuid4().hex}")
-    log = os.path.join(config.dir, "log", "rank.JOB.log")
+    exp = ExpDir(config.dir)
+    rendezvous, log = exp.rendezvous(uuid.uuid4().hex), exp.rank_logs()
     return Launch(n, why + f", started as one array job of {program}",
                   [program, *words[1:], "--max-jobs-run", str(n), f"JOB=1:{n}", log,
                    *rank_command(config.script, argv, n), "--mpi.job=JOB", "--mpi.backend=torch",
@@ -196,9 +196,8 @@ def _alive(pid: int) -> bool:
 
 
 def last_model(exp_dir: str) -> int | None:
-    done = [int(m.group(1)) for p in glob.glob(os.path.join(exp_dir, "*.mdl"))
-            if (m := re.fullmatch(r"(\d+)\.mdl", os.path.basename(p)))]
-    return max(done) if done else None
+    done = ExpDir(exp_dir).numbered_models()
+    return done[-1] if done else None
 
 
 def first_failure(messages: list[str]) -> str:
@@ -213,7 +212,7 @@ def print_failure_reports(script: str, exp_dir: str, num_ranks: int, since: floa
     banner names a rank it killed after the first one died."""
     messages = []
     for rank in range(num_ranks):
-        path = failure_report_path(exp_dir, rank)
+        path = ExpDir(exp_dir).rank_failed(rank)
         if os.path.exists(path) and os.path.getmtime(path) >= since:
             with open(path) as report:
                 text = report.read()
@@ -232,7 +231,7 @@ def run_launch(launch: Launch, config: RunConfig) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", str(config.launch.num_threads))
-    os.makedirs(os.path.join(config.dir, "log"), exist_ok=True)
+    os.makedirs(ExpDir(config.dir).log_dir, exist_ok=True)
     print("# " + shlex.join(launch.command), file=sys.stderr, flush=True)
     started = time.time()
     received: list[int] = []

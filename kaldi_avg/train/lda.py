@@ -8,7 +8,12 @@ last column is the bias). Own implementation of `src/nnet2/get-feature-transform
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
+import torch
+
+from ..model.graph import NnetModule
 
 
 class LdaStats:
@@ -70,3 +75,18 @@ def estimate_transform(stats: LdaStats, within_class_factor: float = 0.001, max_
     if remove_offset:
         m = np.concatenate([m, -(m @ mean)[:, None]], axis=1)
     return m.astype(np.float32)
+
+
+@torch.no_grad()
+def lda_transform(init, minibatches: Iterable, num_pdfs: int) -> np.ndarray:
+    """The transform from the init network's output over `minibatches` (chunks with their
+    i-vectors, as nnet3-acc-lda-stats reads egs): every output frame with weight > 0 counted with
+    its pdf as class and its weight."""
+    module = NnetModule(init).eval()
+    stats = LdaStats(num_pdfs, init.output_dim())
+    for mb in minibatches:
+        y = module(mb.features, mb.left_context, mb.targets.shape[1], ivectors=mb.ivectors)
+        w = mb.weights.reshape(-1).numpy()
+        kept = w > 0
+        stats.accumulate(y.reshape(-1, y.shape[-1]).numpy()[kept], mb.targets.reshape(-1).numpy()[kept], w[kept])
+    return estimate_transform(stats)

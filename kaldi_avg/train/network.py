@@ -31,6 +31,7 @@ from ..kaldi.nnet3.nnet import ComponentNode, Nnet
 from ..kaldi.xconfig import write_config_dir
 from ..model.build import build_from_configs, build_nnet, matrix_files
 from .config import ConfigError
+from .expdir import ExpDir
 
 LDA_FILE = "lda.mat"
 
@@ -84,11 +85,11 @@ class XconfigNetwork:
         return build_nnet(self.text, self.path, num_pdfs, lda_mat, seed=seed)
 
     def write_files(self, exp_dir: str, stage: int, num_pdfs: int, context: tuple[int, int]) -> None:
-        configs = os.path.join(exp_dir, "configs")
-        if stage <= -1 or not os.path.exists(os.path.join(configs, "final.config")):
-            write_config_dir(self.path, configs, {"NUM_PDFS": num_pdfs})
-            write_text(os.path.join(configs, "vars"), f"model_left_context={context[0]}\n"
-                                                      f"model_right_context={context[1]}\n")
+        exp = ExpDir(exp_dir)
+        if stage <= -1 or not os.path.exists(exp.config("final.config")):
+            write_config_dir(self.path, exp.configs, {"NUM_PDFS": num_pdfs})
+            write_text(exp.config("vars"), f"model_left_context={context[0]}\n"
+                                           f"model_right_context={context[1]}\n")
 
 
 def _is_lda(path: str) -> bool:
@@ -141,7 +142,7 @@ class KaldiConfigs:
 
     def write_files(self, exp_dir: str, stage: int, num_pdfs: int, context: tuple[int, int]) -> None:
         if self.init_config and not self.init_raw:   # train_rnn.py's stage -5
-            Nnet3Model(self.init_network()).write(os.path.join(exp_dir, "init.raw"))
+            Nnet3Model(self.init_network()).write(ExpDir(exp_dir).path("init.raw"))
 
 
 @dataclass(frozen=True)
@@ -206,8 +207,9 @@ def find_network(exp_dir: str, stage: int, input_model: str | None) -> Network:
         if not os.path.isfile(input_model):
             raise ConfigError(f"{input_model} is missing (--trainer.input-model)")
         return InputModel(input_model)
-    config_dir = os.path.join(exp_dir, "configs")
-    xconfig, final = (os.path.join(config_dir, name) for name in ("network.xconfig", "final.config"))
+    exp = ExpDir(exp_dir)
+    config_dir = exp.configs
+    xconfig, final = exp.config("network.xconfig"), exp.config("final.config")
     if os.path.isfile(xconfig):
         return XconfigNetwork(xconfig, _read(xconfig))
     paths = [final] if os.path.isfile(final) else layer_configs(config_dir)
@@ -215,8 +217,7 @@ def find_network(exp_dir: str, stage: int, input_model: str | None) -> Network:
         raise ConfigError(f"--dir {exp_dir}: no network: none of configs/network.xconfig, configs/final.config "
                           "(xconfig_to_configs.py) or configs/layer1.config (steps/nnet3/lstm/make_configs.py) "
                           "is there; write one, or give --trainer.input-model")
-    init_config = os.path.join(config_dir, "init.config")
-    init_raw = os.path.join(exp_dir, "init.raw")
+    init_config, init_raw = exp.config("init.config"), exp.path("init.raw")
     return KaldiConfigs(tuple((path, _read(path)) for path in paths),
                         (init_config, _read(init_config)) if os.path.isfile(init_config) else None,
                         init_raw if stage > -5 and os.path.isfile(init_raw) else None)

@@ -11,8 +11,12 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from ..data import SkipReport
+from ..data import DiagnosticSet, SkipReport
 from .objective import forward_minibatch
+
+# Kaldi merges the prior subset with nnet3-merge-egs --minibatch-size=128; "1:" also keeps the last,
+# smaller minibatch, since the sum wants every eg.
+PRIOR_MINIBATCH = "1:128"
 
 
 @torch.no_grad()
@@ -59,3 +63,17 @@ def alignment_priors(counts: np.ndarray, floor: float = 5e-6) -> np.ndarray:
     p = c / c.sum() if c.sum() > 0 else np.full(len(c), 1.0 / len(c))
     p = np.maximum(p, floor)
     return (p / p.sum()).astype(np.float32)
+
+
+def subsets_posterior_sum(module, data, subsets: Iterable[int], subset_size: int, srand: int) -> np.ndarray:
+    """Σ of the posteriors over prior subsets `subsets` (0-based archives): `subset_size` random egs of
+    each, as compute_average_posterior's nnet3-subset-egs --srand=JOB --n=prior-subset-size.
+    `data`: the run's JobData."""
+    post = np.zeros(data.source.num_pdfs)
+    for k in subsets:
+        subset = DiagnosticSet(data.source, data.archives.archives[k], data.chunk_config,
+                               num_frames=subset_size * data.chunk_config.principal_width,
+                               minibatch_size=PRIOR_MINIBATCH, srand=srand + k + 1, name=f"prior{k}",
+                               report=data.report)
+        post += posterior_sum(module, subset, data.report)[0]
+    return post

@@ -13,13 +13,15 @@ pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition
 
 from kaldi_avg.kaldi.nnet3.am import read_nnet3_file
 from kaldi_avg.train.cli import main
-from kaldi_avg.train.diagnostics import PROB_RE, TRAIN_OBJF_RE
+from kaldi_avg.train.diagnostics import PROB_RE
 from kaldi_avg.train.options import SCRIPTS, get_parser
 
 from .experiment import make_experiment, train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_RNN = os.path.join(ROOT, "steps", "kaldi_avg", "train_rnn.py")
+# the closing line of nnet3-train's log, which Kaldi's report scripts parse
+TRAIN_OBJF_RE = re.compile(r"Overall average objective function for 'output' is (\S+) over (\S+) frames")
 
 
 @pytest.fixture(scope="module")

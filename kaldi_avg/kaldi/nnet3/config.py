@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from ...errors import UsageError
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _KEY_START = re.compile(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_.\-]*)=")
 
@@ -22,8 +24,8 @@ def name_matches_pattern(name: str, pattern: str) -> bool:
     return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), name, re.DOTALL) is not None
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UsageError):
+    """A config line, descriptor or xconfig that Kaldi would reject (one line, naming it)."""
 
 
 class ConfigLine:
