@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.chunking import parse_chunk_widths
 from ..data.merging import MinibatchSizeRule
 from ..errors import UsageError
 from ..parallel import DEFAULT_ALGORITHM_OPTIONS, AlgorithmOptions, algorithm_class, algorithm_options
@@ -180,23 +181,12 @@ class RunConfig:
         return config
 
     def validate(self) -> None:
+        """Every option value checked before any work, as Kaldi's process_args (and more strictly):
+        a bad one is a ConfigError naming the option."""
+        problem = next(self._problems(), None)
+        if problem:
+            raise ConfigError(problem)
         s = self.schedule
-        if not 0.0 <= self.trainer.momentum < 1.0:
-            raise ConfigError(f"--trainer.optimization.momentum must be in [0, 1), got {self.trainer.momentum}")
-        if s.num_jobs_initial < 1 or s.num_jobs_final < 1:
-            raise ConfigError("--trainer.optimization.num-jobs-initial and -final must be at least 1")
-        if s.frames_per_eg is not None and s.frames_per_eg < 1:
-            raise ConfigError(f"--egs.frames-per-eg must be at least 1, got {s.frames_per_eg}")
-        try:
-            MinibatchSizeRule.parse(s.minibatch_size)
-        except ValueError as e:
-            flag = ("--trainer.optimization.minibatch-size" if s.frames_per_eg
-                    else "--trainer.rnn.num-chunk-per-minibatch")
-            raise ConfigError(f"{flag}: {e}") from None
-        if self.launch.use_gpu not in ("yes", "no", "wait", "true", "false"):
-            raise ConfigError(f"--use-gpu={self.launch.use_gpu}: choose yes, no, wait, true or false")
-        if self.launch.backend not in (None, "mpi", "torch"):
-            raise ConfigError(f"--mpi.backend={self.launch.backend}: choose mpi or torch (or leave it out)")
         if self.averaging.kaldi_jobs:
             return
         if s.num_jobs_initial != s.num_jobs_final:
@@ -206,6 +196,52 @@ class RunConfig:
                               f"(got {s.num_jobs_initial} and {s.num_jobs_final})")
         if self.launch.num_ranks is not None:
             self.check_world(self.launch.num_ranks)
+
+    def _problems(self):
+        """The first of these messages that applies is the error."""
+        s, t, e = self.schedule, self.trainer, self.egs
+        positive = {"--trainer.num-epochs": s.num_epochs, "--trainer.samples-per-iter": t.samples_per_iter,
+                    "--trainer.optimization.initial-effective-lrate": s.initial_effective_lrate,
+                    "--trainer.optimization.final-effective-lrate": s.final_effective_lrate,
+                    "--trainer.max-param-change": s.max_param_change,
+                    "--trainer.shuffle-buffer-size": t.shuffle_buffer_size,
+                    "--trainer.prior-subset-size": t.prior_subset_size,
+                    "--trainer.num-jobs-compute-prior": t.num_jobs_compute_prior,
+                    "--trainer.lda.max-lda-jobs": t.max_lda_jobs,
+                    "--trainer.optimization.max-models-combine": s.max_models_combine,
+                    "--trainer.optimization.num-jobs-initial": s.num_jobs_initial,
+                    "--trainer.optimization.num-jobs-final": s.num_jobs_final,
+                    "--trainer.optimization.num-jobs-step": s.num_jobs_step,
+                    "--cleanup.preserve-model-interval": self.preserve_model_interval,
+                    "--num-threads": self.launch.num_threads}
+        yield from (f"{flag} must be positive, got {value}" for flag, value in positive.items() if not value > 0)
+        if not 0.0 <= t.momentum < 1.0:
+            yield f"--trainer.optimization.momentum must be in [0, 1), got {t.momentum}"
+        if t.proportional_shrink < 0:
+            yield f"--trainer.optimization.proportional-shrink must be >= 0, got {t.proportional_shrink}"
+        if s.frames_per_eg is None:   # train_rnn.py's --egs.chunk-* (train_dnn.py sets them itself)
+            try:
+                parse_chunk_widths(e.width)
+            except ValueError as err:
+                yield f"--egs.chunk-width: {err}"
+            for flag, value, least in (("--egs.chunk-left-context", e.left_context, 0),
+                                       ("--egs.chunk-right-context", e.right_context, 0),
+                                       ("--egs.chunk-left-context-initial", e.left_context_initial, -1),
+                                       ("--egs.chunk-right-context-final", e.right_context_final, -1)):
+                if value < least:
+                    yield f"{flag} must be at least {least}, got {value}"
+        elif s.frames_per_eg < 1:
+            yield f"--egs.frames-per-eg must be at least 1, got {s.frames_per_eg}"
+        try:
+            MinibatchSizeRule.parse(s.minibatch_size)
+        except ValueError as err:
+            flag = "--trainer.optimization.minibatch-size" if s.frames_per_eg else \
+                "--trainer.rnn.num-chunk-per-minibatch"
+            yield f"{flag}: {err}"
+        if self.launch.use_gpu not in ("yes", "no", "wait", "true", "false"):
+            yield f"--use-gpu={self.launch.use_gpu}: choose yes, no, wait, true or false"
+        if self.launch.backend not in (None, "mpi", "torch"):
+            yield f"--mpi.backend={self.launch.backend}: choose mpi or torch (or leave it out)"
 
     def check_world(self, num_ranks: int) -> None:
         """The algorithms other than Kaldi's give every rank the same number of workers."""

@@ -95,6 +95,15 @@ ERRORS = {   # damage, extra options, what the one-line message must say
                             "no-such.raw is missing (--trainer.input-model)"),
     "unwritable dir": (lambda e: write(os.path.join(e["exp"], "log"), b""), {},
                        "cannot create its log directory"),
+    "chunk width not a number": (lambda e: None, {"--egs.chunk-width": "20x"},
+                                 "--egs.chunk-width: invalid chunk width '20x'"),
+    "negative chunk context": (lambda e: None, {"--egs.chunk-left-context": "-3"},
+                               "--egs.chunk-left-context must be at least 0, got -3"),
+    "minibatch rule not a number": (lambda e: None, {"--trainer.rnn.num-chunk-per-minibatch": "abc"},
+                                    "--trainer.rnn.num-chunk-per-minibatch: invalid --minibatch-size='abc'"),
+    "unknown xconfig layer": (lambda e: rewrite_xconfig(e, "fast-lstmp-layer", "fast-lstmq-layer"), {},
+                              "fast-lstmq-layer"),
+    "bad descriptor": (lambda e: rewrite_xconfig(e, "Append(-1,0,1)", "Append(-1,0,1"), {}, "Append(-1,0,1"),
 }
 
 
