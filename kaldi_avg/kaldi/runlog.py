@@ -9,16 +9,17 @@ import time
 from ..atomic import write_text
 
 
-def _now() -> str:
-    return time.strftime("%a %b %d %H:%M:%S %Z %Y")
+def _date(t: float) -> str:
+    return time.strftime("%a %b %d %H:%M:%S %Z %Y", time.localtime(t))
 
 
 def write_run_log(path: str, command: str, lines: list[str], seconds: float, code: int = 0) -> None:
-    """One finished job's log."""
+    """One job's log, written when it has finished `seconds` after it started."""
+    end = time.time()
     elapsed = int(round(seconds))
-    text = [f"# {command}", f"# Started at {_now()}", "#", *lines,
+    text = [f"# {command}", f"# Started at {_date(end - seconds)}", "#", *lines,
             f"# Accounting: time={elapsed} threads=1",
-            f"# Ended (code {code}) at {_now()}, elapsed time {elapsed} seconds"]
+            f"# Ended (code {code}) at {_date(end)}, elapsed time {elapsed} seconds"]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_text(path, "\n".join(text) + "\n")
 

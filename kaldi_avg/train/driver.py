@@ -371,23 +371,30 @@ def run_diagnostics(prep: Prepared, module: NnetModule, name: int | str) -> None
 
 # -- finish -----------------------------------------------------------------------------------
 def finish(prep: Prepared, comm: Communicator) -> None:
-    """combined.mdl (rank 0), the average posterior over the prior subsets (all ranks), final.mdl."""
-    combined = combine_models(prep) if comm.rank == 0 else None
+    """combined.mdl (rank 0), the average posterior over the prior subsets (all ranks), final.mdl;
+    rank 0 says what each step does and how long it took (they take a while after the last iteration)."""
+    t0 = time.time()
+    combined = combine_models(prep, comm) if comm.rank == 0 else None
     comm.barrier()
     if combined is None:
         combined = read_nnet3_file(prep.exp.model("combined"))
+    if comm.rank == 0:
+        say(comm, f"priors: the combined model's average posterior over the prior subsets, on {comm.size} rank(s)")
     post, njobs = average_posterior(prep, comm, combined)
     if comm.rank == 0:
         write_final_model(prep, combined, post, njobs)
+        say(comm, f"wrote {prep.exp.model('final')} ({time.time() - t0:.1f} s after the last iteration)")
 
 
-def combine_models(prep: Prepared) -> Nnet3Model:
+def combine_models(prep: Prepared, comm: Communicator) -> Nnet3Model:
     """Rank 0: nnet3-combine of the last models (or the last model alone), written as combined.mdl."""
     config, exp = prep.config, prep.exp
     t0 = time.time()
     last = read_nnet3_file(exp.model(prep.num_iters))
     combined = last
     if config.trainer.do_final_combination:
+        say(comm, f"combining the models of iterations {min(prep.combine_iters)}..{max(prep.combine_iters)} "
+                  f"(nnet3-combine, at most {config.trainer.max_objective_evaluations} evaluations; log/combine.log)")
         combine_set = DiagnosticSet(prep.data.source, prep.data.archives.train_subset_utts, prep.data.chunk_config,
                                     num_frames=COMBINE_FRAMES, srand=config.trainer.srand, name="combine",
                                     report=prep.data.report)
