@@ -117,6 +117,26 @@ class ADPSGD(Algorithm):
         self.stop_gossip()
         self.set_all_(self.global_mean(self.params))
 
+    # ---- resume: what outlives finalize() -> setup() ----------------------------------------------
+    def _carry(self) -> dict[str, Any]:
+        # Asynchronous: finalize() does not restart the worker clocks, so the frames since each
+        # worker's last gossip move its next one into the next iteration. Lock-step: the round counter
+        # picks each round's matching (`round_matching`) and keeps counting across iterations; the
+        # period clock (period_frames > 0) keeps the steps since its last round and its agreed rate.
+        clock = self.clock
+        return {"worker_frames": [c.frames for c in self.worker_clocks], "round": self.round,
+                "clock": {"steps": clock.steps, "frames": clock.frames, "steps_per_period": clock.steps_per_period}}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        if len(state["worker_frames"]) != self.n_local:
+            raise ValueError(f"checkpoint has {len(state['worker_frames'])} local workers, not {self.n_local}")
+        for worker_clock, frames in zip(self.worker_clocks, state["worker_frames"]):
+            worker_clock.frames = float(frames)
+        self.round = int(state["round"])
+        clock = state["clock"]
+        self.clock.steps, self.clock.frames = int(clock["steps"]), float(clock["frames"])
+        self.clock.steps_per_period = clock["steps_per_period"]
+
     # ---- asynchronous gossip -----------------------------------------------------------------
     def _gossip(self, k: int) -> None:
         if self.thread is not None:

@@ -17,6 +17,7 @@ Defaults: β = 0.9 so α = 0.9/N (the paper; keep β fixed as N changes), period
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -112,6 +113,25 @@ class EASGD(Algorithm):
             self.set_all_(self.centre)
         else:
             finish_with_server(self, self.server, self.centre, self._exchange)
+
+    # ---- resume: what outlives finalize() -> setup() ----------------------------------------------
+    def _carry(self) -> dict[str, Any]:
+        # Synchronous: finalize()'s elastic step restarts the period clock (no steps or frames left)
+        # but keeps its agreed steps per period, which times the next iteration's first elastic step.
+        # Asynchronous: the exchanges of `finalize()` do not restart the worker clocks, so the frames
+        # since each worker's last clocked exchange, and an exchange already due (a period that ended
+        # on the iteration's last step), move into the next iteration.
+        return {"steps_per_period": self.clock.steps_per_period,
+                "worker_frames": [clock.frames for clock in self.worker_clocks],
+                "exchange_due": list(self.exchange_due)}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        if len(state["worker_frames"]) != self.n_local:
+            raise ValueError(f"checkpoint has {len(state['worker_frames'])} local workers, not {self.n_local}")
+        self.clock.steps_per_period = state["steps_per_period"]
+        for worker_clock, frames in zip(self.worker_clocks, state["worker_frames"]):
+            worker_clock.frames = float(frames)
+        self.exchange_due = [bool(due) for due in state["exchange_due"]]
 
     # ---- asynchronous exchange ---------------------------------------------------------------
     def _centre_rule(self, worker: int, x: torch.Tensor) -> torch.Tensor:

@@ -160,6 +160,19 @@ class HierarchicalADPSGD(Algorithm):
             intra.finalize()
         self.set_all_(self.global_mean(self.params))
 
+    # ---- resume: what outlives finalize() -> setup() ----------------------------------------------
+    def _carry(self) -> dict[str, Any]:
+        # finalize() does not restart the group clocks, so the frames (per member) since each local
+        # group's last gossip move its next one into the next iteration. The SSGD inside each group
+        # carries nothing (it has no resync period; its log is this algorithm's).
+        return {"group_frames": [clock.frames for clock in self.clocks]}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        if len(state["group_frames"]) != len(self.clocks):
+            raise ValueError(f"checkpoint has {len(state['group_frames'])} local groups, not {len(self.clocks)}")
+        for clock, frames in zip(self.clocks, state["group_frames"]):
+            clock.frames = float(frames)
+
     # ---- inter-group gossip ------------------------------------------------------------------
     def _gossip(self, g: int) -> None:
         if not self.simulated:

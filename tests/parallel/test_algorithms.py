@@ -340,10 +340,11 @@ class CyclingBatchLearner(RegressionLearner):
         return super().backward()
 
 
-# Variants whose state across the iteration boundary the defaults above leave untested: ASGD's
-# staleness-aware step reads the server's version counters; delay-by-one's ring alternates its
-# matchings by round number, a period of 2 steps leaves its clock one step into a period, and with
-# cycling batches the clock's agreed rate matters too.
+# Variants whose state across the iteration boundary the defaults above leave untested (3 steps of
+# 8 frames per iteration): ASGD's staleness-aware step reads the server's version counters; with a
+# period of 2 steps (16 frames) a period clock ends the iteration one step into a period, with 3 steps
+# (24) an asynchronous EASGD exchange is left due; the fixed ring alternates lock-step matchings by
+# round number; and with cycling batch sizes a period clock's agreed rate matters too.
 RESUMABLE_VARIANTS = [
     pytest.param("asgd", {"period_frames": 16, "asgd_staleness_aware": True}, RegressionLearner,
                  id="asgd-staleness-aware"),
@@ -354,28 +355,24 @@ RESUMABLE_VARIANTS = [
                  id="adpsgd-delay1-ring-period"),
     pytest.param("adpsgd-delay1", {"pairing": "ring", "period_frames": 20}, CyclingBatchLearner,
                  id="adpsgd-delay1-ring-period-cycling-batches"),
-]
-
-
-def _not_carried(name, options, what, test_id):
-    return pytest.param(name, options, RegressionLearner, id=test_id,
-                        marks=pytest.mark.xfail(reason=f"{what} not carried", strict=True))
-
-
-# Known gaps (found by this test; a resumed run differs from an uninterrupted one): with a period
-# that ends mid-iteration, these algorithms' clocks keep counting across the boundary, and lock-step
-# ADPSGD's round counter keeps counting its matchings, but carry_state() does not save them.
-NOT_CARRIED = [
-    _not_carried("easgd", {"easgd_async": True, "period_frames": 16}, "worker clock frames", "easgd-async-period"),
-    _not_carried("adpsgd", {"period_frames": 16}, "worker clock frames", "adpsgd-period"),
-    _not_carried("adpsgd", {"adpsgd_lockstep": True}, "round counter", "adpsgd-lockstep"),
-    _not_carried("hadpsgd", {"group_size": 2, "period_frames": 16}, "group clock frames", "hadpsgd-period"),
+    pytest.param("easgd", {"period_frames": 16}, CyclingBatchLearner, id="easgd-period-cycling-batches"),
+    pytest.param("easgd", {"easgd_async": True, "period_frames": 16}, RegressionLearner, id="easgd-async-period"),
+    pytest.param("easgd", {"easgd_async": True, "period_frames": 24}, RegressionLearner,
+                 id="easgd-async-period-due"),
+    pytest.param("adpsgd", {"period_frames": 16}, RegressionLearner, id="adpsgd-period"),
+    pytest.param("adpsgd", {"adpsgd_lockstep": True}, RegressionLearner, id="adpsgd-lockstep"),
+    pytest.param("adpsgd", {"adpsgd_lockstep": True, "pairing": "ring"}, RegressionLearner, id="adpsgd-lockstep-ring"),
+    pytest.param("adpsgd", {"adpsgd_lockstep": True, "pairing": "ring", "period_frames": 16}, RegressionLearner,
+                 id="adpsgd-lockstep-ring-period"),
+    pytest.param("adpsgd", {"adpsgd_lockstep": True, "pairing": "ring", "period_frames": 20}, CyclingBatchLearner,
+                 id="adpsgd-lockstep-ring-period-cycling-batches"),
+    pytest.param("hadpsgd", {"group_size": 2, "period_frames": 16}, RegressionLearner, id="hadpsgd-period"),
 ]
 
 
 @pytest.mark.parametrize(("name", "options", "learner"),
                          [pytest.param(name, RESUMABLE[name], RegressionLearner, id=name) for name in sorted(RESUMABLE)]
-                         + RESUMABLE_VARIANTS + NOT_CARRIED)
+                         + RESUMABLE_VARIANTS)
 def test_resume_from_carry_state_continues_identically(name, options, learner, tmp_path):
     """The training driver's resume: `carry_state()` after an iteration's `finalize()` (saved as
     plain values), then `load_carry_state()` in a new algorithm before the next iteration's `setup()`."""
