@@ -17,6 +17,7 @@ single-worker one. The reference model after `finalize()` is θ (without the Nes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -101,3 +102,13 @@ class BMUF(Algorithm):
         if self.clock.steps:
             self.sync()
         self.set_all_(self.model)
+
+    # ---- resume: what outlives finalize() -> setup() ----------------------------------------------
+    def _carry(self) -> dict[str, Any]:
+        # finalize()'s block update restarts the period clock (no steps or frames left) but keeps its
+        # agreed steps per period, which times the next iteration's first block. θ_g, θ and Δ restart
+        # from the reference model at every setup(), uninterrupted or not.
+        return {"steps_per_period": self.clock.steps_per_period}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        self.clock.steps_per_period = state["steps_per_period"]

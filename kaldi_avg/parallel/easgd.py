@@ -70,6 +70,7 @@ class EASGD(Algorithm):
             self._require_all(replicas)
             if self.clock.due(self.global_scalar_sum, self.n_workers):
                 self.sync()
+                self.synced_this_step = True   # after_step reports this step's elastic step
             return
         for k in self._indices(replicas):
             if self.exchange_due[k]:
@@ -99,7 +100,6 @@ class EASGD(Algorithm):
             p.sub_(elastic_difference(p, self.centre, self.alpha))
         centre_update_(self.centre, workers_mean, self.beta)
         self.clock.reset(self.global_scalar_sum, self.n_workers)
-        self.synced_this_step = True
 
     def reference_params(self) -> torch.Tensor:
         return self.centre.clone()
@@ -120,7 +120,8 @@ class EASGD(Algorithm):
         # but keeps its agreed steps per period, which times the next iteration's first elastic step.
         # Asynchronous: the exchanges of `finalize()` do not restart the worker clocks, so the frames
         # since each worker's last clocked exchange, and an exchange already due (a period that ended
-        # on the iteration's last step), move into the next iteration.
+        # on the iteration's last step), move into the next iteration. Nothing of `after_step`'s report
+        # crosses the boundary: only an elastic step inside a step counts, not finalize()'s.
         return {"steps_per_period": self.clock.steps_per_period,
                 "worker_frames": [clock.frames for clock in self.worker_clocks],
                 "exchange_due": list(self.exchange_due)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -97,6 +98,16 @@ class ModelAveraging(Algorithm):
     def finalize(self) -> None:
         if self.clock.steps:
             self.sync()
+
+    # ---- resume: what outlives finalize() -> setup() ----------------------------------------------
+    def _carry(self) -> dict[str, Any]:
+        # finalize()'s average restarts the period clock, leaving no steps, frames or frames per
+        # replica, but keeps its agreed steps per period, which times the next iteration's first
+        # averaging (a fresh clock would agree a rate from that iteration's first step alone).
+        return {"steps_per_period": self.clock.steps_per_period}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        self.clock.steps_per_period = state["steps_per_period"]
 
     # ---- Kaldi's iteration rules, collective versions of averaging.select_best/average_accepted -----
     def _all_objectives(self, objectives: Sequence[float | None]) -> list[float | None]:

@@ -174,3 +174,12 @@ class SSGD(Algorithm):
 
     def finalize(self) -> None:
         self.detach()
+
+    # ---- resume: what outlives finalize() -> setup() ----------------------------------------------
+    def _carry(self) -> dict[str, Any]:
+        # The step count keeps counting across iterations, so `ssgd-resync-steps` re-broadcasts at the
+        # same steps (and with the same communication) whether or not the run was interrupted.
+        return {"steps": self.steps}
+
+    def _load_carry(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])

@@ -340,65 +340,136 @@ class CyclingBatchLearner(RegressionLearner):
         return super().backward()
 
 
+def variant(name, options, test_id, learner=RegressionLearner, steps=3, marks=()):
+    """A resume scenario: `steps` steps per iteration of `learner`s (4 workers)."""
+    return pytest.param(name, options, learner, steps, id=test_id, marks=marks)
+
+
 # Variants whose state across the iteration boundary the defaults above leave untested (3 steps of
 # 8 frames per iteration): ASGD's staleness-aware step reads the server's version counters; with a
 # period of 2 steps (16 frames) a period clock ends the iteration one step into a period, with 3 steps
 # (24) an asynchronous EASGD exchange is left due; the fixed ring alternates lock-step matchings by
-# round number; and with cycling batch sizes a period clock's agreed rate matters too.
+# round number; with cycling batch sizes a period clock's agreed rate matters too (MA and BMUF with
+# a period of 20 frames and 5 steps per iteration: the rate carried over, 36 frames in 5 steps, gives
+# 3 steps per period, the one a fresh clock agrees from iteration 1's first step alone, 12 frames,
+# gives 2); and a resync every 2 steps of 3 puts SSGD's resyncs at other steps unless its step
+# count is carried.
 RESUMABLE_VARIANTS = [
-    pytest.param("asgd", {"period_frames": 16, "asgd_staleness_aware": True}, RegressionLearner,
-                 id="asgd-staleness-aware"),
-    pytest.param("asgd", {"period_frames": 0, "asgd_staleness_aware": True}, RegressionLearner,
-                 id="asgd-per-step-staleness-aware"),
-    pytest.param("adpsgd-delay1", {"pairing": "ring"}, RegressionLearner, id="adpsgd-delay1-ring"),
-    pytest.param("adpsgd-delay1", {"pairing": "ring", "period_frames": 16}, RegressionLearner,
-                 id="adpsgd-delay1-ring-period"),
-    pytest.param("adpsgd-delay1", {"pairing": "ring", "period_frames": 20}, CyclingBatchLearner,
-                 id="adpsgd-delay1-ring-period-cycling-batches"),
-    pytest.param("easgd", {"period_frames": 16}, CyclingBatchLearner, id="easgd-period-cycling-batches"),
-    pytest.param("easgd", {"easgd_async": True, "period_frames": 16}, RegressionLearner, id="easgd-async-period"),
-    pytest.param("easgd", {"easgd_async": True, "period_frames": 24}, RegressionLearner,
-                 id="easgd-async-period-due"),
-    pytest.param("adpsgd", {"period_frames": 16}, RegressionLearner, id="adpsgd-period"),
-    pytest.param("adpsgd", {"adpsgd_lockstep": True}, RegressionLearner, id="adpsgd-lockstep"),
-    pytest.param("adpsgd", {"adpsgd_lockstep": True, "pairing": "ring"}, RegressionLearner, id="adpsgd-lockstep-ring"),
-    pytest.param("adpsgd", {"adpsgd_lockstep": True, "pairing": "ring", "period_frames": 16}, RegressionLearner,
-                 id="adpsgd-lockstep-ring-period"),
-    pytest.param("adpsgd", {"adpsgd_lockstep": True, "pairing": "ring", "period_frames": 20}, CyclingBatchLearner,
-                 id="adpsgd-lockstep-ring-period-cycling-batches"),
-    pytest.param("hadpsgd", {"group_size": 2, "period_frames": 16}, RegressionLearner, id="hadpsgd-period"),
+    variant("asgd", {"period_frames": 16, "asgd_staleness_aware": True}, "asgd-staleness-aware"),
+    variant("asgd", {"period_frames": 0, "asgd_staleness_aware": True}, "asgd-per-step-staleness-aware"),
+    variant("adpsgd-delay1", {"pairing": "ring"}, "adpsgd-delay1-ring"),
+    variant("adpsgd-delay1", {"pairing": "ring", "period_frames": 16}, "adpsgd-delay1-ring-period"),
+    variant("adpsgd-delay1", {"pairing": "ring", "period_frames": 20}, "adpsgd-delay1-ring-period-cycling-batches",
+            CyclingBatchLearner),
+    variant("easgd", {"period_frames": 16}, "easgd-period-cycling-batches", CyclingBatchLearner),
+    variant("easgd", {"easgd_async": True, "period_frames": 16}, "easgd-async-period"),
+    variant("easgd", {"easgd_async": True, "period_frames": 24}, "easgd-async-period-due"),
+    variant("adpsgd", {"period_frames": 16}, "adpsgd-period"),
+    variant("adpsgd", {"adpsgd_lockstep": True}, "adpsgd-lockstep"),
+    variant("adpsgd", {"adpsgd_lockstep": True, "pairing": "ring"}, "adpsgd-lockstep-ring"),
+    variant("adpsgd", {"adpsgd_lockstep": True, "pairing": "ring", "period_frames": 16}, "adpsgd-lockstep-ring-period"),
+    variant("adpsgd", {"adpsgd_lockstep": True, "pairing": "ring", "period_frames": 20},
+            "adpsgd-lockstep-ring-period-cycling-batches", CyclingBatchLearner),
+    variant("hadpsgd", {"group_size": 2, "period_frames": 16}, "hadpsgd-period"),
+    variant("ma", {"period_frames": 20}, "ma-period-cycling-batches", CyclingBatchLearner, steps=5),
+    variant("bmuf", {"period_frames": 20}, "bmuf-period-cycling-batches", CyclingBatchLearner, steps=5),
+    variant("ssgd", {"ssgd_resync_steps": 2}, "ssgd-resync-2-of-3-steps"),
+    # A known gap: post-local SGD carries its phase but not its phase-2 averaging clock's agreed rate.
+    variant("post-local-sgd", {"warmup_frames": 16, "period_frames": 20}, "post-local-sgd-period-cycling-batches",
+            CyclingBatchLearner, steps=5, marks=pytest.mark.xfail(
+                reason="post-local SGD does not carry its model averaging's agreed steps per period", strict=True)),
 ]
 
 
-@pytest.mark.parametrize(("name", "options", "learner"),
-                         [pytest.param(name, RESUMABLE[name], RegressionLearner, id=name) for name in sorted(RESUMABLE)]
-                         + RESUMABLE_VARIANTS)
-def test_resume_from_carry_state_continues_identically(name, options, learner, tmp_path):
-    """The training driver's resume: `carry_state()` after an iteration's `finalize()` (saved as
-    plain values), then `load_carry_state()` in a new algorithm before the next iteration's `setup()`."""
-    def iteration(algorithm, learners, index):
-        algorithm.begin_iteration(index, 7 + index)
-        drive(algorithm, learners, 3)
-        algorithm.finalize()
+def record_reports(algorithm):
+    """The list that every later `after_step()` of `algorithm` appends its report to (whether that
+    step synchronized)."""
+    reports = []
+    after_step = algorithm.after_step
 
-    learners = [learner(w, hidden=3) for w in range(4)]
-    algorithm = make_algorithm(name, LocalCommunicator(), 4, **options)
+    def recorded(frames, replicas=None):
+        reports.append(after_step(frames, replicas))
+        return reports[-1]
+
+    algorithm.after_step = recorded
+    return reports
+
+
+def resume_scenario(comm, n_local, name, options, learner, steps, path):
+    """One rank's side of the training driver's resume: iterations 0 and 1 uninterrupted, and
+    iteration 1 again by a new algorithm from `carry_state()` after iteration 0's `finalize()` (saved
+    as plain values, N.algo.pt, and loaded with weights_only), on learners with the same parameters.
+    Returns, for iteration 1 of both runs: every replica's parameters, the communication log and the
+    `after_step()` reports; and the state."""
+    def iteration(algorithm, learners, index):
+        reports = record_reports(algorithm)
+        algorithm.begin_iteration(index, 7 + index)
+        drive(algorithm, learners, steps)
+        algorithm.finalize()
+        del algorithm.after_step          # the class's again
+        return reports
+
+    workers = range(comm.rank * n_local, (comm.rank + 1) * n_local)
+    learners = [learner(w, hidden=3) for w in workers]
+    algorithm = make_algorithm(name, comm, n_local, **options)
     iteration(algorithm, learners, 0)
-    torch.save([algorithm.carry_state()], tmp_path / "1.algo.pt")
-    carried = torch.load(tmp_path / "1.algo.pt", weights_only=True)[0]
-    resumed = [learner(w, hidden=3) for w in range(4)]
+    torch.save([algorithm.carry_state()], path)
+    carried = torch.load(path, weights_only=True)[0]
+    resumed = [learner(w, hidden=3) for w in workers]
     for one, before in zip(resumed, learners):
         one.flat.params.copy_(before.flat.params)
         one.step = before.step
-    iteration(algorithm, learners, 1)
+    reports = iteration(algorithm, learners, 1)
 
-    again = make_algorithm(name, LocalCommunicator(), 4, **options)
+    again = make_algorithm(name, comm, n_local, **options)
     again.load_carry_state(carried)
-    iteration(again, resumed, 1)
-    assert all(torch.equal(a.flat.params, b.flat.params) for a, b in zip(learners, resumed))
-    assert again.log.summary() == algorithm.log.summary()
+    reports_again = iteration(again, resumed, 1)
+    return ([one.flat.params.clone() for one in learners], algorithm.log.summary(), reports,
+            [one.flat.params.clone() for one in resumed], again.log.summary(), reports_again, carried)
+
+
+@pytest.mark.parametrize(("name", "options", "learner", "steps"),
+                         [variant(name, RESUMABLE[name], name) for name in sorted(RESUMABLE)] + RESUMABLE_VARIANTS)
+def test_resume_from_carry_state_continues_identically(name, options, learner, steps, tmp_path):
+    """Simulated workers (one rank, 4 replicas): the same models, communication and reports."""
+    params, log, reports, params_again, log_again, reports_again, carried = resume_scenario(
+        LocalCommunicator(), 4, name, options, learner, steps, tmp_path / "1.algo.pt")
+    assert all(torch.equal(a, b) for a, b in zip(params, params_again))
+    assert log_again == log
+    assert reports_again == reports
     with pytest.raises(ValueError):
         make_algorithm(name, LocalCommunicator(), 2, **options).load_carry_state(carried)
+
+
+# Synchronous algorithms on 2 ranks of 2 workers: the broadcasts of SSGD's resyncs (and of every
+# setup()) are logged only across ranks.
+@pytest.mark.parametrize(("name", "options", "learner", "steps"), [
+    variant("ssgd", {"ssgd_resync_steps": 2}, "ssgd-resync-2-of-3-steps"),
+    variant("ssgd", {"ssgd_resync_steps": 3}, "ssgd-resync-3-of-3-steps"),
+    variant("ma", {"period_frames": 20}, "ma-period-cycling-batches", CyclingBatchLearner, steps=5),
+    variant("bmuf", {"period_frames": 20, "bmuf_nesterov": True}, "bmuf-nesterov-period-cycling-batches",
+            CyclingBatchLearner, steps=5),
+    variant("easgd", {"period_frames": 16}, "easgd-period"),
+])
+def test_resume_on_ranks_continues_identically(name, options, learner, steps, tmp_path):
+    results = run_ranks(2, lambda comm: resume_scenario(comm, 2, name, options, learner, steps,
+                                                        tmp_path / f"1.algo.{comm.rank}.pt"))
+    for params, log, reports, params_again, log_again, reports_again, _ in results:
+        assert all(torch.equal(a, b) for a, b in zip(params, params_again))
+        assert log_again == log
+        assert reports_again == reports
+
+
+def test_synchronous_easgd_reports_the_elastic_steps_of_its_steps():
+    """after_step() says whether the step took an elastic step; finalize()'s last one is no step's."""
+    learners = learners_for(4, hidden=3)
+    algorithm = make_algorithm("easgd", LocalCommunicator(), 4, period_frames=16)
+    reports = record_reports(algorithm)
+    for index in range(2):
+        algorithm.begin_iteration(index, 7 + index)
+        drive(algorithm, learners, 3)    # elastic steps at the third step, then in finalize()
+        algorithm.finalize()
+    assert reports == [False, False, True] * 2
 
 
 def test_simulator_is_deterministic_and_models_stragglers():
