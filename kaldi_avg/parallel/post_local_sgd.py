@@ -105,8 +105,10 @@ class PostLocalSGD(Algorithm):
             self.ma.finalize()
 
     def _carry(self) -> dict[str, Any]:
-        return {"local_phase": self.local_phase, "global_frames": self.global_frames}
+        # the phase-2 averaging's own carry too: its agreed steps per period outlive finalize()
+        return {"local_phase": self.local_phase, "global_frames": self.global_frames, "ma": self.ma._carry()}
 
     def _load_carry(self, state: dict[str, Any]) -> None:
         self.global_frames = state["global_frames"]
         self.local_phase = state["local_phase"]
+        self.ma._load_carry(state["ma"])

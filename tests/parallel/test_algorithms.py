@@ -374,10 +374,8 @@ RESUMABLE_VARIANTS = [
     variant("ma", {"period_frames": 20}, "ma-period-cycling-batches", CyclingBatchLearner, steps=5),
     variant("bmuf", {"period_frames": 20}, "bmuf-period-cycling-batches", CyclingBatchLearner, steps=5),
     variant("ssgd", {"ssgd_resync_steps": 2}, "ssgd-resync-2-of-3-steps"),
-    # A known gap: post-local SGD carries its phase but not its phase-2 averaging clock's agreed rate.
     variant("post-local-sgd", {"warmup_frames": 16, "period_frames": 20}, "post-local-sgd-period-cycling-batches",
-            CyclingBatchLearner, steps=5, marks=pytest.mark.xfail(
-                reason="post-local SGD does not carry its model averaging's agreed steps per period", strict=True)),
+            CyclingBatchLearner, steps=5),
 ]
 
 
