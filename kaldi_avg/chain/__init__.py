@@ -1,0 +1,1 @@
+"""Kaldi's `src/chain` (LF-MMI): phone LM, denominator/normalization FSTs (docs/chain.md)."""
