@@ -37,6 +37,3 @@ def output_gru_nonlinearity(x: torch.Tensor, w_h: torch.Tensor, record: Record |
         record(c_prev, a, h_t)
     return torch.cat([h_t, (1 - z_t) * h_t + z_t * c_prev], dim=-1)
 
-
-GRU_CELLS = {"GruNonlinearityComponent": gru_nonlinearity,
-             "OutputGruNonlinearityComponent": output_gru_nonlinearity}

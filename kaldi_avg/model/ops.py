@@ -2,6 +2,8 @@
 
 `ComponentOp` wraps one nnet3 component: it owns the component's tensors (trainable ones as
 `nn.Parameter`, fixed ones as buffers) and applies the component to rows of shape (..., in_dim).
+What it does for a component type is that type's `register_op` below (`op_registry.py`): the
+forward function, the tensors, natural gradient and statistics, declared together.
 Training-only behaviour that Kaldi has (BackpropTruncation's gradient clipping and zeroing,
 BatchNorm statistics, the value/derivative statistics of sigmoid and tanh units that drive
 shrinkage, non-inverted dropout and the LSTM's per-frame dropout masks) is reproduced; decoders'
@@ -21,57 +23,67 @@ are unchanged. Components with <IsGradient> true, and every component after
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..kaldi.nnet3.components import Component
+from ..kaldi.nnet3.components import (
+    AffineComponent,
+    BackpropTruncationComponent,
+    BatchNormComponent,
+    ClipGradientComponent,
+    Component,
+    DropoutComponent,
+    DropoutMaskComponent,
+    ElementwiseProductComponent,
+    FixedAffineComponent,
+    FixedBiasComponent,
+    FixedScaleComponent,
+    GeneralDropoutComponent,
+    GruNonlinearityComponent,
+    LinearComponent,
+    LogSoftmaxComponent,
+    LstmNonlinearityComponent,
+    NaturalGradientAffineComponent,
+    NaturalGradientPerElementScaleComponent,
+    NoOpComponent,
+    NormalizeComponent,
+    OutputGruNonlinearityComponent,
+    PerElementScaleComponent,
+    PermuteComponent,
+    RectifiedLinearComponent,
+    RestrictedAttentionComponent,
+    ScaleAndOffsetComponent,
+    SigmoidComponent,
+    SoftmaxComponent,
+    SpecAugmentTimeMaskComponent,
+    StatisticsExtractionComponent,
+    StatisticsPoolingComponent,
+    SumBlockComponent,
+    TanhComponent,
+    TdnnComponent,
+    TimeHeightConvolutionComponent,
+)
 from ..kaldi.nnet3.config import ConfigError
 from .attention_ops import restricted_attention
 from .conv_ops import ConvolutionGeometry, sum_blocks, time_height_convolution
 from .frontend_ops import freq_mask, time_mask
-from .gru_ops import GRU_CELLS
+from .gru_ops import gru_nonlinearity, output_gru_nonlinearity
 from .natural_gradient import NaturalGradientPass, OnlineNaturalGradient, natural_gradient_params
-from .statistics_ops import STATISTICS_OPS
+from .op_registry import Frames, Gradients, NaturalGradient, Statistics, op_spec, register_op
+from .statistics_ops import statistics_extraction, statistics_pooling
 
-# Trainable arrays, per component type; everything else a component needs is a fixed buffer.
-AFFINE_TYPES = ("NaturalGradientAffineComponent", "AffineComponent", "FixedAffineComponent")
-NONLINEAR = {
-    "SigmoidComponent": torch.sigmoid,
-    "TanhComponent": torch.tanh,
-    "RectifiedLinearComponent": torch.relu,
-    "LogSoftmaxComponent": lambda x: torch.log_softmax(x, dim=-1),
-    "SoftmaxComponent": lambda x: torch.clamp(torch.softmax(x, dim=-1), min=1e-20),
-    "NoOpComponent": lambda x: x,
-    "ClipGradientComponent": lambda x: x,
-}
-# Components whose activation statistics (Kaldi's value/deriv stats) are accumulated in training.
-ACTIVATION_STATS_TYPES = ("SigmoidComponent", "TanhComponent", "LstmNonlinearityComponent", *GRU_CELLS)
+# The affine types, whose bias is always there (graph.py and lstm_loop.py step them as matrix products).
+AFFINE_TYPES = tuple(c.type_name for c in (NaturalGradientAffineComponent, AffineComponent, FixedAffineComponent))
+# LstmNonlinearityComponent::InitNaturalGradient (not configurable, not stored in the file).
+LSTM_NATURAL_GRADIENT = dict(rank=20, update_period=2, num_samples_history=1000.0, alpha=4.0)
 # GruNonlinearityComponent::TanhStatsAndSelfRepair's hard-coded share of minibatches with statistics.
 GRU_STATS_PROBABILITY = 0.5
 # The buffers that training accumulates in place (Kaldi's component statistics).
 STATISTICS_BUFFERS = ("stats_count", "stats_sum", "stats_sumsq", "act_value_sum", "act_value_sqsum", "act_count")
-SUPPORTED_TYPES = frozenset(AFFINE_TYPES) | NONLINEAR.keys() | GRU_CELLS.keys() | STATISTICS_OPS.keys() | {
-    "LinearComponent", "LstmNonlinearityComponent", "BackpropTruncationComponent", "ElementwiseProductComponent",
-    "NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent",
-    "FixedBiasComponent", "ScaleAndOffsetComponent", "NormalizeComponent", "BatchNormComponent",
-    "DropoutComponent", "DropoutMaskComponent", "TdnnComponent", "GeneralDropoutComponent",
-    "SpecAugmentTimeMaskComponent", "PermuteComponent", "TimeHeightConvolutionComponent", "SumBlockComponent",
-    "RestrictedAttentionComponent"}
-# Trainable tensors whose gradient natural gradient replaces, per component type.
-NATURAL_GRADIENT_PARAMS = {
-    "NaturalGradientAffineComponent": ("linear_params", "bias_params"),
-    "LinearComponent": ("linear_params",),
-    "TdnnComponent": ("linear_params", "bias_params"),   # the bias only when it has one
-    "NaturalGradientPerElementScaleComponent": ("scales",),
-    "LstmNonlinearityComponent": ("peepholes",),
-    "TimeHeightConvolutionComponent": ("linear_params", "bias_params"),
-    "GruNonlinearityComponent": ("w_h",),
-    "OutputGruNonlinearityComponent": ("w_h",),
-}
-# LstmNonlinearityComponent::InitNaturalGradient (not configurable, not stored in the file).
-LSTM_NATURAL_GRADIENT = dict(rank=20, update_period=2, num_samples_history=1000.0, alpha=4.0)
 
 
 class ComponentOp(nn.Module):
@@ -79,80 +91,39 @@ class ComponentOp(nn.Module):
         super().__init__()
         self.component = component
         self.type_name = component.type_name
-        if self.type_name not in SUPPORTED_TYPES:
-            raise ConfigError(f"component type {self.type_name} has no PyTorch implementation in kaldi-avg "
-                              f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})")
-        if getattr(component, "spec_augment_max_proportion", 0.0) != 0.0 and component.time_period > 0:
-            raise ConfigError("GeneralDropoutComponent with specaugment-max-proportion and time-period "
-                              "has no PyTorch implementation in kaldi-avg")
+        self.spec = op_spec(self.type_name)
+        self.spec.check(component)
         trainable = component.params()
-        for name, arr in _tensors_of(component).items():
+        for name, arr in self.spec.tensors(component).items():
             t = torch.from_numpy(np.array(arr, dtype=np.float32))
             if name in trainable:
                 self.register_parameter(name, nn.Parameter(t))
             else:
                 self.register_buffer(name, t)
-        # BatchNorm accumulates statistics while training, as Kaldi's StoreStats does.
-        if self.type_name == "BatchNormComponent":
-            self.register_buffer("stats_count", torch.zeros((), dtype=torch.float64))
-            self.register_buffer("stats_sum", torch.zeros(component.block_dim, dtype=torch.float64))
-            self.register_buffer("stats_sumsq", torch.zeros(component.block_dim, dtype=torch.float64))
-        # Sigmoid/Tanh units (alone or the 5 inside an LSTM nonlinearity) keep Kaldi's activation
-        # statistics; see `_init_activation_stats`.
-        if self.type_name in ACTIVATION_STATS_TYPES:
-            self._init_activation_stats()
+        self.spec.statistics.init(self)
         self._init_natural_gradient()
-        if self.type_name == "TimeHeightConvolutionComponent":
-            self._geometry = ConvolutionGeometry(component)
+        self.precomputed = self.spec.precompute(component)
 
     def write_back(self) -> None:
-        """Copies trained values into the nnet3 component (for export)."""
+        """Copies trained values into the nnet3 component (for export), statistics included."""
         for name, arr in self.component.params().items():
             arr[...] = getattr(self, name).detach().cpu().numpy().reshape(arr.shape)
-        if self.type_name == "BatchNormComponent" and float(self.stats_count) > 0:
-            count = float(self.stats_count)
-            mean = (self.stats_sum / count).cpu().numpy()
-            var = (self.stats_sumsq / count).cpu().numpy() - mean * mean
-            self.component.set_stats(count, mean, np.maximum(var, 0.0))
-        if self.type_name in ACTIVATION_STATS_TYPES:
-            self._write_activation_stats()
+        self.spec.statistics.write_back(self)
 
-    # -- training statistics ------------------------------------------------------------
-    # Kaldi keeps, per unit, value_sum = sum of y and deriv_sum = sum of f'(x) over the frames it
-    # saw while training, with count = number of frames (rows); files hold value_sum/count and
-    # deriv_sum/count (<ValueAvg>, <DerivAvg>) and <Count>. SigmoidComponent/TanhComponent store
-    # them in the forward pass (StoreStats: every training frame); LstmNonlinearityComponent in
-    # its backward pass (only frames that are backpropagated), for its 5 nonlinearities
-    # i_t, f_t (sigmoid), tanh(c_part), o_t (sigmoid), tanh(c_t); the GRU cells for their tanh
-    # h_t in their consolidated update, on half of the minibatches (`_gru_tanh_stats`). The
-    # derivative is a function of the value: y(1 - y) for a sigmoid, 1 - y^2 for a tanh, so the
-    # buffers keep sum(y) and sum(y^2); deriv_sum = w*sum(y) + (1 - w)*count - sum(y^2) with
-    # w = 1 for sigmoid rows and 0 for tanh rows. Every buffer is a plain sum, so averaging models'
-    # buffers (nnet3-average averages value_sum, deriv_sum and count alike) commutes with this
-    # conversion.
-    def _init_activation_stats(self) -> None:
-        c = self.component
-        if self.type_name == "LstmNonlinearityComponent":
-            shape = (5, c.cell_dim())
-            sigmoid = np.array([1.0, 1.0, 0.0, 1.0, 0.0])[:, None] * np.ones(shape)
-            value_avg, deriv_avg = np.asarray(c.value_avg, np.float64), np.asarray(c.deriv_avg, np.float64)
-        else:
-            shape = (c.cell_dim if self.type_name in GRU_CELLS else c.dim,)
-            sigmoid = np.full(shape, 1.0 if self.type_name == "SigmoidComponent" else 0.0)
-            value_avg, deriv_avg = (np.asarray(a, np.float64).reshape(-1)
-                                    for a in (c.value_avg, c.deriv_avg))
-        count = float(c.count)
-        # Kaldi's files hold the sums themselves when count is 0; empty vectors mean no stats.
-        scale = count if count != 0.0 else 1.0
-        value_sum = value_avg * scale if value_avg.size else np.zeros(shape)
-        deriv_sum = deriv_avg * scale if deriv_avg.size else np.zeros(shape)
-        sqsum = sigmoid * value_sum + (1.0 - sigmoid) * count - deriv_sum
-        self.register_buffer("act_value_sum", torch.from_numpy(value_sum.reshape(shape).copy()))
-        self.register_buffer("act_value_sqsum", torch.from_numpy(sqsum.reshape(shape).copy()))
-        self.register_buffer("act_count", torch.tensor(count, dtype=torch.float64))
-        self.register_buffer("act_sigmoid_mask", torch.from_numpy(sigmoid.copy()), persistent=False)
-        self._act_stored = False
+    def zero_stats(self) -> None:
+        """Kaldi's Component::ZeroStats (nnet3-train zeroes all component stats before training):
+        the accumulators here and the statistics fields of the component that this module never
+        accumulates (self-repair, output-derivative and attention statistics). BatchNorm in test mode keeps
+        its statistics, as in Kaldi."""
+        self.spec.statistics.zero(self)
 
+    def scale_stats(self, scale: float) -> None:
+        """BatchNormComponent::Scale: count, sum and sum of squares alike (0 zeroes them)."""
+        with torch.no_grad():
+            for t in (self.stats_count, self.stats_sum, self.stats_sumsq):
+                t.mul_(scale)
+
+    # -- activation statistics (`ActivationStats`) ---------------------------------------
     def _store_activation_stats(self, values: torch.Tensor) -> None:
         """Adds the values of the nonlinearities on some frames: (..., dim) or (..., 5, C)."""
         values = values.detach()
@@ -182,78 +153,14 @@ class ComponentOp(nn.Module):
         deriv_sum = mask * value_sum + (1.0 - mask) * count - self.act_value_sqsum.detach().cpu().numpy()
         return value_sum, deriv_sum, count
 
-    def zero_stats(self) -> None:
-        """Kaldi's Component::ZeroStats (nnet3-train zeroes all component stats before training):
-        the accumulators here and the statistics fields of the component that this module never
-        accumulates (self-repair, output-derivative and attention statistics). BatchNorm in test mode keeps
-        its statistics, as in Kaldi."""
-        c = self.component
-        if self.type_name == "BatchNormComponent" and not c.test_mode:
-            self.stats_count.zero_()
-            self.stats_sum.zero_()
-            self.stats_sumsq.zero_()
-        if self.type_name in ACTIVATION_STATS_TYPES:
-            self.act_value_sum.zero_()
-            self.act_value_sqsum.zero_()
-            self.act_count.zero_()
-            if self.type_name == "LstmNonlinearityComponent":
-                c.self_repair_prob = np.zeros_like(np.asarray(c.self_repair_prob, np.float32))
-            elif self.type_name in GRU_CELLS:
-                c.self_repair_total = 0.0
-            else:
-                c.oderiv_rms = np.zeros_like(np.asarray(c.oderiv_rms, np.float32))
-                c.oderiv_count = 0.0
-                c.num_dims_self_repaired = 0.0
-                c.num_dims_processed = 0.0
-        if self.type_name == "RestrictedAttentionComponent":   # entropy/posterior statistics
-            c.zero_stats()
-
-    def _write_activation_stats(self) -> None:
-        """Into the component as Kaldi writes them: sums / count (the sums when count is 0)."""
-        c = self.component
-        value_sum, deriv_sum, count = self.activation_stats()
-        scale = 1.0 / count if count != 0.0 else 1.0
-        value_avg = (value_sum * scale).astype(np.float32)
-        deriv_avg = (deriv_sum * scale).astype(np.float32)
-        if self.type_name != "LstmNonlinearityComponent" and np.size(c.value_avg) == 0 \
-                and not self._act_stored and count == 0.0 and not value_sum.any() and not deriv_sum.any():
-            value_avg = deriv_avg = np.zeros(0, np.float32)  # no stats yet: empty, as Kaldi writes
-        c.value_avg, c.deriv_avg, c.count = value_avg, deriv_avg, count
-
     # -- natural gradient ----------------------------------------------------------------
     # The preconditioners are plain attributes (not parameters or buffers): Kaldi never writes
     # them, averaging does not touch them, and each job starts with fresh ones.
     def _init_natural_gradient(self) -> None:
-        c, t = self.component, self.type_name
-        if t == "NaturalGradientAffineComponent" or (t == "LinearComponent" and c.use_natural_gradient):
-            opts = dict(update_period=c.update_period, num_samples_history=c.num_samples_history,
-                        alpha=c.alpha)
-            self.preconditioners = (OnlineNaturalGradient(c.rank_in, **opts),
-                                    OnlineNaturalGradient(c.rank_out, **opts))
-        elif t == "TdnnComponent" and c.use_natural_gradient:
-            # TdnnComponent::InitFromConfig: separate alphas, update period fixed at 4.
-            self.preconditioners = tuple(
-                OnlineNaturalGradient(rank, c.UPDATE_PERIOD, c.num_samples_history, alpha)
-                for rank, alpha in ((c.rank_in, c.alpha_in), (c.rank_out, c.alpha_out)))
-        elif t == "NaturalGradientPerElementScaleComponent":
-            self.preconditioners = (OnlineNaturalGradient(c.rank, c.update_period, c.num_samples_history,
-                                                          c.alpha),)
-        elif t == "LstmNonlinearityComponent":
-            self.preconditioners = (OnlineNaturalGradient(**LSTM_NATURAL_GRADIENT),)
-        elif t == "GruNonlinearityComponent":   # InitFromConfig: num-samples-history the default 2000
-            self.preconditioners = tuple(OnlineNaturalGradient(rank, c.update_period, alpha=c.alpha)
-                                         for rank in (c.rank_in, c.rank_out))
-        elif t == "OutputGruNonlinearityComponent":
-            self.preconditioners = (OnlineNaturalGradient(c.rank, c.update_period, alpha=c.alpha),)
-        elif t == "TimeHeightConvolutionComponent" and c.use_natural_gradient:
-            # TimeHeightConvolutionComponent::InitFromConfig: update period 1, history in minibatches.
-            self.preconditioners = tuple(
-                OnlineNaturalGradient(rank, num_minibatches_history=c.num_minibatches_history, alpha=alpha)
-                for rank, alpha in ((c.rank_in, c.alpha_in), (c.rank_out, c.alpha_out)))
-        else:
-            self.preconditioners = ()
+        ng = self.spec.natural_gradient
+        self.preconditioners = ng.preconditioners(self.component) if ng is not None else ()
         # Kaldi's is_gradient_: the exact gradient (UpdateSimple) instead of the natural gradient.
-        self.use_natural_gradient = bool(self.preconditioners) and not getattr(c, "is_gradient", False)
+        self.use_natural_gradient = bool(self.preconditioners) and not getattr(self.component, "is_gradient", False)
         self._ng_pass: NaturalGradientPass | None = None
         self._ng_params: dict[str, torch.Tensor] = {}
 
@@ -272,7 +179,7 @@ class ComponentOp(nn.Module):
         self.end_pass()
         if not (self.use_natural_gradient and self.training and torch.is_grad_enabled()):
             return
-        names = [n for n in NATURAL_GRADIENT_PARAMS[self.type_name] if n in self.component.params()]
+        names = [n for n in self.spec.natural_gradient.params if n in self.component.params()]
         params = [getattr(self, n) for n in names]
         if not any(p.requires_grad for p in params):
             return
@@ -291,61 +198,10 @@ class ComponentOp(nn.Module):
         """The tensor this computation uses for parameter `name`."""
         return self._ng_params.get(name) if self._ng_pass is not None else getattr(self, name)
 
-    def _natural_gradients(self, ng_pass: NaturalGradientPass, grads: tuple) -> tuple:
+    def _natural_gradients(self, ng_pass: NaturalGradientPass, grads: Gradients) -> Gradients:
         """Kaldi's natural-gradient Update for one computation: the gradients (of -objective, so
         the optimizer's descent is Kaldi's ascent) replacing the plain `grads`."""
-        t = self.type_name
-        if t == "LstmNonlinearityComponent":
-            # Kaldi preconditions the 3 x C peephole derivative summed over the minibatch, as 3 rows.
-            g = grads[0]
-            if g is None:
-                return (None,)
-            g_hat, scale = self.preconditioners[0].precondition(g.reshape(3, -1))
-            return ((g_hat * scale).reshape(g.shape),)
-        if t == "TimeHeightConvolutionComponent":
-            return self._convolution_natural_gradients(*grads)
-        rows = ng_pass.rows()
-        if rows is None:
-            return grads
-        x, g = rows
-        if t in GRU_CELLS:   # the rows are [W^h's input | h_t] (see `forward`)
-            C = self.component.cell_dim
-            x, h = x[:, :-C], x[:, -C:]
-            self._gru_tanh_stats(h)
-        if t in ("NaturalGradientPerElementScaleComponent", "OutputGruNonlinearityComponent"):
-            p_hat, scale = self.preconditioners[0].precondition(x * g)
-            return (p_hat.sum(0) * scale,)
-        # A bias is preconditioned as one more input column of ones (TdnnComponent too, when it
-        # has a bias: TdnnComponent::UpdateNaturalGradient).
-        has_bias = len(grads) == 2
-        if has_bias:
-            x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)
-        x_hat, in_scale = self.preconditioners[0].precondition(x)
-        g_hat, out_scale = self.preconditioners[1].precondition(g)
-        scale = in_scale * out_scale
-        update = torch.mm(g_hat.t(), x_hat).mul_(scale)
-        return (update,) if not has_bias else (update[:, :-1], update[:, -1])
-
-    def _gru_tanh_stats(self, h: torch.Tensor) -> None:
-        """GruNonlinearityComponent::TanhStatsAndSelfRepair in the consolidated update (all the
-        minibatch's backpropagated rows of h_t, once): on a random half of the minibatches the
-        tanh statistics; the self-repair term it then adds to W^h's derivative is left out, as for
-        every nonlinearity in kaldi-avg."""
-        if float(torch.rand(())) > GRU_STATS_PROBABILITY:
-            return
-        self._store_activation_stats(h)
-
-    def _convolution_natural_gradients(self, grad_w, grad_b) -> tuple:
-        """TimeHeightConvolutionComponent::UpdateNaturalGradient: the minibatch's parameter
-        derivative [W | b] is preconditioned as num-filters-out rows, then its transpose as rows
-        of dim num-filters-out; no per-frame rows are involved."""
-        if grad_w is None or grad_b is None:
-            return grad_w, grad_b
-        params = torch.cat([grad_w, grad_b[:, None]], dim=1)
-        p_hat, in_scale = self.preconditioners[0].precondition(params)
-        pt_hat, out_scale = self.preconditioners[1].precondition(p_hat.t().contiguous())
-        update = pt_hat.t() * (in_scale * out_scale)
-        return update[:, :-1], update[:, -1]
+        return self.spec.natural_gradient.update(self, ng_pass, grads)
 
     # -- the math ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor, times: torch.Tensor | None = None,
@@ -356,147 +212,500 @@ class ComponentOp(nn.Module):
         other frames of their input (x on `times`; default: the same frames). `first_frame`:
         the frame of x[:, 0] for (N, T, dim) input, as a host integer (natural gradient leaves
         out the frames without derivatives by it)."""
-        t = self.type_name
-        if t in STATISTICS_OPS:
-            return STATISTICS_OPS[t](x, times, out_times, self.component)
-        if t in AFFINE_TYPES or t in ("LinearComponent", "TdnnComponent"):
-            # TdnnComponent: `x` is already spliced over its time offsets (graph.py reads the
-            # node's input through Component.input_descriptor).
-            with_bias = t in AFFINE_TYPES or "bias_params" in self.component.params()
-            y = torch.nn.functional.linear(x, self.param("linear_params"),
-                                           self.param("bias_params") if with_bias else None)
-            if self._ng_pass is not None:
-                self._ng_pass.record(x, y, first_frame)
-            return y
-        if t == "TimeHeightConvolutionComponent":
-            return time_height_convolution(x, self.param("linear_params"), self.param("bias_params"),
-                                           self._geometry)
-        if t == "SumBlockComponent":
-            return sum_blocks(x, self.component)
-        if t in NONLINEAR:
-            y = NONLINEAR[t](x)
-            if self.training and t in ACTIVATION_STATS_TYPES:
-                self._store_activation_stats(y)
-            return y
-        if t in GRU_CELLS:
-            ng = self._ng_pass
-            # W^h's natural gradient and the tanh statistics come from these rows (see
-            # `_natural_gradients`); h_t rides along with the input rows.
-            record = None if ng is None else lambda u, a, h: ng.record(torch.cat([u, h.detach()], -1), a)
-            return GRU_CELLS[t](x, self.param("w_h"), record)
-        if t == "LstmNonlinearityComponent":
-            return lstm_nonlinearity(x, self.param("peepholes"),
-                                     self._store_activation_stats if self.keeps_stats() else None)
-        if t == "BackpropTruncationComponent":
-            c = self.component
-            if self.training and torch.is_grad_enabled():
-                return _BackpropTruncation.apply(x, times, c.scale, c.clipping_threshold,
-                                                 c.zeroing_threshold, c.zeroing_interval, c.recurrence_interval)
-            return x * c.scale
-        if t == "ElementwiseProductComponent":
-            c = self.component
-            k = c.input_dim() // c.output_dim()
-            out = x[..., :c.output_dim()]
-            for i in range(1, k):
-                out = out * x[..., i * c.output_dim():(i + 1) * c.output_dim()]
-            return out
-        if t in ("NaturalGradientPerElementScaleComponent", "PerElementScaleComponent"):
-            y = x * self.param("scales")
-            if self._ng_pass is not None:
-                self._ng_pass.record(x, y, first_frame)
-            return y
-        if t == "FixedScaleComponent":
-            return x * self.scales
-        if t == "FixedBiasComponent":
-            return x + self.bias
-        if t == "ScaleAndOffsetComponent":
-            return _blocks(x, self.scales.numel(), lambda b: b * _ensure_nonzero(self.scales) + self.offsets)
-        if t == "NormalizeComponent":
-            return normalize_rows(x, self.component)
-        if t == "BatchNormComponent":
-            return self._batchnorm(x)
-        if t == "DropoutMaskComponent":
-            return dropout_mask(x.shape[:-1], self.component, self._random_dropout(), x.dtype, x.device)
-        if t == "PermuteComponent":
-            return x[..., list(self.component.column_map)]
-        if t == "RestrictedAttentionComponent":   # `x`: its window frames (input_descriptor)
-            return restricted_attention(x, self.component)
-        if t == "SpecAugmentTimeMaskComponent":
-            if not self._random_dropout() or self.component.zeroed_proportion == 0.0:
-                return x
-            # A frame stepped alone (inside a recurrence) is a sequence of one frame.
-            rows = x if x.dim() == 3 else x[:, None]
-            return (rows * time_mask(rows, times if x.dim() == 3 else None, self.component)).reshape(x.shape)
-        if t == "GeneralDropoutComponent":
-            if self._random_dropout() and self.component.spec_augment_max_proportion != 0.0:
-                return x * freq_mask(x, self.component)   # SpecAugment ignores dropout-proportion
-            if not self._random_dropout() or self.component.dropout_proportion == 0.0:
-                return x
-            return x * general_dropout_mask(x, times, self.component)
-        p = self.component.dropout_proportion  # DropoutComponent: the last supported type
-        if self._random_dropout() and p > 0:
-            # Kaldi's dropout is not inverted: kept values are not rescaled. Per frame: one draw per row.
-            draws = torch.rand_like(x[..., :1] if self.component.dropout_per_frame else x)
-            return x * (draws > p).to(x.dtype)
-        return x * (1.0 - p)
+        return self.spec.forward(self, x, Frames(times, out_times, first_frame))
 
-    def _random_dropout(self) -> bool:
-        """Training mode of a dropout component: Kaldi's <TestMode> overrides training."""
-        return self.training and not self.component.test_mode
 
-    def scale_stats(self, scale: float) -> None:
-        """BatchNormComponent::Scale: count, sum and sum of squares alike (0 zeroes them)."""
+# -- statistics -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ActivationStats(Statistics):
+    """Kaldi's value/derivative statistics of a type's sigmoid and tanh units. `sigmoid(c)`: 1
+    for a sigmoid unit, 0 for a tanh one, in the statistics' shape; `clear(c)`: the component's
+    statistics fields that ZeroStats also clears and this module never accumulates.
+
+    Kaldi keeps, per unit, value_sum = sum of y and deriv_sum = sum of f'(x) over the frames it
+    saw while training, with count = number of frames (rows); files hold value_sum/count and
+    deriv_sum/count (<ValueAvg>, <DerivAvg>) and <Count>. SigmoidComponent/TanhComponent store
+    them in the forward pass (StoreStats: every training frame); LstmNonlinearityComponent in
+    its backward pass (only frames that are backpropagated), for its 5 nonlinearities
+    i_t, f_t (sigmoid), tanh(c_part), o_t (sigmoid), tanh(c_t); the GRU cells for their tanh
+    h_t in their consolidated update, on half of the minibatches (`_gru_tanh_stats`). The
+    derivative is a function of the value: y(1 - y) for a sigmoid, 1 - y^2 for a tanh, so the
+    buffers keep sum(y) and sum(y^2); deriv_sum = w*sum(y) + (1 - w)*count - sum(y^2) with
+    w = 1 for sigmoid rows and 0 for tanh rows. Every buffer is a plain sum, so averaging models'
+    buffers (nnet3-average averages value_sum, deriv_sum and count alike) commutes with this
+    conversion."""
+    sigmoid: Callable[[Component], np.ndarray]
+    clear: Callable[[Component], None]
+
+    def init(self, op: ComponentOp) -> None:
+        c = op.component
+        sigmoid = self.sigmoid(c)
+        shape = sigmoid.shape
+        count = float(c.count)
+        # Kaldi's files hold the sums themselves when count is 0; empty vectors mean no stats.
+        scale = count if count != 0.0 else 1.0
+        value_sum, deriv_sum = (np.asarray(a, np.float64).reshape(shape) * scale if np.size(a) else np.zeros(shape)
+                                for a in (c.value_avg, c.deriv_avg))
+        sqsum = sigmoid * value_sum + (1.0 - sigmoid) * count - deriv_sum
+        op.register_buffer("act_value_sum", torch.from_numpy(value_sum))
+        op.register_buffer("act_value_sqsum", torch.from_numpy(sqsum))
+        op.register_buffer("act_count", torch.tensor(count, dtype=torch.float64))
+        op.register_buffer("act_sigmoid_mask", torch.from_numpy(sigmoid), persistent=False)
+        op._act_stored = False
+
+    def write_back(self, op: ComponentOp) -> None:
+        """Into the component as Kaldi writes them: sums / count (the sums when count is 0)."""
+        c = op.component
+        value_sum, deriv_sum, count = op.activation_stats()
+        scale = 1.0 / count if count != 0.0 else 1.0
+        value_avg = (value_sum * scale).astype(np.float32)
+        deriv_avg = (deriv_sum * scale).astype(np.float32)
+        # (an LSTM's are never empty: they define its cell dim)
+        if np.size(c.value_avg) == 0 and not op._act_stored and count == 0.0 \
+                and not value_sum.any() and not deriv_sum.any():
+            value_avg = deriv_avg = np.zeros(0, np.float32)  # no stats yet: empty, as Kaldi writes
+        c.value_avg, c.deriv_avg, c.count = value_avg, deriv_avg, count
+
+    def zero(self, op: ComponentOp) -> None:
+        op.act_value_sum.zero_()
+        op.act_value_sqsum.zero_()
+        op.act_count.zero_()
+        self.clear(op.component)
+
+
+class BatchNormStats(Statistics):
+    """BatchNormComponent's count, sum and sum of squares of its training rows, as Kaldi's
+    StoreStats accumulates them; test mode normalizes with them (`_test_mode_stats`)."""
+
+    def init(self, op: ComponentOp) -> None:
+        dim = op.component.block_dim
+        op.register_buffer("stats_count", torch.zeros((), dtype=torch.float64))
+        op.register_buffer("stats_sum", torch.zeros(dim, dtype=torch.float64))
+        op.register_buffer("stats_sumsq", torch.zeros(dim, dtype=torch.float64))
+
+    def write_back(self, op: ComponentOp) -> None:
+        count = float(op.stats_count)
+        if count > 0:
+            mean = (op.stats_sum / count).cpu().numpy()
+            var = (op.stats_sumsq / count).cpu().numpy() - mean * mean
+            op.component.set_stats(count, mean, np.maximum(var, 0.0))
+
+    def zero(self, op: ComponentOp) -> None:
+        if not op.component.test_mode:   # Kaldi's test mode keeps them
+            op.stats_count.zero_()
+            op.stats_sum.zero_()
+            op.stats_sumsq.zero_()
+
+
+class ComponentKeepsStats(Statistics):
+    """Statistics the component itself holds and this module never accumulates: only cleared."""
+
+    def zero(self, op: ComponentOp) -> None:
+        op.component.zero_stats()
+
+
+# -- natural-gradient updates ---------------------------------------------------------
+def _from_rows(rule):
+    """An update computed from the rows the component saw in the computation (input rows x,
+    output derivatives g): `rule(preconditioners, x, g, grads)`."""
+    def update(op: ComponentOp, ng_pass: NaturalGradientPass, grads: Gradients) -> Gradients:
+        rows = ng_pass.rows()
+        return grads if rows is None else rule(op.preconditioners, *rows, grads)
+    return update
+
+
+def _matrix_update(preconditioners, x: torch.Tensor, g: torch.Tensor, grads: Gradients) -> Gradients:
+    """A matrix's update, g^T x with both sides preconditioned. A bias is preconditioned as one
+    more input column of ones (TdnnComponent too, when it has a bias: TdnnComponent::UpdateNaturalGradient)."""
+    has_bias = len(grads) == 2
+    if has_bias:
+        x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)
+    x_hat, in_scale = preconditioners[0].precondition(x)
+    g_hat, out_scale = preconditioners[1].precondition(g)
+    update = torch.mm(g_hat.t(), x_hat).mul_(in_scale * out_scale)
+    return (update,) if not has_bias else (update[:, :-1], update[:, -1])
+
+
+def _scales_update(preconditioners, x: torch.Tensor, g: torch.Tensor, grads: Gradients) -> Gradients:
+    """Per-element scales' update: the rows x * g preconditioned, summed."""
+    p_hat, scale = preconditioners[0].precondition(x * g)
+    return (p_hat.sum(0) * scale,)
+
+
+def _matrix_preconditioners(c: Component) -> tuple[OnlineNaturalGradient, ...]:
+    """NaturalGradientAffineComponent's and LinearComponent's: input and output side alike."""
+    opts = dict(update_period=c.update_period, num_samples_history=c.num_samples_history, alpha=c.alpha)
+    return OnlineNaturalGradient(c.rank_in, **opts), OnlineNaturalGradient(c.rank_out, **opts)
+
+
+def _if_enabled(preconditioners):
+    """Those of a component with use-natural-gradient, none when it is false."""
+    return lambda c: preconditioners(c) if c.use_natural_gradient else ()
+
+
+def _trainable(c: Component) -> dict[str, np.ndarray]:
+    return dict(c.params())
+
+
+# -- affine, linear, TDNN -------------------------------------------------------------
+def _affine_tensors(c: Component) -> dict[str, np.ndarray]:
+    return {"linear_params": c.linear_params, "bias_params": c.bias_params}
+
+
+def _tdnn_preconditioners(c: TdnnComponent) -> tuple[OnlineNaturalGradient, ...]:
+    """TdnnComponent::InitFromConfig: separate alphas, update period fixed at 4."""
+    return tuple(OnlineNaturalGradient(rank, c.UPDATE_PERIOD, c.num_samples_history, alpha)
+                 for rank, alpha in ((c.rank_in, c.alpha_in), (c.rank_out, c.alpha_out)))
+
+
+@register_op(NaturalGradientAffineComponent, tensors=_affine_tensors,
+             natural_gradient=NaturalGradient(("linear_params", "bias_params"), _matrix_preconditioners,
+                                              _from_rows(_matrix_update)))
+@register_op(AffineComponent, FixedAffineComponent, tensors=_affine_tensors)
+def _affine(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return _matrix_product(op, x, frames, op.param("bias_params"))
+
+
+@register_op(LinearComponent, tensors=_trainable,
+             natural_gradient=NaturalGradient(("linear_params",), _if_enabled(_matrix_preconditioners),
+                                              _from_rows(_matrix_update)))
+@register_op(TdnnComponent, tensors=_trainable,
+             natural_gradient=NaturalGradient(("linear_params", "bias_params"), _if_enabled(_tdnn_preconditioners),
+                                              _from_rows(_matrix_update)))
+def _linear(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    """TdnnComponent's `x` is already spliced over its time offsets (graph.py reads the node's
+    input through Component.input_descriptor); it has a bias when use-bias is true."""
+    bias = op.param("bias_params") if "bias_params" in op.component.params() else None
+    return _matrix_product(op, x, frames, bias)
+
+
+def _matrix_product(op: ComponentOp, x: torch.Tensor, frames: Frames, bias: torch.Tensor | None) -> torch.Tensor:
+    y = torch.nn.functional.linear(x, op.param("linear_params"), bias)
+    if op.ng_pass is not None:
+        op.ng_pass.record(x, y, frames.first_frame)
+    return y
+
+
+# -- convolution (4.23) ---------------------------------------------------------------
+def _convolution_preconditioners(c: TimeHeightConvolutionComponent) -> tuple[OnlineNaturalGradient, ...]:
+    """TimeHeightConvolutionComponent::InitFromConfig: update period 1, history in minibatches."""
+    return tuple(OnlineNaturalGradient(rank, num_minibatches_history=c.num_minibatches_history, alpha=alpha)
+                 for rank, alpha in ((c.rank_in, c.alpha_in), (c.rank_out, c.alpha_out)))
+
+
+def _convolution_update(op: ComponentOp, ng_pass: NaturalGradientPass, grads: Gradients) -> Gradients:
+    """TimeHeightConvolutionComponent::UpdateNaturalGradient: the minibatch's parameter
+    derivative [W | b] is preconditioned as num-filters-out rows, then its transpose as rows
+    of dim num-filters-out; no per-frame rows are involved."""
+    grad_w, grad_b = grads
+    if grad_w is None or grad_b is None:
+        return grad_w, grad_b
+    params = torch.cat([grad_w, grad_b[:, None]], dim=1)
+    p_hat, in_scale = op.preconditioners[0].precondition(params)
+    pt_hat, out_scale = op.preconditioners[1].precondition(p_hat.t().contiguous())
+    update = pt_hat.t() * (in_scale * out_scale)
+    return update[:, :-1], update[:, -1]
+
+
+@register_op(TimeHeightConvolutionComponent, tensors=_trainable, precompute=ConvolutionGeometry,
+             natural_gradient=NaturalGradient(("linear_params", "bias_params"),
+                                              _if_enabled(_convolution_preconditioners), _convolution_update))
+def _convolution(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return time_height_convolution(x, op.param("linear_params"), op.param("bias_params"), op.precomputed)
+
+
+@register_op(SumBlockComponent)
+def _sum_block(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return sum_blocks(x, op.component)
+
+
+# -- nonlinearities -------------------------------------------------------------------
+def _clear_self_repair_stats(c: Component) -> None:
+    """NonlinearComponent's output-derivative and self-repair statistics."""
+    c.oderiv_rms = np.zeros_like(np.asarray(c.oderiv_rms, np.float32))
+    c.oderiv_count = 0.0
+    c.num_dims_self_repaired = 0.0
+    c.num_dims_processed = 0.0
+
+
+def _stored(op: ComponentOp, y: torch.Tensor) -> torch.Tensor:
+    """Kaldi's StoreStats for a sigmoid or tanh: every training frame's values."""
+    if op.training:
+        op._store_activation_stats(y)
+    return y
+
+
+@register_op(SigmoidComponent, statistics=ActivationStats(lambda c: np.ones(c.dim), _clear_self_repair_stats))
+def _sigmoid(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return _stored(op, torch.sigmoid(x))
+
+
+@register_op(TanhComponent, statistics=ActivationStats(lambda c: np.zeros(c.dim), _clear_self_repair_stats))
+def _tanh(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return _stored(op, torch.tanh(x))
+
+
+@register_op(RectifiedLinearComponent)
+def _relu(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return torch.relu(x)
+
+
+@register_op(LogSoftmaxComponent)
+def _log_softmax(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return torch.log_softmax(x, dim=-1)
+
+
+@register_op(SoftmaxComponent)
+def _softmax(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return torch.clamp(torch.softmax(x, dim=-1), min=1e-20)
+
+
+@register_op(NoOpComponent, ClipGradientComponent)
+def _identity(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return x
+
+
+# -- LSTM and GRU cells (4.7, 4.20) ---------------------------------------------------
+def _lstm_sigmoid_rows(c: LstmNonlinearityComponent) -> np.ndarray:
+    """i_t, f_t, tanh(c_part), o_t, tanh(c_t): sigmoid, sigmoid, tanh, sigmoid, tanh."""
+    return np.array([1.0, 1.0, 0.0, 1.0, 0.0])[:, None] * np.ones((5, c.cell_dim()))
+
+
+def _clear_lstm_stats(c: LstmNonlinearityComponent) -> None:
+    c.self_repair_prob = np.zeros_like(np.asarray(c.self_repair_prob, np.float32))
+
+
+def _lstm_preconditioners(c: LstmNonlinearityComponent) -> tuple[OnlineNaturalGradient, ...]:
+    return (OnlineNaturalGradient(**LSTM_NATURAL_GRADIENT),)
+
+
+def _peephole_update(op: ComponentOp, ng_pass: NaturalGradientPass, grads: Gradients) -> Gradients:
+    """Kaldi preconditions the 3 x C peephole derivative summed over the minibatch, as 3 rows."""
+    g = grads[0]
+    if g is None:
+        return (None,)
+    g_hat, scale = op.preconditioners[0].precondition(g.reshape(3, -1))
+    return ((g_hat * scale).reshape(g.shape),)
+
+
+@register_op(LstmNonlinearityComponent, tensors=lambda c: {"peepholes": c.peepholes},
+             statistics=ActivationStats(_lstm_sigmoid_rows, _clear_lstm_stats),
+             natural_gradient=NaturalGradient(("peepholes",), _lstm_preconditioners, _peephole_update))
+def _lstm(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return lstm_nonlinearity(x, op.param("peepholes"), op._store_activation_stats if op.keeps_stats() else None)
+
+
+def _clear_gru_stats(c: Component) -> None:
+    c.self_repair_total = 0.0
+
+
+def _gru_tanh_stats(op: ComponentOp, h: torch.Tensor) -> None:
+    """GruNonlinearityComponent::TanhStatsAndSelfRepair in the consolidated update (all the
+    minibatch's backpropagated rows of h_t, once): on a random half of the minibatches the
+    tanh statistics; the self-repair term it then adds to W^h's derivative is left out, as for
+    every nonlinearity in kaldi-avg."""
+    if float(torch.rand(())) > GRU_STATS_PROBABILITY:
+        return
+    op._store_activation_stats(h)
+
+
+def _gru_update(rule):
+    """A GRU cell's rows are [W^h's input | h_t] (`_gru_cell`): h_t's part gives the tanh
+    statistics, the rest `rule`'s input rows."""
+    def update(op: ComponentOp, ng_pass: NaturalGradientPass, grads: Gradients) -> Gradients:
+        rows = ng_pass.rows()
+        if rows is None:
+            return grads
+        x, g = rows
+        C = op.component.cell_dim
+        _gru_tanh_stats(op, x[:, -C:])
+        return rule(op.preconditioners, x[:, :-C], g, grads)
+    return update
+
+
+def _gru_cell(op: ComponentOp, x: torch.Tensor, cell) -> torch.Tensor:
+    ng = op.ng_pass
+    # W^h's natural gradient and the tanh statistics come from these rows (`_gru_update`);
+    # h_t rides along with the input rows.
+    record = None if ng is None else lambda u, a, h: ng.record(torch.cat([u, h.detach()], -1), a)
+    return cell(x, op.param("w_h"), record)
+
+
+def _gru_preconditioners(c: GruNonlinearityComponent) -> tuple[OnlineNaturalGradient, ...]:
+    """InitFromConfig: num-samples-history the default 2000."""
+    return tuple(OnlineNaturalGradient(rank, c.update_period, alpha=c.alpha) for rank in (c.rank_in, c.rank_out))
+
+
+def _output_gru_preconditioners(c: OutputGruNonlinearityComponent) -> tuple[OnlineNaturalGradient, ...]:
+    return (OnlineNaturalGradient(c.rank, c.update_period, alpha=c.alpha),)
+
+
+_GRU_STATS = ActivationStats(lambda c: np.zeros(c.cell_dim), _clear_gru_stats)   # h_t is a tanh
+
+
+@register_op(GruNonlinearityComponent, tensors=lambda c: {"w_h": c.w_h}, statistics=_GRU_STATS,
+             natural_gradient=NaturalGradient(("w_h",), _gru_preconditioners, _gru_update(_matrix_update)))
+def _gru(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return _gru_cell(op, x, gru_nonlinearity)
+
+
+@register_op(OutputGruNonlinearityComponent, tensors=lambda c: {"w_h": c.w_h}, statistics=_GRU_STATS,
+             natural_gradient=NaturalGradient(("w_h",), _output_gru_preconditioners, _gru_update(_scales_update)))
+def _output_gru(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return _gru_cell(op, x, output_gru_nonlinearity)
+
+
+@register_op(BackpropTruncationComponent)
+def _backprop_truncation(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    c = op.component
+    if op.training and torch.is_grad_enabled():
+        return _BackpropTruncation.apply(x, frames.times, c.scale, c.clipping_threshold,
+                                         c.zeroing_threshold, c.zeroing_interval, c.recurrence_interval)
+    return x * c.scale
+
+
+@register_op(ElementwiseProductComponent)
+def _elementwise_product(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    c = op.component
+    k = c.input_dim() // c.output_dim()
+    out = x[..., :c.output_dim()]
+    for i in range(1, k):
+        out = out * x[..., i * c.output_dim():(i + 1) * c.output_dim()]
+    return out
+
+
+# -- scales and offsets ---------------------------------------------------------------
+def _scales_preconditioners(c: NaturalGradientPerElementScaleComponent) -> tuple[OnlineNaturalGradient, ...]:
+    return (OnlineNaturalGradient(c.rank, c.update_period, c.num_samples_history, c.alpha),)
+
+
+@register_op(NaturalGradientPerElementScaleComponent, tensors=lambda c: {"scales": c.scales},
+             natural_gradient=NaturalGradient(("scales",), _scales_preconditioners, _from_rows(_scales_update)))
+@register_op(PerElementScaleComponent, tensors=lambda c: {"scales": c.scales})
+def _per_element_scale(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    y = x * op.param("scales")
+    if op.ng_pass is not None:
+        op.ng_pass.record(x, y, frames.first_frame)
+    return y
+
+
+@register_op(FixedScaleComponent, tensors=lambda c: {"scales": c.scales})
+def _fixed_scale(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return x * op.scales
+
+
+@register_op(FixedBiasComponent, tensors=lambda c: {"bias": c.bias})
+def _fixed_bias(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return x + op.bias
+
+
+@register_op(ScaleAndOffsetComponent, tensors=lambda c: {"scales": c.scales, "offsets": c.offsets})
+def _scale_and_offset(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return _blocks(x, op.scales.numel(), lambda b: b * _ensure_nonzero(op.scales) + op.offsets)
+
+
+@register_op(PermuteComponent)
+def _permute(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return x[..., list(op.component.column_map)]
+
+
+# -- normalization (4.9) --------------------------------------------------------------
+@register_op(NormalizeComponent)
+def _normalize(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return normalize_rows(x, op.component)
+
+
+@register_op(BatchNormComponent, tensors=lambda c: {"stats_mean": c.stats_mean, "stats_var": c.stats_var},
+             statistics=BatchNormStats())
+def _batchnorm(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    c = op.component
+    bd = c.block_dim
+    rows = x.reshape(-1, bd)
+    if op.training:
+        mean = rows.mean(0)
+        var = rows.var(0, unbiased=False)
         with torch.no_grad():
-            for t in (self.stats_count, self.stats_sum, self.stats_sumsq):
-                t.mul_(scale)
-
-    def _test_mode_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mean and variance test mode normalizes with: those of the statistics accumulated
-        since the last ZeroStats, as `write_back` would write them into N.mdl (so a diagnostic of
-        the live module equals one of the saved model), else the component's own."""
-        count = self.stats_count
-        # torch.where rather than a Python test: no host sync on CUDA
-        mean = torch.where(count > 0, self.stats_sum / count.clamp(min=1e-30), self.stats_mean.double())
-        var = torch.where(count > 0, (self.stats_sumsq / count.clamp(min=1e-30) - mean * mean).clamp(min=0.0),
-                          self.stats_var.double())
-        return mean.to(self.stats_mean.dtype), var.to(self.stats_var.dtype)
-
-    def _batchnorm(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.component
-        bd = c.block_dim
-        rows = x.reshape(-1, bd)
-        if self.training:
-            mean = rows.mean(0)
-            var = rows.var(0, unbiased=False)
-            with torch.no_grad():
-                self.stats_count += rows.shape[0]
-                self.stats_sum += rows.sum(0).double()
-                self.stats_sumsq += (rows.double() ** 2).sum(0)
-        else:
-            mean, var = self._test_mode_stats()
-        scale = c.target_rms * torch.rsqrt(var + c.epsilon)
-        return ((rows - mean) * scale).reshape(x.shape)
+            op.stats_count += rows.shape[0]
+            op.stats_sum += rows.sum(0).double()
+            op.stats_sumsq += (rows.double() ** 2).sum(0)
+    else:
+        mean, var = _test_mode_stats(op)
+    scale = c.target_rms * torch.rsqrt(var + c.epsilon)
+    return ((rows - mean) * scale).reshape(x.shape)
 
 
-def _tensors_of(c: Component) -> dict[str, np.ndarray]:
-    t = c.type_name
-    if t in AFFINE_TYPES:
-        return {"linear_params": c.linear_params, "bias_params": c.bias_params}
-    if t in ("LinearComponent", "TdnnComponent", "TimeHeightConvolutionComponent"):
-        return dict(c.params())
-    if t in GRU_CELLS:
-        return {"w_h": c.w_h}
-    if t == "LstmNonlinearityComponent":
-        return {"peepholes": c.peepholes}
-    if t in ("NaturalGradientPerElementScaleComponent", "PerElementScaleComponent", "FixedScaleComponent"):
-        return {"scales": c.scales}
-    if t == "FixedBiasComponent":
-        return {"bias": c.bias}
-    if t == "ScaleAndOffsetComponent":
-        return {"scales": c.scales, "offsets": c.offsets}
-    if t == "BatchNormComponent":
-        return {"stats_mean": c.stats_mean, "stats_var": c.stats_var}
-    return {}
+def _test_mode_stats(op: ComponentOp) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and variance test mode normalizes with: those of the statistics accumulated
+    since the last ZeroStats, as `write_back` would write them into N.mdl (so a diagnostic of
+    the live module equals one of the saved model), else the component's own."""
+    count = op.stats_count
+    # torch.where rather than a Python test: no host sync on CUDA
+    mean = torch.where(count > 0, op.stats_sum / count.clamp(min=1e-30), op.stats_mean.double())
+    var = torch.where(count > 0, (op.stats_sumsq / count.clamp(min=1e-30) - mean * mean).clamp(min=0.0),
+                      op.stats_var.double())
+    return mean.to(op.stats_mean.dtype), var.to(op.stats_var.dtype)
+
+
+# -- dropout and SpecAugment (4.21) ---------------------------------------------------
+def _random_dropout(op: ComponentOp) -> bool:
+    """Training mode of a dropout component: Kaldi's <TestMode> overrides training."""
+    return op.training and not op.component.test_mode
+
+
+@register_op(DropoutComponent)
+def _dropout(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    p = op.component.dropout_proportion
+    if _random_dropout(op) and p > 0:
+        # Kaldi's dropout is not inverted: kept values are not rescaled. Per frame: one draw per row.
+        draws = torch.rand_like(x[..., :1] if op.component.dropout_per_frame else x)
+        return x * (draws > p).to(x.dtype)
+    return x * (1.0 - p)
+
+
+@register_op(DropoutMaskComponent)
+def _dropout_mask(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return dropout_mask(x.shape[:-1], op.component, _random_dropout(op), x.dtype, x.device)
+
+
+def _no_time_period_specaugment(c: GeneralDropoutComponent) -> None:
+    if c.spec_augment_max_proportion != 0.0 and c.time_period > 0:
+        raise ConfigError("GeneralDropoutComponent with specaugment-max-proportion and time-period "
+                          "has no PyTorch implementation in kaldi-avg")
+
+
+@register_op(GeneralDropoutComponent, check=_no_time_period_specaugment)
+def _general_dropout(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    c = op.component
+    if _random_dropout(op) and c.spec_augment_max_proportion != 0.0:
+        return x * freq_mask(x, c)   # SpecAugment ignores dropout-proportion
+    if not _random_dropout(op) or c.dropout_proportion == 0.0:
+        return x
+    return x * general_dropout_mask(x, frames.times, c)
+
+
+@register_op(SpecAugmentTimeMaskComponent)
+def _time_mask(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    if not _random_dropout(op) or op.component.zeroed_proportion == 0.0:
+        return x
+    # A frame stepped alone (inside a recurrence) is a sequence of one frame.
+    rows = x if x.dim() == 3 else x[:, None]
+    return (rows * time_mask(rows, frames.times if x.dim() == 3 else None, op.component)).reshape(x.shape)
+
+
+# -- attention (4.24) and statistics (4.25): other frames' rows -----------------------
+@register_op(RestrictedAttentionComponent, statistics=ComponentKeepsStats())
+def _attention(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return restricted_attention(x, op.component)   # `x`: its window frames (input_descriptor)
+
+
+@register_op(StatisticsExtractionComponent)
+def _statistics_extraction(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return statistics_extraction(x, frames.times, frames.out_times, op.component)
+
+
+@register_op(StatisticsPoolingComponent)
+def _statistics_pooling(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
+    return statistics_pooling(x, frames.times, frames.out_times, op.component)
 
 
 def lstm_nonlinearity(x: torch.Tensor, peep: torch.Tensor, store_stats=None) -> torch.Tensor:

@@ -55,6 +55,3 @@ def statistics_pooling(x: torch.Tensor, times: torch.Tensor, out_times: torch.Te
     variance = variance + (c.variance_floor - variance).clamp(min=0.0).detach()
     return torch.cat(parts + [mean, variance.sqrt()], dim=-1)
 
-
-STATISTICS_OPS = {"StatisticsExtractionComponent": statistics_extraction,
-                  "StatisticsPoolingComponent": statistics_pooling}
