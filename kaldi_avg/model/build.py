@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..kaldi.nnet3.am import Nnet3Model
-from ..kaldi.nnet3.config import ConfigError
+from ..kaldi.nnet3.config import NetworkConfigError
 from ..kaldi.nnet3.context import model_context
 from ..kaldi.nnet3.nnet import Nnet
 from ..kaldi.transition import read_transition_model
@@ -40,7 +40,7 @@ def config_text(xconfig_text: str, source: str, which: str = "final", num_pdfs: 
     subs = {} if num_pdfs is None else {"NUM_PDFS": num_pdfs}
     text = substitute(xconfig_text, subs)
     if re.search(r"\bNUM_PDFS\b", text):
-        raise ConfigError(f"{source}: the xconfig uses NUM_PDFS; give --num-pdfs or --trans-model")
+        raise NetworkConfigError(f"{source}: the xconfig uses NUM_PDFS; give --num-pdfs or --trans-model")
     layers = parse_xconfig(text, source)
     lines = get_config_lines(layers)[which]
     # Layer-written matrices (idct-layer) exist once written, as after xconfig_to_configs.py;
@@ -51,7 +51,7 @@ def config_text(xconfig_text: str, source: str, which: str = "final", num_pdfs: 
         lines = replace_matrix_files(lines, lambda path: None if path in written else f"matrix={lda_mat}")
     for path in matrix_files(lines):
         if not os.path.exists(path):
-            raise ConfigError(f"{source}: fixed-affine-layer matrix {path} does not exist "
+            raise NetworkConfigError(f"{source}: fixed-affine-layer matrix {path} does not exist "
                               "(estimate it first, or pass --lda-mat)")
     return "\n".join(lines) + "\n"
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..kaldi.nnet3.config import ConfigError
+from ..kaldi.nnet3.config import NetworkConfigError
 from ..kaldi.nnet3.context import INF, computable_ranges, node_input, reads_input, round_range
 from ..kaldi.nnet3.descriptor import (
     Append,
@@ -184,17 +184,17 @@ class NnetModule(nn.Module):
                 order.append(comp[0])
                 continue
             if any(self._summarizes_frames(m) for m in comp):
-                raise ConfigError(f"recurrence among {sorted(comp)} goes through a component that summarizes "
+                raise NetworkConfigError(f"recurrence among {sorted(comp)} goes through a component that summarizes "
                                   "other frames (statistics pooling): not supported by kaldi-avg")
             offsets = {k for _, _, k in internal}
             if min(offsets) < 0 < max(offsets):
-                raise ConfigError(f"recurrence among {sorted(comp)} reads both past and future frames "
+                raise NetworkConfigError(f"recurrence among {sorted(comp)} reads both past and future frames "
                                   f"(offsets {sorted(offsets)}): it cannot be stepped in either direction")
             # Within one frame, members depend on each other only through offset-0 references.
             same_frame = {m: [d for mm, d, k in internal if mm == m and k == 0] for m in comp}
             within = [c[0] for c in _strongly_connected(sorted(comp), same_frame)]
             if len(within) != len(comp):
-                raise ConfigError(f"nodes {sorted(comp)} depend on each other at the same frame")
+                raise NetworkConfigError(f"nodes {sorted(comp)} depend on each other at the same frame")
             order.append(_Loop(within, offsets))
         return order
 
@@ -320,12 +320,12 @@ class NnetModule(nn.Module):
         if loop.backward:
             end = max((comp[m][1] for m in members if comp[m][1] < INF), default=INF)
             if end == INF:
-                raise ConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
+                raise NetworkConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
             start = {m: min(comp[m][1], end) for m in members}
         else:
             first = min((comp[m][0] for m in members if comp[m][0] > -INF), default=-INF)
             if first == -INF:
-                raise ConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
+                raise NetworkConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
             start = {m: max(comp[m][0], first) for m in members}
 
         def from_start(m: str, lo: int, hi: int) -> Range:
@@ -459,7 +459,7 @@ class _Eval:
                 return inner
             return torch.cat([self._zeros(a - lo, inner.shape[-1]), inner,
                               self._zeros(hi - b, inner.shape[-1])], dim=1)
-        raise ConfigError(f"descriptor {d} is not supported by kaldi-avg")
+        raise NetworkConfigError(f"descriptor {d} is not supported by kaldi-avg")
 
     def _times(self, lo: int, hi: int) -> torch.Tensor:
         return torch.arange(lo, hi + 1, device=self.device)
@@ -631,7 +631,7 @@ class _Eval:
             return torch.full((self.N, d.dim), d.value, dtype=self.dtype, device=self.device)
         if isinstance(d, ReplaceIndex):
             return self._step_value(d.arg, 0, steps, inside)
-        raise ConfigError(f"descriptor {d} is not supported by kaldi-avg")
+        raise NetworkConfigError(f"descriptor {d} is not supported by kaldi-avg")
 
 
 class _Undefined(Exception):

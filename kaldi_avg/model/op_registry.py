@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..kaldi.nnet3.components import Component
-from ..kaldi.nnet3.config import ConfigError
+from ..kaldi.nnet3.config import NetworkConfigError
 from .natural_gradient import NaturalGradientPass, OnlineNaturalGradient
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def _nothing(c: Component) -> None:
 @dataclass(frozen=True)
 class OpSpec:
     """How `ComponentOp` runs one component type. `tensors`: the arrays the op holds (those in
-    `Component.params()` as parameters, the rest as buffers); `check` raises ConfigError for
+    `Component.params()` as parameters, the rest as buffers); `check` raises NetworkConfigError for
     settings kaldi-avg cannot run; `precompute` makes `op.precomputed` once per op."""
     forward: Forward
     tensors: Callable[[Component], dict[str, np.ndarray]] = _no_tensors
@@ -105,7 +105,7 @@ def supported_types() -> frozenset[str]:
 def op_spec(type_name: str) -> OpSpec:
     spec = _OPS.get(type_name)
     if spec is None:
-        raise ConfigError(f"component type {type_name} has no PyTorch implementation in kaldi-avg "
+        raise NetworkConfigError(f"component type {type_name} has no PyTorch implementation in kaldi-avg "
                           f"(supported: {', '.join(sorted(_OPS))})")
     return spec
 

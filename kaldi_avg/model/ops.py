@@ -67,7 +67,7 @@ from ..kaldi.nnet3.components import (
     TdnnComponent,
     TimeHeightConvolutionComponent,
 )
-from ..kaldi.nnet3.config import ConfigError
+from ..kaldi.nnet3.config import NetworkConfigError
 from .attention_ops import restricted_attention
 from .conv_ops import ConvolutionGeometry, sum_blocks, time_height_convolution
 from .frontend_ops import freq_mask, time_mask
@@ -669,7 +669,7 @@ def _dropout_mask(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Ten
 
 def _no_time_period_specaugment(c: GeneralDropoutComponent) -> None:
     if c.spec_augment_max_proportion != 0.0 and c.time_period > 0:
-        raise ConfigError("GeneralDropoutComponent with specaugment-max-proportion and time-period "
+        raise NetworkConfigError("GeneralDropoutComponent with specaugment-max-proportion and time-period "
                           "has no PyTorch implementation in kaldi-avg")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kaldi_avg.kaldi.nnet3.components import ComponentError, RestrictedAttentionComponent
-from kaldi_avg.kaldi.nnet3.config import ConfigError
+from kaldi_avg.kaldi.nnet3.config import NetworkConfigError
 from kaldi_avg.kaldi.nnet3.context import model_context
 from kaldi_avg.kaldi.nnet3.descriptor import NodeRef, to_string
 from kaldi_avg.kaldi.nnet3.nnet import Nnet
@@ -133,5 +133,5 @@ def test_context_counts_only_the_required_frames():
     ("key-dim=2 value-dim=2 num-left-inputs=1 num-right-inputs=1 dim=4", "dim"),
 ])
 def test_invalid_lines_are_refused(options, message):
-    with pytest.raises((ComponentError, ConfigError), match=message):
+    with pytest.raises((ComponentError, NetworkConfigError), match=message):
         from_config(f"component name=a type=RestrictedAttentionComponent {options}")

@@ -48,7 +48,7 @@ from kaldi_avg.kaldi.nnet3.components import (
     component_types,
     read_component,
 )
-from kaldi_avg.kaldi.nnet3.config import ConfigError, ConfigLine
+from kaldi_avg.kaldi.nnet3.config import ConfigLine, NetworkConfigError
 
 
 def to_bytes(comp, binary):
@@ -465,7 +465,7 @@ def test_matrix_and_vector_files(tmp_path, binary):
                           .bias, v)
     assert np.array_equal(from_config(
         f"component name=s type=NaturalGradientPerElementScaleComponent scales={vec}").scales, v)
-    with pytest.raises(ConfigError, match="input-dim=5 does not match the matrix"):
+    with pytest.raises(NetworkConfigError, match="input-dim=5 does not match the matrix"):
         from_config(f"component name=a type=AffineComponent matrix={path} input-dim=5")
 
 
@@ -488,13 +488,13 @@ def test_matrix_and_vector_files(tmp_path, binary):
     ("type=FixedAffineComponent matrix=/nonexistent/lda.mat", "cannot read matrix=/nonexistent"),
 ])
 def test_bad_config_lines(line, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(NetworkConfigError, match=message):
         from_config(f"component name=x {line}")
 
 
 def test_config_line_must_be_a_component_line():
     cfg = ConfigLine.parse("component-node name=x component=x input=y")
-    with pytest.raises(ConfigError, match="expected a 'component' line"):
+    with pytest.raises(NetworkConfigError, match="expected a 'component' line"):
         component_from_config(cfg, np.random.default_rng(0))
 
 
@@ -583,7 +583,7 @@ def test_tdnn_initialization():
     assert comp.linear_params.shape == (400, 100) and comp.bias_params.shape == (400,)
     assert abs(comp.linear_params.std() - 0.1) < 0.005          # 1/sqrt(50 * 2)
     assert (comp.rank_in, comp.rank_out, comp.orthonormal_constraint) == (20, 80, 0.0)
-    with pytest.raises(ConfigError, match="repeated time-offsets"):
+    with pytest.raises(NetworkConfigError, match="repeated time-offsets"):
         from_config("component name=t type=TdnnComponent input-dim=2 output-dim=2 time-offsets=0,0")
 
 

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from kaldi_avg.kaldi.nnet3.config import ConfigError
+from kaldi_avg.kaldi.nnet3.config import NetworkConfigError
 
 from .test_components import from_config, read_all, to_bytes, to_text
 
@@ -79,7 +79,7 @@ def test_convolution_initialization():
      "init-unit=true", "init-unit"),
 ])
 def test_convolution_bad_initializers_are_refused(options, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(NetworkConfigError, match=message):
         from_config(CONV + options)
 
 
@@ -87,5 +87,5 @@ def test_sum_block_follows_kaldis_write_and_init():
     comp = from_config("component name=a type=SumBlockComponent input-dim=36 output-dim=4 scale=0.25")
     assert to_text(comp) == "<SumBlockComponent> <InputDim> 36 <OutputDim> 4 <Scale> 0.25 </SumBlockComponent> "
     assert (comp.input_dim(), comp.output_dim()) == (36, 4)
-    with pytest.raises(ConfigError, match="input-dim=10 output-dim=4"):
+    with pytest.raises(NetworkConfigError, match="input-dim=10 output-dim=4"):
         from_config("component name=a type=SumBlockComponent input-dim=10 output-dim=4")

@@ -7,7 +7,7 @@ import pytest
 
 from kaldi_avg.kaldi.binary import KaldiWriter
 from kaldi_avg.kaldi.nnet3.components import component_from_config
-from kaldi_avg.kaldi.nnet3.config import ConfigError, ConfigLine
+from kaldi_avg.kaldi.nnet3.config import ConfigLine, NetworkConfigError
 
 
 def from_config(line, seed=0):
@@ -74,5 +74,5 @@ def test_initialization():
     ("type=OutputGruNonlinearityComponent cell-dim=2 self-repair-scale=-1", "self-repair"),
 ])
 def test_bad_config_lines(line, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(NetworkConfigError, match=message):
         from_config(f"component name=g {line}")

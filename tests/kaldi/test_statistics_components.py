@@ -11,7 +11,7 @@ from kaldi_avg.kaldi.nnet3.components import (
     StatisticsExtractionComponent,
     StatisticsPoolingComponent,
 )
-from kaldi_avg.kaldi.nnet3.config import ConfigError
+from kaldi_avg.kaldi.nnet3.config import NetworkConfigError
 
 from .test_components import from_config, read_all, to_bytes, to_text
 
@@ -81,7 +81,7 @@ def test_config_defaults_and_info():
     "component name=p type=StatisticsPoolingComponent input-dim=9 left-context=0 right-context=6 scale=2",
 ])
 def test_invalid_initializers_are_refused(line):
-    with pytest.raises((ComponentError, ConfigError)):
+    with pytest.raises((ComponentError, NetworkConfigError)):
         from_config(line)
 
 

@@ -4,7 +4,7 @@ its op is built, in one line."""
 import pytest
 
 from kaldi_avg.kaldi.nnet3.components import GeneralDropoutComponent, NoOpComponent, component_types
-from kaldi_avg.kaldi.nnet3.config import ConfigError
+from kaldi_avg.kaldi.nnet3.config import NetworkConfigError
 from kaldi_avg.model import op_registry
 from kaldi_avg.model.op_registry import NOT_RUNNABLE, missing_ops, register_op, supported_types
 from kaldi_avg.model.ops import ComponentOp
@@ -21,7 +21,7 @@ def test_every_kaldi_component_type_has_an_op_or_is_declared_not_runnable():
 def test_a_component_type_without_an_op_is_reported_and_fails_when_built(monkeypatch):
     monkeypatch.delitem(op_registry._OPS, "NoOpComponent")
     assert missing_ops(component_types()) == ["NoOpComponent"]
-    with pytest.raises(ConfigError, match=r"^component type NoOpComponent has no PyTorch implementation in "
+    with pytest.raises(NetworkConfigError, match=r"^component type NoOpComponent has no PyTorch implementation in "
                                           r"kaldi-avg \(supported: AffineComponent, .*, TanhComponent, "):
         ComponentOp(NoOpComponent(dim=2))
 
@@ -42,7 +42,7 @@ def test_declared_tensors_agree_with_the_component(comp):
 
 def test_checks_refuse_what_kaldi_avg_cannot_run():
     comp = GeneralDropoutComponent(dim=4, time_period=2, spec_augment_max_proportion=0.5)
-    with pytest.raises(ConfigError, match="^GeneralDropoutComponent with specaugment-max-proportion and time-period "
+    with pytest.raises(NetworkConfigError, match="^GeneralDropoutComponent with specaugment-max-proportion and time-period "
                                           "has no PyTorch implementation in kaldi-avg$"):
         ComponentOp(comp)
 

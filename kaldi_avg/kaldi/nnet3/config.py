@@ -24,7 +24,7 @@ def name_matches_pattern(name: str, pattern: str) -> bool:
     return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), name, re.DOTALL) is not None
 
 
-class ConfigError(UsageError):
+class NetworkConfigError(UsageError):
     """A config line, descriptor or xconfig that Kaldi would reject (one line, naming it)."""
 
 
@@ -47,11 +47,11 @@ class ConfigLine:
         first, _, rest = text.partition(" ")
         rest = rest.strip()
         if "=" in first:
-            raise ConfigError(f"{where}: line must start with a word, not a key=value: {line!r}")
+            raise NetworkConfigError(f"{where}: line must start with a word, not a key=value: {line!r}")
         values: dict[str, str] = {}
         starts = [(m.start(1), m.end(), m.group(1)) for m in _KEY_START.finditer(rest)]
         if rest and (not starts or rest[:starts[0][0]].strip()):
-            raise ConfigError(f"{where}: cannot parse {rest!r} as key=value pairs in {line!r}")
+            raise NetworkConfigError(f"{where}: cannot parse {rest!r} as key=value pairs in {line!r}")
         for i, (_, vstart, key) in enumerate(starts):
             vend = starts[i + 1][0] if i + 1 < len(starts) else len(rest)
             value = rest[vstart:vend].strip()
@@ -68,7 +68,7 @@ class ConfigLine:
             self._used.add(key)
             return self.values[key]
         if default is None:
-            raise ConfigError(f"{self.where}: missing required option {key}= in: {self.text}")
+            raise NetworkConfigError(f"{self.where}: missing required option {key}= in: {self.text}")
         return default
 
     def get_int(self, key: str, default: int | None = None) -> int:
@@ -76,14 +76,14 @@ class ConfigLine:
         try:
             return int(v)
         except ValueError:
-            raise ConfigError(f"{self.where}: option {key}={v} is not an integer in: {self.text}") from None
+            raise NetworkConfigError(f"{self.where}: option {key}={v} is not an integer in: {self.text}") from None
 
     def get_float(self, key: str, default: float | None = None) -> float:
         v = self.get_str(key, None if default is None else repr(default))
         try:
             return float(v)
         except ValueError:
-            raise ConfigError(f"{self.where}: option {key}={v} is not a number in: {self.text}") from None
+            raise NetworkConfigError(f"{self.where}: option {key}={v} is not a number in: {self.text}") from None
 
     def get_bool(self, key: str, default: bool | None = None) -> bool:
         v = self.get_str(key, None if default is None else str(default).lower())
@@ -91,7 +91,7 @@ class ConfigLine:
             return True
         if v.lower() in ("false", "f", "0", "no"):
             return False
-        raise ConfigError(f"{self.where}: option {key}={v} is not a boolean in: {self.text}")
+        raise NetworkConfigError(f"{self.where}: option {key}={v} is not a boolean in: {self.text}")
 
     def unused(self) -> list[str]:
         return [k for k in self.values if k not in self._used]
@@ -99,7 +99,7 @@ class ConfigLine:
     def check_all_used(self) -> None:
         left = self.unused()
         if left:
-            raise ConfigError(f"{self.where}: unused values {', '.join(left)} in: {self.text}")
+            raise NetworkConfigError(f"{self.where}: unused values {', '.join(left)} in: {self.text}")
 
 
 def read_config_lines(text: str, source: str = "<config>") -> list[ConfigLine]:

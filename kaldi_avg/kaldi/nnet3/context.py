@@ -13,7 +13,7 @@ that of its splicing and output delay; decoders give them more with --extra-righ
 """
 from __future__ import annotations
 
-from .config import ConfigError
+from .config import NetworkConfigError
 from .descriptor import (
     Append,
     Const,
@@ -73,11 +73,11 @@ def descriptor_range(d: Descriptor, node_range) -> Range:
         return round_range(descriptor_range(d.arg, node_range), d.modulus)
     if isinstance(d, ReplaceIndex):
         if descriptor_range(d.arg, node_range) != ALWAYS:
-            raise ConfigError(f"{to_string(d)}: ReplaceIndex is supported only on inputs that need no "
+            raise NetworkConfigError(f"{to_string(d)}: ReplaceIndex is supported only on inputs that need no "
                               "`input` frames (i-vectors)")
         return ALWAYS
     if isinstance(d, (Failover, Switch)):
-        raise ConfigError(f"descriptor {to_string(d)}: {type(d).__name__} is not supported by kaldi-avg")
+        raise NetworkConfigError(f"descriptor {to_string(d)}: {type(d).__name__} is not supported by kaldi-avg")
     raise TypeError(d)
 
 
@@ -117,7 +117,7 @@ def computable_ranges(nnet: Nnet, first: int, last: int) -> dict[str, Range]:
         if name in ranges:
             return ranges[name]
         if name in visiting:
-            raise ConfigError(f"node {name} depends on itself without IfDefined(Offset(...)): the output is not "
+            raise NetworkConfigError(f"node {name} depends on itself without IfDefined(Offset(...)): the output is not "
                               "computable from finite context (Failure in ComputeSimpleNnetContext)")
         visiting.add(name)
         node = nnet.node(name)
@@ -157,7 +157,7 @@ def model_context(nnet: Nnet) -> tuple[int, int]:
     right = frames after the last; the maxima over the shifts. (A statistics-pooling output
     needs only one frame of its window, so an x-vector network has left context 0.)"""
     if not is_simple_nnet(nnet):
-        raise ConfigError("not a simple nnet: it needs input node 'input' (and optionally 'ivector') and an "
+        raise NetworkConfigError("not a simple nnet: it needs input node 'input' (and optionally 'ivector') and an "
                           "output node 'output'")
     modulus = nnet.modulus()
     window = 40
@@ -165,11 +165,11 @@ def model_context(nnet: Nnet) -> tuple[int, int]:
         contexts = [_context_for_shift(nnet, start, window) for start in range(modulus + 1)]
         if None not in contexts:
             if contexts[0] != contexts[modulus]:
-                raise ConfigError(f"the network's context is not periodic in its modulus {modulus} "
+                raise NetworkConfigError(f"the network's context is not periodic in its modulus {modulus} "
                                   f"(ComputeSimpleNnetContext: {contexts[0]} vs {contexts[modulus]})")
             return max(c[0] for c in contexts), max(c[1] for c in contexts)
         window *= 2
-    raise ConfigError("no output frame is computable from a window of up to 640 input frames "
+    raise NetworkConfigError("no output frame is computable from a window of up to 640 input frames "
                       "(Failure in ComputeSimpleNnetContext)")
 
 

@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .config import ConfigError
+from .config import NetworkConfigError
 
 
 class Descriptor:
@@ -144,8 +144,8 @@ def parse_descriptor(text: str) -> Descriptor:
     toks = _tokenize(text)
     pos = 0
 
-    def err(msg: str) -> ConfigError:
-        return ConfigError(f"descriptor {text!r}: {msg}")
+    def err(msg: str) -> NetworkConfigError:
+        return NetworkConfigError(f"descriptor {text!r}: {msg}")
 
     def expect(tok: str) -> None:
         nonlocal pos
@@ -314,7 +314,7 @@ def normalize(d: Descriptor) -> Descriptor:
     if isinstance(d, IfDefined):
         a = normalize(d.arg)
         if any(isinstance(x, Const) for x in _walk(a)):
-            raise ConfigError(f"IfDefined may not contain Const: {to_string(d)}")
+            raise NetworkConfigError(f"IfDefined may not contain Const: {to_string(d)}")
         return IfDefined(a)
     if isinstance(d, Offset):
         return _push(normalize(d.arg), lambda leaf: _offset(leaf, d.t, d.x))
@@ -377,12 +377,12 @@ def descriptor_dim(d: Descriptor, node_dim) -> int:
     if isinstance(d, (Sum, Failover)):
         a, b = descriptor_dim(d.a, node_dim), descriptor_dim(d.b, node_dim)
         if a != b:
-            raise ConfigError(f"{to_string(d)}: dims of the two arguments differ ({a} vs {b})")
+            raise NetworkConfigError(f"{to_string(d)}: dims of the two arguments differ ({a} vs {b})")
         return a
     if isinstance(d, Switch):
         dims = {descriptor_dim(a, node_dim) for a in d.args}
         if len(dims) != 1:
-            raise ConfigError(f"{to_string(d)}: Switch arguments have different dims {sorted(dims)}")
+            raise NetworkConfigError(f"{to_string(d)}: Switch arguments have different dims {sorted(dims)}")
         return dims.pop()
     if isinstance(d, Const):
         return d.dim

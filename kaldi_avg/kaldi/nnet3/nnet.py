@@ -10,7 +10,7 @@ import numpy as np
 
 from ..binary import KaldiFormatError, KaldiReader, KaldiWriter
 from .components import Component, component_from_config, read_component
-from .config import ConfigError, ConfigLine, is_valid_name, name_matches_pattern, read_config_lines
+from .config import ConfigLine, NetworkConfigError, is_valid_name, name_matches_pattern, read_config_lines
 from .descriptor import Descriptor, descriptor_dim, descriptor_modulus, parse_descriptor, to_string
 
 
@@ -74,7 +74,7 @@ class Nnet:
         try:
             return self._by_name[name]
         except KeyError:
-            raise ConfigError(f"no node named {name!r}") from None
+            raise NetworkConfigError(f"no node named {name!r}") from None
 
     def has_node(self, name: str) -> bool:
         return name in self._by_name
@@ -85,7 +85,7 @@ class Nnet:
             return n.dim
         if isinstance(n, ComponentNode):
             return self.components[n.component].output_dim()
-        raise ConfigError(f"node {name!r} is an output node and cannot be an input to a descriptor")
+        raise NetworkConfigError(f"node {name!r} is an output node and cannot be an input to a descriptor")
 
     def input_dim(self, name: str = "input") -> int:
         n = self._by_name.get(name)
@@ -153,39 +153,39 @@ class Nnet:
     def check(self) -> None:
         """`Nnet::Check` plus the consistency checks Kaldi leaves to compute time (pitfall 10)."""
         if not self.input_nodes():
-            raise ConfigError("network has no input node")
+            raise NetworkConfigError("network has no input node")
         if not self.output_nodes():
-            raise ConfigError("network has no output node")
+            raise NetworkConfigError("network has no output node")
         for n in self.nodes:
             if isinstance(n, ComponentNode | OutputNode):
                 for dep in n.input.node_names():
                     src = self._by_name.get(dep)
                     if src is None:
-                        raise ConfigError(f"node {n.name}: descriptor refers to unknown node {dep!r}")
+                        raise NetworkConfigError(f"node {n.name}: descriptor refers to unknown node {dep!r}")
                     if isinstance(src, OutputNode):
-                        raise ConfigError(f"node {n.name}: descriptor refers to output node {dep!r}")
+                        raise NetworkConfigError(f"node {n.name}: descriptor refers to output node {dep!r}")
                 dim = descriptor_dim(n.input, self.node_dim)
             if isinstance(n, ComponentNode):
                 comp = self.components.get(n.component)
                 if comp is None:
-                    raise ConfigError(f"node {n.name}: no component named {n.component!r}")
+                    raise NetworkConfigError(f"node {n.name}: no component named {n.component!r}")
                 if dim != comp.input_dim():
-                    raise ConfigError(f"Dimension mismatch for network-node {n.name}: input-dim {dim} "
+                    raise NetworkConfigError(f"Dimension mismatch for network-node {n.name}: input-dim {dim} "
                                       f"versus component-input-dim {comp.input_dim()}")
             elif isinstance(n, DimRangeNode):
                 src = self._by_name.get(n.input_node)
                 if not isinstance(src, InputNode | ComponentNode):
-                    raise ConfigError(f"dim-range-node {n.name}: input-node {n.input_node!r} must be an "
+                    raise NetworkConfigError(f"dim-range-node {n.name}: input-node {n.input_node!r} must be an "
                                       "input-node or component-node")
                 src_dim = self.node_dim(n.input_node)
                 if not (n.dim > 0 and n.dim_offset >= 0 and n.dim + n.dim_offset <= src_dim):
-                    raise ConfigError(f"Invalid node dimensions for DimRange node: {n.name}: "
+                    raise NetworkConfigError(f"Invalid node dimensions for DimRange node: {n.name}: "
                                       f"input-dim={src_dim}, dim={n.dim}, dim-offset={n.dim_offset}")
         for name, comp in self.components.items():
             try:
                 comp.validate()
             except (ValueError, KaldiFormatError) as e:
-                raise ConfigError(f"component {name}: {e}") from None
+                raise NetworkConfigError(f"component {name}: {e}") from None
 
     # -- config lines (nnet3-init) ----------------------------------------------------------
     @classmethod
@@ -203,22 +203,22 @@ class Nnet:
         for cl in lines:
             name = cl.get_str("name")
             if not is_valid_name(name):
-                raise ConfigError(f"{cl.where}: name {name!r} is not allowed in: {cl.text}")
+                raise NetworkConfigError(f"{cl.where}: name {name!r} is not allowed in: {cl.text}")
             if cl.first == "component":
                 if name in new_components:
-                    raise ConfigError(f"{cl.where}: component name {name} appears twice in the same config")
+                    raise NetworkConfigError(f"{cl.where}: component name {name} appears twice in the same config")
                 new_components.add(name)
                 components[name] = component_from_config(cl, rng)
             elif cl.first in NODE_LINE_TYPES:
                 node_lines.append(cl)
             else:
-                raise ConfigError(f"{cl.where}: invalid config line ({cl.first!r} not expected): {cl.text}")
+                raise NetworkConfigError(f"{cl.where}: invalid config line ({cl.first!r} not expected): {cl.text}")
         # A node defined again replaces the earlier definition (RemoveRedundantConfigLines).
         last: dict[str, int] = {}
         for i, cl in enumerate(node_lines):
             name = cl.values["name"]
             if name in last and last[name] >= n_existing:
-                raise ConfigError(f"{cl.where}: node name {name} appears twice in the same config")
+                raise NetworkConfigError(f"{cl.where}: node name {name} appears twice in the same config")
             last[name] = i
         kept = [cl for i, cl in enumerate(node_lines) if last[cl.values["name"]] == i]
         nnet = cls([_node_from_config(cl) for cl in kept], components)
@@ -268,7 +268,7 @@ class Nnet:
             nodes = [_node_from_config(cl) for cl in read_config_lines("\n".join(text_lines), r.source)]
             nnet = cls(nodes, components)
             nnet.check()
-        except ConfigError as e:
+        except NetworkConfigError as e:
             raise KaldiFormatError(f"{r.source}: {e}") from None
         return nnet
 
@@ -282,11 +282,11 @@ class Nnet:
 def _node_from_config(cl: ConfigLine) -> Node:
     name = cl.get_str("name")
     if not is_valid_name(name):
-        raise ConfigError(f"{cl.where}: node name {name!r} is not allowed")
+        raise NetworkConfigError(f"{cl.where}: node name {name!r} is not allowed")
     if cl.first == "input-node":
         node: Node = InputNode(name, cl.get_int("dim"))
         if node.dim <= 0:
-            raise ConfigError(f"{cl.where}: invalid dimension in: {cl.text}")
+            raise NetworkConfigError(f"{cl.where}: invalid dimension in: {cl.text}")
     elif cl.first == "component-node":
         node = ComponentNode(name, cl.get_str("component"), parse_descriptor(cl.get_str("input")))
     elif cl.first == "dim-range-node":
@@ -294,9 +294,9 @@ def _node_from_config(cl: ConfigLine) -> Node:
     elif cl.first == "output-node":
         objective = cl.get_str("objective", "linear")
         if objective not in ("linear", "quadratic", "xent-per-dim"):
-            raise ConfigError(f"{cl.where}: invalid objective type {objective!r}")
+            raise NetworkConfigError(f"{cl.where}: invalid objective type {objective!r}")
         node = OutputNode(name, parse_descriptor(cl.get_str("input")), objective)
     else:
-        raise ConfigError(f"{cl.where}: invalid config line ({cl.first!r} not expected): {cl.text}")
+        raise NetworkConfigError(f"{cl.where}: invalid config line ({cl.first!r} not expected): {cl.text}")
     cl.check_all_used()
     return node

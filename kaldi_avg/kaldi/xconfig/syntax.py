@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..nnet3.config import ConfigError
+from ..nnet3.config import NetworkConfigError
 
 # Kaldi's allowed characters, plus '[' and ']' so that the `[-1]` shorthand can be written out.
 _DISALLOWED = re.compile(r'[^A-Za-z0-9.\-()@_=,/+:\s"\[\]]')
@@ -18,7 +18,7 @@ _KEY_EQUALS = re.compile(r"([-A-Za-z0-9_]*)=")
 _MASKED_EQUALS = "\0"
 
 
-class XconfigError(ConfigError):
+class XconfigError(NetworkConfigError):
     """Bad xconfig input; the message names file:line and the layer where known."""
 
 

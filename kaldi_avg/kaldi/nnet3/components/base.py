@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...binary import KaldiFormatError, KaldiReader, KaldiWriter
-from ..config import ConfigError, ConfigLine
+from ..config import ConfigLine, NetworkConfigError
 from ..descriptor import Descriptor
 
 
@@ -476,18 +476,18 @@ def read_component(r: KaldiReader) -> Component:
 def component_from_config(cfg: ConfigLine, rng: np.random.Generator) -> Component:
     """`component name=... type=... <options>` as nnet3-init reads it; `name=` is the caller's."""
     if cfg.first != "component":
-        raise ConfigError(f"{cfg.where}: expected a 'component' line, got {cfg.first!r}: {cfg.text}")
+        raise NetworkConfigError(f"{cfg.where}: expected a 'component' line, got {cfg.first!r}: {cfg.text}")
     type_name = cfg.get_str("type")
     cls = _REGISTRY.get(type_name)
     if cls is None:
-        raise ConfigError(f"{cfg.where}: unknown component type {type_name!r} in: {cfg.text}")
+        raise NetworkConfigError(f"{cfg.where}: unknown component type {type_name!r} in: {cfg.text}")
     comp = cls.from_config(cfg, rng)
     unused = [k for k in cfg.unused() if k != "name"]
     if unused:
-        raise ConfigError(f"{cfg.where}: {type_name} does not accept option(s) "
+        raise NetworkConfigError(f"{cfg.where}: {type_name} does not accept option(s) "
                           f"{', '.join(unused)} in: {cfg.text}")
     try:
         comp.validate()
     except ComponentError as e:
-        raise ConfigError(f"{cfg.where}: invalid initializer: {e} in: {cfg.text}") from None
+        raise NetworkConfigError(f"{cfg.where}: invalid initializer: {e} in: {cfg.text}") from None
     return comp

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...binary import KaldiFormatError, KaldiReader
-from ..config import ConfigError, ConfigLine
+from ..config import ConfigLine, NetworkConfigError
 
 
-def config_error(cfg: ConfigLine, type_name: str, msg: str) -> ConfigError:
-    return ConfigError(f"{cfg.where}: {type_name}: {msg} in: {cfg.text}")
+def config_error(cfg: ConfigLine, type_name: str, msg: str) -> NetworkConfigError:
+    return NetworkConfigError(f"{cfg.where}: {type_name}: {msg} in: {cfg.text}")
 
 
 def require(cfg: ConfigLine, type_name: str, condition: bool, msg: str) -> None:
