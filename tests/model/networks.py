@@ -69,25 +69,26 @@ def randomized(nnet: Nnet, seed: int = 0, scale: float = 0.5) -> Nnet:
     return nnet
 
 
-def with_batchnorm_stats(nnet: Nnet, seed: int = 6) -> Nnet:
-    """Gives every BatchNormComponent statistics (count 50, random means and variances), so test
+def with_batchnorm_stats(nnet: Nnet, seed: int = 6, count: float = 50.0) -> Nnet:
+    """Gives every BatchNormComponent statistics (`count`, random means and variances), so test
     mode normalizes with them rather than with Kaldi's invented ones."""
     rng = np.random.default_rng(seed)
     for comp in nnet.components.values():
         if comp.type_name == "BatchNormComponent":
-            comp.set_stats(50.0, rng.normal(0, 1, comp.block_dim), rng.uniform(0.5, 2, comp.block_dim))
+            comp.set_stats(count, rng.normal(0, 1, comp.block_dim), rng.uniform(0.5, 2, comp.block_dim))
     return nnet
 
 
-def exported_copy(nnet: Nnet, binary: bool) -> Nnet:
+def exported_copy(nnet: Nnet, binary: bool, trans_model=None, priors=None) -> Nnet:
     """The network after the module writes its parameters back and the model goes through Kaldi
-    bytes (binary or text); asserts the bytes round-trip exactly."""
+    bytes (binary or text): a raw network, or with `trans_model` (and `priors`) an acoustic model;
+    asserts the bytes round-trip exactly."""
     from kaldi_avg.kaldi.nnet3.am import Nnet3Model, read_nnet3_bytes
     from kaldi_avg.model.graph import NnetModule
     NnetModule(nnet).write_back()
-    model = Nnet3Model(nnet, None)
+    model = Nnet3Model(nnet, trans_model, priors)
     data = model.to_bytes(binary)
-    again = read_nnet3_bytes(data, "final.raw")
+    again = read_nnet3_bytes(data, "final.raw" if trans_model is None else "final.mdl")
     assert again.to_bytes(binary) == data
     assert again.to_bytes(True) == model.to_bytes(True)
     return again.nnet

@@ -1,62 +1,24 @@
 """The attention layers built from tests/data/xconfig/small_attention, whose configs are Kaldi's
-own: the executor equals the naive evaluator (optional window frames present or zero-padded at
-the chunk edges), training runs with finite gradients and computes what test mode does, export
-round-trips byte-identically; and on one component, the missing-frame rule of Kaldi's
-attention.cc worked by hand (docs/kaldi-formats.md 4.24, 5.15)."""
-import os
-
-import numpy as np
-import pytest
+own: the model context counts only the required window frames, training computes what test mode
+does; and on one component, the missing-frame rule of Kaldi's attention.cc worked by hand
+(docs/kaldi-formats.md 4.24, 5.15). (The executor against the naive evaluator, with optional
+window frames present or zero-padded at the chunk edges, forward and backward, export:
+test_contracts.py.)"""
 import torch
 
 from kaldi_avg.kaldi.nnet3.context import model_context
 from kaldi_avg.kaldi.nnet3.nnet import Nnet
-from kaldi_avg.model.build import build_nnet
-from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import executor_and_reference, exported_copy, randomized, with_batchnorm_stats
+from .families import module_fixtures
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig", "small_attention")
-
-
-@pytest.fixture(scope="module")
-def nnet(tmp_path_factory):
-    lda = tmp_path_factory.mktemp("attention") / "lda.mat"
-    rows = np.random.default_rng(3).normal(0, 0.5, (21, 22))
-    lda.write_text("[ " + "\n".join(" ".join(map(str, r)) for r in rows) + " ]")
-    with open(os.path.join(FIXTURE, "network.xconfig")) as f:
-        nnet = randomized(build_nnet(f.read(), "small_attention.xconfig", lda_mat=str(lda)), seed=5, scale=0.3)
-    with_batchnorm_stats(nnet, seed=6)
-    return nnet
-
-
-def _inputs(T, seed=7):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(T, 6)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+case, nnet = module_fixtures("small_attention")
 
 
 def test_context_counts_only_the_required_window_frames(nnet):
     """lda +-1; attention1 2 left and 1 right at stride 2; attention2 1 right; attention3 1 left;
     attention4 none (its window frames are all optional)."""
     assert model_context(nnet) == (1 + 4 + 1, 1 + 2 + 1)
-
-
-@pytest.mark.parametrize("opts", [ChunkOptions(frames_per_chunk=1000),
-                                  ChunkOptions(frames_per_chunk=5),
-                                  ChunkOptions(frames_per_chunk=6, extra_left_context=4, extra_right_context=2)])
-def test_executor_equals_reference(nnet, opts):
-    feats, ivector = _inputs(19)
-    got, want = executor_and_reference(nnet, feats, opts, ivector)
-    assert np.abs(got - want).max() < 1e-5
-
-
-def test_forward_and_backward_in_training(nnet):
-    m = NnetModule(nnet)
-    m.train()
-    out = m(torch.randn(2, 30, 6), left_context=6, num_frames=20, ivectors=torch.randn(2, 3))
-    out.sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 
 def test_training_and_test_mode_attend_alike(nnet):
@@ -80,13 +42,3 @@ def test_missing_optional_frame_is_a_zero_row_in_the_softmax():
     got = NnetModule(nnet)(feats, left_context=0, num_frames=1)[0, 0]
     w = torch.softmax(torch.tensor([s0, s1 + 0.5 * r * k]), 0)
     assert torch.allclose(got, torch.tensor([w[1] * v, w[0], w[1]]))
-
-
-@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
-def test_export_round_trips_byte_identically(nnet, binary):
-    again_nnet = exported_copy(nnet, binary)
-    feats, ivector = _inputs(12, seed=8)
-    opts = ChunkOptions(frames_per_chunk=5, extra_left_context=2)
-    before = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
-    after = compute_utterance(NnetModule(again_nnet), feats, opts, model_context(nnet), ivector=ivector)
-    assert np.array_equal(before, after)

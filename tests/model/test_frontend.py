@@ -1,40 +1,21 @@
 """The feature front-end layers (idct-layer, spec-augment-layer, delta-layer,
 combine-feature-maps-layer) built from tests/data/xconfig/small_frontend, whose configs and
-idct.mat are Kaldi's own: the executor equals the naive evaluator in test mode, training runs,
-export round-trips byte-identically, SpecAugment's training masks have Kaldi's shape and
-statistics (docs/kaldi-formats.md 4.21, 4.22, 5.13)."""
+idct.mat are Kaldi's own: the idct matrix is Kaldi's file, SpecAugment's training masks have
+Kaldi's shape and statistics (docs/kaldi-formats.md 4.21, 4.22, 5.13). (The executor against the
+naive evaluator in test mode, forward and backward, export: test_contracts.py.)"""
 import os
 
 import numpy as np
-import pytest
 import torch
 
 from kaldi_avg.kaldi.nnet3.context import model_context
-from kaldi_avg.model.build import build_nnet
-from kaldi_avg.model.compute import ChunkOptions, compute_utterance
 from kaldi_avg.model.graph import NnetModule
 
-from .networks import executor_and_reference, exported_copy, randomized, with_batchnorm_stats
+from .families import XCONFIGS, module_fixtures
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig", "small_frontend")
+FIXTURE = os.path.join(XCONFIGS, "small_frontend")
 
-
-@pytest.fixture(scope="module")
-def nnet(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("frontend")
-    with open(os.path.join(FIXTURE, "network.xconfig")) as f:
-        text = f.read().replace("affine-transform-file=idct", f"affine-transform-file={tmp}/idct")
-    lda = tmp / "lda.mat"
-    rows = np.random.default_rng(3).normal(0, 0.5, (16, 17))
-    lda.write_text("[ " + "\n".join(" ".join(map(str, r)) for r in rows) + " ]")
-    nnet = randomized(build_nnet(text, "small_frontend.xconfig", lda_mat=str(lda)), seed=5, scale=0.2)
-    with_batchnorm_stats(nnet, seed=6)
-    return nnet
-
-
-def _inputs(T, seed=7):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(T, 6)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+case, nnet = module_fixtures("small_frontend")
 
 
 def test_idct_matrix_is_kaldis_file(nnet):
@@ -46,22 +27,6 @@ def test_idct_matrix_is_kaldis_file(nnet):
 
 def test_context_counts_the_delta_and_lda_offsets(nnet):
     assert model_context(nnet) == (2, 2)
-
-
-@pytest.mark.parametrize("opts", [ChunkOptions(frames_per_chunk=1000),
-                                  ChunkOptions(frames_per_chunk=6, extra_left_context=3)])
-def test_executor_equals_reference(nnet, opts):
-    feats, ivector = _inputs(17)
-    got, want = executor_and_reference(nnet, feats, opts, ivector)
-    assert np.abs(got - want).max() < 1e-5
-
-
-def test_forward_and_backward_in_training(nnet):
-    m = NnetModule(nnet)
-    m.train()
-    out = m(torch.randn(2, 24, 6), left_context=2, num_frames=20, ivectors=torch.randn(2, 3))
-    out.sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 
 def test_time_mask_zeroes_whole_frames_in_runs(nnet):
@@ -103,13 +68,3 @@ def test_freq_mask_zeroes_one_wrapping_band_per_sequence(nnet):
     op.eval()
     x = torch.randn(2, 5, 6)
     assert torch.equal(op(x, torch.arange(5)), x)
-
-
-@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
-def test_export_round_trips_byte_identically(nnet, binary):
-    again_nnet = exported_copy(nnet, binary)
-    feats, ivector = _inputs(12, seed=8)
-    opts = ChunkOptions(frames_per_chunk=5, extra_left_context=2)
-    before = compute_utterance(NnetModule(nnet), feats, opts, model_context(nnet), ivector=ivector)
-    after = compute_utterance(NnetModule(again_nnet), feats, opts, model_context(nnet), ivector=ivector)
-    assert np.array_equal(before, after)

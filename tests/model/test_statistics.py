@@ -1,11 +1,10 @@
 """Statistics pooling (stats-layer; docs/kaldi-formats.md 4.25, 5.16) on
 tests/data/xconfig/small_xvector, whose configs are Kaldi's own (an x-vector network, plus a
 moving-window mean branch with input and stats periods feeding `output-sad`), and on a network
-with both kinds of log-count features: the model context is Kaldi's, the executor equals the
-naive evaluator, training runs with finite gradients, export round-trips byte-identically, and
-the ops' derivatives are those of Kaldi's Backprop."""
-import os
-
+with both kinds of log-count features (families.STATS_COUNTS): the model context is Kaldi's, a
+pooled context ends mid-block, and the ops' derivatives are those of Kaldi's Backprop. (The
+executor against the naive evaluator, in float64, forward and backward, export:
+test_contracts.py.)"""
 import numpy as np
 import pytest
 import torch
@@ -16,52 +15,20 @@ from kaldi_avg.model.build import build_nnet
 from kaldi_avg.model.graph import NnetModule
 from kaldi_avg.model.ops import ComponentOp
 
-from .networks import exported_copy, randomized, with_batchnorm_stats
+from .families import module_fixtures
+from .networks import randomized, with_batchnorm_stats
 from .reference_nnet3 import ReferenceNnet3, reference_context
-
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "xconfig", "small_xvector", "network.xconfig")
-
-# mean+count and mean+stddev+count with periods; the Round(tdnn1, 3) read 2 frames ahead makes the
-# right context depend on the frame's phase modulo 3 (network modulus 6).
-COUNTS_XCONFIG = """input dim=4 name=input
-relu-batchnorm-layer name=tdnn1 input=Append(-1,0,1) dim=6
-stats-layer name=mean-count config=mean+count(-6:3:6:12)
-stats-layer name=all config=mean+stddev+count(-4:2:2:4) input=tdnn1
-relu-batchnorm-layer name=tdnn2 input=Append(tdnn1@-2, Offset(Round(tdnn1, 3), 2), mean-count, all) dim=6
-output-layer name=output dim=3
-"""
 
 # Kaldi's context (ComputeSimpleNnetContext, docs/kaldi-formats.md 3.6): output requested on a
 # window of input frames, for each shift modulo the network's modulus.
 # small_xvector: tdnn3 needs input t-4..t+4; a pooled output at t needs only one tdnn3 frame in
 # t..t+60 (IsComputable: one input of the window exists), so every output from the window's first
 # frame to its last but 4 is computable: (0, 4), as for Kaldi's x-vector recipes (0, 7).
-# counts: tdnn1@-2 needs input t-3..t-1; Round(tdnn1, 3) at t+2 reads tdnn1 at t..t+2, +1 for its
-# splice: right 3 at the worst phase; the pooled statistics reach past the window: (3, 3).
-CONTEXTS = {"small_xvector": (0, 4), "counts": (3, 3)}
-# Output nodes and the chunk that checks them: (left context given, output frames).
-OUTPUTS = {"small_xvector": {"output": (3, 20), "output-sad": (9, 20)}, "counts": {"output": (5, 20)}}
+# stats-counts: tdnn1@-2 needs input t-3..t-1; Round(tdnn1, 3) at t+2 reads tdnn1 at t..t+2, +1
+# for its splice: right 3 at the worst phase; the pooled statistics reach past the window: (3, 3).
+CONTEXTS = {"small_xvector": (0, 4), "stats-counts": (3, 3)}
 
-
-def _build(case: str):
-    if case == "counts":
-        text = COUNTS_XCONFIG
-    else:
-        with open(FIXTURE) as f:
-            text = f.read()
-    nnet = randomized(build_nnet(text, f"{case}.xconfig", which="ref"), seed=5, scale=0.3)
-    with_batchnorm_stats(nnet, seed=6)
-    return nnet
-
-
-@pytest.fixture(scope="module", params=sorted(CONTEXTS))
-def case(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def nnet(case):
-    return _build(case)
+case, nnet = module_fixtures(*sorted(CONTEXTS))
 
 
 def _feats(nnet, T, seed=7):
@@ -72,29 +39,6 @@ def test_model_context_is_kaldis(case, nnet):
     assert model_context(nnet) == reference_context(nnet) == CONTEXTS[case]
     # Nnet::Modulus: the lcm of the Round periods (small_xvector 1 and 6; counts 6, 2 and 3).
     assert "modulus: 6\n" in nnet.info()
-
-
-def test_executor_equals_reference(case, nnet):
-    """In float64: in float32 (as in Kaldi) mean(x^2) - mean^2 loses digits where a window's
-    values are nearly equal (its last frames pool a single frame)."""
-    feats = _feats(nnet, 40)
-    for output, (left, frames) in OUTPUTS[case].items():
-        m = NnetModule(nnet, output=output).eval().double()
-        with torch.no_grad():
-            got = m(torch.from_numpy(feats).double()[None], left_context=left, num_frames=frames)[0].numpy()
-        want = ReferenceNnet3(nnet, feats, -left).outputs(range(frames), output)
-        assert np.abs(got - want).max() < 1e-6, output
-
-
-def test_forward_and_backward_in_training(nnet):
-    m = NnetModule(nnet)
-    m.train()
-    left, right = model_context(nnet)
-    out = m(torch.randn(2, left + 16 + right, nnet.input_dim()), left_context=left, num_frames=16)
-    (out * torch.randn_like(out)).sum().backward()
-    # Every layer before and after the pooling gets a derivative (not output-sad's branch).
-    grads = {n: p.grad for n, p in m.named_parameters() if "sad" not in n}
-    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values())
 
 
 # Statistics inside a frame-level acoustic model (as the SAD recipes' `stats-layer ... input=tdnn1`
@@ -120,17 +64,6 @@ def test_pooled_context_ends_mid_block(frames):
         got = m(torch.from_numpy(feats).double()[None], left_context=left, num_frames=frames)[0].numpy()
     want = ReferenceNnet3(nnet, feats, -left).outputs(range(frames))
     assert np.abs(got - want).max() < 1e-6
-
-
-@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
-def test_export_round_trips_byte_identically(nnet, binary):
-    again = exported_copy(nnet, binary)
-    feats = torch.from_numpy(_feats(nnet, 30, seed=8))[None]
-    left, right = model_context(nnet)
-    with torch.no_grad():
-        before = NnetModule(nnet).eval()(feats, left_context=left, num_frames=30 - left - right)
-        after = NnetModule(again).eval()(feats, left_context=left, num_frames=30 - left - right)
-    assert torch.equal(before, after)
 
 
 # -- the ops' derivatives against Kaldi's Backprop, transcribed ----------------------------------
