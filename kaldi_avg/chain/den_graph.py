@@ -206,27 +206,36 @@ def create_denominator_fst(parts: ChainModelParts, phone_lm: kaldifst.StdVectorF
 
 
 def initial_probs(den_fst: kaldifst.StdVectorFst, num_iters: int = 100) -> np.ndarray:
-    """`DenominatorGraph::SetInitialProbs`: each state's arcs and final-prob normalized to sum
-    to one, the start state given probability 1, and the state distribution averaged over
-    `num_iters` steps (renormalized after each, as final-probs leak); float32 per state."""
+    """`DenominatorGraph::SetInitialProbs` of a den.fst (`initial_probs_of_arcs`), float32 per state."""
     g = Graph.from_fst(den_fst)
-    n = g.num_states
     src = np.asarray([s for s, arcs in enumerate(g.arcs) for _ in arcs], dtype=np.int64)
     dst = np.asarray([a[3] for arcs in g.arcs for a in arcs], dtype=np.int64)
     prob = np.exp(-np.asarray([a[2] for arcs in g.arcs for a in arcs], dtype=np.float64))
-    tot = np.exp(-np.asarray(g.finals, dtype=np.float64))
-    np.add.at(tot, src, prob)
+    final = np.exp(-np.asarray(g.finals, dtype=np.float64))
+    return initial_probs_of_arcs(g.num_states, g.start, src, dst, prob, final, num_iters).astype(np.float32)
+
+
+def initial_probs_of_arcs(num_states: int, start: int, src: np.ndarray, dst: np.ndarray, prob: np.ndarray,
+                          final_prob: np.ndarray, num_iters: int = 100) -> np.ndarray:
+    """`DenominatorGraph::SetInitialProbs` in double for a graph given as arcs: each state's arcs
+    and final-prob normalized to sum to one, the start state given probability 1, and the state
+    distribution averaged over `num_iters` steps (renormalized after each, as final-probs leak).
+    `prob` and `final_prob` are exp(-weight) (0 for a non-final state)."""
+    src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+    prob = np.asarray(prob, dtype=np.float64)
+    tot = np.asarray(final_prob, dtype=np.float64) + np.bincount(src, weights=prob, minlength=num_states)
     if np.any((tot <= 0.0) | (tot >= 100.0)):
-        raise DenGraphError("denominator FST: a state's arcs and final-prob do not sum to (0, 100)")
-    normalizing = 1.0 / tot
-    cur, avg = np.zeros(n), np.zeros(n)
-    cur[g.start] = 1.0
+        bad = int(np.flatnonzero((tot <= 0.0) | (tot >= 100.0))[0])
+        raise DenGraphError(f"denominator graph state {bad}: its arcs and final-prob sum to {tot[bad]:g}, "
+                            "not in (0, 100)")
+    arc_scale = prob / tot[src]
+    cur, avg = np.zeros(num_states), np.zeros(num_states)
+    cur[start] = 1.0
     for _ in range(num_iters):
         avg += (1.0 / num_iters) * cur
-        nxt = np.zeros(n)
-        np.add.at(nxt, dst, (cur * normalizing)[src] * prob)
+        nxt = np.bincount(dst, weights=cur[src] * arc_scale, minlength=num_states)
         cur = nxt * (1.0 / nxt.sum())
-    return avg.astype(np.float32)
+    return avg
 
 
 def normalization_fst(den_fst: kaldifst.StdVectorFst, probs: np.ndarray | None = None

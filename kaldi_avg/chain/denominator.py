@@ -72,35 +72,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .den_graph import initial_probs, initial_probs_of_arcs  # SetInitialProbs, as chain-make-den-fst
+
 OUTPUT_LIMIT = 30.0          # ApplyExpLimited(-30, 30) in DenominatorComputation's constructor
-INITIAL_PROB_ITERS = 100     # DenominatorGraph::SetInitialProbs
 OK_TOLERANCE = 2.0           # BetaGeneralFrameDebug: "Excessive error detected" beyond this
-
-
-def kaldi_initial_probs(num_states: int, start: int, src: np.ndarray, dst: np.ndarray, prob: np.ndarray,
-                        final_prob: np.ndarray, num_iters: int = INITIAL_PROB_ITERS) -> np.ndarray:
-    """DenominatorGraph::SetInitialProbs in double for a graph given as arrays: the average over
-    `num_iters` steps of the HMM whose states are normalised to sum to one (arcs + final),
-    started in `start`, renormalised after each step. `prob` and `final_prob` are exp(-weight)
-    (0 for a non-final state). (A den.fst gets den_graph.initial_probs, the function
-    chain-make-den-fst's normalization FST is written with; the tests check the two agree.)"""
-    src = np.asarray(src, dtype=np.int64)
-    dst = np.asarray(dst, dtype=np.int64)
-    prob = np.asarray(prob, dtype=np.float64)
-    tot = np.asarray(final_prob, dtype=np.float64) + np.bincount(src, weights=prob, minlength=num_states)
-    if not np.all((tot > 0.0) & (tot < 100.0)):
-        bad = int(np.flatnonzero(~((tot > 0.0) & (tot < 100.0)))[0])
-        raise ValueError(f"den graph state {bad}: total out-probability {tot[bad]:g} is not in (0, 100)")
-    normalizing_factor = 1.0 / tot
-    cur = np.zeros(num_states)
-    cur[start] = 1.0
-    avg = np.zeros(num_states)
-    arc_scale = prob * normalizing_factor[src]
-    for _ in range(num_iters):
-        avg += cur / num_iters
-        nxt = np.bincount(dst, weights=cur[src] * arc_scale, minlength=num_states)
-        cur = nxt / nxt.sum()
-    return avg
 
 
 class DenominatorGraph:
@@ -150,7 +125,7 @@ class DenominatorGraph:
             if start is None:
                 raise ValueError("give initial_probs, or start (and final_prob) to compute them as Kaldi does")
             final = np.zeros(num_states) if final_prob is None else np.asarray(final_prob, dtype=np.float64)
-            initial_probs = kaldi_initial_probs(num_states, start, src, dst, prob64, final)
+            initial_probs = initial_probs_of_arcs(num_states, start, src, dst, prob64, final)
         order = np.argsort(src, kind="stable")          # Kaldi's forward order: by source state
         t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
         return cls(num_states, num_pdfs, t(src[order], torch.long), t(dst[order], torch.long),
@@ -164,7 +139,6 @@ class DenominatorGraph:
         the largest label."""
         import kaldifst
 
-        from .den_graph import initial_probs  # SetInitialProbs, as chain-make-den-fst writes them
         if isinstance(fst, (str, Path)):
             fst = kaldifst.StdVectorFst.read(str(fst))
         num_states = fst.num_states

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from kaldi_avg.chain.den_graph import initial_probs_of_arcs
 from kaldi_avg.chain.denominator import (
     DenominatorGraph,
     denominator_forward_backward,
     denominator_logprob,
-    kaldi_initial_probs,
     normalization_fst_initial_probs,
 )
 
@@ -132,19 +132,19 @@ def test_initial_probs_are_those_chain_make_den_fst_wrote(fsdd):
 
 def test_initial_probs_from_arrays_equal_den_graphs(fsdd):
     """from_fst takes den_graph.initial_probs (what normalization.fst is written with); graphs
-    given as arrays get kaldi_initial_probs: the same numbers."""
+    given as arrays get initial_probs_of_arcs, the one computation under both: the same numbers."""
     import kaldifst
     fst = kaldifst.StdVectorFst.read(FIXTURES + "den.fst")
     final = np.array([0.0 if math.isinf(fst.final(s).value) else math.exp(-fst.final(s).value)
                       for s in range(fst.num_states)])
-    p = kaldi_initial_probs(fsdd.num_states, fst.start, fsdd.src.numpy(), fsdd.dst.numpy(),
+    p = initial_probs_of_arcs(fsdd.num_states, fst.start, fsdd.src.numpy(), fsdd.dst.numpy(),
                             fsdd.prob.double().numpy(), final)
     np.testing.assert_allclose(p.astype(np.float32), fsdd.initial_probs.numpy(), rtol=1e-6)
 
 
-def test_kaldi_initial_probs_of_a_two_state_chain():
+def test_initial_probs_of_a_two_state_chain():
     """0 -> 1 (p=1), 1 -> 1 (p=1): mass moves to 1 after one step: init = (1/100, 99/100)."""
-    p = kaldi_initial_probs(2, 0, np.array([0, 1]), np.array([1, 1]), np.ones(2), np.zeros(2))
+    p = initial_probs_of_arcs(2, 0, np.array([0, 1]), np.array([1, 1]), np.ones(2), np.zeros(2))
     np.testing.assert_allclose(p, [0.01, 0.99], rtol=1e-12)
 
 
