@@ -1,4 +1,5 @@
-"""HmmTopology and TransitionModel: read, write (byte-identical), transition-id -> pdf-id.
+"""HmmTopology and TransitionModel: read, write (byte-identical), transition-id -> pdf-id, and
+Kaldi's per-transition-id queries (phone, HMM state, IsSelfLoop, IsFinal, tuple/pair lookups).
 
 Formats: docs/kaldi-formats.md sections 2.2-2.4 (Kaldi `src/hmm/hmm-topology.cc`,
 `src/hmm/transition-model.cc`). Any file that starts with a transition model (a GMM or an
@@ -172,13 +173,26 @@ class TransitionModel:
 
     def __post_init__(self):
         pdfs = [0]
-        for phone, hmm_state, fpdf, slpdf in self.tuples:
+        # per transition-id (index 0 unused): phone, HMM state, transition state (1-based, the
+        # tuple's index + 1), transition index, IsSelfLoop, IsFinal (the transition enters the
+        # topology entry's last state), as src/hmm/transition-model.cc numbers them
+        info = [(0, 0, 0, 0, False, False)]
+        self._tstate_first_tid = [0]
+        for tstate, (phone, hmm_state, fpdf, slpdf) in enumerate(self.tuples, start=1):
             states = self.topology.entry_for_phone(phone)
             if hmm_state >= len(states):
                 raise KaldiFormatError(f"tuple {(phone, hmm_state)}: phone has {len(states)} states")
-            for dst, _ in states[hmm_state].transitions:
+            self._tstate_first_tid.append(len(pdfs))
+            for index, (dst, _) in enumerate(states[hmm_state].transitions):
                 pdfs.append(slpdf if dst == hmm_state else fpdf)
+                info.append((phone, hmm_state, tstate, index, dst == hmm_state, dst + 1 == len(states)))
+        self._tstate_first_tid.append(len(pdfs))
         self._tid2pdf = np.asarray(pdfs, dtype=np.int32)
+        cols = list(zip(*info))
+        self._tid_phone, self._tid_hmm_state, self._tid_tstate, self._tid_index = (
+            np.asarray(c, dtype=np.int32) for c in cols[:4])
+        self._tid_self_loop, self._tid_final = (np.asarray(c, dtype=bool) for c in cols[4:])
+        self._tuple2tstate = {t: i for i, t in enumerate(self.tuples, start=1)}
         self.log_probs = np.asarray(self.log_probs, dtype=np.float32)
         if self.log_probs.size != self._tid2pdf.size:
             raise KaldiFormatError(
@@ -196,6 +210,46 @@ class TransitionModel:
     def transition_id_to_pdf_array(self) -> np.ndarray:
         """Index = transition-id (0 unused), value = pdf-id, as `ali-to-pdf` maps them."""
         return self._tid2pdf
+
+    def transition_id_phones(self) -> np.ndarray:
+        """Index = transition-id (0 unused), value = phone (`TransitionIdToPhone`)."""
+        return self._tid_phone
+
+    def transition_id_hmm_states(self) -> np.ndarray:
+        """`TransitionIdToHmmState` per transition-id."""
+        return self._tid_hmm_state
+
+    def transition_id_states(self) -> np.ndarray:
+        """`TransitionIdToTransitionState` per transition-id (transition states are 1-based)."""
+        return self._tid_tstate
+
+    def transition_id_indexes(self) -> np.ndarray:
+        """`TransitionIdToTransitionIndex` per transition-id."""
+        return self._tid_index
+
+    def self_loop_mask(self) -> np.ndarray:
+        """`IsSelfLoop` per transition-id."""
+        return self._tid_self_loop
+
+    def final_mask(self) -> np.ndarray:
+        """`IsFinal` per transition-id: the transition enters the HMM's final (last) state."""
+        return self._tid_final
+
+    def tuple_to_transition_state(self, phone: int, hmm_state: int, forward_pdf: int, self_loop_pdf: int) -> int:
+        """`TupleToTransitionState`; KaldiFormatError if the model has no such tuple."""
+        try:
+            return self._tuple2tstate[(phone, hmm_state, forward_pdf, self_loop_pdf)]
+        except KeyError:
+            raise KaldiFormatError(f"the transition model has no tuple (phone {phone}, HMM state {hmm_state}, "
+                                   f"pdfs {forward_pdf}/{self_loop_pdf})") from None
+
+    def pair_to_transition_id(self, transition_state: int, transition_index: int) -> int:
+        """`PairToTransitionId`."""
+        ok = 1 <= transition_state <= len(self.tuples) and transition_index >= 0
+        tid = self._tstate_first_tid[transition_state] + transition_index if ok else -1
+        if not ok or tid >= self._tstate_first_tid[transition_state + 1]:
+            raise KaldiFormatError(f"no transition {transition_index} in transition state {transition_state}")
+        return tid
 
     def tids_to_pdfs(self, tids, what: str = "alignment") -> np.ndarray:
         tids = np.asarray(tids)
