@@ -11,9 +11,11 @@ import datetime
 import glob
 import os
 import re
+import sys
 import time
 
-from ..atomic import write_text
+from ..atomic import atomic_path, write_text
+from ..errors import MissingExtraError, import_extra
 from ..kaldi.runlog import write_run_log
 from .expdir import ExpDir
 from .objective import ProbStats
@@ -130,19 +132,26 @@ def write_accuracy_report(exp: ExpDir, key: str = "accuracy") -> str:
                                             valid[it] - train[it]))
     total = sum(times.values())
     text = "\n".join(lines) + "\n" + f"Total training time is {datetime.timedelta(seconds=int(total))}\n"
-    write_text(exp.path("accuracy.report"), text)
+    write_text(exp.accuracy_report, text)
     return text
 
 
+_NO_PLOTS_SAID: list[str] = []   # the warning that progress.png cannot be drawn, once per process
+
+
 def plot_progress(exp: ExpDir) -> str | None:
-    """PNG of train/valid log-likelihood and accuracy per iteration (matplotlib Agg)."""
+    """PNG of train/valid log-likelihood and accuracy per iteration (matplotlib Agg); without
+    matplotlib (the `plots` extra), None and a WARNING line, once."""
+    log_dir, path = exp.log_dir, exp.progress_png
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        matplotlib = import_extra("matplotlib", "plots", "drawing the training curves")
+    except MissingExtraError as e:
+        if not _NO_PLOTS_SAID:
+            _NO_PLOTS_SAID.append(str(e))
+            print(f"WARNING: {path} is not drawn: {e}", file=sys.stderr, flush=True)
         return None
-    log_dir, path = exp.log_dir, exp.path("progress.png")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("log-likelihood", "accuracy")):
         for kind in ("train", "valid"):
@@ -154,6 +163,7 @@ def plot_progress(exp: ExpDir) -> str | None:
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return path

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..atomic import copy_file, remove_stale_temporaries, write_bytes, write_text
+from ..atomic import copy_file, make_dirs, remove_stale_temporaries, writable_dir, write_bytes, write_text
 from ..data import (
     ChunkConfig,
     DiagnosticSet,
+    NumFrames,
     OnlineIvectors,
     SkipReport,
     build_source,
@@ -69,7 +70,7 @@ from .priors import adjust_priors, alignment_priors, subsets_posterior_sum
 COMBINE_FRAMES = 60000
 # The LDA statistics' frame budget: Kaldi accumulates every frame of max-lda-jobs archives; a
 # full-rank scatter of a few hundred dims is estimated well long before, and start-up stays short.
-LDA_MAX_FRAMES = 500_000
+LDA_MAX_FRAMES = 200_000
 
 
 @dataclass
@@ -121,6 +122,10 @@ def online_ivectors(config: RunConfig, nnet: Nnet, path: str) -> tuple[OnlineIve
 
 def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     """Reads the inputs, plans archives and iterations (every rank), sets up the experiment (rank 0)."""
+    if not os.path.isdir(config.feat_dir):
+        raise ConfigError(f"{config.feat_dir}: no such directory (--feat-dir: the training data)")
+    if not os.path.isfile(os.path.join(config.feat_dir, "feats.scp")):
+        raise ConfigError(f"{config.feat_dir}/feats.scp is missing (--feat-dir: the training data's features)")
     trans_model_path = os.path.join(config.ali_dir, "final.mdl")
     if not os.path.isfile(trans_model_path):
         raise ConfigError(f"{trans_model_path} is missing (--ali-dir: the transition model)")
@@ -180,14 +185,17 @@ def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int
                  ivectors: tuple[OnlineIvectors, int] | None = None) -> PdfStore:
     """The start-up checks (kaldi_avg/data/checks.py), shared by the ranks so that each does its
     share of the corpus: every feats.scp (and cmvn.scp) entry by its header, against the
-    network's input dim; the tree against the transition model; utt2num_frames (rank 0 writes it
-    once if missing); the alignments as one PdfStore that the ranks of a node share (every
-    transition-id checked while it is built; rebuilt when the alignments change); the online
+    network's input dim, and against utt2num_frames if there is one (a stale one stops the run;
+    rank 0 writes it once if missing); the tree against the transition model; the alignments as
+    one PdfStore that the ranks of a node share (every transition-id checked while it is built;
+    rebuilt when the alignments change); the online
     i-vectors of every utterance (dim, and rows x period against its frames). Returns the store."""
     data = DataDir(config.feat_dir)
     cmvn_scp = data.file("cmvn.scp")
+    recorded = data.utt2num_frames
     check_features(data.file("feats.scp"), input_dim, cmvn_scp if os.path.exists(cmvn_scp) else None,
-                   rank=comm.rank, world_size=comm.size)
+                   rank=comm.rank, world_size=comm.size,
+                   num_frames=None if recorded is None else NumFrames(data.file("utt2num_frames"), recorded))
     if comm.rank == 0:
         data.lengths   # noqa: B018 - computes and writes utt2num_frames once, before every rank reads it
     store = check_alignments(config.ali_dir, trans_model, ExpDir(config.dir).pdf_store, comm=comm)   # ends in a barrier
@@ -221,28 +229,28 @@ def setup_experiment(prep: Prepared) -> None:
         sources.append(os.path.join(config.online_ivector_dir, "final.ie.id"))
     for src in sources:
         if os.path.exists(src):
-            copy_file(src, exp.path(os.path.basename(src)))
+            copy_file(src, exp.copied(src))
     nj_src = os.path.join(config.ali_dir, "num_jobs")
     num_jobs = open(nj_src).read().strip() if os.path.exists(nj_src) else "1"
-    write_text(exp.path("num_jobs"), num_jobs + "\n")
-    write_text(exp.path("cmvn_opts"), config.cmvn_opts + "\n")
-    write_text(exp.path("srand"), f"{config.trainer.srand}\n")
+    write_text(exp.num_jobs, num_jobs + "\n")
+    write_text(exp.cmvn_opts, config.cmvn_opts + "\n")
+    write_text(exp.srand, f"{config.trainer.srand}\n")
     prep.network.write_files(config.dir, config.stage, prep.num_pdfs,
                              (prep.model_left_context, prep.model_right_context))
     src = prep.data.source   # counts over the utterances that train (as ali-to-pdf | analyze-counts)
     counts = pdf_counts({u: src.targets[u] for u in src.lengths}, prep.num_pdfs)
-    write_text(exp.path("pdf_counts"), script_text_vector(str(int(c)) for c in counts))
+    write_text(exp.pdf_counts, script_text_vector(str(int(c)) for c in counts))
     lda_path = None
     lda_init = prep.network.lda_init_network(prep.num_pdfs)
     if lda_init is not None:
-        lda_path = exp.path("lda.mat")
+        lda_path = exp.lda
         if config.stage <= -3 or not os.path.exists(lda_path):
             t0 = time.time()
             write_bytes(lda_path, matrix_file(lda_transform(lda_init, lda_chunks(prep, lda_init), prep.num_pdfs)))
             write_run_log(exp.log("get_transform.log"), "kaldi-avg estimate LDA", [f"wrote {lda_path}"],
                           time.time() - t0)
-        copy_file(lda_path, exp.config("lda.mat"))
-    if config.stage <= -2 or not os.path.exists(exp.path("presoftmax_prior_scale.vec")):
+        copy_file(lda_path, exp.config_copy(exp.lda))
+    if config.stage <= -2 or not os.path.exists(exp.presoftmax_prior_scale):
         write_presoftmax_prior_scale(exp, counts, config.trainer.presoftmax_prior_scale_power)
     if config.stage <= -1 or not os.path.exists(exp.model(0)):
         t0 = time.time()
@@ -271,12 +279,12 @@ def write_presoftmax_prior_scale(exp: ExpDir, counts: np.ndarray, power: float) 
     compute_presoftmax_prior_scale (for configs with a FixedScaleComponent reading it)."""
     scales = (counts + 0.01 * counts.mean()) ** power
     scales *= len(scales) / scales.sum()
-    write_text(exp.path("presoftmax_prior_scale.vec"), script_text_vector(repr(float(x)) for x in scales))
-    link = exp.config("presoftmax_prior_scale.vec")
-    os.makedirs(exp.configs, exist_ok=True)
+    write_text(exp.presoftmax_prior_scale, script_text_vector(repr(float(x)) for x in scales))
+    link = exp.config_copy(exp.presoftmax_prior_scale)
+    make_dirs(exp.configs)
     if os.path.lexists(link):
         os.remove(link)
-    os.symlink(os.path.join("..", "presoftmax_prior_scale.vec"), link)
+    os.symlink(os.path.join("..", os.path.basename(exp.presoftmax_prior_scale)), link)
 
 
 # -- the iterations ---------------------------------------------------------------------------
@@ -423,7 +431,7 @@ def average_posterior(prep: Prepared, comm: Communicator, combined: Nnet3Model) 
 
 def write_final_model(prep: Prepared, combined: Nnet3Model, post: np.ndarray, njobs: int) -> None:
     exp = prep.exp
-    write_bytes(exp.path("post.combined.vec"), vector_file(post.astype(np.float32)))
+    write_bytes(exp.post_combined, vector_file(post.astype(np.float32)))
     Nnet3Model(combined.nnet, prep.trans_model, adjust_priors(post)).write(exp.model("final"))
     write_run_log(exp.log("adjust_priors.final.log"), "nnet3-am-adjust-priors (kaldi-avg)",
                   [f"priors from the average posterior over {njobs} subset(s)"], 0.0)
@@ -450,6 +458,7 @@ def run(rank: int, world_size: int, args: argparse.Namespace, comm: Communicator
             os.makedirs(exp.log_dir, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"--dir {config.dir}: cannot create its log directory: {e.strerror}") from None
+        writable_dir(exp.log_dir)   # a read-only --dir: one line now, not a traceback at its first write
         remove_stale_temporaries(config.dir)
         for flag, reason in config.ignored:
             say(comm, f"option {flag} is accepted but ignored: {reason}")

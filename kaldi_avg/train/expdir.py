@@ -21,27 +21,47 @@ class ExpDir:
 
     # -- what Kaldi's scripts leave (docs/kaldi-formats.md 6.10) ----------------------------------
     def path(self, name: str) -> str:
-        """<dir>/<name> for the fixed names: final.mdl, combined.mdl, 0.mdl, tree, phones.txt,
-        num_jobs, cmvn_opts, srand, pdf_counts, lda.mat, presoftmax_prior_scale.vec, init.raw,
-        post.combined.vec, accuracy.report, progress.png, final.ie.id."""
         return os.path.join(self.root, name)
 
     def model(self, n: int | str) -> str:
         """N.mdl (or combined.mdl, final.mdl)."""
         return self.path(f"{n}.mdl")
 
+    def copied(self, source: str) -> str:
+        """Where a file Kaldi copies in from another directory goes (tree, phones.txt from the
+        alignment dir, final.ie.id from the i-vector dir): its own name in <dir>."""
+        return self.path(os.path.basename(source))
+
+    num_jobs = property(lambda self: self.path("num_jobs"))
+    cmvn_opts = property(lambda self: self.path("cmvn_opts"))
+    srand = property(lambda self: self.path("srand"))
+    pdf_counts = property(lambda self: self.path("pdf_counts"))
+    lda = property(lambda self: self.path("lda.mat"))
+    presoftmax_prior_scale = property(lambda self: self.path("presoftmax_prior_scale.vec"))
+    init_raw = property(lambda self: self.path("init.raw"))
+    post_combined = property(lambda self: self.path("post.combined.vec"))
+    accuracy_report = property(lambda self: self.path("accuracy.report"))
+    progress_png = property(lambda self: self.path("progress.png"))
+
     @property
     def configs(self) -> str:
         return self.path("configs")
 
     def config(self, name: str) -> str:
+        """configs/<name>: network.xconfig, init.config, final.config, vars, lda.mat, ..."""
         return os.path.join(self.configs, name)
+
+    def config_copy(self, path: str) -> str:
+        """configs/<name> of a file of <dir> that the configs read by name (lda.mat,
+        presoftmax_prior_scale.vec; Kaldi links them as configs/<name> -> ../<name>)."""
+        return self.config(os.path.basename(path))
 
     @property
     def log_dir(self) -> str:
         return self.path("log")
 
     def log(self, name: str) -> str:
+        """log/<name>: a stage's log (get_transform.log, init_mdl.log, combine.log, ...)."""
         return os.path.join(self.log_dir, name)
 
     def train_log(self, iteration: int, job: int) -> str:
@@ -87,6 +107,27 @@ class ExpDir:
         """log/rank.JOB.log, the array job's log pattern (--mpi.launcher=cmd)."""
         return self.log("rank.JOB.log")
 
+    @property
+    def launcher_log(self) -> str:
+        """log/launcher.log: everything the launcher (mpiexec, $cmd) and the ranks through it printed;
+        the console gets the progress lines and each failure once (train/launch_report.py)."""
+        return self.log("launcher.log")
+
+    def rank_log(self, job: int) -> str:
+        """log/rank.<job>.log: one (1-based) job's log of that array job."""
+        return self.log(f"rank.{job}.log")
+
     def rendezvous(self, token: str) -> str:
         """The file through which the ranks of an array job meet (absolute: every node reads it)."""
         return os.path.join(os.path.abspath(self.log_dir), f".rendezvous.{token}")
+
+    @property
+    def launcher_heartbeat(self) -> str:
+        """log/launcher.heartbeat: touched every second by train_rnn.py/train_dnn.py while its ranks
+        run; a rank exits when it stops changing (absolute: every node reads it)."""
+        return os.path.join(os.path.abspath(self.log_dir), "launcher.heartbeat")
+
+    @property
+    def lock(self) -> str:
+        """kaldi_avg.lock: the pid, host and start time of the run using this directory (one at a time)."""
+        return self.path("kaldi_avg.lock")

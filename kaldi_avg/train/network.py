@@ -142,7 +142,7 @@ class KaldiConfigs:
 
     def write_files(self, exp_dir: str, stage: int, num_pdfs: int, context: tuple[int, int]) -> None:
         if self.init_config and not self.init_raw:   # train_rnn.py's stage -5
-            Nnet3Model(self.init_network()).write(ExpDir(exp_dir).path("init.raw"))
+            Nnet3Model(self.init_network()).write(ExpDir(exp_dir).init_raw)
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def find_network(exp_dir: str, stage: int, input_model: str | None) -> Network:
         raise ConfigError(f"--dir {exp_dir}: no network: none of configs/network.xconfig, configs/final.config "
                           "(xconfig_to_configs.py) or configs/layer1.config (steps/nnet3/lstm/make_configs.py) "
                           "is there; write one, or give --trainer.input-model")
-    init_config, init_raw = exp.config("init.config"), exp.path("init.raw")
+    init_config, init_raw = exp.config("init.config"), exp.init_raw
     return KaldiConfigs(tuple((path, _read(path)) for path in paths),
                         (init_config, _read(init_config)) if os.path.isfile(init_config) else None,
                         init_raw if stage > -5 and os.path.isfile(init_raw) else None)
