@@ -8,11 +8,12 @@ Typical use by a rank (job j of iteration i):
     stream = MinibatchStream.for_job(source, plan, chunk_config, "128,64", job=j,
                                      iteration=i, archives_processed=p, srand=srand)
     with Prefetcher(stream, device=device) as batches:
-        for mb in batches: ...   # checkpoint: stream.state_dict(after=mb)
+        for mb in batches: ...
 """
 from .archives import ArchivePlan, archive_for_job, num_archives, plan_archives, select_heldout
 from .checks import (
                      InputError,
+                     NumFrames,
                      OnlineIvectors,
                      ScpCheck,
                      check_alignments,
@@ -35,7 +36,7 @@ from .stream import MinibatchStream, plan_minibatches
 
 __all__ = [
     "ArchivePlan", "archive_for_job", "num_archives", "plan_archives", "select_heldout",
-    "InputError", "OnlineIvectors", "ScpCheck", "check_alignments", "check_features", "check_ivectors",
+    "InputError", "NumFrames", "OnlineIvectors", "ScpCheck", "check_alignments", "check_features", "check_ivectors",
     "check_matrix_scp", "check_minibatches", "check_tree", "read_ivector_dir",
     "Chunk", "ChunkConfig", "chunks_for_utterance", "parse_chunk_widths", "split_utterance",
     "Minibatch", "collate", "build_source", "DiagnosticSet",

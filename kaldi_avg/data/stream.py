@@ -12,7 +12,6 @@ bounded; the order differs per (srand + iteration, archive), not bit-identical t
 from __future__ import annotations
 
 import threading
-import zlib
 from collections.abc import Iterator, Sequence
 
 from .archives import ArchivePlan, archive_for_job
@@ -54,12 +53,12 @@ def plan_minibatches(utt_lengths: Sequence[tuple[str, int]], config: ChunkConfig
 
 
 class MinibatchStream:
-    """Iterates the minibatches of one archive for one iteration, from `state_dict()`'s
-    position on; `state_dict` / `load_state_dict` resume exactly in the middle of a pass.
+    """Iterates the minibatches of one archive for one iteration (a run resumes at iteration
+    boundaries, docs/training.md, so a pass always starts at its beginning).
 
-    The pass is planned on first use (iteration, len, state_dict); chunks left over as a
-    partial minibatch are recorded in `report` then, unusable utterances when loaded (by
-    the iterating thread: read the report after the pass).
+    The pass is planned on first use (iteration, len); chunks left over as a partial minibatch
+    are recorded in `report` then, unusable utterances when loaded (by the iterating thread:
+    read the report after the pass).
     """
 
     def __init__(self, source: UtteranceSource, utterances: Sequence[str],
@@ -76,8 +75,6 @@ class MinibatchStream:
         # planned on first use, which is usually in the Prefetcher's thread
         self._plan_lock = threading.Lock()
         self._planned: list[list[tuple[str, Chunk]]] | None = None
-        self._position = 0
-        self._fingerprint: int | None = None
 
     @classmethod
     def for_job(cls, source: UtteranceSource, plan: ArchivePlan, chunk_config: ChunkConfig,
@@ -106,38 +103,5 @@ class MinibatchStream:
         """Planned minibatches in the whole pass (one may be dropped if all its data is bad)."""
         return len(self._plan)
 
-    @property
-    def position(self) -> int:
-        """Planned minibatches already produced."""
-        return self._position
-
     def __iter__(self) -> Iterator[Minibatch]:
-        for minibatch in load_planned(self._source, self._plan, self._position, self.report):
-            self._position = minibatch.position
-            yield minibatch
-        self._position = len(self._plan)
-
-    def state_dict(self, after: Minibatch | None = None) -> dict:
-        """Where to resume: after `after` (pass the last minibatch trained on when a
-        Prefetcher reads ahead), else after the last minibatch this stream produced."""
-        return {"archive": self.archive, "iteration": self.iteration, "srand": self.srand,
-                "fingerprint": self._plan_fingerprint(),
-                "position": after.position if after is not None else self._position}
-
-    def load_state_dict(self, state: dict) -> None:
-        mine = self.state_dict()
-        for key in ("archive", "iteration", "srand", "fingerprint"):
-            if state[key] != mine[key]:
-                raise ValueError(f"stream state is for {key}={state[key]}, this stream has "
-                                 f"{mine[key]} (different data, options or iteration)")
-        if not 0 <= state["position"] <= len(self._plan):
-            raise ValueError(f"position {state['position']} outside 0..{len(self._plan)}")
-        self._position = state["position"]
-
-    def _plan_fingerprint(self) -> int:
-        """CRC of the planned eg keys, so a resume onto different data is caught."""
-        if self._fingerprint is None:
-            text = "|".join(" ".join(f"{utt}-{chunk.first_frame}" for utt, chunk in minibatch)
-                            for minibatch in self._plan)
-            self._fingerprint = zlib.crc32(text.encode("utf-8"))
-        return self._fingerprint
+        yield from load_planned(self._source, self._plan, 0, self.report)

@@ -1,12 +1,9 @@
 """MinibatchStream: coverage, determinism, one read per utterance, exact resume, bad data."""
 import numpy as np
-import pytest
-import torch
 
 from kaldi_avg.data import (
     ChunkConfig,
     MinibatchStream,
-    Prefetcher,
     archive_for_job,
     chunks_for_utterance,
     plan_archives,
@@ -59,49 +56,6 @@ def test_order_is_deterministic_and_reshuffled_per_iteration():
     other = keys(stream(source, list(lengths), iteration=1, minibatch_size="1:8"))
     assert other != first
     assert sorted(k for mb in other for k in mb) == sorted(k for mb in first for k in mb)
-
-
-def test_resume_mid_iteration_yields_the_identical_remainder():
-    lengths = corpus_lengths(20, seed=7)
-    source = make_source(lengths)
-    full = list(stream(source, list(lengths)))
-    interrupted = stream(source, list(lengths))
-    iterator = iter(interrupted)
-    for _ in range(5):
-        next(iterator)
-    state = interrupted.state_dict()
-    assert state["position"] == 5
-    resumed = stream(source, list(lengths))
-    resumed.load_state_dict(state)
-    rest = list(resumed)
-    assert len(rest) == len(full) - 5
-    for a, b in zip(rest, full[5:]):
-        assert a.keys == b.keys and a.position == b.position
-        assert torch.equal(a.features, b.features) and torch.equal(a.targets, b.targets)
-        assert torch.equal(a.weights, b.weights)
-
-
-def test_resume_after_the_last_trained_minibatch_when_prefetching_ahead():
-    lengths = corpus_lengths(20, seed=8)
-    source = make_source(lengths)
-    full = keys(stream(source, list(lengths)))
-    s = stream(source, list(lengths))
-    with Prefetcher(s, depth=3) as batches:
-        last = [next(batches) for _ in range(4)][-1]
-        state = s.state_dict(after=last)
-    resumed = stream(source, list(lengths))
-    resumed.load_state_dict(state)
-    assert keys(resumed) == full[4:]
-
-
-def test_state_of_another_pass_is_refused():
-    lengths = corpus_lengths(10, seed=9)
-    source = make_source(lengths)
-    state = stream(source, list(lengths)).state_dict()
-    with pytest.raises(ValueError, match="iteration"):
-        stream(source, list(lengths), iteration=2).load_state_dict(state)
-    with pytest.raises(ValueError, match="fingerprint"):
-        stream(source, list(lengths)[1:]).load_state_dict(state)
 
 
 def test_for_job_reads_the_archive_kaldi_assigns():
