@@ -303,8 +303,8 @@ def test_fsdd_recipe_first_stages(tmp_path):
     assert len(aligned) >= 145 and "sp0.9-george-0-00" in aligned
     # Stages 8-12 briefly: the LSTM on the perturbed copies, its decode, vosk on the same
     # final.mdl with the test speaker's CMVN folded in, and the TDNN through train_dnn.py.
-    r = sh("./run.sh --stage 8 --num-epochs 2 --samples-per-iter 150 --tdnn-epochs 1 --tdnn-samples-per-iter 200",
-           recipe, timeout=900)
+    r = sh("./run.sh --stage 8 --num-epochs 2 --samples-per-iter 150 --tdnn-epochs 1 --tdnn-samples-per-iter 200 "
+           "--tdnn-minibatch-size 64", recipe, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (recipe / "exp/lstm/final.mdl").exists() and _best_wer(recipe / "exp/lstm/decode_test") <= 100.0
     assert (recipe / "exp/tdnn/final.mdl").exists() and _best_wer(recipe / "exp/tdnn/decode_test") <= 100.0
