@@ -44,7 +44,7 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 import numpy as np
 
-from ..data.chunking import ChunkConfig, _chunk_sizes, _gap_sizes
+from ..data.chunking import ChunkConfig, chunk_sizes, gap_sizes
 from ..errors import UsageError
 from .den_graph import ChainModelParts
 from .fstext import Graph, project_input
@@ -426,11 +426,11 @@ def chain_chunks(num_input_frames: int, config: ChunkConfig, frame_subsampling_f
     multiplied by f, each output frame weighted 1 / (number of chunks that contain it)."""
     f = frame_subsampling_factor
     widths = tuple(f * -(-w // f) for w in config.widths)
-    sizes = _chunk_sizes(num_input_frames, widths, rng)
+    sizes = chunk_sizes(num_input_frames, widths, rng)
     if not sizes:
         return []
     reduced = (num_input_frames + f - 1) // f
-    gaps = [g * f for g in _gap_sizes(reduced, [s // f for s in sizes], rng)]
+    gaps = [g * f for g in gap_sizes(reduced, [s // f for s in sizes], rng)]
     num_out = reduced
     count = [0] * num_out
     starts = []

@@ -137,10 +137,10 @@ def split_utterance(num_frames: int, config: ChunkConfig,
                     rng: random.Random | None = None) -> list[Chunk]:
     """The chunks `nnet3-get-egs` would cut from an utterance of `num_frames` frames
     (empty if it is shorter than every chunk width)."""
-    sizes = _chunk_sizes(num_frames, config.widths, rng)
+    sizes = chunk_sizes(num_frames, config.widths, rng)
     if not sizes:
         return []
-    gaps = _gap_sizes(num_frames, sizes, rng)
+    gaps = gap_sizes(num_frames, sizes, rng)
     starts = []
     t = 0
     for size, gap in zip(sizes, gaps):
@@ -213,7 +213,9 @@ def _splits_for_length(widths: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], 
     return tuple(table)
 
 
-def _chunk_sizes(num_frames: int, widths: tuple[int, ...], rng: random.Random | None) -> list[int]:
+def chunk_sizes(num_frames: int, widths: tuple[int, ...], rng: random.Random | None) -> list[int]:
+    """The chunk widths of an utterance of `num_frames` frames, in order (empty if it is shorter
+    than every width); also used by the chain chunks (kaldi_avg/chain/supervision.py)."""
     table = _splits_for_length(widths)
     primary = widths[0]
     length, repeats = num_frames, 0
@@ -230,8 +232,9 @@ def _chunk_sizes(num_frames: int, widths: tuple[int, ...], rng: random.Random | 
     return sizes
 
 
-def _gap_sizes(num_frames: int, sizes: list[int], rng: random.Random | None) -> list[int]:
-    """Offset of each chunk from the end of the previous one (negative = overlap)."""
+def gap_sizes(num_frames: int, sizes: list[int], rng: random.Random | None) -> list[int]:
+    """Offset of each chunk from the end of the previous one (negative = overlap); also used by
+    the chain chunks."""
     total_gap = num_frames - sum(sizes)
     if total_gap < 0:
         neighbours = [min(a, b) for a, b in zip(sizes, sizes[1:])]
