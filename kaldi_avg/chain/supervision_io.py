@@ -18,6 +18,10 @@ here keeps one FST per sequence instead (what the numerator batches over); `spli
 undoes the concatenation (exactly: the boundary states' arcs must be the next sequence's first arcs
 up to one additive weight per state, which is what RmEpsilon leaves; each becomes that final
 weight). End-to-end supervisions (<End2End> T) and the binary form are not read.
+
+`supervision_text` / `write_supervisions` write the text form (`ark,t:`) as Kaldi does: for the
+FSDD fixture's 20 supervisions the archive read and written again is Kaldi's file byte for byte;
+several sequences are written as `MergeSupervision`'s one FST (`merged_fst`).
 """
 from __future__ import annotations
 
@@ -287,6 +291,102 @@ def parse_supervision_text(text: str) -> Iterator[tuple[str, Supervision]]:
 def read_supervisions(path: str | Path) -> Iterator[tuple[str, Supervision]]:
     """A text archive of supervisions (`chain-get-supervision ... ark,t:file`)."""
     yield from parse_supervision_text(Path(path).read_text())
+
+
+def _format_float(x: float, precision: int) -> str:
+    """C++ `ostream << float` with `precision` digits (%g), OpenFst's spelling of infinities."""
+    if x == np.inf:
+        return "Infinity"
+    if x == -np.inf:
+        return "-Infinity"
+    if x != x:
+        return "BadNumber"
+    return f"{x:.{precision}g}"
+
+
+def fst_text(fst: SupervisionFst, precision: int = 6) -> str:
+    """The FST as Kaldi's text `WriteFstKaldi` prints it (OpenFst's FstPrinter, tab-separated):
+    for each state from the start (0), its arcs `src dst label label [weight]`, then
+    `state [weight]` if it is final; weights equal to One (0) are left out."""
+    order = np.argsort(fst.src, kind="stable")
+    src, dst = fst.src[order].tolist(), fst.dst[order].tolist()
+    label, weight = fst.label[order].tolist(), fst.weight[order].tolist()
+    starts = np.searchsorted(fst.src[order], np.arange(fst.num_states + 1)).tolist()
+    final = fst.final.tolist()
+    out = []
+    for s in range(fst.num_states):
+        for k in range(starts[s], starts[s + 1]):
+            w = weight[k]
+            out.append(f"{src[k]}\t{dst[k]}\t{label[k]}\t{label[k]}"
+                       + (f"\t{_format_float(w, precision)}\n" if w != 0.0 else "\n"))
+        f = final[s]
+        if f != np.inf:
+            out.append(f"{s}\t{_format_float(f, precision)}\n" if f != 0.0 else f"{s}\n")
+    return "".join(out)
+
+
+def merged_fst(sup: Supervision) -> SupervisionFst:
+    """The FST of `MergeSupervision` for a supervision of several sequences, built as Kaldi builds
+    it: starting from the last sequence, `Concat(fst_k, &out)` for k = n-2 .. 0 (OpenFst puts
+    fst_k's states after out's, its final states get an epsilon arc, carrying the final weight,
+    to out's start, listed before their own arcs), then `RmEpsilon` (which also drops the
+    unreachable old starts) and `SortBreadthFirstSearch`. `split_merged_fst` undoes it (the
+    per-sequence FSTs come back with the same paths and weights; RmEpsilon may reorder arcs, so
+    not necessarily with the same state numbers). One sequence: its FST as it is."""
+    if sup.num_sequences == 1:
+        return sup.fsts[0]
+    import kaldifst
+    n = sup.num_sequences
+    offset = [0] * n            # sequence k's states come after those of k+1 .. n-1
+    for k in range(n - 2, -1, -1):
+        offset[k] = offset[k + 1] + sup.fsts[k + 1].num_states
+    out = kaldifst.StdVectorFst()
+    for _ in range(offset[0] + sup.fsts[0].num_states):
+        out.add_state()
+    for k in range(n - 1, -1, -1):
+        fst, o = sup.fsts[k], offset[k]
+        order = np.argsort(fst.src, kind="stable")
+        starts = np.searchsorted(fst.src[order], np.arange(fst.num_states + 1)).tolist()
+        dst, label, weight = fst.dst[order].tolist(), fst.label[order].tolist(), fst.weight[order].tolist()
+        for s in range(fst.num_states):
+            final = float(fst.final[s])
+            if np.isfinite(final):
+                if k == n - 1:
+                    out.set_final(o + s, final)
+                else:
+                    out.add_arc(o + s, kaldifst.StdArc(0, 0, final, offset[k + 1]))
+            for j in range(starts[s], starts[s + 1]):
+                out.add_arc(o + s, kaldifst.StdArc(label[j], label[j], weight[j], o + dst[j]))
+    out.start = offset[0]
+    kaldifst.rmepsilon(out)
+    return from_kaldifst(out)
+
+
+def supervision_text(key: str, sup: Supervision, precision: int = 6) -> str:
+    """One entry of a text archive of `Supervision`s, as Kaldi's `Supervision::Write` in text mode
+    after the table writer's `<key> `: the header tokens, the FST (`fst_text`; the merged FST for
+    several sequences) between a newline and an empty line, `</Supervision> ` (no alignment
+    pdfs: chain-get-supervision writes none). `precision` = 6 is Kaldi's (C++ streams' default);
+    9 reads back every float32 weight exactly."""
+    if not sup.fsts:
+        raise ValueError(f"{key}: supervision without sequences")
+    if any(c.isspace() for c in key) or not key:
+        raise ValueError(f"invalid key {key!r} for a Kaldi archive")
+    return (f"{key} <Supervision> <Weight> {_format_float(float(np.float32(sup.weight)), precision)} "
+            f"<NumSequences> {sup.num_sequences} <FramesPerSeq> {sup.frames_per_sequence} "
+            f"<LabelDim> {sup.label_dim} <End2End> F \n{fst_text(merged_fst(sup), precision)}\n</Supervision> ")
+
+
+def write_supervisions(path: str | Path, items, precision: int = 6) -> int:
+    """A text archive of (key, Supervision) pairs (`ark,t:`), written atomically; returns the
+    number of entries. Kaldi's text archive has no newline after the last `</Supervision> `."""
+    from ..atomic import atomic_path
+    n = 0
+    with atomic_path(str(path)) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for key, sup in items:
+            f.write(supervision_text(key, sup, precision))
+            n += 1
+    return n
 
 
 # -- kaldifst conversion, and the normalization FST (nnet3-chain-get-egs) ---------------------------
