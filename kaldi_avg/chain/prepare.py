@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ..atomic import atomic_path, copy_file, copy_tree, make_dirs, writable_dir, write_text
+from ..atomic import atomic_path, copy_file, copy_tree, write_text
 from ..errors import UsageError
 from ..kaldi.runlog import JobLog
 from ..options import KaldiArgumentParser, kaldi_bool
@@ -393,8 +393,7 @@ def prepare_chain_dir(lang_dir: str, ali_dir: str, data_dir: str, chain_dir: str
         raise PrepareError(f"{opts.lat_dir}: no such lattice directory (--lat-dir)")
     if not 0 <= opts.stage < len(STAGES):
         raise PrepareError(f"--stage={opts.stage}: must be 0 .. {len(STAGES) - 1}")
-    writable_dir(chain_dir)
-    make_dirs(os.path.join(chain_dir, "log"))
+    os.makedirs(os.path.join(chain_dir, "log"), exist_ok=True)   # OSError naming it: one line in main
     summary = PrepareSummary()
     steps = [lambda: stage_gen_topo(lang_dir, chain_dir),
              lambda: stage_tree(lang_dir, ali_dir, chain_dir, opts, summary),
