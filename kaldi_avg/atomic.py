@@ -1,5 +1,7 @@
 """Atomic file output: every file is written under a temporary name in its own directory and
-renamed into place, so an interrupted stage never leaves a half-written file behind."""
+renamed into place, so an interrupted stage never leaves a half-written file behind. A full disk or
+quota, a read-only file system or a permission problem is an `OutputError` naming the file (one line
+at every entry point: "No space left on device" alone names none)."""
 from __future__ import annotations
 
 import glob
@@ -8,6 +10,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from .errors import OutputError, output_error
 
 
 def _file_mode() -> int:
@@ -22,18 +26,57 @@ FILE_MODE = _file_mode()  # mkstemp creates 0600 files; finished files get the u
 @contextmanager
 def atomic_path(path: str, mode: int = FILE_MODE) -> Iterator[str]:
     """Yields a temporary path next to `path`; renames it to `path` if the block succeeds, with
-    `mode` set before the rename (an executable script is never seen without its x bits)."""
+    `mode` set before the rename (an executable script is never seen without its x bits). An
+    OSError about the output (`_about_output`) with an errno of errors.OUTPUT_ERRNOS (a full disk,
+    a read-only file system) becomes an OutputError naming `path`."""
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix="." + os.path.basename(path), dir=d)
-    os.close(fd)
+    tmp = None
     try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix="." + os.path.basename(path), dir=d)
+        os.close(fd)
         yield tmp
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as e:
+        error = output_error(path, e) if _about_output(e.filename, path, d) else e
+        if error is e:
+            raise
+        raise error from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _about_output(name, path: str, d: str) -> bool:
+    """Whether an OSError's file is the output: none named (a write), `path`, its temporary, or `d`
+    and the directories above it (makedirs); not the source of a copy, say."""
+    if name is None:
+        return True
+    name = os.path.abspath(os.fsdecode(name))
+    return name == os.path.abspath(path) or os.path.basename(name).startswith(".tmp.") or \
+        (d + os.sep).startswith(name.rstrip(os.sep) + os.sep)
+
+
+def make_dirs(path: str) -> None:
+    """os.makedirs(path, exist_ok=True); a full disk or a read-only file system is an OutputError."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        error = output_error(path, e)
+        if error is e:
+            raise
+        raise error from e
+
+
+def writable_dir(path: str) -> None:
+    """Creates directory `path` if needed and a file in it (gone at once): OutputError naming it when
+    it cannot (a read-only file system, no permission), before any work whose output would be lost."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise OutputError(path, e) from e
 
 
 def remove_stale_temporaries(root: str) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import UsageError
+from .errors import UsageError, import_extra
 from .options import KaldiArgumentParser, kaldi_bool
 
 COMMANDS = {
@@ -113,6 +113,7 @@ def cmd_train(argv: list[str]) -> None:
 
 
 def cmd_experiment(argv: list[str]) -> None:
+    import_extra("matplotlib", "plots", "kaldi-avg experiment (a PNG per experiment)")
     from .experiments.command import main as experiment_main
     experiment_main(argv)
 

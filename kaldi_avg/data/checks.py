@@ -9,6 +9,8 @@ tree from another system stops the run at once instead of hours later.
   file, and its dimension is the expected one.  Row/column ranges (`ark:off[a:b]`) are checked
   against the header.  Pipes (`cmd |`, `-`) are not run (that would compute every feature);
   text-mode entries are not parsed; both are counted in the result as not checked.
+* utt2num_frames (8.1), when the data directory has one: every feats.scp entry's rows, from the
+  same header, equal its line (a stale file would drop good utterances as alignment mismatches).
 * alignments (2.4, 8.4): every transition-id within the transition model; the `tree` parses
   and has the transition model's number of pdfs (2.5, 2.6).
 * minibatches (6.1): every archive holds at least one full minibatch of chunks.
@@ -52,9 +54,11 @@ class ScpCheck:
 
 
 def check_matrix_scp(scp_path: str, expected_cols: int | None = None, what: str = "utterance",
-                     expected_by: str = "the network's input", rank: int = 0, world_size: int = 1) -> ScpCheck:
+                     expected_by: str = "the network's input", rank: int = 0, world_size: int = 1,
+                     num_frames: NumFrames | None = None) -> ScpCheck:
     """Checks every entry of a matrix scp (feats.scp, cmvn.scp) by its header alone; of `world_size`
-    ranks checking it together, rank r takes the entries r, r + world_size, ...
+    ranks checking it together, rank r takes the entries r, r + world_size, ...; with `num_frames`
+    (utt2num_frames), each entry's rows against its line (`NumFrames.check`).
 
     Raises InputError for an empty or malformed scp, an entry that cannot be opened or is
     truncated, or (when `expected_cols` is given) a column count other than `expected_cols`:
@@ -73,6 +77,8 @@ def check_matrix_scp(scp_path: str, expected_cols: int | None = None, what: str 
             shape = _checked_shape(archives, scp_path, what, key, rx, counts)
             if shape is None:
                 continue
+            if num_frames is not None:
+                num_frames.check(key, shape[0])
             if expected_cols is None:
                 expected_cols = shape[1]
                 expected_by = f"{what} {key}"
@@ -81,6 +87,28 @@ def check_matrix_scp(scp_path: str, expected_cols: int | None = None, what: str 
                                  f"{expected_by} expects {expected_cols}")
     return ScpCheck(scp_path, counts["checked"], counts["pipes"], counts["text"],
                     expected_cols if counts["checked"] else None)
+
+
+@dataclass(frozen=True)
+class NumFrames:
+    """A data directory's utt2num_frames (its path and lines), checked against feats.scp.
+
+    A stale one (features extracted again, feats.scp copied from elsewhere) stops the run with one
+    line saying to delete it, rather than being rewritten: Kaldi's scripts never overwrite an
+    existing utt2num_frames (utils/data/get_utt2num_frames.sh says "already present" and keeps it),
+    the data directory is the user's (often shared by several experiments), and the mismatch can
+    mean that the features changed after the alignments were made, which the user should know.
+    Without the file, the run writes it from the feature headers, as get_utt2num_frames.sh would."""
+    path: str
+    frames: Mapping[str, int]
+
+    def check(self, utt: str, rows: int) -> None:
+        recorded = self.frames.get(utt)
+        if recorded != rows:
+            said = f"has no line for utterance {utt} of feats.scp" if recorded is None else \
+                f"says utterance {utt} has {recorded} frames but feats.scp has {rows}"
+            raise InputError(f"{self.path}: {said}: the file is stale; delete it and rerun (the run writes it "
+                             "again from feats.scp, as utils/data/get_utt2num_frames.sh does)")
 
 
 def _checked_shape(archives: ArchiveFiles, scp_path: str, what: str, key: str, rx: str,
@@ -97,11 +125,12 @@ def _checked_shape(archives: ArchiveFiles, scp_path: str, what: str, key: str, r
 
 
 def check_features(feats_scp: str, input_dim: int, cmvn_scp: str | None = None, rank: int = 0,
-                   world_size: int = 1) -> list[ScpCheck]:
-    """feats.scp against the network's input dim, and cmvn.scp (if given) against it: each
-    CMVN entry is a 2 x (dim + 1) statistics matrix (docs/kaldi-formats.md 8.3). Rank r of
-    `world_size` checks its share of the entries (`check_matrix_scp`)."""
-    checks = [check_matrix_scp(feats_scp, input_dim, rank=rank, world_size=world_size)]
+                   world_size: int = 1, num_frames: NumFrames | None = None) -> list[ScpCheck]:
+    """feats.scp against the network's input dim (and `num_frames`, the data directory's
+    utt2num_frames, if it has one), and cmvn.scp (if given) against it: each CMVN entry is a
+    2 x (dim + 1) statistics matrix (docs/kaldi-formats.md 8.3). Rank r of `world_size` checks its
+    share of the entries (`check_matrix_scp`)."""
+    checks = [check_matrix_scp(feats_scp, input_dim, rank=rank, world_size=world_size, num_frames=num_frames)]
     if cmvn_scp is not None:
         checks.append(check_matrix_scp(cmvn_scp, input_dim + 1, what="entry",
                                        expected_by=f"features of dim {input_dim}", rank=rank, world_size=world_size))

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from ..atomic import atomic_path, write_text
+from ..atomic import atomic_path, make_dirs, write_text
 from ..kaldi.alignment import alignment_archives
 from ..kaldi.binary import KaldiFormatError
 from ..kaldi.tables import read_int_vector_stream
@@ -154,7 +154,7 @@ def build_pdf_store(ali_dir: str, store_dir: str, trans_model: TransitionModel |
     archives = alignment_archives(ali_dir)
     dtype = pdf_dtype(trans_model.num_pdfs)
     if rank == 0:
-        os.makedirs(store_dir, exist_ok=True)
+        make_dirs(store_dir)
         header_path = os.path.join(store_dir, HEADER)
         if os.path.exists(header_path):
             os.remove(header_path)  # the old store is invalid from here on

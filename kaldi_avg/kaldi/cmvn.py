@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UsageError
 from .datadir import DataDir
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 VARIANCE_FLOOR = 1e-20
 
 
-class CmvnError(ValueError):
-    """Bad CMVN options or statistics."""
+class CmvnError(UsageError):
+    """Bad CMVN options or statistics (one line naming the file and the speaker or utterance)."""
 
 
 @dataclass(frozen=True)
@@ -163,11 +164,19 @@ class CmvnApplier:
                             f"({self.opts.to_text()}) asks for normalization")
         keys = set(table)
         utt2spk = self.data.utt2spk
-        if all(spk in keys for spk in utt2spk.values()):
+        # The utterances normalized: feats.scp's (an utterance there without a speaker would fail
+        # mid-training otherwise), else utt2spk's.
+        utts = list(self.data.feats) if self.data.feats is not None else list(utt2spk)
+        no_speaker = [u for u in utts if u not in utt2spk]
+        if not no_speaker and all(utt2spk[u] in keys for u in utts):
             return True
-        if all(utt in keys for utt in utt2spk):
+        if all(utt in keys for utt in utts):
             return False
-        missing = sorted({s for s in utt2spk.values() if s not in keys})
+        if no_speaker:   # validate_data_dir.sh's complaint; fix_data_dir.sh drops such utterances
+            raise CmvnError(f"{self.data.file('utt2spk')}: no line for utterance {no_speaker[0]!r} of feats.scp "
+                            f"({len(no_speaker)} in all): its CMVN stats are its speaker's "
+                            f"(utils/fix_data_dir.sh {self.data.path} removes such utterances)")
+        missing = sorted({utt2spk[u] for u in utts if utt2spk[u] not in keys})
         raise CmvnError(f"{self.data.file('cmvn.scp')}: has no stats for {len(missing)} speaker(s) "
                         f"of utt2spk, e.g. {missing[:3]} (nor one entry per utterance)")
 

@@ -15,13 +15,14 @@ from functools import cached_property
 import numpy as np
 
 from ..atomic import write_bytes
+from ..errors import UsageError
 from .binary import KaldiFormatError
 from .tables import ArchiveFiles, MatrixTable, load_rxfilename, read_script
 
 log = logging.getLogger(__name__)
 
 
-class DataDirError(ValueError):
+class DataDirError(UsageError):
     """A data directory file is malformed or inconsistent; the message names file and line."""
 
 

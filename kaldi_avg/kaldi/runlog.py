@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..atomic import write_text
+from ..atomic import make_dirs, write_text
 
 
 def _date(t: float) -> str:
@@ -20,7 +20,7 @@ def write_run_log(path: str, command: str, lines: list[str], seconds: float, cod
     text = [f"# {command}", f"# Started at {_date(end - seconds)}", "#", *lines,
             f"# Accounting: time={elapsed} threads=1",
             f"# Ended (code {code}) at {_date(end)}, elapsed time {elapsed} seconds"]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_dirs(os.path.dirname(os.path.abspath(path)))
     write_text(path, "\n".join(text) + "\n")
 
 

@@ -8,6 +8,7 @@ the copies are counted in the communication time. mpi4py is imported only when t
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import threading
 from collections.abc import Callable
@@ -16,12 +17,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import import_extra, missing_extra
 from .comm import Communicator, HeartbeatChannel
+
+MPI_EXTRA = "mpi"   # pip install 'kaldi-avg[mpi]': mpi4py and MPICH's mpiexec (setup.py)
+MPI_NEEDED_BY = "the MPI backend (--mpi.backend=mpi, the default under an MPI launcher)"
 
 
 def _mpi():
-    from mpi4py import MPI
-    return MPI
+    """mpi4py's MPI module, or a one-line MissingExtraError naming the extra that installs it."""
+    return import_extra("mpi4py.MPI", MPI_EXTRA, MPI_NEEDED_BY)
+
+
+def mpi4py_missing() -> str | None:
+    """What to install when mpi4py is not there (found without importing mpi4py.MPI, which would
+    initialize MPI); None when it is."""
+    try:
+        found = importlib.util.find_spec("mpi4py") is not None
+    except (ImportError, ValueError):   # ValueError: sys.modules["mpi4py"] is None
+        found = False
+    return None if found else missing_extra("mpi4py", MPI_EXTRA, MPI_NEEDED_BY, "not installed")
 
 
 def _query_cuda_support() -> bool:

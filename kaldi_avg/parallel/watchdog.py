@@ -75,27 +75,34 @@ class ExitMonitor:
 
 def leave_report(report_path: str | None, trace: str, message: str) -> None:
     """Write why this rank aborts to `report_path`, before printing it: another rank's abort may
-    kill this one at any moment, and the launcher may not forward what was printed."""
+    kill this one at any moment, and the launcher may not forward what was printed. The first line
+    says where and when (train/launch_report.py reads it); a report that cannot be written (a full
+    disk) is left out: the abort must still happen."""
     if report_path is not None:
-        with open(report_path, "w") as report:
-            report.write(f"{trace}kaldi_avg.parallel: {message}\n")
+        now = time.time()   # as the exit monitors stamp their lines (datetime's isoformat)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
+        with contextlib.suppress(OSError), open(report_path, "w") as report:
+            report.write(f"# pid {os.getpid()} on {socket.gethostname()} at {stamp}\n{trace}"
+                         f"kaldi_avg.parallel: {message}\n")
 
 
 @contextlib.contextmanager
 def failure_guard(comm: Communicator, report_path: str | None = None, verbose: bool = False) -> Iterator[None]:
     """Abort every rank when this rank fails, in this block or in any thread it started. A
-    `UsageError` (bad options or data) is reported as its one-line message (with `verbose`, with
-    its traceback, like any other failure)."""
+    `UsageError` (bad options or data) is reported as its one-line message, "rank r/n: error: ..."
+    (with `verbose`, after its traceback, like any other failure). The line is comm.abort's, printed
+    once; train_rnn.py shows the first failure's alone (train/launch_report.py)."""
 
     def report_and_abort(kind: str, error: BaseException | None, tb) -> None:
         if isinstance(error, CommAborted):
             raise error
-        message = f"rank {comm.rank}/{comm.size} failed ({kind}): {type(error).__name__}: {error}"
-        trace = "".join(traceback.format_exception(type(error), error, tb))
-        if isinstance(error, UsageError) and not verbose:   # the user's input: the message says it all
-            trace = ""
+        usage = isinstance(error, UsageError)
+        message = f"rank {comm.rank}/{comm.size}: error: {error}" if usage else \
+            f"rank {comm.rank}/{comm.size} failed ({kind}): {type(error).__name__}: {error}"
+        trace = "" if usage and not verbose else "".join(traceback.format_exception(type(error), error, tb))
         leave_report(report_path, trace, message)
-        print(trace or f"rank {comm.rank}/{comm.size}: error: {error}\n", end="", file=sys.stderr, flush=True)
+        if trace:
+            print(trace, end="", file=sys.stderr, flush=True)
         comm.abort(message)
 
     previous_hook = threading.excepthook

@@ -46,8 +46,11 @@ def make_rank_communicator(args) -> Communicator:
                           "--mpi.backend=torch; with srun or mpirun use an MPI matching mpi4py's (srun --mpi=pmi2 "
                           "or pmix); the processes would otherwise train separate copies")
     if args.mpi_num_ranks is not None and args.mpi_num_ranks != comm.size:
+        from ..parallel.mpi_backend import mpi4py_missing  # here: importing this module needs no mpi4py
+        missing = None if announced else mpi4py_missing()   # the [mpi] extra: no mpiexec, no mpi4py
         raise ConfigError(f"--mpi.num-ranks={args.mpi_num_ranks} but this process is one of {comm.size} "
-                          f"({'as the launcher says' if announced else 'no launcher environment found'})")
+                          f"({'as the launcher says' if announced else 'no launcher environment found'})"
+                          + (f"; {missing}" if missing else ""))
     return comm
 
 

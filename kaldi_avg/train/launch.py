@@ -34,6 +34,7 @@ from ..errors import UsageError
 from .cli import main as rank_main
 from .config import ConfigError, RunConfig
 from .expdir import ExpDir
+from .launch_report import LauncherOutput, check_log_dir, failure_lines, print_lines, with_resume_line
 from .options import DEFAULT_SCRIPT, get_parser
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -87,8 +88,9 @@ def resolve_program(word: str) -> str:
                       os.path.abspath(os.path.join("utils", word)), os.path.join(BUNDLED_PROGRAMS, word)):
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
+    extra = "; pip install 'kaldi-avg[mpi]' installs MPICH's mpiexec" if word in ("mpiexec", "mpirun") else ""
     raise ConfigError(f"{word!r} was not found on PATH (nor in {os.path.dirname(sys.executable)}, ./utils/ "
-                      f"or {BUNDLED_PROGRAMS})")
+                      f"or {BUNDLED_PROGRAMS}){extra}")
 
 
 def launcher_kind(config: RunConfig) -> str:
@@ -207,41 +209,41 @@ def first_failure(messages: list[str]) -> str:
     return verdicts[0] if verdicts else min(messages, key=lambda m: MONITOR_LINE.search(m).group(1))
 
 
-def print_failure_reports(script: str, exp_dir: str, num_ranks: int, since: float) -> None:
-    """Repeat what failed ranks wrote during this run, then the first failure: the MPI launcher's
-    banner names a rank it killed after the first one died."""
-    messages = []
-    for rank in range(num_ranks):
-        path = ExpDir(exp_dir).rank_failed(rank)
-        if os.path.exists(path) and os.path.getmtime(path) >= since:
-            with open(path) as report:
-                text = report.read()
-            sys.stderr.write(f"# {path}:\n{text}")
-            messages += [line.removeprefix(REPORT_PREFIX) for line in text.splitlines()
-                         if line.startswith(REPORT_PREFIX)]
-    if messages:
-        print(f"{script}: first failure: {first_failure(messages)}", file=sys.stderr)
-    stage = last_model(exp_dir)
-    if stage is not None:
-        print(f"{script}: {stage}.mdl is the last finished iteration; resume with --stage {stage}",
-              file=sys.stderr)
+def print_failure_reports(script: str, exp_dir: str, num_ranks: int, since: float, code: int = 1,
+                          output: LauncherOutput | None = None, verbose: bool = False) -> None:
+    """The failed launch as one line, the first failure (`first_failure` over what the failed ranks
+    left in log/rank.R.failed: the MPI launcher's banner names a rank it killed after the first one
+    died), then the resume line; the ranks' details stay in log/rank.R.failed and log/launcher.log
+    (launch_report.failure_lines; `verbose`: the failure's traceback first)."""
+    if output is not None:
+        output.close()   # every line the launcher wrote is in (held back or forwarded)
+    print_lines(failure_lines(script, exp_dir, num_ranks, since, code, first_failure, output, verbose))
 
 
-def run_launch(launch: Launch, config: RunConfig) -> int:
+def run_launch(launch: Launch, config: RunConfig, verbose: bool = False) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", str(config.launch.num_threads))
     os.makedirs(ExpDir(config.dir).log_dir, exist_ok=True)
+    try:
+        output = LauncherOutput(ExpDir(config.dir).launcher_log)
+    except OSError as e:
+        print(f"{config.script}: error: {ExpDir(config.dir).launcher_log}: cannot write: {e.strerror}", file=sys.stderr)
+        return 1
     print("# " + shlex.join(launch.command), file=sys.stderr, flush=True)
     started = time.time()
     received: list[int] = []
-    proc = subprocess.Popen(launch.command, env=env, start_new_session=True)   # its own group: we end it
+    proc = subprocess.Popen(launch.command, env=env, start_new_session=True,   # its own group: we end it
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    output.start(proc.stdout, sys.stdout)   # the ranks' lines live, but error reports: log/launcher.log
+    output.start(proc.stderr, sys.stderr)
     previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in STOP_SIGNALS}
     try:
         while proc.poll() is None and not received:
             time.sleep(0.1)
         if received:
             stop_all(proc)
+            output.close()   # the ended ranks' banners and exit monitors stay in log/launcher.log
             remove_stale_temporaries(config.dir)
             name = signal.Signals(received[0]).name
             stage = last_model(config.dir)
@@ -250,13 +252,15 @@ def run_launch(launch: Launch, config: RunConfig) -> int:
                   file=sys.stderr)
             return 128 + received[0]
     finally:
+        output.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if launch.rendezvous and os.path.exists(launch.rendezvous):
             os.remove(launch.rendezvous)
     if proc.returncode != 0:
         remove_stale_temporaries(config.dir)   # of ranks killed mid-write; all of them have ended
-        print_failure_reports(config.script, config.dir, launch.num_ranks, started)
+        print_failure_reports(config.script, config.dir, launch.num_ranks, started, proc.returncode, output,
+                              verbose)
     return proc.returncode
 
 
@@ -266,10 +270,12 @@ def main(argv: list[str], script: str = DEFAULT_SCRIPT) -> int:
     try:
         config = RunConfig.from_args(args)
         launch = plan_launch(argv, config)
+        check_log_dir(config.dir)   # a read-only --dir: one line, before any rank or lock
     except UsageError as e:
         print(f"{script}: error: {e}", file=sys.stderr)
         return 1
     print(f"{script}: {launch.why}", file=sys.stderr, flush=True)
     if not launch.command:
-        return rank_main([script, *argv, "--mpi.num-ranks=1"])
-    return run_launch(launch, config)
+        return with_resume_line(script, config.dir,
+                                rank_main([script, *argv, "--mpi.num-ranks=1"]))
+    return run_launch(launch, config, verbose=args.verbose > 0)

@@ -1,7 +1,11 @@
 """Bad input, one fault at a time: a one-line error naming the file and the utterance (exit 1, no
-traceback, nothing half-written), or a skip counted exactly once in log/skipped.log; a rank killed
-or stopped mid-run ends the run naming it, leaves nothing half-written and no process, and the run
-resumes from the stage it names."""
+traceback, nothing half-written), or a skip counted exactly once in log/skipped.log; a read-only or
+full --dir is one line naming the file; with two ranks each error is still one line; a rank killed
+or stopped mid-run ends the run naming it in one line, leaves nothing half-written and no process,
+and the run resumes from the stage it names."""
+import contextlib
+import errno
+import gc
 import glob
 import os
 import signal
@@ -14,7 +18,9 @@ import pytest
 
 pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition model")
 
+from kaldi_avg.kaldi.datadir import feat_to_len, write_kaldi_map
 from kaldi_avg.kaldi.tables import MatrixTable, read_int_vector_table, write_int_vector_table, write_matrix_table
+from kaldi_avg.train import launch
 from kaldi_avg.train.cli import main
 
 from .experiment import make_experiment, train_args
@@ -63,6 +69,23 @@ def other_tree():
     return khg.monophone_context_dependency([1, 2, 3, 4], [0, 2, 2, 2, 2])   # 4 phones: 8 pdfs, not 6
 
 
+def cmvn_stats(exp, speakers=("spk0", "spk1"), utt2spk_without=None):
+    """cmvn.scp with stats for `speakers`; utt2spk without the line of `utt2spk_without`."""
+    stats = np.zeros((2, 14))
+    stats[0, 13] = 100.0
+    write_matrix_table(f"ark,scp:{exp['data']}/cmvn.ark,{exp['data']}/cmvn.scp", [(s, stats) for s in speakers])
+    path = os.path.join(exp["data"], "utt2spk")
+    with open(path) as f:
+        lines = [line for line in f if line.split()[0] != utt2spk_without]
+    write(path, "".join(lines).encode())
+
+
+def utt2num_frames(exp, change):
+    frames = feat_to_len(os.path.join(exp["data"], "feats.scp"))
+    change(frames)
+    write_kaldi_map(os.path.join(exp["data"], "utt2num_frames"), frames)
+
+
 def rewrite_xconfig(exp, old, new):
     path = os.path.join(exp["exp"], "configs", "network.xconfig")
     with open(path) as f:
@@ -104,6 +127,18 @@ ERRORS = {   # damage, extra options, what the one-line message must say
     "unknown xconfig layer": (lambda e: rewrite_xconfig(e, "fast-lstmp-layer", "fast-lstmq-layer"), {},
                               "fast-lstmq-layer"),
     "bad descriptor": (lambda e: rewrite_xconfig(e, "Append(-1,0,1)", "Append(-1,0,1"), {}, "Append(-1,0,1"),
+    "no such feat dir": (lambda e: os.rename(e["data"], e["data"] + ".gone"), {},
+                         "data: no such directory (--feat-dir: the training data)"),
+    "cmvn.scp without a speaker": (lambda e: cmvn_stats(e, speakers=("spk0",)), {"--feat.cmvn-opts": "--norm-means=true"},
+                                   "cmvn.scp: has no stats for 1 speaker(s) of utt2spk, e.g. ['spk1']"),
+    "utt2spk without an utterance": (lambda e: cmvn_stats(e, utt2spk_without=UTT),
+                                     {"--feat.cmvn-opts": "--norm-means=true"},
+                                     f"utt2spk: no line for utterance '{UTT}' of feats.scp"),
+    "stale utt2num_frames": (lambda e: utt2num_frames(e, lambda f: f.__setitem__(UTT, f[UTT] + 20)), {},
+                             f"utt2num_frames: says utterance {UTT} has "),
+    "utt2num_frames without an utterance": (lambda e: utt2num_frames(e, lambda f: f.pop(UTT)), {},
+                                            f"utt2num_frames: has no line for utterance {UTT} of feats.scp: the "
+                                            "file is stale; delete it"),
 }
 
 
@@ -161,20 +196,143 @@ def two_rank_args(exp, **over) -> list[str]:
     return [a for a in train_args(exp, **over) if not a.startswith("--mpi.")] + ["--mpi.num-ranks=2"]
 
 
+ECHOES = ("Traceback", "kaldi_avg.parallel", "Abort(", "BAD TERMINATION", "rank.1.failed", "===")
+
+
+def error_lines(err: str) -> list[str]:
+    """The lines that say error; none of the launcher's or MPI's echoes of them may show."""
+    assert not [echo for echo in ECHOES if echo in err], err[-3000:]
+    return [line for line in err.splitlines() if "error:" in line]
+
+
+TWO_RANK_ERRORS = {   # damage, extra options, the one line (a bad option never starts the ranks)
+    "bad option": (lambda e: None, {"--egs.chunk-width": "20x"},
+                   "train_rnn.py: error: --egs.chunk-width: invalid chunk width '20x'"),
+    "bad data dir": (lambda e: rewrite_feats(e, wider), {},
+                     f"train_rnn.py: error: {{data}}/feats.scp: utterance {UTT} has dim 14, the network's input "
+                     "expects 13"),
+    "bad xconfig": (lambda e: rewrite_xconfig(e, "fast-lstmp-layer", "fast-lstmq-layer"), {},
+                    "network.xconfig:2: unknown layer type 'fast-lstmq-layer'"),
+}
+
+
 @needs_mpiexec
-def test_bad_input_under_two_ranks_is_one_line_too(tmp_path):
+@pytest.mark.parametrize("case", sorted(TWO_RANK_ERRORS))
+def test_bad_input_under_two_ranks_is_one_line_too(tmp_path, case):
+    damage, options, message = TWO_RANK_ERRORS[case]
     exp = make_experiment(str(tmp_path))
-    rewrite_feats(exp, wider)
-    r = subprocess.run([sys.executable, TRAIN_RNN, *two_rank_args(exp)], capture_output=True, text=True,
+    damage(exp)
+    r = subprocess.run([sys.executable, TRAIN_RNN, *two_rank_args(exp, **options)], capture_output=True, text=True,
                        timeout=120, env=ENV)
     assert r.returncode != 0
-    assert f"utterance {UTT} has dim 14, the network's input expects 13" in r.stderr
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    errors = error_lines(r.stderr)
+    assert len(errors) == 1 and message.format(data=exp["data"]) in errors[0], r.stderr[-3000:]
+    assert "resume with" not in r.stderr   # nothing to resume: no iteration finished
+    log = os.path.join(exp["exp"], "log", "launcher.log")
+    assert case == "bad option" or "kaldi_avg.parallel: rank" in open(log).read()   # the details stay there
 
 
-RANK_FAULTS = {   # signal to rank 1, the first failure train_rnn.py must name
-    "SIGKILL": "train_rnn.py: first failure: rank 1/2 (pid {pid} on",
-    "SIGSTOP": "train_rnn.py: first failure: rank 1 sent no heartbeat for 30",   # the watchdog's silence limit
+@contextlib.contextmanager
+def mounted(target, *steps):
+    """`mount <step...> target` for each step (root), unmounted after; skips where mount is refused."""
+    done = 0
+    try:
+        for step in steps:
+            r = subprocess.run(["mount", *step, target], capture_output=True, text=True)
+            if r.returncode:
+                pytest.skip(f"cannot mount here: {r.stderr.strip()}")
+            done += not step[0].startswith("-o")
+        yield
+    finally:
+        gc.collect()   # the run's memory maps of the pdf store keep a file system busy
+        for _ in range(done):
+            if subprocess.run(["umount", target], capture_output=True).returncode:
+                subprocess.run(["umount", "--lazy", target], capture_output=True)
+
+
+def read_only(exp):
+    os.makedirs(os.path.join(exp["exp"], "log"), exist_ok=True)   # an earlier run's: the first write fails later
+    return mounted(exp["exp"], ["--bind", exp["exp"]], ["-o", "remount,bind,ro"])
+
+
+def test_a_read_only_dir_is_one_line(tmp_path, capsys):
+    exp = make_experiment(str(tmp_path))
+    with read_only(exp):
+        assert main(train_args(exp)) == 1
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "Read-only file system" in errors[0] and exp["exp"] in errors[0], errors
+
+
+@needs_mpiexec
+def test_a_read_only_dir_under_two_ranks_is_one_line_before_any_rank(tmp_path):
+    exp = make_experiment(str(tmp_path))
+    with read_only(exp):
+        r = subprocess.run([sys.executable, TRAIN_RNN, *two_rank_args(exp)], capture_output=True, text=True,
+                           timeout=120, env=ENV)
+    errors = error_lines(r.stderr)
+    assert r.returncode == 1 and len(errors) == 1 and "Read-only file system" in errors[0], r.stderr[-3000:]
+    assert "mpiexec" not in r.stderr
+
+
+class FullDisk:
+    """open() for kaldi_avg.atomic whose writes of `name`'s temporary fail as on a full disk."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)
+        return _FullFile(f) if "w" in mode and str(path).endswith("." + self.name) else f
+
+
+class _FullFile:
+    def __init__(self, f):
+        self._f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))   # names no file, as write(2) does
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_run_resumes(tmp_path, capsys, monkeypatch):
+    exp = make_experiment(str(tmp_path))
+    args = train_args(exp, **{"--mpi.num-ranks": "1"})
+    monkeypatch.setattr("kaldi_avg.atomic.open", FullDisk("3.mdl"), raising=False)
+    assert launch.main(args) == 1
+    err = capsys.readouterr().err
+    errors = error_lines(err)
+    assert len(errors) == 1 and "/exp/3.mdl: cannot write: No space left on device" in errors[0], errors
+    assert "train_rnn.py: 2.mdl is the last finished iteration; resume with --stage 2" in err, err[-2000:]
+    assert not glob.glob(os.path.join(exp["exp"], "**", ".tmp.*"), recursive=True)
+    monkeypatch.undo()
+    assert launch.main(args + ["--stage=2"]) == 0 and os.path.exists(os.path.join(exp["exp"], "final.mdl"))
+
+
+def test_a_real_full_disk_is_one_line_too(tmp_path, capsys):
+    exp = make_experiment(str(tmp_path))
+    configs = open(os.path.join(exp["exp"], "configs", "network.xconfig")).read()
+    with mounted(exp["exp"], ["-t", "tmpfs", "-o", "size=96k", "tmpfs"]):
+        os.makedirs(os.path.join(exp["exp"], "configs"))
+        write(os.path.join(exp["exp"], "configs", "network.xconfig"), configs.encode())
+        assert main(train_args(exp)) == 1
+        err = capsys.readouterr().err
+        errors = error_lines(err)
+        assert len(errors) == 1 and "cannot write: No space left on device" in errors[0], err[-3000:]
+        assert errors[0].split(": error: ")[1].startswith(exp["exp"])   # the file it could not write
+        assert not glob.glob(os.path.join(exp["exp"], "**", ".tmp.*"), recursive=True)
+
+
+RANK_FAULTS = {   # signal to rank 1, the first failure train_rnn.py must name (its one error line)
+    "SIGKILL": "train_rnn.py: error: rank 1/2 (pid {pid} on",
+    "SIGSTOP": "train_rnn.py: error: rank 1 sent no heartbeat for 30",   # the watchdog's silence limit
 }
 
 
@@ -192,8 +350,8 @@ def test_a_rank_killed_or_stopped_ends_the_run_naming_it_and_it_resumes(tmp_path
     os.kill(pid, getattr(signal, fault))
     code = proc.wait(timeout=90)
     err = proc.stderr.read()
-    assert code != 0 and RANK_FAULTS[fault].format(pid=pid) in err, err[-3000:]
-    assert "Traceback" not in err
+    errors = error_lines(err)
+    assert code != 0 and len(errors) == 1 and RANK_FAULTS[fault].format(pid=pid) in errors[0], err[-3000:]
     stage = int(err.split("resume with --stage ")[1].split()[0])
     time.sleep(0.5)
     assert processes_mentioning(exp["exp"]) == []   # the stopped rank too
