@@ -13,6 +13,16 @@ from kaldi_avg.train.cli import main as rank_main
 from kaldi_avg.train.expdir import ExpDir
 
 
+@pytest.fixture(autouse=True)
+def no_mpi_backend_left_behind():
+    """A backend imported here without mpi4py stays out of sys.modules after the test (importing the
+    package imports no backend: tests/parallel/test_comm.py)."""
+    had = "kaldi_avg.parallel.mpi_backend" in sys.modules
+    yield
+    if not had:
+        sys.modules.pop("kaldi_avg.parallel.mpi_backend", None)
+
+
 def uninstalled(monkeypatch, *packages):
     """Imports of `packages` fail as when they are not installed; modules that imported them are
     imported again."""
