@@ -319,7 +319,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_run_resumes(tmp_path, c
 def test_a_real_full_disk_is_one_line_too(tmp_path, capsys):
     exp = make_experiment(str(tmp_path))
     configs = open(os.path.join(exp["exp"], "configs", "network.xconfig")).read()
-    with mounted(exp["exp"], ["-t", "tmpfs", "-o", "size=96k", "tmpfs"]):
+    with mounted(exp["exp"], ["-t", "tmpfs", "-o", "size=160k", "tmpfs"]):
         os.makedirs(os.path.join(exp["exp"], "configs"))
         write(os.path.join(exp["exp"], "configs", "network.xconfig"), configs.encode())
         assert main(train_args(exp)) == 1
