@@ -1,35 +1,65 @@
-"""How many of Kaldi's own recipe networks kaldi-avg supports: a census over the xconfig heredocs
-of a kaldi-asr/kaldi tree's egs.
+"""How many of Kaldi's own recipe networks kaldi-avg supports: a census over the xconfigs that the
+scripts of a kaldi-asr/kaldi tree's egs give to steps/nnet3/xconfig_to_configs.py.
 
-It walks `egs/*/*/local/nnet3/tuning/*.sh`, `egs/*/*/local/chain/tuning/*.sh` and every other
-`egs/*/*/local/**/run_*.sh` (and `*tdnn*.sh`, `*lstm*.sh` training scripts) that mentions
-`xconfig` (symlinked scripts are counted once, under their target), takes every
-`cat <<EOF > .../*xconfig` heredoc, fills its shell variables with the script's own defaults
-(the `var=value` assignments above the heredoc, in order; `$(echo "print (0.5/$x)" | python)`,
-`$(python -c ...)`, `$(perl -e "print ...")`, `$(echo $x | cut -d, -f1)` and `$((...))` are
-evaluated; values a script reads from files or tools, e.g. `num_targets=$(tree-info ...)`, get a
-stand-in (see STAND_INS) and are listed), and then
+It runs every script under `egs/*/*/local/` that calls `steps/nnet3/xconfig_to_configs.py`
+(symlinked scripts are counted once, under their target) with bash, with its defaults, in a
+sandbox, and keeps the xconfig file of each call. Bash itself does all the expansion (`+=`,
+`$[ ]`, `$(( ))`, backticks, `$(...)`, arrays, loops that append with `>>`, the heredoc); the
+sandbox only provides what a recipe reads from Kaldi and its data:
+
+  - the working directory is a scratch copy of the recipe directory: conf/ copied; every other
+    file (local/, steps/, utils/, run.sh, ...) an empty executable, so each Kaldi script it calls
+    does nothing and succeeds; cmd.sh sets the *_cmd variables to run.pl; path.sh is empty;
+    steps/nnet3/xconfig_to_configs.py keeps the xconfig file and arguments of each call;
+  - PATH holds text tools that recipes compute values with (awk, sed, grep, cut, wc, seq, bc,
+    perl, python, ...: the real ones) and STAND_IN_TOOLS (tree-info, feat-to-dim, am-info);
+    any other command (Kaldi binaries, rm, cp, mv, queue.pl, sleep, date, hostname) does nothing
+    and succeeds;
+  - a file in data/ or exp/ (or the user's local.conf) that a text tool reads or the script
+    sources, missing in the sandbox, is created from STAND_IN_FILES where its name is there
+    (e.g. the x-vector recipes' egs/info/output_dim);
+  - `exit`, `set -e` and `set -u` are disabled, so that the checks for input files the sandbox
+    lacks do not stop the script before its xconfig; `mkdir` and `cd` stay inside the sandbox.
+
+Each xconfig lists the stand-ins read before it (`stand_ins`). `python` is Kaldi's
+tools/python/python: python2.7 where installed (`--recipe-python`; 29 scripts compute
+`$(echo "print 0.5/$xent_regularize" | python)`, which Python 3 rejects), else python3. A
+script that runs past `--shell-timeout` (waiting in a loop for a file) is stopped and counted
+with the xconfigs it wrote before; one that never calls xconfig_to_configs.py with its defaults
+is a "shell-fail". At kaldi-asr/kaldi f40076610 all 441 scripts run to their end (none is
+stopped); one, chime4/s5_1ch's run_tdnn_lstm_1a.sh (default stage=20, past its network
+stage), is a shell-fail. Then, for each xconfig:
 
   kaldi      runs Kaldi's own steps/nnet3/xconfig_to_configs.py (egs/wsj/s5/steps of the same
              tree, with an outside python3) up to the config files; its context check needs the
-             nnet3-init binary and is left out. Scripts that pass --existing-model, or that append
-             to the xconfig in a shell loop, are skipped.
+             nnet3-init binary and is left out. Calls with --existing-model are skipped.
   configs    (a) kaldi_avg.kaldi.xconfig.write_config_dir's init/ref/final.config and
              xconfig.expanded.1/2 equal Kaldi's line for line (the second header line, which
              echoes the command, left out), as tests/kaldi/test_xconfig_kaldi_fixtures.py compares
-  build      (b) the ref.config network builds (kaldi_avg.model.build.build_nnet) and wraps as a
-             kaldi_avg.model.graph.NnetModule on the node `output`
-  forward    (c) forward + backward in training mode on a few random frames (one sequence, the
-             model's left and right context around them, a random i-vector where the network has
-             one), the loss and the gradients finite; more frames where the network computes no
-             output from fewer (an x-vector network's pooled output needs one frame of its
-             frame-level layers, hence their whole context, which Kaldi's context does not count)
+  build      (b) the ref.config network builds (kaldi_avg.model.build.config_text; an output
+             node renamed as the call's `--nnet-edits` rename-node says, as Kaldi does for its
+             context check) and wraps as a kaldi_avg.model.graph.NnetModule
+  forward    (c) in training mode, on `--frames` output frames (one sequence, the model's left
+             and right context around them, a random i-vector where the network has one; more
+             frames where fewer give no output, e.g. an x-vector network's pooled output), with
+             every parameter that is all zero at init randomised (Kaldi's output layers start at
+             zero, which would stop every gradient below them), every output node (`output` and
+             e.g. a chain network's `output-xent`) is computed and the sum of their squares
+             backpropagated: the outputs and gradients finite
+  backward   (d) every parameter has a gradient that is not exactly zero (the names of those
+             that have none are the error)
+  future     (e) where the network looks ahead (positive model right context, or a recurrent
+             layer with a positive `delay`, e.g. a BLSTM's backward layers): in test mode, output
+             frame 0 changes when the input frames after it change (with a backward recurrence,
+             only those after the right context, which nothing but the recurrence carries back);
+             `future_frames` gives the frames, or "n/a" for a causal network
 
-A recipe is "supported" only when a, b and c pass. Each recipe runs in a forked child with a
+A recipe is "supported" only when a to e pass. Each recipe runs in a forked child with a
 timeout; any exception is recorded with its message.
 
     python benchmarks/xconfig_census.py --kaldi /tmp/kaldi [--out benchmarks/results] [--jobs 2]
-        [--kaldi-commit SHA] [--filter REGEX] [--timeout 120] [--work-dir DIR]
+        [--kaldi-commit SHA] [--filter REGEX] [--timeout 120] [--shell-timeout 60]
+        [--recipe-python PATH] [--work-dir DIR]
 
 (/tmp/kaldi from a checkout: `git --git-dir=<kaldi.git> archive HEAD egs | tar -x -C /tmp/kaldi`.)
 
@@ -39,334 +69,277 @@ Prints a table (status per recipe, counts by status and by failing layer type) a
 from __future__ import annotations
 
 import argparse
-import ast
 import collections
+import concurrent.futures
+import contextlib
 import glob
 import json
 import math
 import multiprocessing
 import multiprocessing.connection
-import operator
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 CONFIG_FILES = ("init.config", "ref.config", "final.config", "xconfig.expanded.1", "xconfig.expanded.2")
+XCONFIG_TO_CONFIGS = "steps/nnet3/xconfig_to_configs.py"
 
-# Values the scripts read from files or tools at run time (the tree, the features), by variable.
-STAND_INS = {
-    "num_targets": "3000", "num_leaves": "3000", "num_pdfs": "3000", "num_pdf": "3000",
-    "num_chain_targets": "3000", "num_targets_ali": "3000", "num_ce_targets": "3000",
-    "feat_dim": "40", "ivector_dim": "100", "input_dim": "40", "num_phones": "100",
-    "num_langs": "2", "cnn_opts": "",
+# --------------------------------------------------------------------------- the recipes' shell
+# Kaldi binaries a recipe reads a value from (the tree, the features): each stand-in's /bin/sh body.
+STAND_IN_TOOLS = {
+    "tree-info": "echo num-pdfs 3000; echo context-width 2; echo central-position 1",
+    "am-info": "echo number of phones 100; echo number of pdfs 3000",
+    "feat-to-dim": 'case "$*" in *ivector*) echo 100 ;; *) echo 40 ;; esac',
 }
+# Files of data/ and exp/ (and the user's local.conf) a recipe reads a value from, by name.
+STAND_IN_FILES = {
+    "output_dim": "3000",                                          # egs/info: x-vector speakers
+    "feat_dim": "40",                                              # egs/info
+    "pdf2num": " ".join(["100"] * 3000),                           # one count per pdf
+    "utt2spk": "\n".join(f"utt{i} spk{i}" for i in range(3000)),   # speakers as the output dim
+    "local.conf": "lang_list=(lang1 lang2)",                       # babel_multilang, opensat20
+}
+# Real tools that recipes compute values with (a recipe's `python` is --recipe-python).
+TEXT_TOOLS = ("awk", "sed", "grep", "fgrep", "egrep", "cut", "head", "tail", "sort", "uniq", "wc", "tr",
+              "paste", "seq", "bc", "expr", "cat", "basename", "dirname", "readlink", "realpath", "perl",
+              "python3", "bash", "sh")
 
-# Commands whose output a script puts straight into the xconfig (e.g. `dim=`feat-to-dim ...``).
-COMMAND_STAND_INS = {"feat-to-dim": "40", "tree-info": "3000", "am-info": "3000"}
-USED_COMMAND_STAND_INS: dict[str, str] = {}
+# Creates the missing operands that have a stand-in file (sourced by the prelude and the tool wrappers).
+_STAND_IN_SH = r"""stand_in() {
+  for f in "$@"; do
+    case $f in -*|/*|*..*) continue ;; esac
+    name=${f##*/}
+    if [ ! -e "$f" ] && [ -f "$CENSUS_DIR/files/$name" ]; then
+      case $f in */*) /bin/mkdir -p "${f%/*}" ;; esac
+      /bin/cp "$CENSUS_DIR/files/$name" "$f" && echo "$name" >> "$CENSUS_LOG"
+    fi
+  done
+}
+"""
 
+# Read by the recipe's bash before the script (BASH_ENV).
+_PRELUDE = r""". "$CENSUS_DIR/stand_in.sh"
+# The checks for Kaldi's input files, which the sandbox lacks, must not stop the script.
+exit() { :; }
+set() { builtin set "$@"; builtin set +e +u; }
+# Anything not on PATH (Kaldi binaries, rm, cp, queue.pl, ...) does nothing and succeeds.
+command_not_found_handle() { :; }
+. () { stand_in "$1"; builtin . "$@"; }
+source() { stand_in "$1"; builtin source "$@"; }
+_inside() { case $(/usr/bin/realpath -m -- "$1") in "$CENSUS_RUN"|"$CENSUS_RUN"/*) return 0 ;; esac; return 1; }
+mkdir() { local a; for a; do case $a in -*) ;; *) _inside "$a" && /bin/mkdir -p -- "$a" ;; esac; done; }
+cd() { builtin cd "$@" 2>/dev/null; _inside "$PWD" || builtin cd "$CENSUS_RUN"; }
+"""
 
-class Unresolved(str):
-    """A value that could not be worked out (the text says why)."""
-
-
-# --------------------------------------------------------------------------- shell subset
-_ASSIGN = re.compile(r"^\s*(?:export\s+|local\s+|readonly\s+)?([A-Za-z_]\w*)=(.*)$")
-_HEREDOC = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_]\w*)\2")
-_COND_ASSIGN = re.compile(r"^\s*\$\{?(\w+)\}?\s*&&\s*([A-Za-z_]\w*)=(\S*)\s*$")
-_NAME = re.compile(r"[A-Za-z_]\w*")
-
-
-def _matching(text: str, i: int, open_ch: str = "(", close_ch: str = ")") -> int:
-    """Index of the bracket closing the one at text[i]."""
-    depth = 0
-    quote = None
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == quote:
-                quote = None
-        elif c in "'\"":
-            quote = c
-        elif c == open_ch:
-            depth += 1
-        elif c == close_ch:
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    raise ValueError(f"unbalanced {open_ch!r} in {text!r}")
-
-
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-
-
-def _arith(expr: str, int_div: bool = False):
-    """Evaluates a numeric expression (numbers, + - * / // % **, int(), float(), round())."""
-    def ev(node):
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            a, b = ev(node.left), ev(node.right)
-            if int_div and isinstance(node.op, ast.Div):
-                return int(a / b)
-            return _BINOPS[type(node.op)](a, b)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            v = ev(node.operand)
-            return -v if isinstance(node.op, ast.USub) else v
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in ("int", "float", "round") and len(node.args) == 1):
-            return {"int": int, "float": float, "round": round}[node.func.id](ev(node.args[0]))
-        raise ValueError(f"not simple arithmetic: {expr!r}")
-    return ev(ast.parse(expr.strip(), mode="eval"))
+# steps/nnet3/xconfig_to_configs.py: keeps each call's arguments, xconfig and stand-ins so far.
+_CAPTURE_SH = r"""#!/bin/sh
+n=1
+while ! /bin/mkdir "$CENSUS_CAPTURE/$n" 2>/dev/null; do n=$((n + 1)); done
+printf '%s\n' "$@" > "$CENSUS_CAPTURE/$n/args"
+/bin/cp "$CENSUS_LOG" "$CENSUS_CAPTURE/$n/stand_ins" 2>/dev/null
+while [ $# -gt 0 ]; do
+  case $1 in
+    --xconfig-file) x=$2; shift ;;
+    --xconfig-file=*) x=${1#*=} ;;
+  esac
+  shift
+done
+/bin/cp "$x" "$CENSUS_CAPTURE/$n/network.xconfig" 2>/dev/null
+exit 0
+"""
 
 
-def _strip_quotes(s: str) -> str:
-    s = s.strip()
-    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
-        return s[1:-1]
-    return s
+def _write(path: str, text: str, executable: bool = False) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    if executable:
+        os.chmod(path, 0o755)
 
 
-def _command(cmd: str, env: dict) -> str:
-    """The output of the few command substitutions the recipes use to compute values."""
-    cmd = expand(cmd, env, in_heredoc=True)
-    if isinstance(cmd, Unresolved):
-        return cmd
-    cmd = cmd.strip()
-    m = (re.fullmatch(r"echo\s+(['\"]?)print\s*(.*?)\1\s*\|\s*python[23]?", cmd, re.S)
-         or re.fullmatch(r"python[23]?\s+-c\s+(['\"]?)print\s*(.*?)\1", cmd, re.S))
-    if m:
-        return str(_arith(m.group(2)))
-    m = re.fullmatch(r"perl\s+-e\s+(['\"])print\s+(?:STDOUT\s+)?(.*?);?\s*\1", cmd, re.S)
-    if m:
-        v = _arith(m.group(2))
-        return str(int(v)) if float(v).is_integer() else "%.15g" % v
-    m = re.fullmatch(r"echo\s+(\S+)\s*\|\s*cut\s+-d\s*(\S)\s+-f\s*(\d+)", cmd)
-    if m:
-        parts = _strip_quotes(m.group(1)).split(_strip_quotes(m.group(2)))
-        k = int(m.group(3))
-        return parts[k - 1] if k <= len(parts) else ""
-    tool = cmd.split()[0] if cmd.split() else ""
-    if tool in COMMAND_STAND_INS:
-        value = COMMAND_STAND_INS[tool]
-        if tool == "feat-to-dim" and "ivector" in cmd:
-            value = "100"
-        USED_COMMAND_STAND_INS[tool] = value
-        return value
-    return Unresolved(f"$({cmd})")
+def default_recipe_python() -> str:
+    """What Kaldi's tools/extras/check_dependencies.sh makes `python`: python2.7 if it runs, else python3."""
+    for name in ("python2.7", "python3"):
+        path = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin:" + os.environ.get("PATH", ""))
+        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0:
+            return path
+    raise RuntimeError("no python2.7 or python3 for the recipes' `python`")
 
 
-def expand(text: str, env: dict, in_heredoc: bool = False) -> str:
-    """Expands $var, ${var}, ${var:-default}, $(cmd) and $((expr)) (and quotes outside heredocs).
-    Returns an Unresolved when a needed value is unknown."""
-    out = []
-    i = 0
-    quote = None
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text) and quote != "'":
-            out.append(text[i + 1])
-            i += 2
-            continue
-        if not in_heredoc and c in "'\"" and (quote is None or quote == c):
-            quote = None if quote == c else c
-            i += 1
-            continue
-        if c == "`" and quote != "'" and "`" in text[i + 1:]:
-            j = text.index("`", i + 1)
+class Shell:
+    """The sandbox in which bash runs the recipe scripts (under `root`)."""
+
+    def __init__(self, root: str, recipe_python: str):
+        self.root = os.path.abspath(root)
+        self.bin = os.path.join(self.root, "bin")
+        for tool in TEXT_TOOLS:
+            self._wrap(tool, shutil.which(tool, path="/usr/local/bin:/usr/bin:/bin"))
+        self._wrap("python", recipe_python)
+        for tool, body in STAND_IN_TOOLS.items():
+            _write(os.path.join(self.bin, tool), f'#!/bin/sh\necho {tool} >> "$CENSUS_LOG"\n{body}\n', True)
+        for name, text in STAND_IN_FILES.items():
+            _write(os.path.join(self.root, "files", name), text + "\n")
+        _write(os.path.join(self.root, "stand_in.sh"), _STAND_IN_SH)
+        _write(os.path.join(self.root, "prelude.sh"), _PRELUDE)
+        self._stub_trees: dict[str, str] = {}
+        self._lock = threading.Lock()   # recipes are expanded in parallel threads
+
+    def _wrap(self, tool: str, real: str | None) -> None:
+        if real:
+            _write(os.path.join(self.bin, tool), f'#!/bin/sh\n. "$CENSUS_DIR/stand_in.sh"\nstand_in "$@"\n'
+                                                 f'exec {shlex.quote(real)} "$@"\n', True)
+
+    def _stub_tree(self, directory: str) -> str:
+        """An empty executable for every file under `directory` (shared by recipes that link to it)."""
+        real = os.path.realpath(directory)
+        with self._lock:
+            if real not in self._stub_trees:
+                out = os.path.join(self.root, "stubs", str(len(self._stub_trees)))
+                seen = set()
+                for dirpath, dirs, files in os.walk(real, followlinks=True):
+                    seen.add(os.path.realpath(dirpath))
+                    dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(dirpath, d)) not in seen]
+                    for name in files:
+                        stub = _CAPTURE_SH if name == os.path.basename(XCONFIG_TO_CONFIGS) else ""
+                        _write(os.path.join(out, os.path.relpath(os.path.join(dirpath, name), real)), stub, True)
+                self._stub_trees[real] = out
+            return self._stub_trees[real]
+
+    def _sandbox(self, recipe_dir: str, run: str) -> None:
+        os.makedirs(run)
+        for name in sorted(os.listdir(recipe_dir)):
+            path = os.path.join(recipe_dir, name)
+            if name == "conf" and os.path.isdir(path):
+                shutil.copytree(path, os.path.join(run, name))
+            elif os.path.isdir(path):
+                os.symlink(self._stub_tree(path), os.path.join(run, name))
+            else:
+                _write(os.path.join(run, name), "", True)
+        _write(os.path.join(run, "cmd.sh"), "export train_cmd=run.pl decode_cmd=run.pl cuda_cmd=run.pl "
+                                             "mkgraph_cmd=run.pl cmd=run.pl\n")
+        _write(os.path.join(run, "path.sh"), "")
+        if not os.path.exists(os.path.join(run, XCONFIG_TO_CONFIGS)):   # a recipe without steps/
+            _write(os.path.join(run, XCONFIG_TO_CONFIGS), _CAPTURE_SH, True)
+
+    def expand(self, script: str, recipe_dir: str, name: str, timeout: float) -> tuple[list[dict], str]:
+        """Runs `script` with bash in a sandbox of `recipe_dir`: one dict per xconfig_to_configs.py
+        call (args, xconfig_file, xconfig or None, stand_ins), and a note (a timeout, or the end
+        of bash's stderr when no call came)."""
+        box = os.path.join(self.root, "runs", re.sub(r"[^\w.-]+", "_", name))
+        run, capture = os.path.join(box, "run"), os.path.join(box, "capture")
+        self._sandbox(recipe_dir, run)
+        os.makedirs(capture)
+        _write(os.path.join(box, "stand_ins.log"), "")
+        env = {"PATH": self.bin, "HOME": box, "TMPDIR": box, "LC_ALL": "C",
+               "BASH_ENV": os.path.join(self.root, "prelude.sh"), "CENSUS_DIR": self.root,
+               "CENSUS_RUN": os.path.realpath(run), "CENSUS_CAPTURE": capture,
+               "CENSUS_LOG": os.path.join(box, "stand_ins.log")}
+        note = ""
+        with open(os.path.join(box, "stderr"), "w+") as err:
+            p = subprocess.Popen([shutil.which("bash"), os.path.abspath(script)], cwd=run, env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                 start_new_session=True)
             try:
-                val = _command(text[i + 1:j], env)
-            except (ValueError, SyntaxError, ZeroDivisionError) as e:
-                val = Unresolved(f"`{text[i + 1:j]}`: {e}")
-            if isinstance(val, Unresolved):
-                return val
-            out.append(val)
-            i = j + 1
-            continue
-        if c == "$" and quote != "'" and i + 1 < len(text):
-            nxt = text[i + 1]
-            if text.startswith("$((", i):
-                j = _matching(text, i + 1)
-                inner = expand(text[i + 3:j - 1], env)
-                if isinstance(inner, Unresolved):
-                    return inner
-                try:
-                    inner = _NAME.sub(lambda m: env.get(m.group(0), "0"), inner)
-                    out.append(str(int(_arith(inner, int_div=True))))
-                except (ValueError, SyntaxError, ZeroDivisionError) as e:
-                    return Unresolved(f"$(({inner})): {e}")
-                i = j + 1
-                continue
-            if nxt == "(":
-                j = _matching(text, i + 1)
-                try:
-                    val = _command(text[i + 2:j], env)
-                except (ValueError, SyntaxError, ZeroDivisionError) as e:
-                    val = Unresolved(f"$({text[i + 2:j]}): {e}")
-                if isinstance(val, Unresolved):
-                    return val
-                out.append(val)
-                i = j + 1
-                continue
-            if nxt == "{":
-                j = text.index("}", i)
-                inner = text[i + 2:j]
-                m = re.fullmatch(r"([A-Za-z_]\w*)(?:(:[-+])(.*))?", inner)
-                if not m:
-                    return Unresolved(f"${{{inner}}}")
-                name, op, word = m.groups()
-                val = env.get(name)
-                if op == ":+":
-                    val = expand(word, env) if val else ""
-                elif op == ":-" and not val:
-                    val = expand(word, env)
-                if val is None:
-                    return Unresolved(f"${name} (unset)")
-                if isinstance(val, Unresolved):
-                    return Unresolved(f"${name}: {val}")
-                out.append(val)
-                i = j + 1
-                continue
-            m = _NAME.match(text, i + 1)
-            if m:
-                val = env.get(m.group(0))
-                if val is None:
-                    return Unresolved(f"${m.group(0)} (unset)")
-                if isinstance(val, Unresolved):
-                    return Unresolved(f"${m.group(0)}: {val}")
-                out.append(val)
-                i = m.end()
-                continue
-        out.append(c)
-        i += 1
-    return "".join(out)
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                note = f"bash stopped after {timeout:.0f} s"
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)   # and what it left running in the background
+            p.wait()
+            calls = [self._call(os.path.join(capture, n))
+                     for n in sorted(os.listdir(capture), key=int)]
+            if not calls and not note:
+                err.seek(0)
+                note = " | ".join(err.read().strip().split("\n")[-3:])[-400:]
+        return calls, note
+
+    @staticmethod
+    def _call(path: str) -> dict:
+        with open(os.path.join(path, "args")) as f:
+            args = f.read().split("\n")[:-1]
+        xfile = option(args, "--xconfig-file")
+        xconfig = None
+        if os.path.exists(os.path.join(path, "network.xconfig")):
+            with open(os.path.join(path, "network.xconfig"), errors="replace") as f:
+                xconfig = f.read()
+        stand_ins = []
+        if os.path.exists(os.path.join(path, "stand_ins")):
+            with open(os.path.join(path, "stand_ins")) as f:
+                stand_ins = sorted(set(f.read().split()))
+        return {"args": args, "xconfig_file": xfile, "xconfig": xconfig, "stand_ins": stand_ins}
 
 
-def _value_word(rest: str) -> str:
-    """The shell word after `name=` (up to unquoted blank, ;, &, |, or a comment)."""
-    i = 0
-    quote = None
-    while i < len(rest):
-        c = rest[i]
-        if quote:
-            if c == "\\" and quote == '"':
-                i += 2
-                continue
-            if c == quote:
-                quote = None
-        elif c == "\\":
-            i += 2
-            continue
-        elif c in "'\"":
-            quote = c
-        elif c == "$" and rest.startswith("$(", i):
-            i = _matching(rest, i + 1) + 1
-            continue
-        elif c in " \t;&|#)":
-            break
-        i += 1
-    return rest[:i]
-
-
-def find_xconfigs(script_text: str) -> list[dict]:
-    """The xconfig heredocs of a script, each with the variables as they stand above it."""
-    lines = script_text.split("\n")
-    env: dict[str, str] = {}
-    standins: dict[str, str] = {}
-    found = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        m = _HEREDOC.search(line)
-        if m and not line.lstrip().startswith("#"):
-            delim = m.group(3)
-            j = i + 1
-            while j < len(lines) and lines[j].strip() != delim:
-                j += 1
-            target = re.search(r">\s*(\S*xconfig)\b", line)
-            if target and "cat" in line:
-                found.append({"line": i + 1, "body": lines[i + 1:j], "quoted": bool(m.group(2)),
-                              "env": dict(env), "stand_ins": dict(standins), "target": target.group(1)})
-            i = j + 1
-            continue
-        m = _COND_ASSIGN.match(line)
-        if m and env.get(m.group(1)) == "true":
-            env[m.group(2)] = expand(m.group(3), env)
-        m = _ASSIGN.match(line)
-        if m and not line.lstrip().startswith("#"):
-            name, rest = m.groups()
-            try:
-                word = _value_word(rest)
-                env[name] = expand(word, env)
-                if isinstance(env[name], Unresolved) and name in STAND_INS:
-                    env[name] = standins[name] = STAND_INS[name]
-            except (ValueError, IndexError) as e:
-                env[name] = Unresolved(f"{rest.strip()}: {e}")
-        i += 1
-    return found
-
-
-def fill_xconfig(doc: dict) -> tuple[str, list[str], dict[str, str], list[str]]:
-    """The heredoc's text with its variables filled, the unresolved references, the stand-ins
-    used and the variables the script never sets (empty, as in bash)."""
-    env = dict(doc["env"])
-    standins = dict(doc["stand_ins"])
-    unresolved, unset = [], []
-    lines = []
-    for line in doc["body"]:
-        if doc["quoted"]:
-            lines.append(line)
-            continue
-        while True:
-            val = expand(line, env, in_heredoc=True)
-            if not isinstance(val, Unresolved):
-                lines.append(val)
-                break
-            m = re.match(r"\$\{?([A-Za-z_]\w*)", val)
-            name = m.group(1) if m else None
-            if name and name in STAND_INS and name not in env:
-                env[name] = standins[name] = STAND_INS[name]
-                continue
-            if name and name not in env and val.endswith("(unset)"):
-                env[name] = ""  # as bash expands an unset variable
-                unset.append(name)
-                continue
-            unresolved.append(str(val))
-            lines.append(line)
-            break
-    return "\n".join(lines) + "\n", unresolved, standins, unset
+def option(args: list[str], name: str) -> str | None:
+    """The value of `name` in a command's arguments (`--name value` or `--name=value`)."""
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a[len(name) + 1:]
+    return None
 
 
 # --------------------------------------------------------------------------- discovery
 def recipe_scripts(kaldi: str) -> list[str]:
-    egs = os.path.join(kaldi, "egs")
-    paths = set(glob.glob(os.path.join(egs, "*", "*", "local", "nnet3", "tuning", "*.sh")))
-    paths |= set(glob.glob(os.path.join(egs, "*", "*", "local", "chain", "tuning", "*.sh")))
-    for path in glob.glob(os.path.join(egs, "*", "*", "local", "**", "*.sh"), recursive=True):
-        base = os.path.basename(path)
-        if base.startswith("run_") or "tdnn" in base or "lstm" in base or "xconfig" in base:
-            paths.add(path)
+    """The scripts under egs/*/*/local/ that call xconfig_to_configs.py (symlinks left out)."""
     out, seen = [], set()
-    for path in sorted(paths):
+    for path in sorted(glob.glob(os.path.join(kaldi, "egs", "*", "*", "local", "**", "*.sh"), recursive=True)):
         real = os.path.realpath(path)
-        if real in seen or not os.path.isfile(real) or os.path.islink(path):
+        if real in seen or os.path.islink(path) or not os.path.isfile(real):
             continue
         seen.add(real)
         with open(real, errors="replace") as f:
-            if "xconfig" in f.read():
+            if XCONFIG_TO_CONFIGS in f.read():
                 out.append(path)
     return out
+
+
+def recipe_dir(kaldi: str, script: str) -> str:
+    """egs/<corpus>/<s5>, the directory a script runs from."""
+    egs = os.path.join(kaldi, "egs")
+    return os.path.join(egs, *os.path.relpath(script, egs).split(os.sep)[:2])
+
+
+def collect(kaldi: str, shell: Shell, scripts: list[str], jobs: int, timeout: float) -> list[dict]:
+    """One record per xconfig_to_configs.py call of each script (`recipe`: the script, then #k
+    where it has several calls), with its xconfig, or the reason it is not checked."""
+    egs = os.path.join(kaldi, "egs")
+
+    def expand(path):
+        rel = os.path.relpath(path, egs)
+        return rel, shell.expand(path, recipe_dir(kaldi, path), rel, timeout)
+
+    recipes = []
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        for rel, (calls, note) in pool.map(expand, scripts):
+            kind = "chain" if "/chain" in rel else "nnet3"
+            if not calls:
+                recipes.append({"recipe": rel, "kind": kind, "status": "shell-fail", "stage": "shell",
+                                "error": f"no xconfig_to_configs.py call with the script's defaults ({note})"})
+            for k, call in enumerate(calls):
+                r = {"recipe": rel if len(calls) == 1 else f"{rel}#{k + 1}", "kind": kind,
+                     "xconfig_file": call["xconfig_file"], "stand_ins": call["stand_ins"],
+                     "xconfig": call["xconfig"], "status": None}
+                if note:
+                    r["shell_note"] = note
+                if option(call["args"], "--nnet-edits"):
+                    r["nnet_edits"] = option(call["args"], "--nnet-edits")
+                if option(call["args"], "--existing-model"):
+                    r.update(status="skipped", stage="existing-model", error="passes --existing-model")
+                elif call["xconfig"] is None:
+                    r.update(status="shell-fail", stage="shell", error=f"no xconfig file {call['xconfig_file']}")
+                recipes.append(r)
+    return recipes
 
 
 # --------------------------------------------------------------------------- per recipe
@@ -407,6 +380,25 @@ def _lines(path: str) -> list[str]:
     return lines[:1] + lines[2:]
 
 
+def compare_configs(kaldi_dir: str, our_dir: str) -> None:
+    """(a): our config files equal Kaldi's, but for the header line that echoes the command."""
+    from kaldi_avg.kaldi.xconfig import write_config_dir
+
+    write_config_dir(os.path.join(kaldi_dir, "network.xconfig"), our_dir, {})
+    for name in CONFIG_FILES:
+        theirs, ours = os.path.join(kaldi_dir, name), os.path.join(our_dir, name)
+        if os.path.exists(theirs) != os.path.exists(ours):
+            raise AssertionError(f"{name}: written by {'Kaldi' if os.path.exists(theirs) else 'us'} only")
+        if not os.path.exists(theirs):
+            continue
+        a, b = _lines(theirs), _lines(ours)
+        if a != b:
+            k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            want = a[k] if k < len(a) else "<end>"
+            got = b[k] if k < len(b) else "<end>"
+            raise AssertionError(f"{name} line {k + 2}: Kaldi {want!r}, ours {got!r}")
+
+
 def _layer_of(name: str, layers: dict[str, str]) -> str | None:
     """The layer type of a component or node name such as `lstm1.W_i-xr` or `tdnnf2.linear`."""
     parts = name.split(".")
@@ -424,6 +416,29 @@ def kaldi_layer_types(kaldi_dir: str) -> dict[str, str]:
         if m and not line.startswith("#"):
             out[m.group(2)] = m.group(1)
     return out
+
+
+def has_backward_recurrence(kaldi_dir: str) -> bool:
+    """Whether a recurrent (LSTM or GRU) layer of Kaldi's xconfig.expanded.2 has a positive `delay`,
+    as a BLSTM's backward layers do (other layers' `delay` only shifts their input)."""
+    return any(re.match(r"\s*\S*(lstm|gru)\S*\s.*(?<=\s)delay=\+?[1-9]", line)
+               for line in _lines(os.path.join(kaldi_dir, "xconfig.expanded.2")))
+
+
+def build_reference(xconfig: str, nnet_edits: str | None):
+    """ref.config's network (build_nnet's), with the script's `--nnet-edits` rename-node edits of
+    output nodes applied, as Kaldi applies them for its context check (e.g. output-0 -> output)."""
+    import numpy as np
+
+    from kaldi_avg.kaldi.nnet3.nnet import Nnet
+    from kaldi_avg.model.build import config_text
+
+    text = config_text(xconfig, "network.xconfig", "ref")
+    for old, new in re.findall(r"rename-node\s+old-name=(\S+)\s+new-name=(\S+)", nnet_edits or ""):
+        text, n = re.subn(rf"^(output-node name=){re.escape(old)}(?=\s)", rf"\g<1>{new}", text, flags=re.M)
+        if n != 1:
+            raise AssertionError(f"--nnet-edits renames {old}, which is not an output node")
+    return Nnet.from_config(text, "network.xconfig (ref.config)", rng=np.random.default_rng(0))
 
 
 def _failing_layer(message: str, xconfig: str, layers: dict[str, str]) -> str:
@@ -446,13 +461,144 @@ def _failing_layer(message: str, xconfig: str, layers: dict[str, str]) -> str:
     return "?"
 
 
-def check_recipe(xconfig: str, steps: str, workdir: str, python: str, frames: int, timeout: float) -> dict:
-    """Kaldi accepts? then (a) configs, (b) build, (c) forward+backward. Runs in a child process."""
-    res = {"status": None, "stage": None, "error": None, "failing_layer": None}
+# --------------------------------------------------------------------------- the network checks
+def output_modules(nnet, module) -> dict:
+    """An NnetModule per output node (`output`, and e.g. `output-xent`), all computing with
+    `module`'s parameters (a NnetModule computes one output)."""
+    from kaldi_avg.model.graph import NnetModule
+
+    out = {module.output_name: module}
+    for node in nnet.output_nodes():
+        if node.name not in out:
+            out[node.name] = NnetModule(nnet, output=node.name)
+            out[node.name].ops = module.ops
+    return out
+
+
+def output_frames(nnet, left: int, right: int, frames: int) -> int:
+    """The fewest frames from `frames` on that every output is computable on, with the context
+    around them."""
+    from kaldi_avg.kaldi.nnet3.context import computable_ranges
+
+    def computable(n):
+        ranges = computable_ranges(nnet, -left, n - 1 + right)
+        return all(ranges[o.name][0] <= 0 and ranges[o.name][1] >= n - 1 for o in nnet.output_nodes())
+    return next((n for n in range(frames, 800) if computable(n)), frames)
+
+
+def _param_name(name: str) -> str:
+    """`ops.tdnn1:affine.linear_params` (NnetModule's name) as `tdnn1.affine/linear_params`."""
+    _, key, param = name.split(".")
+    return f"{key.replace(':', '.')}/{param}"
+
+
+def randomize_zero_parameters(module, generator) -> list[str]:
+    """Gives every parameter that is all zero random values (Kaldi's output layers start at zero,
+    which would stop every gradient below them); returns their names."""
+    import torch
+
+    names = []
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.numel() and not p.any():
+                scale = p.shape[-1] ** -0.5 if p.dim() > 1 else 0.1
+                p.copy_(torch.randn(p.shape, generator=generator) * scale)
+                names.append(_param_name(name))
+    return names
+
+
+def forward_backward(modules: dict, feats, left: int, frames: int, ivectors) -> None:
+    """(c): every output in training mode, the sum of their squares backpropagated."""
+    import torch
+
+    outs = {}
+    for name, m in modules.items():
+        m.train()
+        outs[name] = m(feats, left_context=left, num_frames=frames, ivectors=ivectors)
+        if tuple(outs[name].shape[:2]) != (feats.shape[0], frames):
+            raise AssertionError(f"{name}: output shape {tuple(outs[name].shape)}")
+        if not torch.isfinite(outs[name]).all():
+            raise AssertionError(f"{name}: non-finite output")
+    sum(o.pow(2).sum() for o in outs.values()).backward()
+
+
+def parameters_without_gradient(module) -> list[str]:
+    """(d): the parameters whose gradient is missing or exactly zero (an error: non-finite ones)."""
+    import torch
+
+    bad = [_param_name(n) for n, p in module.named_parameters()
+           if p.grad is not None and not torch.isfinite(p.grad).all()]
+    if bad:
+        raise AssertionError(f"non-finite gradients in {bad[:3]}")
+    return [_param_name(n) for n, p in module.named_parameters() if p.grad is None or not p.grad.any()]
+
+
+def check_future_frames(module, feats, left: int, right: int, frames: int, ivectors,
+                        backward_recurrence: bool) -> dict:
+    """(e): in test mode, output frame 0 changes when the input frames after it change: all of
+    them, or with a backward recurrence those after the right context, which only the recurrence
+    carries back. (Many frames, as a single one at the edge of the context may reach the output
+    only through units that a randomly initialised network saturates.) Raises if it stays the same."""
+    import torch
+
+    first, last = (right + 1 if backward_recurrence else 1), feats.shape[1] - 1 - left
+    changed = feats.clone()
+    noise = torch.randn(changed[:, left + first:].shape, generator=torch.Generator().manual_seed(1))
+    changed[:, left + first:] += noise
+    module.eval()
+    with torch.no_grad():
+        a = module(feats, left_context=left, num_frames=frames, ivectors=ivectors)
+        b = module(changed, left_context=left, num_frames=frames, ivectors=ivectors)
+    if torch.equal(a[:, 0], b[:, 0]):
+        raise AssertionError(f"output frame 0 does not change with input frames {first}..{last}")
+    return {"output_frame": 0, "input_frames": [first, last]}
+
+
+def check_network(nnet, frames: int, backward_recurrence: bool, res: dict, seed: int = 0) -> None:
+    """(c), (d), (e) on a built network; results go into `res`, whose "stage" names the check under
+    way when one raises."""
+    import torch
+
+    from kaldi_avg.kaldi.nnet3.context import model_context
+    from kaldi_avg.model.graph import NnetModule
+
+    res["stage"] = "build"
+    module = NnetModule(nnet)
+    res["num_params"] = int(sum(p.numel() for p in module.parameters()))
+    res["stage"] = "forward"
+    left, right = model_context(nnet)
+    res["context"] = [int(left), int(right)]
+    frames = res["frames"] = output_frames(nnet, left, right, frames)
+    g = torch.Generator().manual_seed(seed)
+    res["randomized"] = randomize_zero_parameters(module, g)
+    inputs = {n.name: n.dim for n in nnet.input_nodes()}
+    feats = torch.randn(1, left + frames + right, inputs["input"], generator=g)
+    other = [d for n, d in inputs.items() if n != "input"]
+    ivectors = torch.randn(1, other[0], generator=g) if other else None
+    forward_backward(output_modules(nnet, module), feats, left, frames, ivectors)
+    res["stage"] = "backward"
+    missing = parameters_without_gradient(module)
+    if missing:
+        raise AssertionError(f"{len(missing)} parameters without gradient: {', '.join(missing)}")
+    res["stage"] = "future"
+    future = "n/a"
+    if right > 0 or backward_recurrence:
+        future = check_future_frames(module, feats, left, right, frames, ivectors, backward_recurrence)
+    res["future_frames"] = future
+
+
+def check_recipe(xconfig: str, nnet_edits: str | None, steps: str, workdir: str, python: str, frames: int,
+                 timeout: float) -> dict:
+    """Kaldi accepts? then (a) configs, (b) build, (c) forward, (d) backward, (e) future frames.
+    Runs in a child process."""
+    import torch
+
+    torch.set_num_threads(1)
+    res = {"status": None, "stage": "kaldi", "error": None, "failing_layer": None}
     kdir, odir = os.path.join(workdir, "kaldi"), os.path.join(workdir, "ours")
     ok, err = run_kaldi(steps, xconfig, kdir, python, timeout)
     if not ok:
-        res.update(status="kaldi-rejects", stage="kaldi", error=err)
+        res.update(status="kaldi-rejects", error=err)
         return res
     with open(os.path.join(kdir, "final.config")) as f:
         fractional = re.search(r"\S*dim=\d+\.\d+", f.read())
@@ -464,75 +610,24 @@ def check_recipe(xconfig: str, steps: str, workdir: str, python: str, frames: in
         return res
     layers = kaldi_layer_types(kdir)
     res["layer_types"] = sorted(set(layers.values()))
-    stage = "configs"
     try:
-        import numpy as np
-        import torch
-
-        from kaldi_avg.kaldi.nnet3.context import computable_ranges, model_context
-        from kaldi_avg.kaldi.xconfig import write_config_dir
-        from kaldi_avg.model.build import build_nnet
-        from kaldi_avg.model.graph import NnetModule
-
-        torch.set_num_threads(1)
-        write_config_dir(os.path.join(kdir, "network.xconfig"), odir, {})
-        for name in CONFIG_FILES:
-            theirs, ours = os.path.join(kdir, name), os.path.join(odir, name)
-            if os.path.exists(theirs) != os.path.exists(ours):
-                raise AssertionError(f"{name}: written by {'Kaldi' if os.path.exists(theirs) else 'us'} only")
-            if not os.path.exists(theirs):
-                continue
-            a, b = _lines(theirs), _lines(ours)
-            if a != b:
-                k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-                want = a[k] if k < len(a) else "<end>"
-                got = b[k] if k < len(b) else "<end>"
-                raise AssertionError(f"{name} line {k + 2}: Kaldi {want!r}, ours {got!r}")
-        stage = "build"
-        nnet = build_nnet(xconfig, "network.xconfig", which="ref")
-        module = NnetModule(nnet)
-        res["num_params"] = int(sum(p.numel() for p in module.parameters()))
-        stage = "forward"
-        left, right = model_context(nnet)
-        res["context"] = [int(left), int(right)]
-        frames = next((n for n in range(frames, 800) if _produces(computable_ranges(nnet, -left, n - 1 + right), n)),
-                      frames)
-        inputs = {n.name: n.dim for n in nnet.input_nodes()}
-        g = torch.Generator().manual_seed(0)
-        feats = torch.randn(1, left + frames + right, inputs["input"], generator=g)
-        other = [d for n, d in inputs.items() if n != "input"]
-        ivec = torch.randn(1, other[0], generator=g) if other else None
-        module.train()
-        out = module(feats, left_context=left, num_frames=frames, ivectors=ivec)
-        if tuple(out.shape[:2]) != (1, frames):
-            raise AssertionError(f"output shape {tuple(out.shape)}")
-        out.pow(2).sum().backward()
-        if not torch.isfinite(out).all():
-            raise AssertionError("non-finite output")
-        bad = [n for n, p in module.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-        if bad:
-            raise AssertionError(f"non-finite gradients in {bad[:3]}")
-        del np
+        res["stage"] = "configs"
+        compare_configs(kdir, odir)
+        res["stage"] = "build"
+        check_network(build_reference(xconfig, nnet_edits), frames, has_backward_recurrence(kdir), res)
     except Exception as e:  # any failure is a census result
-        msg = f"{type(e).__name__}: {e}".split("\n")[0][:400]
-        res.update(status=f"{stage}-fail", stage=stage, error=msg,
-                   failing_layer=_failing_layer(msg, xconfig, layers))
-        if stage == "forward":
+        msg = f"{type(e).__name__}: {e}".split("\n")[0][:600]
+        res.update(status=f"{res['stage']}-fail", error=msg, failing_layer=_failing_layer(msg, xconfig, layers))
+        if res["stage"] in ("forward", "backward", "future"):
             res["traceback"] = traceback.format_exc(limit=-3)[-1200:]
         return res
-    res["status"] = "supported"
+    res.update(status="supported", stage=None)
     return res
-
-
-def _produces(ranges: dict, frames: int) -> bool:
-    """Whether the output is computable on frames 0..frames-1."""
-    lo, hi = ranges["output"]
-    return lo <= 0 and hi >= frames - 1
 
 
 def _child(conn, *args):
     try:
-        workdir = args[2]
+        workdir = args[3]
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)   # an idct-layer writes its matrix relative to the working directory, as Kaldi's does
         conn.send(check_recipe(*args))
@@ -544,44 +639,6 @@ def _child(conn, *args):
 
 
 # --------------------------------------------------------------------------- main
-def collect(kaldi: str) -> list[dict]:
-    recipes = []
-    egs = os.path.join(kaldi, "egs")
-    for path in recipe_scripts(kaldi):
-        rel = os.path.relpath(path, egs)
-        with open(path, errors="replace") as f:
-            text = f.read()
-        USED_COMMAND_STAND_INS.clear()
-        try:
-            docs = find_xconfigs(text)
-        except Exception as e:
-            recipes.append({"recipe": rel, "status": "error", "stage": "shell", "error": f"{type(e).__name__}: {e}"})
-            continue
-        docs = [d for d in docs if "network" in d["target"] or d["target"].endswith("configs/xconfig")
-                or "/config/" not in d["target"]]
-        rnnlm = "/rnnlm/" in rel or "rnnlm" in os.path.basename(rel)
-        for k, doc in enumerate(docs):
-            name = rel if len(docs) == 1 else f"{rel}#{k + 1}"
-            r = {"recipe": name, "line": doc["line"], "kind": "rnnlm" if rnnlm else
-                 "chain" if "/chain" in rel else "nnet3"}
-            try:
-                xconfig, unresolved, standins, unset = fill_xconfig(doc)
-            except Exception as e:
-                r.update(status="error", stage="shell", error=f"{type(e).__name__}: {e}")
-                recipes.append(r)
-                continue
-            standins.update({f"$({k} ...)": v for k, v in USED_COMMAND_STAND_INS.items()})
-            r.update(xconfig=xconfig, unresolved=unresolved, stand_ins=standins, unset=unset)
-            if "--existing-model" in text:
-                r.update(status="skipped", stage="existing-model", error="passes --existing-model")
-            elif re.search(r">>\s*\S*xconfig", text):
-                r.update(status="skipped", stage="shell-loop", error="appends to the xconfig in a shell loop")
-            elif unresolved:
-                r.update(status="unresolved", stage="shell", error="; ".join(unresolved[:3]))
-            recipes.append(r)
-    return recipes
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -589,40 +646,73 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per recipe")
-    ap.add_argument("--frames", type=int, default=4, help="output frames of the forward check")
-    ap.add_argument("--filter", default=None, help="only recipes whose path matches this regex")
+    ap.add_argument("--shell-timeout", type=float, default=60.0, help="seconds per script under bash")
+    ap.add_argument("--frames", type=int, default=16, help="output frames of the forward check")
+    ap.add_argument("--filter", default=None, help="only scripts whose path under egs/ matches this regex")
     ap.add_argument("--python", default=shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "python3",
                     help="the python3 that runs Kaldi's xconfig_to_configs.py")
+    ap.add_argument("--recipe-python", default=None,
+                    help="the recipes' `python` (default: python2.7 if it runs, else python3, as Kaldi's "
+                         "tools/extras/check_dependencies.sh sets it up)")
     ap.add_argument("--kaldi-commit", default=None,
                     help="the tree's commit, recorded in the JSON (default: git rev-parse in --kaldi)")
-    ap.add_argument("--work-dir", default=None, help="keep the config dirs here (default: a temp dir)")
+    ap.add_argument("--work-dir", default=None, help="keep the sandboxes and config dirs here (default: a temp dir)")
     args = ap.parse_args(argv)
 
-    steps = os.path.join(os.path.abspath(args.kaldi), "egs", "wsj", "s5", "steps")
+    kaldi = os.path.abspath(args.kaldi)
+    steps = os.path.join(kaldi, "egs", "wsj", "s5", "steps")
     if not os.path.exists(os.path.join(steps, "nnet3", "xconfig_to_configs.py")):
         ap.error(f"{steps}/nnet3/xconfig_to_configs.py not found")
     t_start = time.time()
-    recipes = collect(args.kaldi)
-    if args.filter:
-        recipes = [r for r in recipes if re.search(args.filter, r["recipe"])]
     work = args.work_dir or tempfile.mkdtemp(prefix="xconfig_census.")
+    recipe_python = args.recipe_python or default_recipe_python()
+    scripts = [s for s in recipe_scripts(kaldi)
+               if not args.filter or re.search(args.filter, os.path.relpath(s, os.path.join(kaldi, "egs")))]
+    recipes = collect(kaldi, Shell(os.path.join(work, "shell"), recipe_python), scripts, args.jobs,
+                      args.shell_timeout)
+    t_shell = time.time() - t_start
+    run_checks([r for r in recipes if r["status"] is None], steps, os.path.join(work, "checks"), args)
+    for r in recipes:
+        if "seconds" not in r:
+            _print_row(r)
+    summary = summarize(recipes)
+    summary.update(shell_seconds=round(t_shell, 1), seconds=round(time.time() - t_start, 1))
+    _print_summary(summary)
+    os.makedirs(args.out, exist_ok=True)
+    out_path = os.path.join(args.out, "xconfig_census.json")
+    for r in recipes:
+        r.pop("xconfig", None)
+    version = subprocess.run([recipe_python, "--version"], capture_output=True, text=True)
+    with open(out_path, "w") as f:
+        json.dump({"kaldi": kaldi, "kaldi_commit": args.kaldi_commit or _kaldi_commit(kaldi),
+                   "recipe_python": (version.stdout + version.stderr).strip(), "frames": args.frames,
+                   "stand_in_tools": STAND_IN_TOOLS,
+                   "stand_in_files": {k: v if len(v) < 80 else v[:60] + " ..." for k, v in STAND_IN_FILES.items()},
+                   "summary": summary, "recipes": recipes}, f, indent=1)
+    print(f"wrote {out_path}")
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def run_checks(todo: list[dict], steps: str, work: str, args) -> None:
+    """check_recipe for each record, `args.jobs` forked children at a time, each with a timeout."""
     import torch  # noqa: F401 - imported once here, so the forked children start fast
 
     ctx = multiprocessing.get_context("fork")
-    todo = [r for r in recipes if r.get("status") is None]
+    todo = list(todo)
     running: dict = {}
     while todo or running:
         while todo and len(running) < args.jobs:
             r = todo.pop(0)
             parent, child = ctx.Pipe(duplex=False)
             wd = os.path.join(work, re.sub(r"[^\w.#-]+", "_", r["recipe"]))
-            p = ctx.Process(target=_child, args=(child, r["xconfig"], steps, wd, args.python, args.frames,
-                                                 args.timeout))
+            p = ctx.Process(target=_child, args=(child, r["xconfig"], r.get("nnet_edits"), steps, wd, args.python,
+                                                 args.frames, args.timeout))
             p.start()
             child.close()
             running[parent] = (p, r, time.time())
-        ready = multiprocessing.connection.wait(list(running), timeout=1.0)
-        for conn in ready:
+        for conn in multiprocessing.connection.wait(list(running), timeout=1.0):
             p, r, t0 = running.pop(conn)
             try:
                 r.update(conn.recv())
@@ -642,23 +732,6 @@ def main(argv=None) -> int:
                 r.update(status="timeout", stage="timeout", error=f"over {args.timeout:.0f} s", failing_layer="?",
                          seconds=round(time.time() - t0, 2))
                 _print_row(r)
-    for r in recipes:
-        if r["status"] in ("skipped", "unresolved", "error") and "seconds" not in r:
-            _print_row(r)
-    summary = summarize(recipes)
-    summary["seconds"] = round(time.time() - t_start, 1)
-    _print_summary(summary)
-    os.makedirs(args.out, exist_ok=True)
-    out_path = os.path.join(args.out, "xconfig_census.json")
-    for r in recipes:
-        r.pop("xconfig", None)
-    with open(out_path, "w") as f:
-        json.dump({"kaldi": os.path.abspath(args.kaldi), "kaldi_commit": args.kaldi_commit or _kaldi_commit(args.kaldi),
-                   "summary": summary, "recipes": recipes}, f, indent=1)
-    print(f"wrote {out_path}")
-    if not args.work_dir:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 def _kaldi_commit(kaldi: str) -> str | None:
@@ -669,24 +742,27 @@ def _kaldi_commit(kaldi: str) -> str | None:
         return None
 
 
+NOT_CHECKED = ("kaldi-rejects", "skipped", "shell-fail")
+
+
 def summarize(recipes: list[dict]) -> dict:
     status = collections.Counter(r["status"] for r in recipes)
-    accepted = [r for r in recipes if r["status"] not in ("kaldi-rejects", "skipped", "unresolved", "error")
-                or (r["status"] == "error" and r.get("stage") == "harness")]
+    accepted = [r for r in recipes if r["status"] not in NOT_CHECKED]
     failing = collections.Counter(r.get("failing_layer") or "?" for r in accepted if r["status"] != "supported")
     by_kind = {}
-    for kind in ("nnet3", "chain", "rnnlm"):
-        acc = [r for r in accepted if r.get("kind") == kind]
+    for kind in ("nnet3", "chain"):
+        acc = [r for r in accepted if r["kind"] == kind]
         by_kind[kind] = {"accepted": len(acc), "supported": sum(r["status"] == "supported" for r in acc)}
-    standins = collections.Counter(k for r in recipes for k in r.get("stand_ins", {}))
-    unresolved = collections.Counter(re.match(r"\$?\(?\{?([^\s:)}]*)", u).group(1) or u
-                                     for r in recipes for u in r.get("unresolved", []))
-    distinct = len({r.get("xconfig") for r in accepted if r["status"] == "supported"})
+    future = collections.Counter("n/a" if r.get("future_frames") == "n/a" else "pass"
+                                 for r in recipes if r["status"] == "supported")
+    stand_ins = collections.Counter(s for r in recipes for s in r.get("stand_ins", []))
     return {"recipes": len(recipes), "kaldi_accepts": len(accepted),
-            "supported": status.get("supported", 0), "supported_distinct_xconfigs": distinct,
+            "supported": status.get("supported", 0),
+            "supported_distinct_xconfigs": len({r["xconfig"] for r in accepted if r["status"] == "supported"}),
             "by_status": dict(status.most_common()), "failing_layer_types": dict(failing.most_common()),
-            "by_kind": by_kind, "stand_ins_used": dict(standins.most_common()),
-            "unresolved_references": dict(unresolved.most_common())}
+            "by_kind": by_kind, "future_frames": dict(future),
+            "stand_ins_used": dict(stand_ins.most_common()),
+            "shell_stopped": sum("shell_note" in r for r in recipes)}
 
 
 def _print_row(r: dict) -> None:
@@ -697,19 +773,16 @@ def _print_row(r: dict) -> None:
 def _print_summary(s: dict) -> None:
     pct = 100.0 * s["supported"] / s["kaldi_accepts"] if s["kaldi_accepts"] else math.nan
     print()
-    print(f"recipes (xconfig heredocs): {s['recipes']}; Kaldi accepts: {s['kaldi_accepts']}; "
+    print(f"xconfigs (xconfig_to_configs.py calls): {s['recipes']}; Kaldi accepts: {s['kaldi_accepts']}; "
           f"supported: {s['supported']} ({pct:.1f}%)")
     print("by status:  " + ", ".join(f"{k} {v}" for k, v in s["by_status"].items()))
     print("by kind:    " + ", ".join(f"{k} {v['supported']}/{v['accepted']}" for k, v in s["by_kind"].items()))
+    print("future frames (supported): " + ", ".join(f"{k} {v}" for k, v in s["future_frames"].items()))
     print("failing layer types (recipes Kaldi accepts):")
     for k, v in s["failing_layer_types"].items():
         print(f"  {v:5d}  {k}")
-    if s["stand_ins_used"]:
-        def value(k):
-            return STAND_INS.get(k, COMMAND_STAND_INS.get(k[2:-5]))
-        print("stand-ins: " + ", ".join(f"{k}={value(k)} ({v})" for k, v in s["stand_ins_used"].items()))
-    if s["unresolved_references"]:
-        print("unresolved: " + ", ".join(f"{k} ({v})" for k, v in s["unresolved_references"].items()))
+    print("stand-ins read: " + ", ".join(f"{k} ({v})" for k, v in s["stand_ins_used"].items()))
+    print(f"shell: {s['shell_seconds']} s; scripts stopped at the shell timeout: {s['shell_stopped']}")
 
 
 if __name__ == "__main__":
