@@ -135,3 +135,26 @@ def test_unimplemented_trainer_options_are_errors(tmp_path, capsys):
     exp, args = train(tmp_path, "ma", **{"--trainer.optimization.backstitch-training-scale": "0.3"})
     assert main(args) == 1   # one line, no traceback
     assert "backstitch-training-scale is not implemented" in capsys.readouterr().err
+
+
+def test_the_last_model_written_is_always_resumable(tmp_path, monkeypatch):
+    """A run killed while saving iteration 1 (here: the write of 2.mdl fails) leaves 1.mdl as the last
+    model, with its algorithm state: the launcher's hint, the last N.mdl, resumes (the state is
+    written before the model, so no N.mdl lacks its N.algo.pt)."""
+    from kaldi_avg.kaldi.nnet3.am import Nnet3Model
+    from kaldi_avg.train.launch import last_model
+    exp, args = train(tmp_path, "bmuf")
+    real_write = Nnet3Model.write
+
+    def killed_at_3(self, path, *a, **k):
+        if os.path.basename(path) == "2.mdl":
+            raise KeyboardInterrupt("killed while writing 2.mdl")
+        return real_write(self, path, *a, **k)
+    monkeypatch.setattr(Nnet3Model, "write", killed_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.setattr(Nnet3Model, "write", real_write)
+    stage = last_model(exp["exp"])
+    assert stage == 1 and os.path.exists(os.path.join(exp["exp"], "2.algo.pt"))
+    assert main(args + [f"--stage={stage}"]) == 0
+    assert os.path.exists(os.path.join(exp["exp"], "final.mdl"))
