@@ -19,19 +19,26 @@ Each mechanism covers a different way of failing:
   rank that waits longer than that (a collective some rank never joined) aborts too, naming the
   operation. The heartbeat carries how many operations the sender completed, so the message says how
   far the silent rank got.
+* `LauncherWatch(heartbeat_path)`: a rank started by steps/kaldi_avg/train_rnn.py (train_dnn.py) never
+  outlives it. The launcher touches a heartbeat file every second; when its mtime has not changed for
+  `timeout_s` (successive mtimes compared by this rank's own clock, never across hosts) the launcher
+  is gone (SIGKILL, its node lost), and the rank exits with one line naming it. `die_with_parent()`
+  adds PR_SET_PDEATHSIG where the launcher is the rank's parent (torchrun's agent, run.pl's job shell).
 """
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import UsageError
 from .comm import CommAborted, Communicator, HeartbeatChannel
@@ -67,8 +74,12 @@ class ExitMonitor:
     def close(self) -> None:
         if self._process.stdin is None or self._process.stdin.closed:
             return
-        self._process.stdin.write("bye")
-        self._process.stdin.close()
+        try:
+            self._process.stdin.write("bye")
+            self._process.stdin.close()
+        except OSError:   # the helper is gone (killed): nothing to tell it, and this rank did finish
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
         self._process.wait()
         atexit.unregister(self.close)
 
@@ -195,3 +206,90 @@ class Watchdog:
             self.comm.abort(message)
         except CommAborted:
             return
+
+
+LAUNCHER_HEARTBEAT_S = 1.0   # how often the launcher touches its heartbeat file
+LAUNCHER_TIMEOUT_S = 10.0    # a rank exits when the file has not changed this long
+
+
+def heartbeat_mtime(path: str) -> int | None:
+    """The heartbeat file's mtime (ns), None when it cannot be read; open then fstat, so that NFS
+    revalidates the attributes instead of answering from its cache."""
+    try:
+        with open(path, "rb") as f:
+            return os.fstat(f.fileno()).st_mtime_ns
+    except OSError:
+        return None
+
+
+class LauncherWatch:
+    """Ends this rank when its launcher's heartbeat file stops changing (see the module docstring).
+
+    `before_exit` callables run before the exit (the exit monitor says goodbye: the launcher's death
+    is the whole story, in one line)."""
+
+    def __init__(self, heartbeat_path: str, timeout_s: float = LAUNCHER_TIMEOUT_S, interval_s: float = 0.5,
+                 who: str | None = None) -> None:
+        self.path = heartbeat_path
+        self.timeout_s = timeout_s
+        self.interval_s = interval_s
+        self.who = who or f"pid {os.getpid()} on {socket.gethostname()}"
+        self.before_exit: list[Callable[[], None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def launcher(self) -> str:
+        """What the launcher wrote into the file about itself (e.g. "train_rnn.py, pid 12 on node3")."""
+        try:
+            with open(self.path) as f:
+                return f.read().strip() or "?"
+        except OSError:
+            return "?"
+
+    def start(self) -> LauncherWatch:
+        self._thread = threading.Thread(target=self._run, name="kaldi-avg-launcher-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        launcher = self.launcher()
+        last, last_change = heartbeat_mtime(self.path), time.monotonic()
+        while not self._stop.wait(self.interval_s):
+            mtime = heartbeat_mtime(self.path)
+            if mtime != last:
+                last, last_change = mtime, time.monotonic()
+                continue
+            silent = time.monotonic() - last_change
+            if silent > self.timeout_s:
+                self._exit(f"{self.who}: its launcher ({launcher}) is gone: {self.path} has not changed for "
+                           f"{silent:.1f} s; exiting")
+
+    def _exit(self, message: str) -> None:
+        print(f"kaldi_avg.parallel: {message}", file=sys.stderr, flush=True)
+        for callback in self.before_exit:
+            with contextlib.suppress(Exception):
+                callback()
+        os._exit(1)
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask the kernel to send `sig` to this process when its parent exits (Linux PR_SET_PDEATHSIG).
+    True when set; the caller decides that the parent is the launcher (a direct child)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(sig), 0, 0, 0) != 0:   # 1: PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:   # it died before the request: nobody will send the signal
+        os.kill(os.getpid(), sig)
+    return True

@@ -3,6 +3,9 @@
 Under an MPI launcher every rank runs `main` with a communicator from `kaldi_avg.parallel`
 (`--mpi.backend`: mpi4py or torch.distributed). A rank that fails, dies or hangs ends the whole job
 with a message naming it (`parallel.failure_guard`, `ExitMonitor`, `Watchdog`); no rank waits forever.
+A rank started by steps/kaldi_avg/train_rnn.py never outlives it (`--mpi.launcher-heartbeat`:
+`LauncherWatch`, PR_SET_PDEATHSIG), and one started by hand (srun, torchrun) takes the experiment
+directory's lock at rank 0 (`RunLock`; the launcher holds it for the ranks it starts).
 """
 from __future__ import annotations
 
@@ -11,10 +14,13 @@ import sys
 
 from ..errors import UsageError
 from ..parallel import Communicator, ExitMonitor, LocalCommunicator, Watchdog, failure_guard, make_communicator
+from ..parallel.torch_backend import PeerLost
+from ..parallel.watchdog import LauncherWatch, die_with_parent
 from .config import ConfigError
 from .driver import run
 from .expdir import ExpDir
 from .options import DEFAULT_SCRIPT, SCRIPTS, get_parser
+from .runlock import RunLock, RunLocked
 
 # The world size as launchers announce it: torchrun, mpiexec (MPICH/hydra), Open MPI's mpirun,
 # PMIx launchers, and srun job steps.
@@ -76,8 +82,46 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def watch_launcher(args) -> LauncherWatch | None:
+    """A rank started by train_rnn.py watches its heartbeat; one whose parent is the launcher
+    (torchrun's agent; run.pl's or the queue's job shell, hydra's proxy) also dies with it."""
+    if args.mpi_launcher_heartbeat is None:
+        if os.environ.get("TORCHELASTIC_RUN_ID"):
+            die_with_parent()
+        return None
+    die_with_parent()
+    return LauncherWatch(args.mpi_launcher_heartbeat).start()
+
+
+def lock_directory(args, comm: Communicator) -> RunLock | None:
+    """Ranks started by hand: rank 0 takes the experiment directory's lock before any rank touches
+    the directory, and every rank learns whether it got it (the refusal is rank 0's one line)."""
+    if args.mpi_launcher_heartbeat is not None:   # the launcher holds it
+        return None
+    lock, refusal = None, None
+    if comm.rank == 0:
+        try:
+            lock = RunLock.acquire(ExpDir(args.dir).lock, args.script)
+        except RunLocked as e:
+            refusal = str(e)
+    verdict = comm.allgather_object(refusal)[0] if comm.size > 1 else refusal
+    if verdict is not None:
+        raise RunLocked(verdict) if comm.rank == 0 else SystemExit(1)
+    return lock
+
+
 def run_rank(args) -> int:
+    launcher = watch_launcher(args)
     comm = make_rank_communicator(args)
+    lock = lock_directory(args, comm)
+    try:
+        return run_locked_rank(args, comm, launcher)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_locked_rank(args, comm: Communicator, launcher: LauncherWatch | None) -> int:
     if comm.size == 1:
         return run(0, 1, args, comm, local_rank(0))
     report_path = ExpDir(args.dir).rank_failed(comm.rank)
@@ -85,9 +129,16 @@ def run_rank(args) -> int:
     if os.path.exists(report_path):
         os.remove(report_path)
     monitor = ExitMonitor(comm, report_path)
-    with failure_guard(comm, report_path, verbose=args.verbose > 0), \
-            Watchdog(comm, timeout_s=30.0, report_path=report_path):
-        code = run(comm.rank, comm.size, args, comm, local_rank(comm.rank))
+    if launcher is not None:
+        launcher.who = f"rank {comm.rank}/{comm.size} (pid {os.getpid()})"
+        launcher.before_exit.append(monitor.close)   # the launcher's death is the whole story
+    try:
+        with failure_guard(comm, report_path, verbose=args.verbose > 0), \
+                Watchdog(comm, timeout_s=30.0, report_path=report_path):
+            code = run(comm.rank, comm.size, args, comm, local_rank(comm.rank))
+    except PeerLost as lost:   # another rank's process ended: its report says why, this is no verdict
+        print(f"kaldi_avg.parallel: rank {comm.rank}/{comm.size}: {lost}", file=sys.stderr, flush=True)
+        code = 1
     monitor.close()
     return code
 

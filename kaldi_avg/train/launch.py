@@ -12,15 +12,24 @@ SIGTERM, SIGINT or SIGHUP to this process end the launcher and every rank (SIGTE
 after a grace period) and exit 128 + the signal; the last finished iteration stays resumable with
 --stage. When the launch fails, what failed ranks left in log/rank.R.failed is printed: the launcher
 may have killed a rank before forwarding its stderr.
+
+Nothing outlives a run or waits forever: this process holds the experiment directory's lock
+(runlock.py: one run per --dir) and touches log/launcher.heartbeat every second, which every rank
+watches (`--mpi.launcher-heartbeat`): killed with SIGKILL, it leaves no rank running for more than
+about 10 s. An MPI launcher ends the job when a rank fails; an array job has nobody to do that, so
+under --mpi.launcher=cmd this process watches log/rank.R.failed and the jobs' logs and ends every
+rank (stopped ones too) at the first failure.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,13 +38,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..atomic import remove_stale_temporaries
+from ..atomic import remove_stale_temporaries, write_text
 from ..errors import UsageError
+from ..parallel.torch_backend import new_rendezvous
+from ..parallel.watchdog import LAUNCHER_HEARTBEAT_S
 from .cli import main as rank_main
 from .config import ConfigError, RunConfig
 from .expdir import ExpDir
 from .launch_report import LauncherOutput, check_log_dir, failure_lines, print_lines, with_resume_line
 from .options import DEFAULT_SCRIPT, get_parser
+from .runlock import RunLock
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUNDLED_PROGRAMS = os.path.join(PACKAGE_ROOT, "kaldi_avg", "bin")   # package data (setup.py)
@@ -44,6 +56,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_SECONDS = 5.0
 REPORT_PREFIX = "kaldi_avg.parallel: "   # the lines of log/rank.R.failed that say why (see parallel/watchdog.py)
 MONITOR_LINE = re.compile(r"ended without finishing at (\S+)$")
+# The last line of an array job's log: run.pl's "# Ended (code N)", queue.pl's and slurm.pl's "with status N".
+JOB_ENDED = re.compile(r"^# (?:Ended \(code (\d+)\)|Finished at .* with status (\d+))", re.MULTILINE)
+FAILURE_GRACE_SECONDS = 1.0   # after the first failure of an array job, for the other reports to land
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,8 @@ class Launch:
     why: str                # how the rank count was chosen, for the log
     command: list[str]      # empty: train in this process
     rendezvous: str | None = None   # the array job's meeting file, removed when the launch ends
+    heartbeat: str | None = None    # touched while the ranks run; they exit when it stops changing
+    local: bool = False             # an array job whose ranks all run on this host (run.pl)
 
 
 def cpu_count() -> int:
@@ -118,8 +135,9 @@ def hostfile_option(launcher: str) -> str:
     return "--hostfile" if re.search(r"Open MPI|OpenRTE|PRRTE", version) else "-f"
 
 
-def rank_command(script: str, argv: list[str], num_ranks: int) -> list[str]:
-    return [sys.executable, "-m", "kaldi_avg.train.cli", script, *argv, f"--mpi.num-ranks={num_ranks}"]
+def rank_command(script: str, argv: list[str], num_ranks: int, heartbeat: str) -> list[str]:
+    return [sys.executable, "-m", "kaldi_avg.train.cli", script, *argv, f"--mpi.num-ranks={num_ranks}",
+            f"--mpi.launcher-heartbeat={heartbeat}"]
 
 
 def plan_launch(argv: list[str], config: RunConfig) -> Launch:
@@ -136,18 +154,21 @@ def plan_launch(argv: list[str], config: RunConfig) -> Launch:
     if n == 1:
         return Launch(1, why, [])
     program = resolve_program(words[0])
+    exp = ExpDir(config.dir)
+    heartbeat = exp.launcher_heartbeat
     if kind == "mpi":
         hosts = [hostfile_option(program), config.launch.hostfile] if config.launch.hostfile else []
         return Launch(n, why + f", started by {program}", [program, *words[1:], "-n", str(n), *hosts,
-                                                            *rank_command(config.script, argv, n)])
+                                                            *rank_command(config.script, argv, n, heartbeat)],
+                      heartbeat=heartbeat)
     if config.launch.backend == "mpi":
         raise ConfigError("--mpi.launcher=cmd starts the ranks without MPI: leave --mpi.backend unset or use torch")
-    exp = ExpDir(config.dir)
     rendezvous, log = exp.rendezvous(uuid.uuid4().hex), exp.rank_logs()
     return Launch(n, why + f", started as one array job of {program}",
                   [program, *words[1:], "--max-jobs-run", str(n), f"JOB=1:{n}", log,
-                   *rank_command(config.script, argv, n), "--mpi.job=JOB", "--mpi.backend=torch",
-                   f"--mpi.rendezvous={rendezvous}"], rendezvous)
+                   *rank_command(config.script, argv, n, heartbeat), "--mpi.job=JOB", "--mpi.backend=torch",
+                   f"--mpi.rendezvous={rendezvous}"], rendezvous, heartbeat,
+                  local=os.path.basename(program) == "run.pl")
 
 
 # -- running it -------------------------------------------------------------------------------
@@ -170,12 +191,15 @@ def descendants(pid: int) -> list[int]:
 
 
 def stop_all(proc: subprocess.Popen) -> None:
-    """SIGTERM to the launcher's session and every descendant, SIGKILL to what is left after the grace period."""
+    """SIGTERM (and SIGCONT, so that a stopped rank gets it) to the launcher's session and every
+    descendant, SIGKILL to what is left after the grace period."""
     pids = descendants(proc.pid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in [proc.pid, *pids]:
             try:
                 os.kill(pid, sig)
+                if sig == signal.SIGTERM:
+                    os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
         try:
@@ -220,11 +244,53 @@ def print_failure_reports(script: str, exp_dir: str, num_ranks: int, since: floa
     print_lines(failure_lines(script, exp_dir, num_ranks, since, code, first_failure, output, verbose))
 
 
+def prepare_launch(launch: Launch, config: RunConfig) -> None:
+    """Before the ranks start: no report or job log of an earlier run may end this one, the heartbeat
+    file names this process, and an array job's rendezvous file holds a fresh secret (mode 0600)."""
+    exp = ExpDir(config.dir)
+    os.makedirs(exp.log_dir, exist_ok=True)
+    for rank in range(launch.num_ranks):
+        for path in (exp.rank_failed(rank), *([exp.rank_log(rank + 1)] if launch.rendezvous else [])):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    if launch.heartbeat:
+        write_text(launch.heartbeat, f"{config.script}, pid {os.getpid()} on {socket.gethostname()}\n")
+    if launch.rendezvous:
+        new_rendezvous(launch.rendezvous, launch.local)
+
+
+def job_exit_code(log: str) -> int | None:
+    """The exit code an array job's log ends with (JOB_ENDED), None while the job runs."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    ends = JOB_ENDED.findall(tail)
+    return int(ends[-1][0] or ends[-1][1]) if ends else None
+
+
+def array_job_failed(exp_dir: str, num_ranks: int) -> bool:
+    """Whether a rank of an array job failed: it left log/rank.R.failed, or its job's log ends with a
+    non-zero code (a rank that ended before it could report, or was killed with its exit monitor).
+    prepare_launch removed the earlier runs' files."""
+    exp = ExpDir(exp_dir)
+    return any(os.path.exists(exp.rank_failed(rank)) for rank in range(num_ranks)) or \
+        any(job_exit_code(exp.rank_log(job)) for job in range(1, num_ranks + 1))
+
+
+def touch(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            os.utime(path)
+
+
 def run_launch(launch: Launch, config: RunConfig, verbose: bool = False) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", str(config.launch.num_threads))
-    os.makedirs(ExpDir(config.dir).log_dir, exist_ok=True)
+    prepare_launch(launch, config)
     try:
         output = LauncherOutput(ExpDir(config.dir).launcher_log)
     except OSError as e:
@@ -233,14 +299,25 @@ def run_launch(launch: Launch, config: RunConfig, verbose: bool = False) -> int:
     print("# " + shlex.join(launch.command), file=sys.stderr, flush=True)
     started = time.time()
     received: list[int] = []
+    failed = False   # under --mpi.launcher=cmd: a rank failed, and this process ends the array job
     proc = subprocess.Popen(launch.command, env=env, start_new_session=True,   # its own group: we end it
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     output.start(proc.stdout, sys.stdout)   # the ranks' lines live, but error reports: log/launcher.log
     output.start(proc.stderr, sys.stderr)
     previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in STOP_SIGNALS}
     try:
-        while proc.poll() is None and not received:
+        beat = watched = 0.0
+        while proc.poll() is None and not received and not failed:
+            if time.monotonic() - beat >= LAUNCHER_HEARTBEAT_S:
+                touch(launch.heartbeat)
+                beat = time.monotonic()
+            if launch.rendezvous and time.monotonic() - watched >= 0.5:
+                failed = array_job_failed(config.dir, launch.num_ranks)
+                watched = time.monotonic()
             time.sleep(0.1)
+        if failed:
+            time.sleep(FAILURE_GRACE_SECONDS)   # the reports of the ranks the failure reached
+            stop_all(proc)
         if received:
             stop_all(proc)
             output.close()   # the ended ranks' banners and exit monitors stay in log/launcher.log
@@ -255,13 +332,14 @@ def run_launch(launch: Launch, config: RunConfig, verbose: bool = False) -> int:
         output.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if launch.rendezvous and os.path.exists(launch.rendezvous):
-            os.remove(launch.rendezvous)
+        for path in (launch.rendezvous, launch.heartbeat):
+            if path and os.path.exists(path):
+                os.remove(path)
     if proc.returncode != 0:
         remove_stale_temporaries(config.dir)   # of ranks killed mid-write; all of them have ended
         print_failure_reports(config.script, config.dir, launch.num_ranks, started, proc.returncode, output,
                               verbose)
-    return proc.returncode
+    return 1 if failed else proc.returncode
 
 
 def main(argv: list[str], script: str = DEFAULT_SCRIPT) -> int:
@@ -275,7 +353,13 @@ def main(argv: list[str], script: str = DEFAULT_SCRIPT) -> int:
         print(f"{script}: error: {e}", file=sys.stderr)
         return 1
     print(f"{script}: {launch.why}", file=sys.stderr, flush=True)
-    if not launch.command:
+    if not launch.command:   # one rank, in this process: it takes the directory's lock itself
         return with_resume_line(script, config.dir,
                                 rank_main([script, *argv, "--mpi.num-ranks=1"]))
-    return run_launch(launch, config, verbose=args.verbose > 0)
+    try:
+        lock = RunLock.acquire(ExpDir(config.dir).lock, script)
+    except UsageError as e:
+        print(f"{script}: error: {e}", file=sys.stderr)
+        return 1
+    with lock:
+        return run_launch(launch, config, verbose=args.verbose > 0)

@@ -114,6 +114,8 @@ COMMON = (
     Opt("--mpi.job", None, "set by --mpi.launcher=cmd on each rank: the array job's 1-based index", int),
     Opt("--mpi.rendezvous", None, "set by --mpi.launcher=cmd on each rank: the file through which the "
         "ranks meet"),
+    Opt("--mpi.launcher-heartbeat", None, "set by train_rnn.py/train_dnn.py on each rank it starts: a file it "
+        "touches every second; a rank exits when the file stops changing for 10 s (its launcher is gone)"),
     Opt("--mpi.backend", None, "how tensors move between ranks: mpi (mpi4py) or torch "
         "(torch.distributed: gloo on CPU, nccl on GPUs); default: mpi under an MPI launcher, torch for "
         "--mpi.launcher=cmd and torchrun"),

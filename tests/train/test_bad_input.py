@@ -24,7 +24,7 @@ from kaldi_avg.train import launch
 from kaldi_avg.train.cli import main
 
 from .experiment import make_experiment, train_args
-from .processes import mpi_rank_process, processes_mentioning
+from .processes import processes_mentioning, rank_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_RNN = os.path.join(ROOT, "steps", "kaldi_avg", "train_rnn.py")
@@ -154,6 +154,7 @@ def test_bad_input_is_one_line_naming_what_is_wrong(tmp_path, capsys, case):
     assert "Traceback" not in err
     assert not glob.glob(os.path.join(exp["exp"], "**", ".tmp.*"), recursive=True)
     assert not os.path.exists(os.path.join(exp["exp"], "final.mdl"))
+    assert not os.path.exists(os.path.join(exp["exp"], "kaldi_avg.lock"))   # released on the error too
 
 
 SKIPS = {   # damage, the skipped.log line (exact count) it must give
@@ -336,16 +337,36 @@ RANK_FAULTS = {   # signal to rank 1, the first failure train_rnn.py must name (
 }
 
 
-@needs_mpiexec
+LAUNCHERS = {   # how the two ranks start: mpiexec relays their output, an array job's ranks log to log/rank.J.log
+    "mpiexec": [],
+    "cmd": ["--mpi.launcher=cmd", "--cmd=run.pl"],
+}
+ON_EVERY_LAUNCHER = [pytest.param("mpiexec", marks=needs_mpiexec), "cmd"]
+
+
+def wait_for_iteration(proc: subprocess.Popen, exp, launcher: str, n: int = 2) -> str:
+    """What the run said until it reported iteration n (or ended): its console, or rank 0's job log."""
+    seen, log = "", os.path.join(exp["exp"], "log", "rank.1.log")   # rank 0 reports the iterations
+    deadline = time.monotonic() + 120
+    while f"iteration {n}/" not in seen and proc.poll() is None and time.monotonic() < deadline:
+        if launcher == "cmd":
+            time.sleep(0.2)
+            if os.path.exists(log):
+                with open(log) as f:
+                    seen = f.read()
+        else:
+            seen += proc.stderr.readline()
+    return seen
+
+
+@pytest.mark.parametrize("launcher", ON_EVERY_LAUNCHER)
 @pytest.mark.parametrize("fault", sorted(RANK_FAULTS))
-def test_a_rank_killed_or_stopped_ends_the_run_naming_it_and_it_resumes(tmp_path, fault):
+def test_a_rank_killed_or_stopped_ends_the_run_naming_it_and_it_resumes(tmp_path, fault, launcher):
     exp = make_experiment(str(tmp_path))
-    args = two_rank_args(exp, **{"--trainer.num-epochs": "20"})
+    args = two_rank_args(exp, **{"--trainer.num-epochs": "20"}) + LAUNCHERS[launcher]
     proc = subprocess.Popen([sys.executable, TRAIN_RNN, *args], stderr=subprocess.PIPE, text=True, env=ENV)
-    seen = ""
-    while "iteration 2/" not in seen and proc.poll() is None:
-        seen += proc.stderr.readline()
-    pid = mpi_rank_process(exp["exp"], 1)
+    seen = wait_for_iteration(proc, exp, launcher)
+    pid = rank_process(exp["exp"], 1)
     assert pid is not None, seen[-2000:]
     os.kill(pid, getattr(signal, fault))
     code = proc.wait(timeout=90)
@@ -360,3 +381,32 @@ def test_a_rank_killed_or_stopped_ends_the_run_naming_it_and_it_resumes(tmp_path
     r = subprocess.run([sys.executable, TRAIN_RNN, *args, f"--stage={stage}"], capture_output=True, text=True,
                        timeout=120, env=ENV)
     assert r.returncode == 0 and os.path.exists(os.path.join(exp["exp"], "final.mdl")), r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("launcher", ON_EVERY_LAUNCHER)
+def test_a_killed_launcher_leaves_no_rank_running_and_its_stale_lock_does_not_stop_the_resume(tmp_path, launcher):
+    exp = make_experiment(str(tmp_path))
+    args = two_rank_args(exp, **{"--trainer.num-epochs": "200"}) + LAUNCHERS[launcher]
+    proc = subprocess.Popen([sys.executable, TRAIN_RNN, *args], stderr=subprocess.PIPE, text=True, env=ENV)
+    seen = wait_for_iteration(proc, exp, launcher)
+    assert rank_process(exp["exp"], 1) is not None, seen[-2000:]
+    proc.kill()   # SIGKILL: it cannot end the ranks itself
+    proc.wait()
+    t0 = time.monotonic()
+    while processes_mentioning(exp["exp"]) and time.monotonic() - t0 < 40:
+        time.sleep(0.5)
+    assert processes_mentioning(exp["exp"]) == [], "ranks outlived their launcher"
+    assert time.monotonic() - t0 < 25   # the heartbeat's 10 s, then the ranks' ends
+    if launcher == "cmd":   # the array job's ranks say why in their logs (the first to notice; the other may
+        logs = ""           # end on the lost connection first)
+        for job in (1, 2):
+            with open(os.path.join(exp["exp"], "log", f"rank.{job}.log")) as f:
+                logs += f.read()
+        assert f"its launcher (train_rnn.py, pid {proc.pid} on" in logs and "is gone" in logs, logs[-3000:]
+    stage = max(int(os.path.basename(p).split(".")[0]) for p in glob.glob(os.path.join(exp["exp"], "[0-9]*.mdl")))
+    r = subprocess.run([sys.executable, TRAIN_RNN, *args, f"--stage={stage}", f"--exit-stage={stage + 1}"],
+                       capture_output=True, text=True, timeout=120, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lock = os.path.join(exp["exp"], "kaldi_avg.lock")
+    assert f"replaced the stale lock {lock} of pid {proc.pid} on" in r.stderr, r.stderr[-3000:]
+    assert not os.path.exists(lock)

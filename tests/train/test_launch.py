@@ -2,7 +2,9 @@
 runs num-jobs-final ranks at once; a Kaldi `$cmd` array job (run.pl, a queue.pl stand-in) gives the
 mpiexec run's bytes; torchrun-style processes train one model together; launches that disagree with
 the communicator are refused; SIGTERM leaves no process behind; two hosts (network namespaces joined by
-a veth pair) started through --mpi.hostfile and --mpi.launcher give the one-host bytes."""
+a veth pair) started through --mpi.hostfile and --mpi.launcher give the one-host bytes. Nothing waits
+or runs unguarded: torchrun's ranks end with it, a missing torch peer is a bounded, announced wait and
+one line, one run per experiment directory, and an array job meets on loopback behind a secret."""
 import glob
 import os
 import shutil
@@ -16,8 +18,11 @@ import pytest
 
 pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition model")
 
+from kaldi_avg.train.cli import main as rank_main
+from kaldi_avg.train.runlock import RunLock
+
 from .experiment import make_experiment, train_args
-from .processes import processes_mentioning
+from .processes import listening_sockets, processes_mentioning, rank_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_RNN = os.path.join(ROOT, "steps", "kaldi_avg", "train_rnn.py")
@@ -129,6 +134,126 @@ def test_sigterm_ends_the_launcher_and_every_rank(tmp_path):
     assert "stopped the launcher and all 2 ranks; resume with --stage" in rest, rest[-2000:]
     time.sleep(0.5)
     assert processes_mentioning(exp["exp"]) == []
+    assert not os.path.exists(os.path.join(exp["exp"], "kaldi_avg.lock"))   # released
+    assert not os.path.exists(os.path.join(exp["exp"], "log", "launcher.heartbeat"))
+
+
+def _wait_until(said, stream=None, path=None, timeout=120) -> str:
+    """What a run printed on `stream`, or wrote in `path`, until `said` shows (or the timeout)."""
+    seen, deadline = "", time.monotonic() + timeout
+    while said not in seen and time.monotonic() < deadline:
+        if stream is not None:
+            line = stream.readline()
+            if not line:
+                break
+            seen += line
+        else:
+            time.sleep(0.2)
+            if os.path.exists(path):
+                with open(path) as f:
+                    seen = f.read()
+    return seen
+
+
+def _gone_within(text: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while processes_mentioning(text) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return processes_mentioning(text) == []
+
+
+def test_torchruns_ranks_end_with_it(tmp_path):
+    exp = make_experiment(str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "kaldi_avg.train.cli", *kaldi_args(exp, **{"--trainer.num-epochs": "200"}),
+                             "--mpi.backend=torch"], cwd=ROOT, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        seen = _wait_until("iteration 2/", stream=proc.stderr)
+        assert "iteration 2/" in seen, seen[-3000:]
+        assert len(processes_mentioning(exp["exp"])) >= 3   # torchrun and its two ranks
+        proc.kill()   # SIGKILL: torchrun cannot end its ranks; PR_SET_PDEATHSIG does
+        proc.wait()
+        assert _gone_within(exp["exp"], 10), "torchrun's ranks outlived it"
+        reports = ""
+        for path in glob.glob(os.path.join(exp["exp"], "log", "rank.*.failed")):
+            with open(path) as f:
+                reports += f.read()
+        assert " failed (" not in reports, reports   # the agent's end is no rank's own failure (its store went)
+    finally:
+        for pid in processes_mentioning(exp["exp"]):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_missing_torch_peer_is_a_bounded_announced_wait_and_one_line(tmp_path):
+    exp = make_experiment(str(tmp_path))
+    port = _free_port()
+    where = f"127.0.0.1:{port}"
+    for rank, said, error in ((0, f"waiting for 1 more rank(s) at {where} (timeout 4 s)",
+                               f"rank(s) 1 of 2 did not join at {where} within 4 s"),
+                              (1, f"waiting for rank 0's store at {where} (timeout 4 s)",
+                               f"nothing answered at {where} within 4 s")):
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "kaldi_avg.train.cli", *kaldi_args(exp), "--mpi.backend=torch"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=90,
+                           env=dict(ENV, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                                    MASTER_PORT=str(port), KALDI_AVG_RENDEZVOUS_TIMEOUT="4"))
+        assert r.returncode == 1 and time.monotonic() - t0 < 60, r.stderr[-3000:]
+        assert r.stderr.count(said) == 1, r.stderr[-3000:]
+        errors = [line for line in r.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and error in errors[0] and "Traceback" not in r.stderr, r.stderr[-3000:]
+
+
+def test_one_run_per_experiment_directory(tmp_path, capsys):
+    exp = make_experiment(str(tmp_path))
+    lock = os.path.join(exp["exp"], "kaldi_avg.lock")
+    holder = f"is in use by another run: pid {os.getpid()} on {socket.gethostname()} (another run, started "
+    with RunLock.acquire(lock, "another run"):
+        assert rank_main(train_args(exp)) == 1   # a rank started by hand: rank 0 asks for the lock
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and holder in errors[0], errors
+        r = train_rnn(kaldi_args(exp) + ["--mpi.num-ranks=2"])   # the launcher asks before any rank starts
+        errors = [line for line in r.stderr.splitlines() if "error:" in line]
+        assert r.returncode == 1 and len(errors) == 1 and holder in errors[0], r.stderr[-2000:]
+        assert not glob.glob(os.path.join(exp["exp"], "*.mdl"))
+    assert not os.path.exists(lock)
+    dead = subprocess.Popen(["true"])   # a holder that is gone: its lock is replaced, saying so
+    dead.wait()
+    with open(lock, "w") as f:
+        f.write(f'{{"pid": {dead.pid}, "host": "{socket.gethostname()}", "start_ticks": 1, "program": "x"}}\n')
+    assert rank_main(train_args(exp, **{"--exit-stage": "1"})) == 0
+    assert f"replaced the stale lock {lock} of pid {dead.pid} on" in capsys.readouterr().err
+    assert not os.path.exists(lock)
+
+
+def test_an_array_job_meets_on_loopback_behind_a_secret(tmp_path):
+    """run.pl's ranks all run here: the store and gloo listen on 127.0.0.1 only; the rendezvous file
+    (mode 0600) holds the run's secret; a second run on the directory is refused, naming this one."""
+    exp = make_experiment(str(tmp_path))
+    args = kaldi_args(exp, **{"--trainer.num-epochs": "200"}) + ["--mpi.launcher=cmd", "--mpi.num-ranks=2"]
+    proc = subprocess.Popen([sys.executable, TRAIN_RNN, *args], stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        seen = _wait_until("iteration 2/", path=os.path.join(exp["exp"], "log", "rank.1.log"))   # rank 0's
+        assert "iteration 2/" in seen, seen[-3000:]
+        [rendezvous] = glob.glob(os.path.join(exp["exp"], "log", ".rendezvous.*"))
+        assert os.stat(rendezvous).st_mode & 0o777 == 0o600
+        with open(rendezvous) as f:
+            fields = dict(line.split(" ", 1) for line in f.read().splitlines())
+        assert len(fields["secret"]) == 32 and fields["address"].startswith("127.0.0.1 "), fields
+        ranks = [rank_process(exp["exp"], rank) for rank in (0, 1)]
+        listening = listening_sockets(ranks)
+        assert ("127.0.0.1", int(fields["address"].split()[1])) in listening, listening
+        assert {address for address, _ in listening} == {"127.0.0.1"}, listening   # the store and gloo's pairs
+        r = train_rnn(args, timeout=60)
+        errors = [line for line in r.stderr.splitlines() if "error:" in line]
+        assert r.returncode == 1 and len(errors) == 1, r.stderr[-2000:]
+        assert f"is in use by another run: pid {proc.pid} on {socket.gethostname()} (train_rnn.py" in errors[0]
+        assert proc.poll() is None   # the running one goes on
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code == 128 + signal.SIGTERM
+    assert not glob.glob(os.path.join(exp["exp"], "log", ".rendezvous.*"))
+    assert not os.path.exists(os.path.join(exp["exp"], "kaldi_avg.lock"))
 
 
 def _ip(*args: str, netns: str | None = None) -> subprocess.CompletedProcess:
