@@ -143,3 +143,15 @@ def per_seq(rows: torch.Tensor, B: int) -> list[np.ndarray]:
 
 def supervision(fsts, frames, num_pdfs, weight=1.0) -> Supervision:
     return Supervision(weight, frames, num_pdfs, list(fsts))
+
+
+def finite_difference_grad(f, y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Central differences of the scalar f at every element of the matrix y."""
+    fd = torch.zeros_like(y)
+    with torch.no_grad():
+        for i in range(y.shape[0]):
+            for j in range(y.shape[1]):
+                e = torch.zeros_like(y)
+                e[i, j] = eps
+                fd[i, j] = (f(y + e) - f(y - e)) / (2 * eps)
+    return fd
