@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -29,8 +30,11 @@ class CombineResult:
 
 
 def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: int = 30,
-            log: Callable[[str], None] | None = None) -> tuple[NnetModule, CombineResult]:
-    """Returns `modules[0]` loaded with the best running average and the search record."""
+            log: Callable[[str], None] | None = None,
+            progress: Callable[[int], Any] | None = None) -> tuple[NnetModule, CombineResult]:
+    """Returns `modules[0]` loaded with the best running average and the search record.
+    `progress(total)`, if given, is called once with the number of objective evaluations to come
+    and returns a bar (train/progress.py) advanced once per evaluation and closed after the last."""
     if not modules:
         raise ValueError("nothing to combine")
     batches = list(batches)
@@ -39,9 +43,12 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
     vectors = [_model_vector(f) for f in flats]   # float64: averages of up to K models are exact
     K = len(vectors)
     every = max(1, math.ceil(K / max_objective_evaluations))
+    bar = progress(1 + math.ceil((K - 1) / every)) if progress is not None else None  # baseline + averages
     running = vectors[0].clone()
     best_n, best_objf = 1, compute_prob(target, batches, batchnorm_test_mode=False).objf_per_frame
     evaluations = [(1, best_objf)]
+    if bar is not None:
+        bar.update()
     if log:
         log(f"Combining {K} models; objective of the newest model is {best_objf:g}")
     best_vector = vectors[0]
@@ -53,11 +60,15 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
         _load_model_vector(flats[0], avg)
         objf = compute_prob(target, batches, batchnorm_test_mode=False).objf_per_frame
         evaluations.append((n, objf))
+        if bar is not None:
+            bar.update()
         if log:
             log(f"Average of the newest {n} models: objective {objf:g}")
         if objf > best_objf:
             best_n, best_objf, best_vector = n, objf, avg
     _load_model_vector(flats[0], best_vector)
+    if bar is not None:
+        bar.close()
     if log:
         log(f"Combination chose the average of the newest {best_n} model(s), objective {best_objf:g}")
     if target.batchnorm_ops():

@@ -65,6 +65,7 @@ from .lda import lda_transform
 from .network import Network, check_cross_entropy_outputs, find_network
 from .objective import compute_prob
 from .priors import adjust_priors, alignment_priors, subsets_posterior_sum
+from .progress import progress_bar
 
 # get_egs.sh's --num-train-frames-combine: the frames of the combination set
 COMBINE_FRAMES = 60000
@@ -409,7 +410,8 @@ def combine_models(prep: Prepared, comm: Communicator) -> Nnet3Model:
         iters = sorted(prep.combine_iters, reverse=True)
         modules = [NnetModule(read_nnet3_file(exp.model(n)).nnet) for n in iters]
         lines: list[str] = []
-        best, _ = combine(modules, combine_set, config.trainer.max_objective_evaluations, lines.append)
+        best, _ = combine(modules, combine_set, config.trainer.max_objective_evaluations, lines.append,
+                          progress=progress_bar("combining", "evaluations"))
         best.write_back()
         combined = Nnet3Model(best.nnet, prep.trans_model, last.priors)
         models = " ".join(f"{n}.mdl" for n in iters)
@@ -425,7 +427,7 @@ def average_posterior(prep: Prepared, comm: Communicator, combined: Nnet3Model) 
     module = NnetModule(combined.nnet).to(config.device)
     njobs = min(config.trainer.num_jobs_compute_prior, data.archives.num_archives)
     post = subsets_posterior_sum(module, data, range(comm.rank, njobs, comm.size), config.trainer.prior_subset_size,
-                                 config.trainer.srand)
+                                 config.trainer.srand, progress_bar("priors", "subsets") if comm.rank == 0 else None)
     return comm.allreduce_sum_(torch.from_numpy(post)).numpy(), njobs
 
 

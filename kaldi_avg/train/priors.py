@@ -6,7 +6,8 @@ a training subset, test mode, frames weighted like the training targets;
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,15 +66,23 @@ def alignment_priors(counts: np.ndarray, floor: float = 5e-6) -> np.ndarray:
     return (p / p.sum()).astype(np.float32)
 
 
-def subsets_posterior_sum(module, data, subsets: Iterable[int], subset_size: int, srand: int) -> np.ndarray:
+def subsets_posterior_sum(module, data, subsets: Iterable[int], subset_size: int, srand: int,
+                          progress: Callable[[int], Any] | None = None) -> np.ndarray:
     """Σ of the posteriors over prior subsets `subsets` (0-based archives): `subset_size` random egs of
     each, as compute_average_posterior's nnet3-subset-egs --srand=JOB --n=prior-subset-size.
-    `data`: the run's JobData."""
+    `data`: the run's JobData. `progress(total)`, if given, returns a bar (train/progress.py)
+    advanced once per subset."""
     post = np.zeros(data.source.num_pdfs)
+    subsets = list(subsets)
+    bar = progress(len(subsets)) if progress is not None else None
     for k in subsets:
         subset = DiagnosticSet(data.source, data.archives.archives[k], data.chunk_config,
                                num_frames=subset_size * data.chunk_config.principal_width,
                                minibatch_size=PRIOR_MINIBATCH, srand=srand + k + 1, name=f"prior{k}",
                                report=data.report)
         post += posterior_sum(module, subset, data.report)[0]
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
     return post
