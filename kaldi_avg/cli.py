@@ -76,6 +76,9 @@ def cmd_compute(argv: list[str]) -> None:
     p.add_argument("--extra-right-context", type=int, default=0)
     p.add_argument("--extra-left-context-initial", type=int, default=-1)
     p.add_argument("--extra-right-context-final", type=int, default=-1)
+    p.add_argument("--frame-subsampling-factor", type=int, default=1,
+                   help="output every f-th frame, ceil(T/f) rows (chain models; frames-per-chunk rounded up to "
+                        "a multiple of it)")
     p.add_argument("--online-ivectors", default="",
                    help="rspecifier of online i-vectors as matrices, one row per --online-ivector-period frames")
     p.add_argument("--online-ivector-period", type=int, default=0,
@@ -88,8 +91,12 @@ def cmd_compute(argv: list[str]) -> None:
     p.add_argument("feats_rspecifier")
     p.add_argument("matrix_wspecifier")
     a = p.parse_args(argv)
-    opts = ChunkOptions(a.frames_per_chunk, a.extra_left_context, a.extra_right_context,
-                        a.extra_left_context_initial, a.extra_right_context_final, a.online_ivector_period)
+    try:
+        opts = ChunkOptions(a.frames_per_chunk, a.extra_left_context, a.extra_right_context,
+                            a.extra_left_context_initial, a.extra_right_context_final, a.online_ivector_period,
+                            a.frame_subsampling_factor)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     done, failed = compute_tables(a.model_in, a.feats_rspecifier, a.matrix_wspecifier, opts, a.online_ivectors,
                                   a.use_priors, a.apply_exp, compute_device(a.use_gpu))
     print(f"LOG (kaldi-avg compute) Done {done} utterances, failed for {failed}", file=sys.stderr)

@@ -1,5 +1,9 @@
 """`nnet3-compute` over Kaldi tables: features in, network outputs out, with online i-vectors
-(docs/kaldi-formats.md 3.5): what `kaldi-avg compute` runs."""
+(docs/kaldi-formats.md 3.5) and frame subsampling (3.4, 7.1): what `kaldi-avg compute` runs.
+
+`--use-priors=true` reads a final.mdl (TransitionModel + AmNnetSimple, as nnet3-compute does) and
+subtracts its log priors; a chain model's priors are empty, and then nothing is subtracted
+(`DecodableNnetSimple` subtracts only a non-empty vector, docs/kaldi-formats.md 3.3-3.4)."""
 from __future__ import annotations
 
 import sys
@@ -15,7 +19,7 @@ from ..kaldi.binary import KaldiFormatError
 from ..kaldi.nnet3.context import model_context
 from ..kaldi.tables import MatrixTable, read_matrix_table, write_matrix_table
 from .checkpoint import load_model
-from .compute import ChunkOptions, compute_utterances
+from .compute import ChunkOptions, compute_utterances, rounded_frames_per_chunk
 from .graph import NnetModule
 
 
@@ -35,9 +39,11 @@ def compute_tables(model_in: str, feats_rspecifier: str, matrix_wspecifier: str,
     model = load_model(model_in)
     log_priors = None
     if use_priors:
-        if model.priors is None:
-            raise KaldiFormatError(f"{model_in}: --use-priors=true but the model has no priors")
-        log_priors = np.log(model.priors.astype(np.float32))
+        if not model.is_am:
+            raise KaldiFormatError(f"{model_in}: --use-priors=true needs an acoustic model (a .mdl file with a "
+                                   "transition model), not a raw nnet")
+        if model.priors is not None:  # empty priors (a chain model): nothing to subtract
+            log_priors = np.log(model.priors.astype(np.float32))
     in_dim = model.nnet.input_dim("input")
     # nnet3-compute requires the i-vector dim to be the `ivector` input's, 0 for none
     ivector_dim = max(0, model.nnet.input_dim("ivector"))
@@ -49,6 +55,14 @@ def compute_tables(model_in: str, feats_rspecifier: str, matrix_wspecifier: str,
     if online_ivectors and opts.online_ivector_period <= 0:
         raise UsageError("--online-ivectors needs --online-ivector-period > 0")
     ivector_table = MatrixTable(online_ivectors) if online_ivectors else None
+    rounded = rounded_frames_per_chunk(opts, model.nnet.modulus())
+    if rounded != opts.frames_per_chunk:  # CheckAndFixConfigs' message
+        why = (f"to make it a multiple of --frame-subsampling-factor={opts.frame_subsampling_factor}"
+               if model.nnet.modulus() == 1 else
+               f"due to --frame-subsampling-factor={opts.frame_subsampling_factor} and nnet shift-invariance "
+               f"modulus = {model.nnet.modulus()}")
+        print(f"LOG (kaldi-avg compute) Increasing --frames-per-chunk from {opts.frames_per_chunk} to {rounded} {why}",
+              file=sys.stderr)
     counts = {"done": 0, "failed": 0}
 
     def fail(message: str) -> None:
