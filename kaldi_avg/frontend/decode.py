@@ -10,7 +10,9 @@ transition-id), like latgen-faster-mapped.  The 1-best comes from khg's LatticeF
 (Kaldi's, with --beam / --max-active / --min-active / --lattice-beam); lattices (for scoring)
 come from kaldi-decoder's LatticeSimpleDecoder with the same beam and lattice beam.  They are
 raw state-level lattices, acoustic costs unscaled as latgen writes them, stored as Kaldi text
-lattice archives (`lat.JOB.gz`), which Kaldi's lattice tools read.
+lattice archives (`lat.JOB.gz`), which Kaldi's lattice tools read. A decoder made with
+`post_decode_acwt` != 1 writes them as `lattice-scale --acoustic-scale=<post_decode_acwt>` would
+leave them (steps/nnet3/decode.sh's --post-decode-acwt, 10 for chain models: docs/kaldi-formats.md 7.1).
 """
 from __future__ import annotations
 
@@ -54,12 +56,15 @@ def gmm_log_likelihoods(am: khg.AmDiagGmm, feats: np.ndarray) -> np.ndarray:
 
 
 class MappedDecoder:
-    """latgen-faster-mapped: decodes (T, num_pdfs) log-likelihood matrices with one graph."""
+    """latgen-faster-mapped: decodes (T, num_pdfs) log-likelihood matrices with one graph;
+    `post_decode_acwt` scales the acoustic costs of the lattices it returns (lattice-scale)."""
 
-    def __init__(self, graph, trans_model: khg.TransitionModel, opts: DecodeOptions = DecodeOptions()):
+    def __init__(self, graph, trans_model: khg.TransitionModel, opts: DecodeOptions = DecodeOptions(),
+                 post_decode_acwt: float = 1.0):
         self.graph = graph
         self.trans_model = trans_model
         self.opts = opts
+        self.post_decode_acwt = post_decode_acwt
         self.tid2pdf = np.asarray(trans_model.transition_id_to_pdf_array(), np.int64)
         self.num_pdfs = trans_model.num_pdfs
         config = khg.LatticeFasterDecoderConfig(beam=opts.beam, max_active=opts.max_active,
@@ -88,10 +93,13 @@ class MappedDecoder:
         return hyp, self._lattice_text()
 
     def _lattice_text(self) -> str:
-        """The raw lattice with acoustic costs unscaled (as latgen writes lattices).  When no
-        final state was reached every surviving token ends the lattice (Kaldi's GetRawLattice)."""
+        """The raw lattice with acoustic costs unscaled (as latgen writes lattices), then times
+        `post_decode_acwt` (as lattice-scale, a second scaling).  When no final state was reached
+        every surviving token ends the lattice (Kaldi's GetRawLattice)."""
         ok, lat = self.lattice_decoder.get_raw_lattice(use_final_probs=True)
         if not ok or lat.num_states == 0:
             return ""
         kaldifst.scale_lattice(kaldifst.lattice_scale(1.0, 1.0 / self.opts.acoustic_scale), lat)
+        if self.post_decode_acwt != 1.0:
+            kaldifst.scale_lattice(kaldifst.lattice_scale(1.0, self.post_decode_acwt), lat)
         return "\n".join("\t".join(line.split()) for line in lat.to_str().splitlines() if line.strip())

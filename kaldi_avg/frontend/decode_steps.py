@@ -8,9 +8,14 @@ The jobs run one after another in this process (`--cmd` is accepted and not need
 
 nnet3: features get `apply-cmvn $cmvn_opts` (absent cmvn_opts -> no normalisation, as
 decode.sh), network outputs come from `kaldi-avg compute --use-priors=true ...` (log-softmax
-minus log priors), and the decoder reads them as latgen-faster-mapped does.  With
---online-ivector-dir, compute gets `--online-ivectors=scp:<dir>/ivector_online.scp
---online-ivector-period=<dir>/ivector_period` (docs/kaldi-formats.md 7.1).
+minus log priors; a chain model's raw output, its priors being empty), and the decoder reads them
+as latgen-faster-mapped does.  With --online-ivector-dir, compute gets
+`--online-ivectors=scp:<dir>/ivector_online.scp --online-ivector-period=<dir>/ivector_period`.
+Chain models (docs/kaldi-formats.md 7.1): `<model-dir>/frame_subsampling_factor` (else
+`frame_subsampling_factor` in `<model-dir>/init/info.txt`) gives compute
+`--frame-subsampling-factor`, and --post-decode-acwt != 1.0 scales the acoustic costs of the
+lattices written to lat.JOB.gz (decode.sh's `lattice-scale --acoustic-scale=$post_decode_acwt`);
+chain recipes decode with `--acwt 1.0 --post-decode-acwt 10.0`.
 """
 from __future__ import annotations
 
@@ -53,7 +58,8 @@ class DecodeError(RuntimeError):
 @dataclass(frozen=True)
 class ComputeOptions:
     """The nnet3 options of steps/nnet3/decode.sh, forwarded to `kaldi-avg compute`: its chunking
-    and, with --online-ivector-dir, the i-vector rspecifier (the period is in `chunk`)."""
+    and, with --online-ivector-dir, the i-vector rspecifier (the period is in `chunk`; so is the
+    frame subsampling factor, passed when it is not 1)."""
     chunk: ChunkOptions = ChunkOptions()
     online_ivectors: str = ""
 
@@ -61,7 +67,9 @@ class ComputeOptions:
         c = self.chunk
         ivector_opts = ([f"--online-ivectors={self.online_ivectors}",
                          f"--online-ivector-period={c.online_ivector_period}"] if self.online_ivectors else [])
-        return ivector_opts + [
+        subsampling_opt = ([f"--frame-subsampling-factor={c.frame_subsampling_factor}"]
+                           if c.frame_subsampling_factor != 1 else [])
+        return ivector_opts + subsampling_opt + [
             f"--frames-per-chunk={c.frames_per_chunk}", f"--extra-left-context={c.extra_left_context}",
             f"--extra-right-context={c.extra_right_context}",
             f"--extra-left-context-initial={c.extra_left_context_initial}",
@@ -106,6 +114,27 @@ def _online_ivectors(src_dir: str, ivector_dir: str, compute: ComputeOptions) ->
     if not text.isdigit() or int(text) == 0:
         raise DecodeError(f"{period_file}: expected a positive number of frames, got {text!r}")
     return ComputeOptions(dataclasses.replace(compute.chunk, online_ivector_period=int(text)), f"scp:{scp}")
+
+
+def frame_subsampling_factor(src_dir: str) -> int | None:
+    """decode.sh's frame_subsampling_opt: `<src_dir>/frame_subsampling_factor`, else the
+    `frame_subsampling_factor N` line of `<src_dir>/init/info.txt`; None when neither says."""
+    path = os.path.join(src_dir, "frame_subsampling_factor")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    else:
+        path = os.path.join(src_dir, "init", "info.txt")
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            found = [line.split() for line in f if line.startswith("frame_subsampling_factor")]
+        if not found or len(found[0]) < 2:
+            return None
+        text = found[0][1]
+    if not text.isdigit() or int(text) == 0:
+        raise DecodeError(f"{path}: expected a positive frame subsampling factor, got {text!r}")
+    return int(text)
 
 
 def _decode_job(decoder: MappedDecoder, loglikes: Iterable[tuple[str, np.ndarray]], words: dict[int, str],
@@ -213,10 +242,11 @@ def decode_loglikes(graph_dir: str, model: str, loglikes_rspecifier: str, decode
     return hyps
 
 
-def _mapped_decoder(graph_dir: str, model: str, tree: str, opts: DecodeOptions) -> MappedDecoder:
+def _mapped_decoder(graph_dir: str, model: str, tree: str, opts: DecodeOptions,
+                    post_decode_acwt: float = 1.0) -> MappedDecoder:
     """A decoder for any `.mdl` (GMM or nnet3): only its transition model is used."""
     return MappedDecoder(load_graph(graph_dir), to_khg(read_transition_model(model), read_tree(tree), source=model),
-                         opts)
+                         opts, post_decode_acwt)
 
 
 def _hyp_lines(hyps: list[Hypothesis], words: dict[int, str]) -> list[str]:
@@ -256,17 +286,21 @@ def compute_loglikes(model: str, feats: Iterable[tuple[str, np.ndarray]], work: 
 
 def decode_nnet3(graph_dir: str, data_dir: str, decode_dir: str, opts: DecodeOptions, nj: int = 4,
                  compute: ComputeOptions = ComputeOptions(), iteration: str = "final", skip_scoring: bool = False,
-                 scoring_opts: dict | None = None, online_ivector_dir: str | None = None) -> list[Hypothesis]:
-    """steps/nnet3/decode.sh: nnet3-latgen-faster with the outputs of `kaldi-avg compute`."""
+                 scoring_opts: dict | None = None, online_ivector_dir: str | None = None,
+                 post_decode_acwt: float = 1.0) -> list[Hypothesis]:
+    """steps/nnet3/decode.sh: nnet3-latgen-faster with the outputs of `kaldi-avg compute`; the
+    lattices' acoustic costs times `post_decode_acwt` (--post-decode-acwt)."""
     src_dir, model, tree, words, parts = _setup(graph_dir, data_dir, decode_dir, nj, iteration, None)
     if online_ivector_dir:
         compute = _online_ivectors(src_dir, online_ivector_dir, compute)
     if os.path.isfile(os.path.join(src_dir, "online_cmvn")):
         raise DecodeError(f"{src_dir}/online_cmvn: online CMVN is not supported by this decoder")
-    fss = os.path.join(src_dir, "frame_subsampling_factor")
-    if os.path.isfile(fss) and open(fss, encoding="utf-8").read().strip() != "1":
-        raise DecodeError(f"{fss}: frame subsampling (chain models) is not supported by this decoder")
-    decoder = _mapped_decoder(graph_dir, model, tree, opts)
+    subsampling = frame_subsampling_factor(src_dir)
+    if subsampling is not None:
+        compute = dataclasses.replace(compute, chunk=dataclasses.replace(compute.chunk,
+                                                                         frame_subsampling_factor=subsampling))
+    decoder = _mapped_decoder(graph_dir, model, tree, opts, post_decode_acwt)
+    lattice_scale = (f" | lattice-scale --acoustic-scale={post_decode_acwt:g}" if post_decode_acwt != 1.0 else "")
     cmvn_opts = read_cmvn_opts(src_dir, default=NO_CMVN)
     hyps: list[Hypothesis] = []
     for job, part in enumerate(tqdm(parts, desc="decode", unit="job", file=sys.stderr), 1):
@@ -280,7 +314,7 @@ def decode_nnet3(graph_dir: str, data_dir: str, decode_dir: str, opts: DecodeOpt
                             f"nnet3-latgen-faster {' '.join(compute.args())} --max-active={opts.max_active} "
                             f"--min-active={opts.min_active} --beam={opts.beam} --lattice-beam={opts.lattice_beam} "
                             f"--acoustic-scale={opts.acoustic_scale} --allow-partial=true {model} "
-                            f"{graph_dir}/HCLG.fst <apply-cmvn {cmvn_opts} on {part.path}>", skipped)
+                            f"{graph_dir}/HCLG.fst <apply-cmvn {cmvn_opts} on {part.path}>{lattice_scale}", skipped)
     _finish(hyps, words, data_dir, graph_dir, decode_dir, nj, skip_scoring, scoring_opts or {})
     return hyps
 
@@ -348,21 +382,19 @@ def main_nnet3(argv: list[str] | None = None) -> int:
     p.add_argument("--extra-left-context-initial", type=int, default=-1)
     p.add_argument("--extra-right-context-final", type=int, default=-1)
     p.add_argument("--online-ivector-dir", default="")
-    p.add_argument("--post-decode-acwt", type=float, default=1.0)
+    p.add_argument("--post-decode-acwt", type=float, default=1.0,
+                   help="scale the lattices' acoustic costs by this (lattice-scale; chain: 10.0 with --acwt 1.0)")
     p.add_argument("--num-threads", type=int, default=1, help="accepted for compatibility")
     p.add_argument("--use-gpu", default="false", help="accepted for compatibility")
     p.add_argument("--skip-diagnostics", default="false", help="accepted for compatibility")
     p.add_argument("--minimize", default="false", help="accepted for compatibility")
     a = parse_kaldi_args(p, argv)
-    if a.post_decode_acwt != 1.0:
-        print(f"{p.prog}: --post-decode-acwt other than 1.0 is not supported", file=sys.stderr)
-        return 1
     opts = DecodeOptions(a.acwt, a.beam, a.lattice_beam, a.max_active, a.min_active)
     compute = ComputeOptions(ChunkOptions(a.frames_per_chunk, a.extra_left_context, a.extra_right_context,
                                           a.extra_left_context_initial, a.extra_right_context_final))
     return _run(p.prog, argv, lambda: decode_nnet3(a.graph_dir, a.data_dir, a.decode_dir, opts, a.nj, compute,
                                                    a.iter, a.skip_scoring, _scoring_opts(a.scoring_opts),
-                                                   a.online_ivector_dir))
+                                                   a.online_ivector_dir, a.post_decode_acwt))
 
 
 def main_mapped(argv: list[str] | None = None) -> int:
