@@ -6,6 +6,7 @@ The same recipe with kaldifst + khg (docs/dependencies.md 3):
   Ha   = make-h-transducer (transition scale), which lists the disambiguation transition-ids
   HCLGa= Ha o CLG, determinize_star (log), rmsymbols(disambig tids), rmepsilon, minimize_encoded
   HCLG = add-self-loops (self-loop scale, reorder)
+with mkgraph.sh's defaults --transition-scale 1.0 and --self-loop-scale 0.1 (1.0 for chain models).
 The graph dir gets HCLG.fst as a const FST (what Kaldi and vosk read), HCLG.vector.fst (the
 same graph as a vector FST, which kaldifst can read), disambig_tid.int, num_pdfs, words.txt,
 phones.txt and the phones/ files mkgraph.sh copies.
@@ -73,7 +74,12 @@ def make_lg(lang: Lang):
 
 def mkgraph(lang_dir: str, model_dir: str, graph_dir: str, transition_scale: float = 1.0,
             self_loop_scale: float = 0.1, context: str | None = None) -> None:
-    """`utils/mkgraph.sh [--mono] [--transition-scale 1.0] [--self-loop-scale 0.1] <lang> <model-dir> <graph>`."""
+    """`utils/mkgraph.sh [--mono] [--transition-scale 1.0] [--self-loop-scale 0.1] <lang> <model-dir> <graph>`
+    (Kaldi's defaults: make-h-transducer's transition scale 1.0, add-self-loops' 0.1). Chain
+    models are built with `--self-loop-scale 1.0` (docs/kaldi-formats.md 7.1); as mkgraph.sh, a
+    model dir with a `frame_subsampling_factor` file and the 0.1 default gets a warning."""
+    if os.path.isfile(os.path.join(model_dir, "frame_subsampling_factor")) and self_loop_scale == 0.1:
+        print("mkgraph.sh: WARNING: chain models need '--self-loop-scale 1.0'", file=sys.stderr)
     lang = Lang.load(lang_dir)
     for f in ("L_disambig.fst", "G.fst", "phones.txt", "words.txt", "phones/silence.csl", "phones/disambig.int"):
         if not os.path.isfile(lang.path(f)):
