@@ -15,10 +15,17 @@ speaker's CMVN (with the model's cmvn_opts) into the network's input affine laye
 (kaldi_avg.kaldi.nnet3.fold), so that vosk computes what our decoder computes on normalized
 features.
 
+A chain model (docs/kaldi-formats.md 7.1-7.2: empty priors in final.mdl, or a
+`frame_subsampling_factor` file beside it) gets what vosk's own chain models have in model.conf:
+`--acoustic-scale=1.0` and `--frame-subsampling-factor=<the file's factor, else 1>`; a
+cross-entropy model `--acoustic-scale=0.1 --frame-subsampling-factor=1`.
+
 vosk scales the graph costs of its final lattice by 0.9 before choosing the result (and by
 default picks it by MBR).  `decode_with_vosk` asks for the n-best list, whose first entry is the
-Viterbi best path of that lattice: the best path of our lattices at LM weight 0.9 / acoustic
-scale (9 for 0.1), i.e. `scoring_kaldi/penalty_0.0/9.txt` of a scored decode dir.
+Viterbi best path of that lattice: the best path of our lattices at LM weight
+0.9 * post-decode-acwt / acoustic scale, 9 for both a cross-entropy model (0.1, 1.0) and a chain
+model decoded as chain recipes do (acwt 1.0, post-decode-acwt 10), i.e.
+`scoring_kaldi/penalty_0.0/9.txt` of a scored decode dir.
 """
 from __future__ import annotations
 
@@ -40,9 +47,13 @@ from .score import compute_wer, read_transcripts
 VOSK_GRAPH_SCALE = 0.9  # vosk's recognizer.cc: ScaleLattice(GraphLatticeScale(0.9)) on the final lattice
 
 
-def vosk_lm_weight(acoustic_scale: float) -> float:
-    """The LM weight at which our lattices' best path is vosk's (graph 0.9, acoustic `acoustic_scale`)."""
-    return VOSK_GRAPH_SCALE / acoustic_scale
+CHAIN_ACOUSTIC_SCALE = 1.0  # what vosk's chain models and chain decoding (--acwt 1.0) use
+
+
+def vosk_lm_weight(acoustic_scale: float, post_decode_acwt: float = 1.0) -> float:
+    """The LM weight at which our lattices' best path is vosk's (graph 0.9, acoustic
+    `acoustic_scale`), the lattices' acoustic costs scaled by `post_decode_acwt` (decode.sh)."""
+    return VOSK_GRAPH_SCALE * post_decode_acwt / acoustic_scale
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,30 @@ class VoskOptions:
     lattice_beam: float = 6.0
     frames_per_chunk: int = 50
 
+    @classmethod
+    def for_model(cls, model: str, **overrides) -> VoskOptions:
+        """The options for `model` (a final.mdl): a chain model's acoustic scale 1.0 and its frame
+        subsampling factor (`chain_model`), else the defaults; then `overrides` (None: not given)."""
+        chain, subsampling = chain_model(model)
+        base = {"acoustic_scale": CHAIN_ACOUSTIC_SCALE, "frame_subsampling_factor": subsampling} if chain else {}
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def chain_model(model: str) -> tuple[bool, int]:
+    """(is it a chain model, its frame subsampling factor) for a final.mdl: chain when its priors
+    are empty or its directory has a `frame_subsampling_factor` file (or init/info.txt line, as
+    steps/nnet3/decode.sh reads them); the factor is that file's, else 1."""
+    from .decode_steps import DecodeError, frame_subsampling_factor  # the decoder's own reading of it
+
+    try:
+        subsampling = frame_subsampling_factor(os.path.dirname(os.path.abspath(model)))
+    except DecodeError as e:
+        raise VoskModelError(str(e)) from None
+    am = read_nnet3_file(_need(model))
+    if not am.is_am:
+        raise VoskModelError(f"{model}: a raw nnet; vosk needs an acoustic model (final.mdl)")
+    return am.priors is None or subsampling is not None, subsampling or 1
+
 
 class VoskModelError(ValueError):
     """A file the vosk model needs is missing; names it."""
@@ -68,13 +103,15 @@ def _need(path: str) -> str:
 
 
 def make_vosk_model(model: str, graph_dir: str, mfcc_conf: str, out_dir: str,
-                    opts: VoskOptions = VoskOptions(), fold_cmvn_from: str | None = None) -> None:
+                    opts: VoskOptions | None = None, fold_cmvn_from: str | None = None) -> None:
     """Writes a vosk model dir from an nnet3 `final.mdl` (or the experiment dir holding it), a
     graph dir (const HCLG.fst, words.txt, phones/silence.csl) and the mfcc.conf of the features
     the model was trained on; with `fold_cmvn_from` (a one-speaker data dir), that speaker's CMVN
-    folded into the network."""
+    folded into the network. `opts` None: `VoskOptions.for_model` (a chain model detected)."""
     if os.path.isdir(model):
         model = os.path.join(model, "final.mdl")
+    if opts is None:
+        opts = VoskOptions.for_model(model)
     silence_csl = open(_need(os.path.join(graph_dir, "phones", "silence.csl")), encoding="utf-8").read().strip()
     if not silence_csl:
         raise VoskModelError(f"{graph_dir}/phones/silence.csl is empty (vosk's endpointing needs silence phones)")
@@ -148,9 +185,10 @@ def _acoustic_scale(model_dir: str) -> float:
 
 
 def vosk_check(model_dir: str, data_dir: str, out_dir: str, compare_with: str | None = None,
-               min_agreement: float = 0.95) -> tuple[float, int, int]:
+               min_agreement: float = 0.95, post_decode_acwt: float = 1.0) -> tuple[float, int, int]:
     """Decodes `data_dir`'s recordings with vosk into `out_dir` (hyp.txt, wer).  With
-    `compare_with`, a scored decode dir of the same model and graph, its best paths at vosk's
+    `compare_with`, a scored decode dir of the same model and graph (decoded with
+    --post-decode-acwt `post_decode_acwt`), its best paths at vosk's
     scales (scoring_kaldi/penalty_0.0/<LM weight>.txt) are compared with vosk's, and the
     utterances that differ are listed in compare.txt.  Returns (WER, identical, compared);
     raises VoskModelError when fewer than `min_agreement` of them are identical."""
@@ -168,10 +206,10 @@ def vosk_check(model_dir: str, data_dir: str, out_dir: str, compare_with: str | 
     write_text(os.path.join(out_dir, "wer"), result.report())
     if compare_with is None:
         return result.wer, 0, 0
-    lmwt = vosk_lm_weight(_acoustic_scale(model_dir))
+    lmwt = vosk_lm_weight(_acoustic_scale(model_dir), post_decode_acwt)
     if abs(lmwt - round(lmwt)) > 1e-6:
         raise VoskModelError(f"vosk's scales give LM weight {lmwt:g}, which scoring does not produce (use an "
-                             f"acoustic scale that divides 0.9)")
+                             f"acoustic scale that divides 0.9 * post-decode-acwt)")
     ours_path = os.path.join(compare_with, "scoring_kaldi", "penalty_0.0", f"{round(lmwt)}.txt")
     if not os.path.isfile(ours_path):
         raise VoskModelError(f"{ours_path}: missing (score {compare_with} with LM weight {round(lmwt)} and "
@@ -202,7 +240,10 @@ def _make(argv: list[str]) -> None:
                             description="Writes a vosk (V2 layout) model dir.")
     d = VoskOptions()
     p.add_argument("--mfcc-config", required=True)
-    p.add_argument("--acoustic-scale", type=float, default=d.acoustic_scale)
+    p.add_argument("--acoustic-scale", type=float, default=None,
+                   help=f"default: {CHAIN_ACOUSTIC_SCALE} for a chain model, else {d.acoustic_scale}")
+    p.add_argument("--frame-subsampling-factor", type=int, default=None,
+                   help="default: the frame_subsampling_factor file beside the model, else 1")
     p.add_argument("--beam", type=float, default=d.beam)
     p.add_argument("--max-active", type=int, default=d.max_active)
     p.add_argument("--lattice-beam", type=float, default=d.lattice_beam)
@@ -213,10 +254,23 @@ def _make(argv: list[str]) -> None:
     p.add_argument("graph_dir")
     p.add_argument("out_dir")
     a = parse_kaldi_args(p, argv)
-    make_vosk_model(a.model, a.graph_dir, a.mfcc_config, a.out_dir,
-                    VoskOptions(acoustic_scale=a.acoustic_scale, beam=a.beam, max_active=a.max_active,
-                                lattice_beam=a.lattice_beam, frames_per_chunk=a.frames_per_chunk),
-                    a.fold_cmvn_from)
+    model = os.path.join(a.model, "final.mdl") if os.path.isdir(a.model) else a.model
+    opts = VoskOptions.for_model(model, acoustic_scale=a.acoustic_scale,
+                                 frame_subsampling_factor=a.frame_subsampling_factor, beam=a.beam,
+                                 max_active=a.max_active, lattice_beam=a.lattice_beam,
+                                 frames_per_chunk=a.frames_per_chunk)
+    make_vosk_model(model, a.graph_dir, a.mfcc_config, a.out_dir, opts, a.fold_cmvn_from)
+
+
+def _is_chain(argv: list[str]) -> None:
+    p = KaldiArgumentParser(prog="vosk_model is-chain",
+                            usage="python -m kaldi_avg.frontend.vosk_model is-chain <final.mdl|nnet-dir>",
+                            description="Prints true for a chain model (empty priors, or a frame_subsampling_factor "
+                                        "file beside it), else false.")
+    p.add_argument("model")
+    a = parse_kaldi_args(p, argv)
+    model = os.path.join(a.model, "final.mdl") if os.path.isdir(a.model) else a.model
+    print("true" if chain_model(model)[0] else "false")
 
 
 def _decode(argv: list[str]) -> None:
@@ -227,11 +281,14 @@ def _decode(argv: list[str]) -> None:
                                         "them with a decode dir's hyp.txt.")
     p.add_argument("--compare-with", default=None)
     p.add_argument("--min-agreement", type=float, default=0.95)
+    p.add_argument("--post-decode-acwt", type=float, default=1.0,
+                   help="the --post-decode-acwt the decode dir was made with (chain: 10.0)")
     p.add_argument("model_dir")
     p.add_argument("data_dir")
     p.add_argument("out_dir")
     a = parse_kaldi_args(p, argv)
-    wer, identical, compared = vosk_check(a.model_dir, a.data_dir, a.out_dir, a.compare_with, a.min_agreement)
+    wer, identical, compared = vosk_check(a.model_dir, a.data_dir, a.out_dir, a.compare_with, a.min_agreement,
+                                          a.post_decode_acwt)
     agreement = f", identical to {a.compare_with} on {identical}/{compared}" if a.compare_with else ""
     print(f"vosk: %WER {wer:.2f}{agreement} ({a.out_dir}/wer)", file=sys.stderr)
     if identical < compared:
@@ -241,9 +298,9 @@ def _decode(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"make": _make, "decode": _decode}
+    commands = {"make": _make, "decode": _decode, "is-chain": _is_chain}
     if not argv or argv[0] not in commands:
-        print("usage: python -m kaldi_avg.frontend.vosk_model (make|decode) [options] ...", file=sys.stderr)
+        print("usage: python -m kaldi_avg.frontend.vosk_model (make|decode|is-chain) [options] ...", file=sys.stderr)
         return 1
     try:
         commands[argv[0]](argv[1:])

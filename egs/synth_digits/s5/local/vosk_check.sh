@@ -7,6 +7,9 @@
 # as vosk does (looped over whole utterances). <decode-dir> must be inside <nnet-dir>. vosk
 # applies no CMVN: for a model trained with per-speaker CMVN, --fold-cmvn true folds the CMVN of
 # <data-dir>'s only speaker into the network vosk gets, so both compute the same outputs.
+# A chain model (empty priors, or <nnet-dir>/frame_subsampling_factor) gets vosk's chain settings
+# (--acoustic-scale=1.0, --frame-subsampling-factor from that file) and is decoded as chain recipes
+# do (--acwt 1.0 --post-decode-acwt 10.0; decode.sh reads the same frame_subsampling_factor file).
 set -euo pipefail
 fold_cmvn=false
 . utils/parse_options.sh
@@ -21,10 +24,15 @@ done
 fold=(); $fold_cmvn && fold=(--fold-cmvn-from="$data")
 python3 -m kaldi_avg.frontend.vosk_model make --mfcc-config="$mfcc_config" "${fold[@]}" \
   "$nnet_dir/final.mdl" "$graph" "$nnet_dir/vosk"
+chain=$(python3 -m kaldi_avg.frontend.vosk_model is-chain "$nnet_dir/final.mdl")
+chain_opts=(); post_decode_acwt=1.0
+if [ "$chain" = true ]; then
+  post_decode_acwt=10.0; chain_opts=(--acwt 1.0 --post-decode-acwt "$post_decode_acwt")
+fi
 # vosk runs the network looped over whole utterances, so our decode to compare with does the same
 # (one chunk per utterance, no extra left context at its start); a chunked decode may differ.
 nj=$(wc -l < "$data/spk2utt"); [ "$nj" -le 4 ] || nj=4
-steps/nnet3/decode.sh --nj "$nj" --frames-per-chunk 1000000 --extra-left-context-initial 0 \
+steps/nnet3/decode.sh --nj "$nj" "${chain_opts[@]}" --frames-per-chunk 1000000 --extra-left-context-initial 0 \
   "$graph" "$data" "$decode_dir"
-python3 -m kaldi_avg.frontend.vosk_model decode --compare-with="$decode_dir" \
+python3 -m kaldi_avg.frontend.vosk_model decode --compare-with="$decode_dir" --post-decode-acwt="$post_decode_acwt" \
   "$nnet_dir/vosk" "$data" "$decode_dir/vosk"
