@@ -11,12 +11,15 @@ with steps/nnet3/chain/build_tree.sh, train.py and get_egs.sh), each a stage, lo
    $(cat phones/nonsilence.csl) $(cat phones/silence.csl)` (log/gen_topo.log).
 1. The tree directory (build_tree.sh --frame-subsampling-factor F) in <chain-dir>: `tree`,
    `0.trans_mdl`, `ali.N.gz` (<ali-dir>'s alignments, `convert-ali --frame-subsampling-factor=F`,
-   one archive per alignment job), `num_jobs`, `topo`, `phones.txt`, `frame_subsampling_factor`
-   (log/build_tree.log, log/convert_ali.N.log). Unlike Kaldi's, the tree is a monophone one
+   one archive per alignment job), `num_jobs`, `topo`, `phones.txt`, `frame_subsampling_factor`,
+   `final.mdl` (log/build_tree.log, log/convert_ali.N.log). Unlike Kaldi's, the tree is a monophone one
    (two pdfs per phone, or per set of phones/sets.int with --shared-phones=true, as gmm-init-mono
    makes it): without Kaldi's binaries no context-dependent tree can be built (kaldi-hmm-gmm has
-   none of acc-tree-stats, cluster-phones or build-tree; docs/chain.md 6.4). No `final.mdl` (a
-   GMM of the chain topology, which only build_tree.sh's own steps use).
+   none of acc-tree-stats, cluster-phones or build-tree; docs/chain.md 6.4). `final.mdl` is the
+   chain transition model alone (the bytes of 0.trans_mdl): Kaldi's is a GMM of the chain topology
+   (gmm-init-model), but what reads it afterwards (train.py's `ali-to-phones` and
+   `copy-transition-model`, mkgraph.sh, our readers) reads only the transition model at its start.
+   (`steps/nnet3/chain/build_tree.sh`, kaldi_avg/chain/build_tree.py, is this stage alone.)
 2. `phone_lm.fst`: `ali-to-phones 0.trans_mdl ark:ali.*.gz ark:- | chain-est-phone-lm <lm-opts>`
    as train.py runs it (log/make_phone_lm.log).
 3. `den.fst`, `normalization.fst`: `chain-make-den-fst tree 0.trans_mdl phone_lm.fst`
@@ -71,6 +74,7 @@ class PrepareOptions:
     lat_dir: str | None = None
     stage: int = 0
     supervision_length_tolerance: int = 1   # nnet3-chain-get-egs --supervision-length-tolerance
+    repeat_frames: bool = False             # convert-ali --repeat-frames (build_tree.sh's option)
 
 
 @dataclass
@@ -118,7 +122,7 @@ def _need(path: str, what: str) -> str:
     return path
 
 
-def _lang_phones(lang_dir: str) -> tuple[list[int], list[int], list[list[int]]]:
+def lang_phones(lang_dir: str) -> tuple[list[int], list[int], list[list[int]]]:
     from ..frontend.lang import LangError, read_int_list
     try:
         sil = read_int_list(_need(os.path.join(lang_dir, "phones", "silence.csl"), "the lang dir's silence phones"))
@@ -180,7 +184,7 @@ def _write_fst(fst, path: str) -> None:
 def stage_gen_topo(lang_dir: str, chain_dir: str) -> None:
     """Stage 0: <chain-dir>/lang = <lang-dir> with gen_topo.py's topology."""
     from .topology import gen_topo
-    nonsil, sil, _ = _lang_phones(lang_dir)
+    nonsil, sil, _ = lang_phones(lang_dir)
     out = os.path.join(chain_dir, "lang")
     command = (f"cp -r {lang_dir} {out}; steps/nnet3/chain/gen_topo.py {':'.join(map(str, nonsil))} "
                f"{':'.join(map(str, sil))} > {out}/topo")
@@ -195,7 +199,7 @@ def stage_tree(lang_dir: str, ali_dir: str, chain_dir: str, opts: PrepareOptions
     from ..kaldi.alignment import read_transition_ids
     from ..kaldi.transition import read_transition_model
     from .topology import convert_alignment, monophone_chain_tree, write_chain_tree_dir
-    nonsil, sil, sets = _lang_phones(lang_dir)
+    nonsil, sil, sets = lang_phones(lang_dir)
     f = opts.frame_subsampling_factor
     gmm_mdl = _need(os.path.join(ali_dir, "final.mdl"), "the alignments' model")
     gmm_tm = read_transition_model(gmm_mdl)
@@ -214,11 +218,12 @@ def stage_tree(lang_dir: str, ali_dir: str, chain_dir: str, opts: PrepareOptions
     for j, archive in enumerate(_job_archives(ali_dir, "ali"), start=1):
         out_ali = os.path.join(chain_dir, f"ali.{j}.gz")
         with JobLog(os.path.join(chain_dir, "log", f"convert_ali.{j}.log"),
-                    f"convert-ali --frame-subsampling-factor={f} {gmm_mdl} {chain_dir}/0.trans_mdl "
+                    f"convert-ali --frame-subsampling-factor={f}"
+                    + (" --repeat-frames=true" if opts.repeat_frames else "") + f" {gmm_mdl} {chain_dir}/0.trans_mdl "
                     f"{chain_dir}/tree 'ark:gunzip -c {archive}|' 'ark:|gzip -c >{out_ali}'") as log:
             job, failed = {}, 0
             for key, tids in read_transition_ids(archive).items():
-                new = convert_alignment(gmm_tm, tm, tree, tids, f)
+                new = convert_alignment(gmm_tm, tm, tree, tids, f, repeat_frames=opts.repeat_frames)
                 if new is None:
                     failed += 1
                     log(f"WARNING (convert-ali): could not convert alignment for key {key} (possibly "
@@ -232,6 +237,8 @@ def stage_tree(lang_dir: str, ali_dir: str, chain_dir: str, opts: PrepareOptions
     if not summary.converted:
         raise PrepareError(f"{ali_dir}: no alignment could be converted to the chain topology")
     write_chain_tree_dir(chain_dir, tree, tm, converted)
+    # build_tree.sh's final.mdl: only its transition model is read (train.py, mkgraph.sh)
+    copy_file(os.path.join(chain_dir, "0.trans_mdl"), os.path.join(chain_dir, "final.mdl"))
     write_text(os.path.join(chain_dir, "frame_subsampling_factor"), f"{f}\n")
     if os.path.isfile(os.path.join(lang_dir, "phones.txt")):      # build_tree.sh: cp $lang/phones.txt $dir
         copy_file(os.path.join(lang_dir, "phones.txt"), os.path.join(chain_dir, "phones.txt"))
@@ -471,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["PrepareError", "PrepareOptions", "PrepareSummary", "parse_lm_opts", "prepare_chain_dir"]
+__all__ = ["PrepareError", "PrepareOptions", "PrepareSummary", "lang_phones", "parse_lm_opts", "prepare_chain_dir",
+           "stage_tree"]
 
 
 if __name__ == "__main__":
