@@ -67,6 +67,7 @@ def install_steps(steps_dir: str, python: str | None = None) -> list[str]:
             raise InstallStepsError(f"{path} exists and was not written by kaldi-avg install-steps; "
                                     "move it away first")
     for script, path in paths.items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)   # kaldi_avg/chain/ for chain/train.py
         with atomic_path(path, mode=SCRIPT_MODE) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write(wrapper_text(script, python))
     return list(paths.values())

@@ -266,6 +266,12 @@ class ChainProbStats:
             self.xent.tot_weight += r.weight
             self.xent.tot_like += float(r.xent_objf)
 
+    @property
+    def objective_per_frame(self) -> float:
+        """What nnet3-chain-combine maximizes: the objective with its l2 term, per frame."""
+        o = self.output
+        return (o.tot_like + o.tot_l2_term) / o.tot_weight if o.tot_weight else float("nan")
+
     def lines(self) -> list[str]:
         out = [self.output.line(self.name)]
         if self.xent is not None:

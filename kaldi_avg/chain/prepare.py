@@ -245,13 +245,16 @@ def stage_tree(lang_dir: str, ali_dir: str, chain_dir: str, opts: PrepareOptions
     summary.num_pdfs = int(tree.num_pdfs)
 
 
-def stage_phone_lm(chain_dir: str, opts: PrepareOptions, summary: PrepareSummary) -> None:
-    """Stage 2: phone_lm.fst from the tree dir's (converted) alignments."""
+def stage_phone_lm(chain_dir: str, opts: PrepareOptions, summary: PrepareSummary, out_dir: str | None = None) -> None:
+    """Stage 2: phone_lm.fst from the tree dir's (converted) alignments, in `out_dir` (default: the
+    tree dir itself; chain/train.py's stage -6 writes it into its --dir)."""
     from .topology import read_chain_tree_dir
+    out_dir = out_dir or chain_dir
     tree_dir = read_chain_tree_dir(chain_dir)
-    out = os.path.join(chain_dir, "phone_lm.fst")
-    with JobLog(os.path.join(chain_dir, "log", "make_phone_lm.log"),
-                f"ali-to-phones {chain_dir}/0.trans_mdl 'ark:gunzip -c {chain_dir}/ali.*.gz|' ark:- | "
+    out = os.path.join(out_dir, "phone_lm.fst")
+    model = "0.trans_mdl" if os.path.isfile(os.path.join(chain_dir, "0.trans_mdl")) else "final.mdl"
+    with JobLog(os.path.join(out_dir, "log", "make_phone_lm.log"),
+                f"ali-to-phones {chain_dir}/{model} 'ark:gunzip -c {chain_dir}/ali.*.gz|' ark:- | "
                 f"chain-est-phone-lm {opts.lm_opts_text} ark:- {out}".replace("  ", " ")) as log:
         estimator = LanguageModelEstimator(opts.lm_opts)
         seqs = tree_dir.phone_sequences()
@@ -334,8 +337,10 @@ def _supervisions(items, make, utts: set[str], lengths: dict[str, int], f: int, 
 
 
 def stage_supervision(ali_dir: str, data_dir: str, chain_dir: str, opts: PrepareOptions,
-                      summary: PrepareSummary) -> None:
-    """Stage 4: supervision.N.ark for the data dir's utterances."""
+                      summary: PrepareSummary, rank: int = 0, world_size: int = 1) -> None:
+    """Stage 4: supervision.N.ark for the data dir's utterances; `rank` of `world_size` processes
+    makes the archives N with (N - 1) mod world_size = rank (each writes its own logs), and only
+    rank 0 writes num_supervision_jobs: the caller waits for every rank before reading."""
     from ..kaldi.datadir import DataDir
     from ..kaldi.transition import read_transition_model
     from .den_graph import load_tree_and_transition_model
@@ -364,6 +369,8 @@ def stage_supervision(ali_dir: str, data_dir: str, chain_dir: str, opts: Prepare
 
     seen: set[str] = set()
     for j, archive in enumerate(archives, start=1):
+        if (j - 1) % world_size != rank:
+            continue
         out = os.path.join(chain_dir, f"supervision.{j}.ark")
         command = (pipeline.format(archive=archive) + f" --left-tolerance={opts.left_tolerance} "
                    f"--right-tolerance={opts.right_tolerance} --frame-subsampling-factor={f}"
@@ -380,6 +387,8 @@ def stage_supervision(ali_dir: str, data_dir: str, chain_dir: str, opts: Prepare
         summary.length_mismatch += counts["length"]
         summary.supervision_archives.append(out)
     summary.no_input = len(utts - seen)
+    if world_size > 1:
+        return
     if not summary.supervisions:
         source = opts.lat_dir or ali_dir
         raise PrepareError(f"no supervision for the utterances of {data_dir} from {source} "

@@ -38,13 +38,13 @@ import math
 import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import kaldi_hmm_gmm as khg
 import kaldifst
 import numpy as np
 
-from ..data.chunking import ChunkConfig, chunk_sizes, gap_sizes
+from ..data.chunking import Chunk, ChunkConfig, split_utterance
 from ..errors import UsageError
 from .den_graph import ChainModelParts
 from .fstext import Graph, project_input
@@ -407,51 +407,19 @@ class SupervisionSplitter:
         return Supervision(self.sup.weight, num_frames, self.sup.label_dim, [from_kaldifst(fst)])
 
 
-@dataclass(frozen=True)
-class ChainChunk:
-    """One chain example: input frames [first_frame, first_frame + num_frames) with contexts;
-    output (subsampled) frames first_frame / f .. + num_frames / f, with their weights."""
-    first_frame: int
-    num_frames: int
-    left_context: int
-    right_context: int
-    output_weights: tuple[float, ...]
-
-
-def chain_chunks(num_input_frames: int, config: ChunkConfig, frame_subsampling_factor: int,
-                 rng: random.Random | None = None) -> list[ChainChunk]:
-    """`UtteranceSplitter::GetChunksForUtterance` with a frame-subsampling factor: the chunk
-    widths (rounded up to multiples of the factor, as `ExampleGenerationConfig` does) chosen as
-    kaldi_avg.data.chunking does, the gaps spread over the ceil(T / f) output frames and
-    multiplied by f, each output frame weighted 1 / (number of chunks that contain it)."""
+def chunk_supervision(splitter: SupervisionSplitter, chunk: Chunk, frame_subsampling_factor: int,
+                      normalization_fst: kaldifst.StdVectorFst | None) -> Supervision:
+    """The supervision of the chunk's output frames, composed with normalization.fst. A chunk
+    whose FST has no path through it keeps its unnormalized supervision, as Kaldi writes it
+    (with a warning, "should be extremely rare")."""
     f = frame_subsampling_factor
-    widths = tuple(f * -(-w // f) for w in config.widths)
-    sizes = chunk_sizes(num_input_frames, widths, rng)
-    if not sizes:
-        return []
-    reduced = (num_input_frames + f - 1) // f
-    gaps = [g * f for g in gap_sizes(reduced, [s // f for s in sizes], rng)]
-    num_out = reduced
-    count = [0] * num_out
-    starts = []
-    t = 0
-    for size, gap in zip(sizes, gaps):
-        t += gap
-        starts.append(t)
-        for u in range(t // f, (t + size) // f):
-            count[u] += 1
-        t += size
-    if t - num_input_frames >= f:
-        raise AssertionError("chunks run past the utterance")
-    chunks = []
-    last = len(sizes) - 1
-    for i, (start, size) in enumerate(zip(starts, sizes)):
-        left = config.left_context_initial if i == 0 and config.left_context_initial >= 0 else config.left_context
-        right = (config.right_context_final if i == last and config.right_context_final >= 0
-                 else config.right_context)
-        weights = tuple(1.0 / count[u] for u in range(start // f, (start + size) // f))
-        chunks.append(ChainChunk(start, size, left, right, weights))
-    return chunks
+    part = splitter.get_frame_range(chunk.first_frame // f, chunk.width // f)
+    if normalization_fst is None:
+        return part
+    try:
+        return add_weight_to_supervision(part, normalization_fst, SUPERVISION_MAX_STATES)
+    except ValueError:
+        return part
 
 
 @dataclass
@@ -459,7 +427,7 @@ class ChainExample:
     """What one NnetChainExample holds for its output: the chunk (its input frames are the
     caller's to cut, with contexts) and the normalized supervision with per-frame weights."""
     key: str
-    chunk: ChainChunk
+    chunk: Chunk
     supervision: Supervision
     deriv_weights: np.ndarray
 
@@ -469,9 +437,7 @@ def chain_examples(utt: str, supervision: Supervision, num_input_frames: int, co
                    rng: random.Random | None = None, supervision_length_tolerance: int = 1) -> list[ChainExample]:
     """`ProcessFile` of nnet3-chain-get-egs for one utterance (keys `<utt>-<first_frame>`).
     An utterance whose lengths do not match (beyond `supervision_length_tolerance` output
-    frames), or that is shorter than every chunk, has none. A chunk whose FST has no path through
-    the normalization FST keeps its unnormalized supervision, as Kaldi writes it (with a warning,
-    "should be extremely rare"). `deriv_weights` (per output frame of the utterance; missing
+    frames), or that is shorter than every chunk, has none. `deriv_weights` (per output frame of the utterance; missing
     frames count 0) multiply the chunk's output weights, as `--deriv-weights-rspecifier` does."""
     f = frame_subsampling_factor
     num_out = supervision.frames_per_sequence
@@ -482,18 +448,13 @@ def chain_examples(utt: str, supervision: Supervision, num_input_frames: int, co
     if abs(num_out - (num_input_frames + f - 1) // f) > supervision_length_tolerance:
         return []
     num_input_frames = min(num_input_frames, num_out * f)
-    chunks = chain_chunks(num_input_frames, config, f, rng)
+    chunks = split_utterance(num_input_frames, replace(config, frame_subsampling_factor=f), rng)
     splitter = SupervisionSplitter(supervision)
     out = []
     for chunk in chunks:
-        start, n = chunk.first_frame // f, chunk.num_frames // f
-        part = splitter.get_frame_range(start, n)
-        if normalization_fst is not None:
-            try:
-                part = add_weight_to_supervision(part, normalization_fst, SUPERVISION_MAX_STATES)
-            except ValueError:
-                pass
-        w = np.asarray(chunk.output_weights, dtype=np.float32)
+        start, n = chunk.first_frame // f, chunk.width // f
+        part = chunk_supervision(splitter, chunk, f, normalization_fst)
+        w = np.asarray(chunk.weights, dtype=np.float32)
         if deriv_weights is not None:
             dw = np.zeros(n, dtype=np.float32)
             avail = max(0, min(n, len(deriv_weights) - start))
@@ -503,8 +464,8 @@ def chain_examples(utt: str, supervision: Supervision, num_input_frames: int, co
     return out
 
 
-__all__ = ["ChainChunk", "ChainExample", "ProtoSupervision", "SupervisionError", "SupervisionOptions",
-           "SupervisionSplitter", "alignment_to_proto_supervision", "chain_chunks", "chain_examples",
+__all__ = ["ChainExample", "ProtoSupervision", "SupervisionError", "SupervisionOptions",
+           "SupervisionSplitter", "alignment_to_proto_supervision", "chain_examples", "chunk_supervision",
            "get_supervisions", "phone_lattice_to_proto_supervision", "proto_supervision_to_supervision",
            "supervision_from_lattice", "supervision_from_phone_lattice", "supervision_from_phones",
            "transition_id_fst"]

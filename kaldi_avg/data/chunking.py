@@ -19,17 +19,20 @@ For an utterance of T frames and chunk widths "w0,w1,..." (w0 the principal widt
   repeat its first/last frame (done at collation).
 * With i-vectors, each chunk takes the i-vector of one random frame of its input span.
 
+With a frame-subsampling factor f > 1 (chain egs, `nnet3-chain-get-egs`; docs/chain.md 7) the
+widths are rounded up to multiples of f, the gaps are spread over the ceil(T / f) output frames
+and multiplied by f, and the weights are per output frame (every f-th input frame).
+
 `split_utterance(..., rng=None)` makes every random choice deterministically (first split,
 ascending order, larger gaps first, i-vector of the middle output frame), which the tests use
 as hand-worked cases; with an `rng` it samples the same distribution as Kaldi (not the same
-random numbers).  `frame_subsampling_factor` and `--num-frames-overlap` are not used by
-`train_rnn.py` and are left out.
+random numbers).  `--num-frames-overlap` is not used by Kaldi's training scripts and is left out.
 """
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import accumulate
 
@@ -55,7 +58,8 @@ def parse_chunk_widths(text: str) -> tuple[int, ...]:
 class ChunkConfig:
     """Chunk widths and the *total* input contexts of a chunk (model context included).
 
-    `left_context_initial` / `right_context_final` < 0 mean "same as left/right_context".
+    `left_context_initial` / `right_context_final` < 0 mean "same as left/right_context";
+    `frame_subsampling_factor` > 1: chain egs (the widths rounded up to multiples of it).
     """
 
     widths: tuple[int, ...]
@@ -63,19 +67,25 @@ class ChunkConfig:
     right_context: int
     left_context_initial: int = -1
     right_context_final: int = -1
+    frame_subsampling_factor: int = 1
 
     def __post_init__(self):
         if not self.widths or min(self.widths) <= 0:
             raise ValueError(f"chunk widths must be positive, got {self.widths}")
         if self.left_context < 0 or self.right_context < 0:
             raise ValueError("left/right context must be >= 0")
+        f = self.frame_subsampling_factor
+        if f < 1:
+            raise ValueError(f"frame_subsampling_factor must be >= 1, got {f}")
+        if f > 1:   # ExampleGenerationConfig::ComputeDerived rounds them up
+            object.__setattr__(self, "widths", tuple(f * -(-w // f) for w in self.widths))
 
     @classmethod
     def from_egs_options(cls, chunk_width: str, *, model_left_context: int,
                          model_right_context: int, chunk_left_context: int = 40,
                          chunk_right_context: int = 0, chunk_left_context_initial: int = -1,
-                         chunk_right_context_final: int = -1) -> ChunkConfig:
-        """The contexts `train_rnn.py` passes to get_egs.sh from its `--egs.*` options."""
+                         chunk_right_context_final: int = -1, frame_subsampling_factor: int = 1) -> ChunkConfig:
+        """The contexts `train_rnn.py` (chain/train.py) passes to get_egs.sh from its `--egs.*` options."""
         if chunk_left_context < 0 or chunk_right_context < 0:
             raise ValueError("--egs.chunk-left-context and --egs.chunk-right-context must be >= 0")
         return cls(
@@ -86,6 +96,7 @@ class ChunkConfig:
                                   if chunk_left_context_initial >= 0 else -1),
             right_context_final=(chunk_right_context_final + model_right_context
                                  if chunk_right_context_final >= 0 else -1),
+            frame_subsampling_factor=frame_subsampling_factor,
         )
 
     @property
@@ -103,7 +114,10 @@ class Chunk:
     """One training example: output frames [first_frame, first_frame + width) of an utterance.
 
     Its input covers frames [first_frame - left_context, first_frame + width + right_context);
-    `weights[k]` is the weight of output frame first_frame + k (< 1 where chunks overlap).
+    `weights[k]` is the weight of output frame first_frame + k (< 1 where chunks overlap), or with
+    frame subsampling by f of frame first_frame + k f (width / f weights).  `shift`: chain
+    training's frame shift (nnet3-chain-copy-egs --frame-shift, `frame_shift_offset`): the
+    network sees the same input frames with its time 0 at input frame first_frame - shift.
     """
 
     first_frame: int
@@ -112,6 +126,7 @@ class Chunk:
     right_context: int
     weights: tuple[float, ...]
     ivector_frame: int
+    shift: int = 0
 
     @property
     def input_start(self) -> int:
@@ -127,16 +142,30 @@ class Chunk:
         return Chunk(self.first_frame + k, 1, self.left_context, self.right_context, (self.weights[k],),
                      self.ivector_frame)
 
+    def shifted(self, shift: int) -> Chunk:
+        return replace(self, shift=shift)
+
     @property
     def structure(self) -> tuple[int, int, int]:
-        """Chunks with equal structure have identical indexes and can share a minibatch."""
-        return (self.left_context, self.width, self.right_context)
+        """Chunks with equal structure have identical indexes and can share a minibatch:
+        (the input frames before network time 0, output frames, the input frames after them)."""
+        return (self.left_context - self.shift, self.width, self.right_context + self.shift)
+
+
+def frame_shift_offset(frame_shift: int, frame_subsampling_factor: int) -> int:
+    """What `ShiftChainExampleTimes` does to an eg, as one offset of the input against the
+    output: it adds `frame_shift` to the input times and the nearest multiple of f to the output
+    times (0, 1, 2 -> 0, +1, -1 for f = 3)."""
+    f = frame_subsampling_factor
+    return frame_shift - f * math.floor(0.5 + frame_shift / f)
 
 
 def split_utterance(num_frames: int, config: ChunkConfig,
                     rng: random.Random | None = None) -> list[Chunk]:
-    """The chunks `nnet3-get-egs` would cut from an utterance of `num_frames` frames
-    (empty if it is shorter than every chunk width)."""
+    """The chunks `nnet3-get-egs` (`nnet3-chain-get-egs` with a subsampling factor) would cut
+    from an utterance of `num_frames` frames (empty if it is shorter than every chunk width)."""
+    if config.frame_subsampling_factor > 1:
+        return _split_subsampled(num_frames, config, rng)
     sizes = chunk_sizes(num_frames, config.widths, rng)
     if not sizes:
         return []
@@ -166,6 +195,39 @@ def split_utterance(num_frames: int, config: ChunkConfig,
             ivector_frame = rng.randint(max(0, start - left),
                                         min(num_frames, start + size + right) - 1)
         weights = tuple(share[start:start + size])
+        chunks.append(Chunk(start, size, left, right, weights, ivector_frame))
+    return chunks
+
+
+def _split_subsampled(num_frames: int, config: ChunkConfig, rng: random.Random | None) -> list[Chunk]:
+    """`GetChunksForUtterance` with frame subsampling: gaps in whole output frames, each
+    output frame weighted 1 / (number of chunks that contain it)."""
+    f = config.frame_subsampling_factor
+    sizes = chunk_sizes(num_frames, config.widths, rng)
+    if not sizes:
+        return []
+    reduced = (num_frames + f - 1) // f
+    gaps = [g * f for g in gap_sizes(reduced, [s // f for s in sizes], rng)]
+    count = [0] * reduced
+    starts = []
+    t = 0
+    for size, gap in zip(sizes, gaps):
+        t += gap
+        starts.append(t)
+        for u in range(t // f, (t + size) // f):
+            count[u] += 1
+        t += size
+    if t - num_frames >= f:
+        raise AssertionError("chunks run past the utterance")
+    chunks = []
+    last = len(sizes) - 1
+    for i, (start, size) in enumerate(zip(starts, sizes)):
+        left = config.left_context_initial if i == 0 and config.left_context_initial >= 0 else config.left_context
+        right = (config.right_context_final if i == last and config.right_context_final >= 0
+                 else config.right_context)
+        ivector_frame = (start + size // 2 if rng is None else
+                         rng.randint(max(0, start - left), min(num_frames, start + size + right) - 1))
+        weights = tuple(1.0 / count[u] for u in range(start // f, (start + size) // f))
         chunks.append(Chunk(start, size, left, right, weights, ivector_frame))
     return chunks
 
@@ -215,7 +277,7 @@ def _splits_for_length(widths: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], 
 
 def chunk_sizes(num_frames: int, widths: tuple[int, ...], rng: random.Random | None) -> list[int]:
     """The chunk widths of an utterance of `num_frames` frames, in order (empty if it is shorter
-    than every width); also used by the chain chunks (kaldi_avg/chain/supervision.py)."""
+    than every width)."""
     table = _splits_for_length(widths)
     primary = widths[0]
     length, repeats = num_frames, 0
@@ -233,8 +295,7 @@ def chunk_sizes(num_frames: int, widths: tuple[int, ...], rng: random.Random | N
 
 
 def gap_sizes(num_frames: int, sizes: list[int], rng: random.Random | None) -> list[int]:
-    """Offset of each chunk from the end of the previous one (negative = overlap); also used by
-    the chain chunks."""
+    """Offset of each chunk from the end of the previous one (negative = overlap)."""
     total_gap = num_frames - sum(sizes)
     if total_gap < 0:
         neighbours = [min(a, b) for a, b in zip(sizes, sizes[1:])]

@@ -37,4 +37,4 @@ def load_planned(source: UtteranceSource, plan: Sequence[PlannedMinibatch], star
                 del last_use[utt]
                 del loaded[utt]
         if items:
-            yield collate(items, source.ivector_period, position=index + 1)
+            yield collate(items, source.ivector_period, position=index + 1, labels=source.labels)

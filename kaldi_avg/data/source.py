@@ -1,10 +1,12 @@
-"""The corpus as the pipeline sees it: lengths, a feature loader, pdf targets, i-vectors.
+"""The corpus as the pipeline sees it: lengths, a feature loader, targets (pdf ids, or chain
+supervisions: `labels`, kaldi_avg/data/labels.py), i-vectors.
 
 The caller builds the loaders from Kaldi tables (features after CMVN); this module only checks
 what comes back.  Checks that need no feature I/O run once, up front (`screen_utterances`);
 the rest run when an utterance is loaded (`load_utterance`).  Tolerances follow
-`nnet3-get-egs`: targets may differ from the feature length by `targets_length_tolerance`
-frames (missing frames get weight 0), i-vector rows x period by `ivector_length_tolerance`.
+`nnet3-get-egs`: targets may differ from the feature length (after frame subsampling) by the
+labels' `length_tolerance` frames (missing frames get weight 0), i-vector rows x period by
+`ivector_length_tolerance`.
 Features that cannot be read (a corrupt archive entry that the start-up header check of
 `kaldi_avg.data.checks` could not see) are skipped as `unreadable`, with a warning naming the
 entry.
@@ -17,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kaldi.alignment import TARGETS_LENGTH_TOLERANCE
 from ..kaldi.binary import KaldiFormatError
 from .chunking import ChunkConfig
+from .labels import PDF_LABELS, Labels
 from .report import DataError, SkipReport
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,8 @@ IVECTOR_LENGTH_TOLERANCE = 100   # frames: nnet3-get-egs's --length-tolerance, w
 
 @dataclass(frozen=True)
 class UtteranceSource:
-    """`load_features(utt) -> (T, feat_dim) float32`, `targets[utt] -> (T,) pdf ids`,
-    optional `load_ivector(utt) -> (rows, ivector_dim)` with one row per `ivector_period`
+    """`load_features(utt) -> (T, feat_dim) float32`, `targets[utt]` -> what `labels` reads ((T,)
+    pdf ids by default), optional `load_ivector(utt) -> (rows, ivector_dim)` with one row per `ivector_period`
     frames.  The loaders raise KeyError for an unknown utterance, KaldiFormatError for an
     unreadable one."""
 
@@ -43,7 +45,7 @@ class UtteranceSource:
     ivector_dim: int = 0
     ivector_period: int = 1
     num_pdfs: int | None = None
-    targets_length_tolerance: int = TARGETS_LENGTH_TOLERANCE
+    labels: Labels = PDF_LABELS
     ivector_length_tolerance: int = IVECTOR_LENGTH_TOLERANCE
 
     def __post_init__(self):
@@ -56,7 +58,7 @@ class UtteranceSource:
 @dataclass(frozen=True)
 class LoadedUtterance:
     features: np.ndarray          # (T, feat_dim) float32
-    targets: np.ndarray           # (T', ) int64, |T' - T| <= tolerance
+    targets: object               # what `labels.check` returns: (T', ) int64 pdf ids, |T' - T| <= tolerance
     ivectors: np.ndarray | None   # (rows, ivector_dim) float32
 
 
@@ -66,19 +68,22 @@ def screen_utterances(source: UtteranceSource, config: ChunkConfig,
     """The usable utterances (with lengths) among `utts` (default: all), recording the rest
     in `report`: too short for any chunk, no targets, or targets of the wrong length."""
     report = report if report is not None else SkipReport()
+    labels = source.labels
+    f = labels.frame_subsampling_factor
     usable = {}
     for utt in (utts if utts is not None else source.lengths):
         num_frames = int(source.lengths[utt])
         targets = source.targets.get(utt)
+        expected = (num_frames + f - 1) // f
         if num_frames < config.min_width:
             report.add("too_short", utt, num_frames)
         elif targets is None:
             report.add("missing_targets", utt, num_frames)
-        elif abs(len(targets) - num_frames) > source.targets_length_tolerance:
+        elif abs(labels.length(targets) - expected) > labels.length_tolerance:
             report.add("target_length_mismatch", utt, num_frames)
         else:
-            if len(targets) < num_frames:
-                report.add("targets_padded", utt, num_frames - len(targets))
+            if labels.length(targets) < expected:
+                report.add("targets_padded", utt, expected - labels.length(targets))
             usable[utt] = num_frames
     return usable
 
@@ -105,13 +110,7 @@ def load_utterance(source: UtteranceSource, utt: str,
     if not np.isfinite(features).all():
         report.add("non_finite_features", utt, expected)
         return None
-    targets = np.asarray(source.targets[utt], dtype=np.int64)
-    if targets.ndim != 1:
-        raise DataError(utt, f"targets have shape {targets.shape}, expected one pdf id per frame")
-    if len(targets) and (targets.min() < 0 or (source.num_pdfs is not None
-                                               and targets.max() >= source.num_pdfs)):
-        raise DataError(utt, f"pdf ids span [{targets.min()}, {targets.max()}], outside "
-                             f"[0, {source.num_pdfs}) (alignment from another tree?)")
+    targets = source.labels.check(utt, source.targets[utt], source.num_pdfs)
     ivectors = None
     if source.load_ivector is not None:
         ivectors = _load_ivectors(source, utt, expected, report)

@@ -26,11 +26,12 @@ from .source import UtteranceSource
 
 def plan_minibatches(utt_lengths: Sequence[tuple[str, int]], config: ChunkConfig,
                      rule: MinibatchSizeRule, *, srand: int, iteration: int, archive: int,
-                     shuffle_buffer_size: int = 5000, frame: int | None = None
+                     shuffle_buffer_size: int = 5000, frame: int | None = None, shift: int = 0
                      ) -> tuple[list[list[tuple[str, Chunk]]], list[tuple[str, Chunk]]]:
     """(minibatches of (utt, chunk), chunks discarded as a partial minibatch) for one pass. `frame`:
     train_dnn.py's frame selection (nnet3-copy-egs --frame), each chunk reduced to that output frame,
-    chunks without it left out (they have no such frame: nothing is lost)."""
+    chunks without it left out (they have no such frame: nothing is lost). `shift`: chain/train.py's
+    frame shift of every chunk (`Chunk.shift`)."""
     if shuffle_buffer_size <= 0:
         raise ValueError(f"shuffle_buffer_size must be positive, got {shuffle_buffer_size}")
     rng = make_rng(srand + iteration, "shuffle", archive)
@@ -48,6 +49,8 @@ def plan_minibatches(utt_lengths: Sequence[tuple[str, int]], config: ChunkConfig
     sequence.extend(block)
     if frame is not None:
         sequence = [(utt, chunk.select_frame(frame)) for utt, chunk in sequence if frame < chunk.width]
+    if shift:
+        sequence = [(utt, chunk.shifted(shift)) for utt, chunk in sequence]
     return merge_into_minibatches(sequence, rule, structure=lambda item: item[1].structure,
                                   eg_size=lambda item: item[1].input_length)
 
@@ -64,9 +67,9 @@ class MinibatchStream:
     def __init__(self, source: UtteranceSource, utterances: Sequence[str],
                  chunk_config: ChunkConfig, minibatch_size: str, *, archive: int,
                  iteration: int, srand: int = 0, shuffle_buffer_size: int = 5000,
-                 report: SkipReport | None = None, frame: int | None = None):
+                 report: SkipReport | None = None, frame: int | None = None, shift: int = 0):
         self._source = source
-        self._frame = frame
+        self._frame, self._shift = frame, shift
         self.archive, self.iteration, self.srand = archive, iteration, srand
         self.report = report if report is not None else SkipReport()
         self._lengths = [(utt, int(source.lengths[utt])) for utt in utterances]
@@ -80,12 +83,12 @@ class MinibatchStream:
     def for_job(cls, source: UtteranceSource, plan: ArchivePlan, chunk_config: ChunkConfig,
                 minibatch_size: str, *, job: int, iteration: int, archives_processed: int,
                 srand: int = 0, shuffle_buffer_size: int = 5000,
-                report: SkipReport | None = None, frame: int | None = None) -> MinibatchStream:
+                report: SkipReport | None = None, frame: int | None = None, shift: int = 0) -> MinibatchStream:
         """The stream of 0-based `job` (the rank) in `iteration` (see archive_for_job)."""
         archive = archive_for_job(job, archives_processed, plan.num_archives)
         return cls(source, plan.archives[archive], chunk_config, minibatch_size,
                    archive=archive, iteration=iteration, srand=srand,
-                   shuffle_buffer_size=shuffle_buffer_size, report=report, frame=frame)
+                   shuffle_buffer_size=shuffle_buffer_size, report=report, frame=frame, shift=shift)
 
     @property
     def _plan(self) -> list[list[tuple[str, Chunk]]]:
@@ -94,7 +97,7 @@ class MinibatchStream:
                 self._planned, discarded = plan_minibatches(
                     self._lengths, self._config, self._rule, srand=self.srand,
                     iteration=self.iteration, archive=self.archive,
-                    shuffle_buffer_size=self._shuffle_buffer_size, frame=self._frame)
+                    shuffle_buffer_size=self._shuffle_buffer_size, frame=self._frame, shift=self._shift)
                 for utt, chunk in discarded:
                     self.report.add("partial_minibatch", f"{utt}-{chunk.first_frame}", chunk.width)
             return self._planned

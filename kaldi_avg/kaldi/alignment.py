@@ -129,11 +129,13 @@ class AlignmentMatchReport:
 
 def match_alignments(num_frames_by_utt: Mapping[str, int], pdfs_by_utt: Mapping[str, np.ndarray],
                      skipped: SkipSink | None = None,
-                     length_tolerance: int = TARGETS_LENGTH_TOLERANCE
+                     length_tolerance: int = TARGETS_LENGTH_TOLERANCE, length=len, frame_subsampling_factor: int = 1
                      ) -> tuple[dict[str, np.ndarray], AlignmentMatchReport]:
     """Keeps the utterances whose alignment length is within `length_tolerance` frames of
     their frame count, as nnet3-get-egs does (a shorter alignment leaves the last frames
-    unlabelled, weight 0; a longer one's extra labels are never used).
+    unlabelled, weight 0; a longer one's extra labels are never used). With a frame-subsampling
+    factor f (chain supervisions, `length` their frame count) the count is ceil(frames / f), as
+    nnet3-chain-get-egs checks it.
 
     Returns `{utt: pdfs}` (unchanged, in the order of `num_frames_by_utt`) and a report of
     the counts; each dropped utterance is also recorded in `skipped` with its frame count,
@@ -149,14 +151,14 @@ def match_alignments(num_frames_by_utt: Mapping[str, int], pdfs_by_utt: Mapping[
                 report.no_alignment_examples.append(utt)
             if skipped is not None:
                 skipped.add("missing_targets", utt, frames)
-        elif abs(len(pdfs) - frames) > length_tolerance:
+        elif abs(length(pdfs) - -(-frames // frame_subsampling_factor)) > length_tolerance:
             report.num_length_mismatch += 1
             if len(report.length_mismatch_examples) < MAX_EXAMPLES:
-                report.length_mismatch_examples.append(f"{utt} (feats {frames}, ali {len(pdfs)})")
+                report.length_mismatch_examples.append(f"{utt} (feats {frames}, ali {length(pdfs)})")
             if skipped is not None:
                 skipped.add("target_length_mismatch", utt, frames)
         else:
-            report.num_length_tolerated += len(pdfs) != frames
+            report.num_length_tolerated += length(pdfs) != -(-frames // frame_subsampling_factor)
             matched[utt] = pdfs
     report.num_matched = len(matched)
     report.num_unused_alignments = sum(1 for utt in pdfs_by_utt if utt not in num_frames_by_utt)

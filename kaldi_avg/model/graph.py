@@ -273,22 +273,28 @@ class NnetModule(nn.Module):
             return self.nnet.components[node.component].input_frames(lo, hi)
         return lo, hi
 
-    def _need(self, t0: int, t1: int, num_frames: int) -> dict[str, Range]:
-        """The frames each node is computed on to give output frames 0..num_frames-1 from input
-        frames t0..t1 (cached: read-only for the caller)."""
-        key = (t0, t1, num_frames)
+    def _need(self, t0: int, t1: int, num_frames: int, outputs: tuple[str, ...] | None = None) -> dict[str, Range]:
+        """The frames each node is computed on to give frames 0..num_frames-1 of the output nodes
+        `outputs` (default: the module's output) from input frames t0..t1 (cached: read-only
+        for the caller)."""
+        outputs = outputs or (self.output_name,)
+        key = (t0, t1, num_frames, outputs)
         if key not in self._needs:
             comp = computable_ranges(self.nnet, t0, t1)
-            oc = comp[self.output_name]
-            if oc[0] > 0 or oc[1] < num_frames - 1:
-                raise ValueError(f"{t1 - t0 + 1} input frames with left context {-t0} cannot produce output "
-                                 f"frames 0..{num_frames - 1} (computable: {oc[0]}..{oc[1]})")
-            self._needs[key] = self._needed(comp, (0, num_frames - 1))
+            for name in outputs:
+                if name not in comp:
+                    raise ValueError(f"the network has no output node {name!r}")
+                oc = comp[name]
+                if oc[0] > 0 or oc[1] < num_frames - 1:
+                    raise ValueError(f"{t1 - t0 + 1} input frames with left context {-t0} cannot produce output "
+                                     f"frames 0..{num_frames - 1} of {name!r} (computable: {oc[0]}..{oc[1]})")
+            self._needs[key] = self._needed(comp, (0, num_frames - 1), outputs)
         return self._needs[key]
 
-    def _needed(self, comp: dict[str, Range], out_range: Range) -> dict[str, Range]:
+    def _needed(self, comp: dict[str, Range], out_range: Range, outputs: tuple[str, ...]) -> dict[str, Range]:
         need: dict[str, Range] = {n: (INF, -INF) for n in self._deps}
-        need[self.output_name] = out_range
+        for name in outputs:
+            need[name] = out_range
 
         def add(dep: str, lo: int, hi: int) -> bool:
             c = comp[dep]
@@ -349,15 +355,25 @@ class NnetModule(nn.Module):
     def forward(self, feats: torch.Tensor, left_context: int, num_frames: int,
                 ivectors: torch.Tensor | None = None, min_deriv_time: int | None = None,
                 max_deriv_time: int | None = None) -> torch.Tensor:
-        """`min_deriv_time`/`max_deriv_time`: nnet3-train's --optimization.min-deriv-time and
-        max-deriv-time (train_rnn.py: -(deriv_truncate_margin + model left context) and
-        num_frames - 1 + deriv_truncate_margin + model right context, the latter given to
+        """The output node's values, (N, num_frames, dim); see `forward_outputs`."""
+        return self.forward_outputs(feats, left_context, num_frames, ivectors, min_deriv_time, max_deriv_time)[0]
+
+    def forward_outputs(self, feats: torch.Tensor, left_context: int, num_frames: int,
+                        ivectors: torch.Tensor | None = None, min_deriv_time: int | None = None,
+                        max_deriv_time: int | None = None, outputs: tuple[str, ...] | None = None
+                        ) -> list[torch.Tensor]:
+        """The values of the output nodes `outputs` (default: the module's output) on frames
+        0..num_frames-1, in one computation (a chain network's 'output' and 'output-xent' share
+        everything below their last layers). `min_deriv_time`/`max_deriv_time`: nnet3-train's
+        --optimization.min-deriv-time and max-deriv-time (train_rnn.py: -(deriv_truncate_margin +
+        model left context) and num_frames - 1 + deriv_truncate_margin + model right context, the latter given to
         nnet3-train as --optimization.max-deriv-time-relative); recurrent loops propagate no
         derivative through frames outside them, forward loops before the one, backward loops
         (BLSTMs trained with --egs.chunk-right-context) after the other."""
         N, T_in, _ = feats.shape
         t0, t1 = -left_context, T_in - left_context - 1
-        need = self._need(t0, t1, num_frames)
+        outputs = outputs or (self.output_name,)
+        need = self._need(t0, t1, num_frames, outputs)
         vals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (N, T, dim) values, first frame
         for node in self.nnet.input_nodes():
             if node.name == "input":
@@ -380,7 +396,7 @@ class NnetModule(nn.Module):
         finally:
             for op in ng_ops:
                 op.end_pass()
-        return vals[self.output_name][0]
+        return [vals[name][0] for name in outputs]
 
 
 class _Eval:

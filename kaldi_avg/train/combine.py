@@ -19,7 +19,7 @@ import torch
 from ..model.graph import NnetModule
 from ..model.ops import training_statistics
 from ..parallel import FlatParams
-from .objective import compute_prob, forward_minibatch
+from .objective import CROSS_ENTROPY, Objective, forward_outputs
 
 
 @dataclass
@@ -30,7 +30,7 @@ class CombineResult:
 
 
 def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: int = 30,
-            log: Callable[[str], None] | None = None,
+            log: Callable[[str], None] | None = None, objective: Objective = CROSS_ENTROPY,
             progress: Callable[[int], Any] | None = None) -> tuple[NnetModule, CombineResult]:
     """Returns `modules[0]` loaded with the best running average and the search record.
     `progress(total)`, if given, is called once with the number of objective evaluations to come
@@ -45,7 +45,7 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
     every = max(1, math.ceil(K / max_objective_evaluations))
     bar = progress(1 + math.ceil((K - 1) / every)) if progress is not None else None  # baseline + averages
     running = vectors[0].clone()
-    best_n, best_objf = 1, compute_prob(target, batches, batchnorm_test_mode=False).objf_per_frame
+    best_n, best_objf = 1, objective.compute_prob(target, batches, batchnorm_test_mode=False).objective_per_frame
     evaluations = [(1, best_objf)]
     if bar is not None:
         bar.update()
@@ -58,7 +58,7 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
             continue
         avg = running / n
         _load_model_vector(flats[0], avg)
-        objf = compute_prob(target, batches, batchnorm_test_mode=False).objf_per_frame
+        objf = objective.compute_prob(target, batches, batchnorm_test_mode=False).objective_per_frame
         evaluations.append((n, objf))
         if bar is not None:
             bar.update()
@@ -72,14 +72,14 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
     if log:
         log(f"Combination chose the average of the newest {best_n} model(s), objective {best_objf:g}")
     if target.batchnorm_ops():
-        recompute_stats(target, batches)
+        recompute_stats(target, batches, objective.outputs)
         if log:
             log("Recomputed the component statistics on the combine set (the network has BatchNorm)")
     return target, CombineResult(best_n, best_objf, evaluations)
 
 
 @torch.no_grad()
-def recompute_stats(module: NnetModule, batches) -> None:
+def recompute_stats(module: NnetModule, batches, outputs: tuple[str, ...] | None = None) -> None:
     """Kaldi's RecomputeStats: every component's statistics zeroed, then accumulated afresh by a
     training-mode forward pass over `batches` (BatchNorm, sigmoid and tanh statistics; no update)."""
     was_training = module.training
@@ -87,7 +87,7 @@ def recompute_stats(module: NnetModule, batches) -> None:
     module.train()
     try:
         for mb in batches:
-            forward_minibatch(module, mb)
+            forward_outputs(module, mb, outputs=outputs)
     finally:
         module.train(was_training)
 

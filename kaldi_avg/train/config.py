@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..chain.objective import ChainTrainingOptions
 from ..data.chunking import parse_chunk_widths
 from ..data.merging import MinibatchSizeRule
 from ..errors import UsageError
@@ -37,12 +38,25 @@ class EgsOptions:
 
 
 @dataclass(frozen=True)
+class ChainOptions:
+    """--chain.*: chain/train.py's objective and supervision (docs/chain.md 9)."""
+
+    training: ChainTrainingOptions = ChainTrainingOptions()   # l2, leaky HMM, xent, deriv weights
+    frame_subsampling_factor: int = 3
+    alignment_subsampling_factor: int = 3     # lattice frames per output frame
+    left_tolerance: int = 5
+    right_tolerance: int = 5
+    lm_opts: str = ""                          # chain-est-phone-lm's options
+
+
+@dataclass(frozen=True)
 class TrainerOptions:
     """What one job does with its minibatches, and the final stages (train_rnn.py's defaults)."""
 
     srand: int = 0
     momentum: float = 0.5
     samples_per_iter: int = 20000
+    frames_per_iter: int | None = None      # chain/train.py: archives of this many input frames
     shuffle_buffer_size: int = 5000
     deriv_truncate_margin: int | None = 8   # None: no derivative truncation (train_dnn.py)
     shrink_value: float = 0.99              # 1.0: no saturation shrinkage (train_dnn.py has none)
@@ -93,10 +107,12 @@ class LaunchOptions:
 
 @dataclass(frozen=True)
 class RunConfig:
-    script: str             # the Kaldi script the run stands in for: train_rnn.py or train_dnn.py
+    script: str             # the Kaldi script the run stands in for: train_rnn.py, train_dnn.py, chain/train.py
     dir: str
     feat_dir: str
-    ali_dir: str
+    ali_dir: str            # transition model, tree, ali.*.gz: --ali-dir, or chain/train.py's --tree-dir
+    lat_dir: str | None = None        # chain/train.py's --lat-dir
+    chain: ChainOptions | None = None   # chain/train.py's --chain.*: the LF-MMI objective
     cmvn_opts: str = ""
     online_ivector_dir: str | None = None
     input_model: str | None = None    # a raw nnet3 network instead of configs/ (train/network.py)
@@ -124,8 +140,11 @@ class RunConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunConfig:
         a = args
-        for flag, value in (("--feat-dir", a.feat_dir), ("--ali-dir", a.ali_dir), ("--dir", a.dir)):
-            if not value:
+        script = SCRIPTS[a.script]
+        required = ((("--tree-dir", "tree_dir"), ("--lat-dir", "lat_dir")) if script.chain else
+                    (("--ali-dir", "ali_dir"),))
+        for flag, dest in (("--feat-dir", "feat_dir"), *required, ("--dir", "dir")):
+            if not getattr(a, dest):
                 raise ConfigError(f"{flag} is required")
         if a.trainer_optimization_backstitch_training_scale:
             raise ConfigError("--trainer.optimization.backstitch-training-scale is not implemented by kaldi-avg")
@@ -137,7 +156,7 @@ class RunConfig:
             averaging = AveragingOptions(algorithm_options(a))
         except ValueError as e:
             raise ConfigError(f"--averaging.*: {e}") from None
-        script = SCRIPTS[a.script]
+        chain, frames_per_iter = None, None
         if script.frame_level:   # train_dnn.py: egs of frames-per-eg frames, the model's context only
             egs = EgsOptions(str(a.egs_frames_per_eg), 0, 0)
             minibatch, frames_per_eg = a.trainer_optimization_minibatch_size, a.egs_frames_per_eg
@@ -145,11 +164,18 @@ class RunConfig:
         else:
             egs = EgsOptions(a.egs_chunk_width, a.egs_chunk_left_context, a.egs_chunk_right_context,
                                  a.egs_chunk_left_context_initial, a.egs_chunk_right_context_final)
-            minibatch, frames_per_eg = a.trainer_rnn_num_chunk_per_minibatch, None
+            minibatch, frames_per_eg = a.trainer_rnn_num_chunk_per_minibatch if not script.chain else \
+                a.trainer_num_chunk_per_minibatch, None
             margin, shrink, threshold = (a.trainer_deriv_truncate_margin, a.trainer_optimization_shrink_value,
                                          a.trainer_optimization_shrink_saturation_threshold)
+        if script.chain:
+            chain = cls._chain_options(a)
+            frames_per_eg, frames_per_iter = chain.frame_subsampling_factor, a.trainer_frames_per_iter
+            if a.chain_left_deriv_truncate is not None:   # Kaldi's process_args: the deprecated spelling
+                margin = -a.chain_left_deriv_truncate
         config = cls(
-            script=script.name, dir=a.dir, feat_dir=a.feat_dir, ali_dir=a.ali_dir, cmvn_opts=a.feat_cmvn_opts or "",
+            script=script.name, dir=a.dir, feat_dir=a.feat_dir, ali_dir=a.tree_dir if script.chain else a.ali_dir,
+            lat_dir=getattr(a, "lat_dir", None), chain=chain, cmvn_opts=a.feat_cmvn_opts or "",
             online_ivector_dir=a.feat_online_ivector_dir, input_model=a.trainer_input_model, stage=a.stage,
             exit_stage=a.exit_stage, cleanup=a.cleanup, preserve_model_interval=a.cleanup_preserve_model_interval,
             egs=egs,
@@ -164,13 +190,14 @@ class RunConfig:
                 frames_per_eg=frames_per_eg),
             trainer=TrainerOptions(
                 srand=a.trainer_srand, momentum=a.trainer_optimization_momentum,
-                samples_per_iter=a.trainer_samples_per_iter, shuffle_buffer_size=a.trainer_shuffle_buffer_size,
+                samples_per_iter=a.trainer_samples_per_iter, frames_per_iter=frames_per_iter,
+                shuffle_buffer_size=a.trainer_shuffle_buffer_size,
                 deriv_truncate_margin=margin, shrink_value=shrink, shrink_saturation_threshold=threshold,
                 proportional_shrink=a.trainer_optimization_proportional_shrink,
                 do_final_combination=a.trainer_optimization_do_final_combination,
                 max_objective_evaluations=a.trainer_optimization_max_objective_evaluations,
-                prior_subset_size=a.trainer_prior_subset_size,
-                num_jobs_compute_prior=a.trainer_num_jobs_compute_prior,
+                prior_subset_size=getattr(a, "trainer_prior_subset_size", 0),
+                num_jobs_compute_prior=getattr(a, "trainer_num_jobs_compute_prior", 0),
                 max_lda_jobs=a.trainer_lda_max_lda_jobs,
                 presoftmax_prior_scale_power=a.trainer_presoftmax_prior_scale_power),
             averaging=averaging,
@@ -179,6 +206,17 @@ class RunConfig:
             ignored=tuple(ignored_options(a)))
         config.validate()
         return config
+
+    @staticmethod
+    def _chain_options(a: argparse.Namespace) -> ChainOptions:
+        try:
+            training = ChainTrainingOptions(
+                l2_regularize=a.chain_l2_regularize, leaky_hmm_coefficient=a.chain_leaky_hmm_coefficient,
+                xent_regularize=a.chain_xent_regularize, apply_deriv_weights=a.chain_apply_deriv_weights)
+        except ValueError as e:   # the option named as Kaldi's chain/train.py spells it
+            raise ConfigError(str(e).replace("--", "--chain.", 1)) from None
+        return ChainOptions(training, a.chain_frame_subsampling_factor, a.chain_alignment_subsampling_factor,
+                            a.chain_left_tolerance, a.chain_right_tolerance, a.chain_lm_opts or "")
 
     def validate(self) -> None:
         """Every option value checked before any work, as Kaldi's process_args (and more strictly):
@@ -200,13 +238,13 @@ class RunConfig:
     def _problems(self):
         """The first of these messages that applies is the error."""
         s, t, e = self.schedule, self.trainer, self.egs
-        positive = {"--trainer.num-epochs": s.num_epochs, "--trainer.samples-per-iter": t.samples_per_iter,
+        archive_size = (("--trainer.frames-per-iter", t.frames_per_iter) if self.chain else
+                        ("--trainer.samples-per-iter", t.samples_per_iter))
+        positive = {"--trainer.num-epochs": s.num_epochs, archive_size[0]: archive_size[1],
                     "--trainer.optimization.initial-effective-lrate": s.initial_effective_lrate,
                     "--trainer.optimization.final-effective-lrate": s.final_effective_lrate,
                     "--trainer.max-param-change": s.max_param_change,
                     "--trainer.shuffle-buffer-size": t.shuffle_buffer_size,
-                    "--trainer.prior-subset-size": t.prior_subset_size,
-                    "--trainer.num-jobs-compute-prior": t.num_jobs_compute_prior,
                     "--trainer.lda.max-lda-jobs": t.max_lda_jobs,
                     "--trainer.optimization.max-models-combine": s.max_models_combine,
                     "--trainer.optimization.num-jobs-initial": s.num_jobs_initial,
@@ -214,12 +252,16 @@ class RunConfig:
                     "--trainer.optimization.num-jobs-step": s.num_jobs_step,
                     "--cleanup.preserve-model-interval": self.preserve_model_interval,
                     "--num-threads": self.launch.num_threads}
+        if not self.chain:
+            positive.update({"--trainer.prior-subset-size": t.prior_subset_size,
+                             "--trainer.num-jobs-compute-prior": t.num_jobs_compute_prior})
         yield from (f"{flag} must be positive, got {value}" for flag, value in positive.items() if not value > 0)
+        yield from self._chain_problems()
         if not 0.0 <= t.momentum < 1.0:
             yield f"--trainer.optimization.momentum must be in [0, 1), got {t.momentum}"
         if t.proportional_shrink < 0:
             yield f"--trainer.optimization.proportional-shrink must be >= 0, got {t.proportional_shrink}"
-        if s.frames_per_eg is None:   # train_rnn.py's --egs.chunk-* (train_dnn.py sets them itself)
+        if s.frames_per_eg is None or self.chain:   # --egs.chunk-* (train_dnn.py sets them itself)
             try:
                 parse_chunk_widths(e.width)
             except ValueError as err:
@@ -235,13 +277,26 @@ class RunConfig:
         try:
             MinibatchSizeRule.parse(s.minibatch_size)
         except ValueError as err:
-            flag = "--trainer.optimization.minibatch-size" if s.frames_per_eg else \
-                "--trainer.rnn.num-chunk-per-minibatch"
+            flag = ("--trainer.num-chunk-per-minibatch" if self.chain else "--trainer.optimization.minibatch-size"
+                    if s.frames_per_eg else "--trainer.rnn.num-chunk-per-minibatch")
             yield f"{flag}: {err}"
         if self.launch.use_gpu not in ("yes", "no", "wait", "true", "false"):
             yield f"--use-gpu={self.launch.use_gpu}: choose yes, no, wait, true or false"
         if self.launch.backend not in (None, "mpi", "torch"):
             yield f"--mpi.backend={self.launch.backend}: choose mpi or torch (or leave it out)"
+
+    def _chain_problems(self):
+        c = self.chain
+        if c is None:
+            return
+        f, a = c.frame_subsampling_factor, c.alignment_subsampling_factor
+        if f < 1 or a < 1:
+            yield f"--chain.frame-subsampling-factor={f} and --chain.alignment-subsampling-factor={a} must be >= 1"
+        elif c.left_tolerance < 0 or c.right_tolerance < 0 or c.left_tolerance + c.right_tolerance + 1 < a:
+            yield (f"--chain.left-tolerance={c.left_tolerance} and --chain.right-tolerance={c.right_tolerance} must "
+                   f"be >= 0 with left + right + 1 >= --chain.alignment-subsampling-factor={a}")
+        if self.trainer.deriv_truncate_margin is not None and self.trainer.deriv_truncate_margin < 0:
+            yield f"--trainer.deriv-truncate-margin must be >= 0, got {self.trainer.deriv_truncate_margin}"
 
     def check_world(self, num_ranks: int) -> None:
         """The algorithms other than Kaldi's give every rank the same number of workers."""

@@ -18,7 +18,7 @@ from ..atomic import atomic_path, write_text
 from ..errors import MissingExtraError, import_extra
 from ..kaldi.runlog import write_run_log
 from .expdir import ExpDir
-from .objective import ProbStats
+from .objective import CROSS_ENTROPY, Objective
 
 VERSION = "kaldi-avg"
 PROB_RE = re.compile(r".*compute_prob_.*\.([0-9]+).log:LOG .nnet3.*compute-prob.*:PrintTotalStats..:"
@@ -34,20 +34,20 @@ def _frames(x: float) -> str:
     return f"{x:g}" if x != int(x) else str(int(x))
 
 
-def write_compute_prob_log(path: str, stats: ProbStats, command: str, seconds: float) -> None:
-    p = _log_prefix("nnet3-compute-prob", "PrintTotalStats", "nnet-diagnostics.cc", 194)
-    write_run_log(path, command, [
-        p + f"Overall log-likelihood for 'output' is {stats.objf_per_frame:g} per frame, over "
-            f"{_frames(stats.frames)} frames.",
-        p + f"Overall accuracy for 'output' is {stats.accuracy:g} per frame, over {_frames(stats.frames)} frames.",
-    ], seconds)
+def write_compute_prob_log(path: str, stats, command: str, seconds: float,
+                           objective: Objective = CROSS_ENTROPY) -> None:
+    """The PrintTotalStats lines of `objective`'s compute-prob program for `stats`."""
+    p = _log_prefix(objective.prob_program, "PrintTotalStats", objective.prob_source, 194)
+    write_run_log(path, command, [p + line for line in stats.lines()], seconds)
 
 
 class TrainLog:
-    """Collects nnet3-train's phase lines (every `print_interval` minibatches) for one job."""
+    """Collects nnet3-train's (nnet3-chain-train's) phase lines (every `print_interval`
+    minibatches) for one job."""
 
-    def __init__(self, command: str, print_interval: int = 10):
+    def __init__(self, command: str, print_interval: int = 10, program: str = "nnet3-train"):
         self.command = command
+        self.program = program
         self.print_interval = print_interval
         self.lines: list[str] = []
         self.total = 0.0
@@ -70,14 +70,14 @@ class TrainLog:
         if self._phase_frames <= 0:
             return
         first = ((self._count - 1) // self.print_interval) * self.print_interval
-        p = _log_prefix("nnet3-train", "PrintStatsForThisPhase", "nnet-training.cc", 273)
+        p = _log_prefix(self.program, "PrintStatsForThisPhase", "nnet-training.cc", 273)
         self.lines.append(p + f"Average objective function for 'output' for minibatches {first}-"
                               f"{self._count - 1} is {self._phase_objf / self._phase_frames:g} over "
                               f"{_frames(self._phase_frames)} frames.")
         self._phase_objf = self._phase_frames = 0.0
 
     def note(self, text: str) -> None:
-        self.lines.append(_log_prefix("nnet3-train", "Train", "kaldi-avg", 0) + text)
+        self.lines.append(_log_prefix(self.program, "Train", "kaldi-avg", 0) + text)
 
     @property
     def objf_per_frame(self) -> float:
@@ -86,14 +86,15 @@ class TrainLog:
     def write(self, path: str) -> None:
         if self._count % self.print_interval:
             self._flush_phase()
-        p = _log_prefix("nnet3-train", "PrintTotalStats", "nnet-training.cc", 307)
+        p = _log_prefix(self.program, "PrintTotalStats", "nnet-training.cc", 307)
         write_run_log(path, self.command, self.lines + [
             p + f"Overall average objective function for 'output' is {self.objf_per_frame:g} over "
                 f"{_frames(self.frames)} frames."], time.time() - self.started)
 
 
 def parse_prob_logs(log_dir: str, kind: str, key: str = "accuracy") -> dict[int, float]:
-    """{iter: value} of `key` ('accuracy' or 'log-likelihood') from compute_prob_<kind>.*.log."""
+    """{iter: value} of `key` ('accuracy', 'log-likelihood', chain's 'log-probability') from
+    compute_prob_<kind>.*.log."""
     out = {}
     for path in glob.glob(os.path.join(log_dir, f"compute_prob_{kind}.*.log")):
         with open(path) as f:
@@ -139,8 +140,8 @@ def write_accuracy_report(exp: ExpDir, key: str = "accuracy") -> str:
 _NO_PLOTS_SAID: list[str] = []   # the warning that progress.png cannot be drawn, once per process
 
 
-def plot_progress(exp: ExpDir) -> str | None:
-    """PNG of train/valid log-likelihood and accuracy per iteration (matplotlib Agg); without
+def plot_progress(exp: ExpDir, keys: tuple[str, ...] = ("log-likelihood", "accuracy")) -> str | None:
+    """PNG of train/valid `keys` (chain: log-probability) per iteration (matplotlib Agg); without
     matplotlib (the `plots` extra), None and a WARNING line, once."""
     log_dir, path = exp.log_dir, exp.progress_png
     try:
@@ -152,8 +153,8 @@ def plot_progress(exp: ExpDir) -> str | None:
         return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("log-likelihood", "accuracy")):
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
         for kind in ("train", "valid"):
             data = parse_prob_logs(log_dir, kind, key)
             its = sorted(data)

@@ -1,12 +1,15 @@
-"""The train_rnn.py / train_dnn.py stage as persistent ranks (docs/kaldi-formats.md 6.2-6.12), in
-three phases:
+"""The train_rnn.py / train_dnn.py / chain/train.py stage as persistent ranks (docs/kaldi-formats.md
+6.2-6.12, docs/chain.md 9), in three phases:
 
     prepare(config, comm)   inputs read, archives and schedule planned, experiment set up (rank 0)
     train(prep, comm)       the iterations of `schedule.plan()` from --stage on: N.mdl, N.algo.pt, logs
     finish(prep, comm)      final combination, priors, final.mdl, reports
     run(rank, ws, args)     the three in turn (icefall's skeleton; `get_parser` is in train/options.py)
 
-The experiment directory's file names come from `expdir.ExpDir`.
+The experiment directory's file names come from `expdir.ExpDir`. chain/train.py differs in its
+objective (`Prepared.objective`), its labels (supervisions instead of alignments), its own stages
+before the LDA (kaldi_avg/chain/stages.py) and its end (final.mdl straight from the combination,
+no priors); everything else is the one skeleton.
 
 Every iteration writes `N.mdl` and, for algorithms with state that crosses iterations, `N.algo.pt`;
 `--stage N` (N >= 0) resumes from them: everything else (archives, schedule, data order, seeds) is a
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 
 from ..atomic import copy_file, make_dirs, remove_stale_temporaries, writable_dir, write_bytes, write_text
+from ..chain import stages as chain_stages
 from ..data import (
     ChunkConfig,
     DiagnosticSet,
@@ -62,8 +66,8 @@ from .expdir import ExpDir
 from .host_memory import keep_freed_host_memory
 from .iterations import IterationResult, JobData, make_iterations
 from .lda import lda_transform
-from .network import Network, check_cross_entropy_outputs, find_network
-from .objective import compute_prob
+from .network import Network, check_chain_outputs, check_cross_entropy_outputs, find_network
+from .objective import CROSS_ENTROPY, Objective
 from .priors import adjust_priors, alignment_priors, subsets_posterior_sum
 from .progress import progress_bar
 
@@ -92,6 +96,14 @@ class Prepared:
     @property
     def exp(self) -> ExpDir:
         return ExpDir(self.config.dir)
+
+    @property
+    def objective(self) -> Objective:
+        return self.data.objective
+
+    @property
+    def chain(self) -> bool:
+        return self.config.chain is not None
 
     @property
     def num_pdfs(self) -> int:
@@ -127,13 +139,18 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
         raise ConfigError(f"{config.feat_dir}: no such directory (--feat-dir: the training data)")
     if not os.path.isfile(os.path.join(config.feat_dir, "feats.scp")):
         raise ConfigError(f"{config.feat_dir}/feats.scp is missing (--feat-dir: the training data's features)")
+    chain = config.chain
     trans_model_path = os.path.join(config.ali_dir, "final.mdl")
     if not os.path.isfile(trans_model_path):
-        raise ConfigError(f"{trans_model_path} is missing (--ali-dir: the transition model)")
+        raise ConfigError(f"{trans_model_path} is missing ({'--tree-dir' if chain else '--ali-dir'}: the transition "
+                          "model)")
     network = find_network(config.dir, config.stage, config.input_model)
     trans_model = read_transition_model(trans_model_path)
     reference = network.reference(trans_model.num_pdfs)
-    check_cross_entropy_outputs(reference, network.path, config.script)
+    if chain:
+        check_chain_outputs(reference, network.path, trans_model.num_pdfs, chain.training.xent_regularize)
+    else:
+        check_cross_entropy_outputs(reference, network.path, config.script)
     if reference.output_dim() != trans_model.num_pdfs:
         raise ConfigError(f"{network.path}: the output layer has dim {reference.output_dim()} but "
                           f"{trans_model_path} has {trans_model.num_pdfs} pdfs{network.output_dim_hint}")
@@ -142,39 +159,53 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
     if comm.rank == 0:
         say(comm, f"network: {network.description}")
     c = config.egs
+    f = chain.frame_subsampling_factor if chain else 1
+    # chain egs carry f // 2 more frames each side, for the frame shifts (chain/train.py's egs_left_context)
     chunk_config = ChunkConfig.from_egs_options(
-        c.width, model_left_context=left, model_right_context=right, chunk_left_context=c.left_context,
-        chunk_right_context=c.right_context, chunk_left_context_initial=c.left_context_initial,
-        chunk_right_context_final=c.right_context_final)
+        c.width, model_left_context=left + f // 2, model_right_context=right + f // 2,
+        chunk_left_context=c.left_context, chunk_right_context=c.right_context,
+        chunk_left_context_initial=c.left_context_initial, chunk_right_context_final=c.right_context_final,
+        frame_subsampling_factor=f)
     margin = config.min_deriv_time_margin
     min_deriv_time = None if margin is None else -(margin + left)
     max_deriv_time_relative = None if margin is None else margin + right
     report = load_ledger(config) if config.stage >= 0 else SkipReport()
     store = check_inputs(config, trans_model, reference.input_dim(), comm, ivectors)
-    source, match_summary = build_source(config.feat_dir, trans_model, report, cmvn_opts=config.cmvn_opts,
-                                         alignments=store, ivectors=ivectors and ivectors[0])
+    if chain:
+        chain_stages.make_chain_files(config, trans_model, comm, lambda line: comm.rank == 0 and say(comm, line))
+        source, match_summary = chain_stages.chain_corpus(config, trans_model, report, ivectors and ivectors[0])
+        objective = chain_stages.chain_objective(config, trans_model.num_pdfs)
+    else:
+        source, match_summary = build_source(config.feat_dir, trans_model, report, cmvn_opts=config.cmvn_opts,
+                                             alignments=store, ivectors=ivectors and ivectors[0])
+        objective = CROSS_ENTROPY
     usable = screen_utterances(source, chunk_config, report=report)   # every rank: the ledger counts once
     # utt2uniq (speed perturbation) keeps every copy of a held-out utterance out of training, as get_egs.sh.
     srand = config.trainer.srand
-    archives = plan_archives(usable, samples_per_iter=config.trainer.samples_per_iter,
-                             principal_chunk_width=chunk_config.principal_width, srand=srand,
+    # chain/train.py's get_egs.sh: frames / frames-per-iter + 1 archives
+    per_archive, width = ((config.trainer.frames_per_iter, 1) if chain else
+                          (config.trainer.samples_per_iter, chunk_config.principal_width))
+    archives = plan_archives(usable, samples_per_iter=per_archive, principal_chunk_width=width, srand=srand,
                              utt2uniq=DataDir(config.feat_dir).utt2uniq)
     nj_final = config.schedule.num_jobs_final
-    if nj_final > archives.num_archives:
+    jobs_limit = schedule.expanded_archives(config.schedule, archives.num_archives) if chain else archives.num_archives
+    if nj_final > jobs_limit:
         raise ConfigError(f"--trainer.optimization.num-jobs-final={nj_final} exceeds the number of archives "
-                          f"({archives.num_archives}); lower it or --trainer.samples-per-iter")
+                          f"({archives.num_archives}{f' x {f} frame shifts' if chain else ''}); lower it or "
+                          f"{'--trainer.frames-per-iter' if chain else '--trainer.samples-per-iter'}")
     if comm.rank == 0:
         check_minibatches([sum(usable[u] for u in archive) for archive in archives.archives],
                           chunk_config.principal_width, config.schedule.minibatch_size)
     iterations = schedule.plan(config.schedule, archives.num_archives)
     prep = Prepared(
         config, trans_model, network, left, right,
-        JobData(source, archives, chunk_config, min_deriv_time, max_deriv_time_relative, report), iterations,
+        JobData(source, archives, chunk_config, min_deriv_time, max_deriv_time_relative, report, objective), iterations,
         schedule.combine_iterations(config.schedule, iterations, archives.num_archives),
         DiagnosticSet(source, archives.valid_utts, chunk_config, srand=srand, name="valid", report=report),
         DiagnosticSet(source, archives.train_subset_utts, chunk_config, srand=srand, name="train", report=report))
     if comm.rank == 0:
-        say(comm, f"alignments: {match_summary}; {len(usable)} usable utterances, {archives.num_archives} archives, "
+        say(comm, f"{'supervisions' if chain else 'alignments'}: {match_summary}; {len(usable)} usable utterances, "
+                  f"{archives.num_archives} archives, "
                   f"{prep.num_iters} iterations, model context {left}/{right}, {comm.size} rank(s)")
         if config.stage < 0:
             setup_experiment(prep)
@@ -183,14 +214,15 @@ def prepare(config: RunConfig, comm: Communicator) -> Prepared:
 
 
 def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int, comm: Communicator,
-                 ivectors: tuple[OnlineIvectors, int] | None = None) -> PdfStore:
+                 ivectors: tuple[OnlineIvectors, int] | None = None) -> PdfStore | None:
     """The start-up checks (kaldi_avg/data/checks.py), shared by the ranks so that each does its
     share of the corpus: every feats.scp (and cmvn.scp) entry by its header, against the
     network's input dim, and against utt2num_frames if there is one (a stale one stops the run;
     rank 0 writes it once if missing); the tree against the transition model; the alignments as
     one PdfStore that the ranks of a node share (every transition-id checked while it is built;
     rebuilt when the alignments change); the online
-    i-vectors of every utterance (dim, and rows x period against its frames). Returns the store."""
+    i-vectors of every utterance (dim, and rows x period against its frames). Returns the store
+    (chain: None; its tree dir is checked instead)."""
     data = DataDir(config.feat_dir)
     cmvn_scp = data.file("cmvn.scp")
     recorded = data.utt2num_frames
@@ -199,7 +231,13 @@ def check_inputs(config: RunConfig, trans_model: TransitionModel, input_dim: int
                    num_frames=None if recorded is None else NumFrames(data.file("utt2num_frames"), recorded))
     if comm.rank == 0:
         data.lengths   # noqa: B018 - computes and writes utt2num_frames once, before every rank reads it
-    store = check_alignments(config.ali_dir, trans_model, ExpDir(config.dir).pdf_store, comm=comm)   # ends in a barrier
+    if config.chain:   # the tree dir's alignments make the phone LM only; the lattices are checked at stage -3
+        chain_stages.check_tree_dir(config)
+        store = None
+        comm.barrier()
+    else:
+        # ends in a barrier
+        store = check_alignments(config.ali_dir, trans_model, ExpDir(config.dir).pdf_store, comm=comm)
     if ivectors is not None:
         check_ivectors(ivectors[0], ivectors[1], data.lengths, rank=comm.rank, world_size=comm.size)
     return store
@@ -222,7 +260,8 @@ def gather_ledger(prep: Prepared, comm: Communicator) -> SkipReport | None:
 
 def setup_experiment(prep: Prepared) -> None:
     """Rank 0: configs/ + vars, lda.mat, presoftmax_prior_scale.vec, 0.mdl, tree, phones.txt, final.ie.id,
-    cmvn_opts, num_jobs, srand, pdf_counts."""
+    cmvn_opts, num_jobs, srand, pdf_counts (chain: no presoftmax scale, no pdf_counts, 0.mdl without
+    priors, frame_subsampling_factor)."""
     config, exp = prep.config, prep.exp
     os.makedirs(exp.log_dir, exist_ok=True)
     sources = [os.path.join(config.ali_dir, name) for name in ("tree", "phones.txt")]
@@ -238,27 +277,34 @@ def setup_experiment(prep: Prepared) -> None:
     write_text(exp.srand, f"{config.trainer.srand}\n")
     prep.network.write_files(config.dir, config.stage, prep.num_pdfs,
                              (prep.model_left_context, prep.model_right_context))
-    src = prep.data.source   # counts over the utterances that train (as ali-to-pdf | analyze-counts)
-    counts = pdf_counts({u: src.targets[u] for u in src.lengths}, prep.num_pdfs)
-    write_text(exp.pdf_counts, script_text_vector(str(int(c)) for c in counts))
+    counts = None
+    if not prep.chain:   # counts over the utterances that train (as ali-to-pdf | analyze-counts)
+        src = prep.data.source
+        counts = pdf_counts({u: src.targets[u] for u in src.lengths}, prep.num_pdfs)
+        write_text(exp.pdf_counts, script_text_vector(str(int(c)) for c in counts))
     lda_path = None
     lda_init = prep.network.lda_init_network(prep.num_pdfs)
     if lda_init is not None:
         lda_path = exp.lda
         if config.stage <= -3 or not os.path.exists(lda_path):
             t0 = time.time()
-            write_bytes(lda_path, matrix_file(lda_transform(lda_init, lda_chunks(prep, lda_init), prep.num_pdfs)))
+            write_bytes(lda_path, matrix_file(lda_transform(lda_init, lda_chunks(prep, lda_init), prep.num_pdfs,
+                                                            prep.objective)))
             write_run_log(exp.log("get_transform.log"), "kaldi-avg estimate LDA", [f"wrote {lda_path}"],
                           time.time() - t0)
         copy_file(lda_path, exp.config_copy(exp.lda))
-    if config.stage <= -2 or not os.path.exists(exp.presoftmax_prior_scale):
+    if counts is not None and (config.stage <= -2 or not os.path.exists(exp.presoftmax_prior_scale)):
         write_presoftmax_prior_scale(exp, counts, config.trainer.presoftmax_prior_scale_power)
     if config.stage <= -1 or not os.path.exists(exp.model(0)):
         t0 = time.time()
         nnet = prep.network.initial_network(prep.num_pdfs, lda_path, config.trainer.srand)
-        Nnet3Model(nnet, prep.trans_model, alignment_priors(counts)).write(exp.model(0))
+        priors = None if counts is None else alignment_priors(counts)
+        Nnet3Model(nnet, prep.trans_model, priors).write(exp.model(0))
         write_run_log(exp.log("init_mdl.log"), "kaldi-avg init 0.mdl",
-                      [f"{len(counts)} pdfs, priors from alignment counts"], time.time() - t0)
+                      [f"{prep.num_pdfs} pdfs, " + ("no priors (a chain model)" if counts is None else
+                                                    "priors from alignment counts")], time.time() - t0)
+    if prep.chain:
+        write_text(exp.frame_subsampling_factor, f"{config.chain.frame_subsampling_factor}\n")
 
 
 def lda_chunks(prep: Prepared, init: Nnet) -> DiagnosticSet:
@@ -268,7 +314,8 @@ def lda_chunks(prep: Prepared, init: Nnet) -> DiagnosticSet:
     left context than the whole model (edges repeat the first and last frames)."""
     data, config = prep.data, prep.config
     left, right = model_context(init)
-    chunk_config = ChunkConfig(data.chunk_config.widths, left, right)
+    f = data.chunk_config.frame_subsampling_factor
+    chunk_config = ChunkConfig(data.chunk_config.widths, left, right, frame_subsampling_factor=f)
     utterances = [u for archive in data.archives.archives[:config.trainer.max_lda_jobs] for u in archive]
     return DiagnosticSet(data.source, utterances, chunk_config, num_frames=LDA_MAX_FRAMES,
                          minibatch_size="1:256", srand=config.trainer.srand, name="lda", report=data.report)
@@ -371,20 +418,28 @@ def keep_model(prep: Prepared, n: int) -> bool:
 
 
 def run_diagnostics(prep: Prepared, module: NnetModule, name: int | str) -> None:
+    objective = prep.objective
     for kind, batches in (("valid", prep.valid), ("train", prep.train_subset)):
         t0 = time.time()
-        stats = compute_prob(module, batches)
+        stats = objective.compute_prob(module, batches)
         write_compute_prob_log(prep.exp.compute_prob_log(kind, name), stats,
-                               f"nnet3-compute-prob (kaldi-avg) {name}.mdl {kind}_diagnostic", time.time() - t0)
+                               f"{objective.prob_program} (kaldi-avg) {name}.mdl {kind}_diagnostic", time.time() - t0,
+                               objective)
 
 
 # -- finish -----------------------------------------------------------------------------------
 def finish(prep: Prepared, comm: Communicator) -> None:
     """combined.mdl (rank 0), the average posterior over the prior subsets (all ranks), final.mdl;
-    rank 0 says what each step does and how long it took (they take a while after the last iteration)."""
+    rank 0 says what each step does and how long it took (they take a while after the last iteration).
+    A chain model has no priors: nnet3-chain-combine's output is final.mdl."""
     t0 = time.time()
     combined = combine_models(prep, comm) if comm.rank == 0 else None
     comm.barrier()
+    if prep.chain:
+        if comm.rank == 0:
+            write_reports(prep)
+            say(comm, f"wrote {prep.exp.model('final')} ({time.time() - t0:.1f} s after the last iteration)")
+        return
     if combined is None:
         combined = read_nnet3_file(prep.exp.model("combined"))
     if comm.rank == 0:
@@ -396,14 +451,17 @@ def finish(prep: Prepared, comm: Communicator) -> None:
 
 
 def combine_models(prep: Prepared, comm: Communicator) -> Nnet3Model:
-    """Rank 0: nnet3-combine of the last models (or the last model alone), written as combined.mdl."""
+    """Rank 0: nnet3-combine (nnet3-chain-combine) of the last models (or the last model alone),
+    written as combined.mdl (chain: final.mdl)."""
     config, exp = prep.config, prep.exp
+    program = "nnet3-chain-combine" if prep.chain else "nnet3-combine"
+    name = "final" if prep.chain else "combined"
     t0 = time.time()
     last = read_nnet3_file(exp.model(prep.num_iters))
     combined = last
     if config.trainer.do_final_combination:
         say(comm, f"combining the models of iterations {min(prep.combine_iters)}..{max(prep.combine_iters)} "
-                  f"(nnet3-combine, at most {config.trainer.max_objective_evaluations} evaluations; log/combine.log)")
+                  f"({program}, at most {config.trainer.max_objective_evaluations} evaluations; log/combine.log)")
         combine_set = DiagnosticSet(prep.data.source, prep.data.archives.train_subset_utts, prep.data.chunk_config,
                                     num_frames=COMBINE_FRAMES, srand=config.trainer.srand, name="combine",
                                     report=prep.data.report)
@@ -411,13 +469,13 @@ def combine_models(prep: Prepared, comm: Communicator) -> Nnet3Model:
         modules = [NnetModule(read_nnet3_file(exp.model(n)).nnet) for n in iters]
         lines: list[str] = []
         best, _ = combine(modules, combine_set, config.trainer.max_objective_evaluations, lines.append,
-                          progress=progress_bar("combining", "evaluations"))
+                          progress=progress_bar("combining", "evaluations"), objective=prep.objective)
         best.write_back()
         combined = Nnet3Model(best.nnet, prep.trans_model, last.priors)
         models = " ".join(f"{n}.mdl" for n in iters)
-        write_run_log(exp.log("combine.log"), f"nnet3-combine (kaldi-avg) models {models}", lines, time.time() - t0)
-    combined.write(exp.model("combined"))
-    run_diagnostics(prep, NnetModule(combined.nnet), "combined")
+        write_run_log(exp.log("combine.log"), f"{program} (kaldi-avg) models {models}", lines, time.time() - t0)
+    combined.write(exp.model(name))
+    run_diagnostics(prep, NnetModule(combined.nnet), name)
     return combined
 
 
@@ -437,8 +495,14 @@ def write_final_model(prep: Prepared, combined: Nnet3Model, post: np.ndarray, nj
     Nnet3Model(combined.nnet, prep.trans_model, adjust_priors(post)).write(exp.model("final"))
     write_run_log(exp.log("adjust_priors.final.log"), "nnet3-am-adjust-priors (kaldi-avg)",
                   [f"priors from the average posterior over {njobs} subset(s)"], 0.0)
-    write_accuracy_report(exp)
-    plot_progress(exp)
+    write_reports(prep)
+
+
+def write_reports(prep: Prepared) -> None:
+    """accuracy.report (chain: of the log-probability) and progress.png."""
+    key = prep.objective.report_key
+    write_accuracy_report(prep.exp, key)
+    plot_progress(prep.exp, ("log-likelihood", "accuracy") if key == "accuracy" else (key,))
 
 
 # -- the whole run ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The experiment directory (`--dir`): every file the trainers read or write there, by name, as
-Kaldi's train_rnn.py and train_dnn.py lay it out (docs/kaldi-formats.md 6.10), and kaldi-avg's
+Kaldi's train_rnn.py, train_dnn.py and chain/train.py lay it out (docs/kaldi-formats.md 6.10,
+docs/chain.md 9.2; chain's supervision.N.ark stand in for its egs/), and kaldi-avg's
 own (algorithm state, skip ledger, pdf store, rank reports). icefall's checkpoint.py idea: one
 place owns the names, so the driver, the launcher and the reports cannot disagree on them.
 
@@ -42,6 +43,13 @@ class ExpDir:
     post_combined = property(lambda self: self.path("post.combined.vec"))
     accuracy_report = property(lambda self: self.path("accuracy.report"))
     progress_png = property(lambda self: self.path("progress.png"))
+    # chain/train.py's (docs/chain.md 9.2)
+    phone_lm = property(lambda self: self.path("phone_lm.fst"))
+    den_fst = property(lambda self: self.path("den.fst"))
+    normalization_fst = property(lambda self: self.path("normalization.fst"))
+    trans_model = property(lambda self: self.path("0.trans_mdl"))
+    frame_subsampling_factor = property(lambda self: self.path("frame_subsampling_factor"))
+    num_supervision_jobs = property(lambda self: self.path("num_supervision_jobs"))
 
     @property
     def configs(self) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import ArchivePlan, ChunkConfig, MinibatchStream, Prefetcher, SkipReport, UtteranceSource
+from ..data.chunking import frame_shift_offset
 from ..kaldi.nnet3.saturation import saturation
 from ..model.graph import NnetModule
 from ..parallel import (
@@ -47,13 +48,15 @@ from .config import RunConfig
 from .diagnostics import TrainLog
 from .expdir import ExpDir
 from .learner import Learner
+from .objective import Objective
 from .optim import KaldiSgd
 from .schedule import Iteration
 
 
 @dataclass(frozen=True)
 class JobData:
-    """What the jobs read: the corpus, its archives, how utterances become chunks."""
+    """What the jobs read and train towards: the corpus, its archives, how utterances become
+    chunks, the objective."""
 
     source: UtteranceSource
     archives: ArchivePlan
@@ -61,6 +64,10 @@ class JobData:
     min_deriv_time: int | None            # train_rnn.py: -(deriv-truncate-margin + model left context)
     max_deriv_time_relative: int | None   # deriv-truncate-margin + model right context (BLSTMs)
     report: SkipReport
+    objective: Objective
+
+    def learner(self, nnet, device: str) -> Learner:
+        return Learner(nnet, device, self.min_deriv_time, self.max_deriv_time_relative, self.objective)
 
 
 @dataclass(frozen=True)
@@ -102,20 +109,26 @@ def model_saturation(comm: Communicator, module: NnetModule) -> float:
 
 
 def job_stream(config: RunConfig, data: JobData, it: Iteration, job: int) -> MinibatchStream:
+    """The job's pass: train_dnn.py's jobs train one eg frame, chain/train.py's shift their egs
+    (nnet3-chain-copy-egs --frame-shift)."""
+    frame, shift = (it.frames[job] if it.frames else None), 0
+    if config.chain is not None and frame is not None:
+        frame, shift = None, frame_shift_offset(frame, config.chain.frame_subsampling_factor)
     return MinibatchStream.for_job(data.source, data.archives, data.chunk_config, it.minibatch_size, job=job,
                                    iteration=it.index, archives_processed=it.archives_processed,
                                    srand=config.trainer.srand, shuffle_buffer_size=config.trainer.shuffle_buffer_size,
-                                   report=data.report, frame=it.frames[job] if it.frames else None)
+                                   report=data.report, frame=frame, shift=shift)
 
 
 def train_log(config: RunConfig, data: JobData, it: Iteration, job: int) -> TrainLog:
     t = config.trainer
-    return TrainLog(f"nnet3-train (kaldi-avg job {job + 1}, iteration {it.index}) "
+    program = data.objective.train_program
+    return TrainLog(f"{program} (kaldi-avg job {job + 1}, iteration {it.index}) "
                     f"--momentum={t.momentum} --max-param-change={it.max_param_change:g} "
                     f"--l2-regularize-factor={1.0 / it.num_jobs:g} --srand={it.index + t.srand} "
                     f"--learning-rate={it.learning_rate:g} --minibatch-size={it.minibatch_size} "
                     f"--optimization.min-deriv-time={data.min_deriv_time} "
-                    f"--optimization.max-deriv-time-relative={data.max_deriv_time_relative}")
+                    f"--optimization.max-deriv-time-relative={data.max_deriv_time_relative}", program=program)
 
 
 def start_job(config: RunConfig, learner: Learner, batches, log: TrainLog, it: Iteration, shrink: float) -> None:
@@ -154,7 +167,7 @@ class KaldiJobs:
     def __init__(self, config: RunConfig, comm: Communicator, data: JobData, nnet) -> None:
         self.config, self.comm, self.data = config, comm, data
         # one learner runs this rank's jobs in turn
-        self.learner = Learner(nnet, config.device, data.min_deriv_time, data.max_deriv_time_relative)
+        self.learner = data.learner(nnet, config.device)
         s = config.schedule
         self.n_local = math.ceil(max(s.num_jobs_initial, s.num_jobs_final) / comm.size)
         self.averaging = ModelAveraging.for_kaldi_jobs(comm, self.n_local, config.averaging.options)
@@ -237,8 +250,7 @@ class AlgorithmWorkers:
         n_local = config.schedule.num_jobs_final // comm.size
         self.algorithm = algorithm_from_options(config.averaging.options, comm, n_local)
         self.base_seed = self.algorithm.seed
-        self.learners = [Learner(nnet, config.device, data.min_deriv_time, data.max_deriv_time_relative)
-                         for _ in range(n_local)]
+        self.learners = [data.learner(nnet, config.device) for _ in range(n_local)]
 
     @property
     def module(self) -> NnetModule:

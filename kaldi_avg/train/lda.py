@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..model.graph import NnetModule
+from .objective import CROSS_ENTROPY, Objective, forward_minibatch
 
 
 class LdaStats:
@@ -78,15 +79,15 @@ def estimate_transform(stats: LdaStats, within_class_factor: float = 0.001, max_
 
 
 @torch.no_grad()
-def lda_transform(init, minibatches: Iterable, num_pdfs: int) -> np.ndarray:
+def lda_transform(init, minibatches: Iterable, num_pdfs: int, objective: Objective = CROSS_ENTROPY) -> np.ndarray:
     """The transform from the init network's output over `minibatches` (chunks with their
-    i-vectors, as nnet3-acc-lda-stats reads egs): every output frame with weight > 0 counted with
-    its pdf as class and its weight."""
+    i-vectors, as nnet3-acc-lda-stats reads egs): every output frame counted under the classes
+    `objective.lda_classes` gives it (its pdf with its weight; chain: the supervision's pdf
+    posteriors)."""
     module = NnetModule(init).eval()
     stats = LdaStats(num_pdfs, init.output_dim())
     for mb in minibatches:
-        y = module(mb.features, mb.left_context, mb.targets.shape[1], ivectors=mb.ivectors)
-        w = mb.weights.reshape(-1).numpy()
-        kept = w > 0
-        stats.accumulate(y.reshape(-1, y.shape[-1]).numpy()[kept], mb.targets.reshape(-1).numpy()[kept], w[kept])
+        y = forward_minibatch(module, mb)
+        rows, classes, weights = objective.lda_classes(mb)
+        stats.accumulate(y.reshape(-1, y.shape[-1]).numpy()[rows], classes, weights)
     return estimate_transform(stats)

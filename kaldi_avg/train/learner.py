@@ -21,7 +21,7 @@ from ..model.ops import training_statistics
 from ..model.orthonormal import constrain_orthonormal, constrained_ops
 from ..parallel import FlatParams, Replica
 from .diagnostics import TrainLog
-from .objective import compute_loss
+from .objective import CROSS_ENTROPY, Objective
 from .optim import KaldiSgd, scale_parameters, set_learning_rates
 
 # nnet3-train's --batchnorm-stats-scale; train_rnn.py does not set it.
@@ -32,13 +32,14 @@ class Learner:
     """A worker's model replica (its own copy of `nnet`), optimizer and minibatch iterator."""
 
     def __init__(self, nnet: Nnet, device: str = "cpu", min_deriv_time: int | None = None,
-                 max_deriv_time_relative: int | None = None) -> None:
+                 max_deriv_time_relative: int | None = None, objective: Objective = CROSS_ENTROPY) -> None:
         self.module = NnetModule(copy.deepcopy(nnet)).to(device)
         self.flat = FlatParams(self.module.parameters(), training_statistics(self.module))
         self.constrained = constrained_ops(self.module)   # TDNN-F's semi-orthogonal factors, found once
         self.rng = random.Random(0)
         self.min_deriv_time = min_deriv_time
         self.max_deriv_time_relative = max_deriv_time_relative
+        self.objective = objective
         self.optimizer: KaldiSgd | None = None
         self.batches: Iterator = iter(())
         self.log: TrainLog | None = None
@@ -83,7 +84,7 @@ class Learner:
 
     def backward(self) -> int:
         mb = next(self.batches)
-        loss, objf, frames = compute_loss(self.module, mb, self.min_deriv_time, self.max_deriv_time_relative)
+        loss, objf, frames = self.objective.loss(self.module, mb, self.min_deriv_time, self.max_deriv_time_relative)
         loss.backward()
         self._num_chunks = mb.num_chunks
         self.log.add(objf, frames)

@@ -187,6 +187,23 @@ def check_cross_entropy_outputs(nnet: Nnet, path: str, trainer: str) -> None:
                           f"{trainer} trains the linear (cross-entropy) objective")
 
 
+def check_chain_outputs(nnet: Nnet, path: str, num_pdfs: int, xent_regularize: float) -> None:
+    """What chain/train.py trains: 'output' (the chain objective) and, for --chain.xent-regularize,
+    'output-xent' (a log-softmax of the same dim); any other output would be ignored."""
+    outputs = {n.name: n for n in nnet.output_nodes()}
+    others = sorted(set(outputs) - {"output", "output-xent"})
+    if "output" not in outputs or others:
+        found = ", ".join(sorted(outputs)) or "none"
+        raise ConfigError(f"{path}: chain/train.py trains the output nodes 'output' and 'output-xent' (found: "
+                          f"{found}); multi-output and multilingual networks are not supported")
+    if xent_regularize and "output-xent" not in outputs:
+        raise ConfigError(f"{path}: --chain.xent-regularize={xent_regularize:g} needs an 'output-xent' output node "
+                          "(output-layer name=output-xent); the network has none")
+    if "output-xent" in outputs and nnet.output_dim("output-xent") != num_pdfs:
+        raise ConfigError(f"{path}: 'output-xent' has dim {nnet.output_dim('output-xent')} but the tree has "
+                          f"{num_pdfs} pdfs")
+
+
 def _reads_log_softmax(nnet: Nnet, node) -> bool:
     sources = [nnet.node(name) for name in node.input.node_names()]
     return bool(sources) and all(isinstance(n, ComponentNode)

@@ -1,9 +1,10 @@
-"""The command lines of steps/kaldi_avg/train_rnn.py and train_dnn.py: every option of Kaldi's
-scripts (kaldi-asr/kaldi f40076610), with their meanings and defaults (docs/kaldi-formats.md 6.1),
-plus `--mpi.*` and `--averaging.*`.
+"""The command lines of steps/kaldi_avg/train_rnn.py, train_dnn.py and chain/train.py: every option
+of Kaldi's scripts (kaldi-asr/kaldi f40076610), with their meanings and defaults
+(docs/kaldi-formats.md 6.1, docs/chain.md 9), plus `--mpi.*` and `--averaging.*`.
 
-Every option is one `Opt` row: `COMMON` rows are both scripts' (Kaldi's CommonParser), `RNN` and `DNN`
-rows one script's own (where Kaldi's defaults differ, each script has its row). An option that means
+Every option is one `Opt` row: `COMMON` rows are every script's (Kaldi's CommonParser), `XENT` rows
+the cross-entropy scripts', `RNN`, `DNN` and `CHAIN` rows one script's own (a script's row replaces
+the `COMMON` row of the same flag: where Kaldi's defaults or meanings differ). An option that means
 nothing without egs carries the reason it is ignored, and the driver reports the ignored options a
 user set. `SCRIPTS` names the scripts; `RunConfig.from_args` (kaldi_avg/train/config.py) turns the
 parsed options into the typed configuration.
@@ -44,8 +45,6 @@ COMMON = (
     Opt("--use-gpu", "yes", "yes, wait or no (true/false as yes/no): train on CUDA when a GPU is visible "
         "(yes/wait), on CPU with no"),
     Opt("--feat-dir", None, "data directory with feats.scp (and cmvn.scp, utt2spk) to train on"),
-    Opt("--ali-dir", None, "alignment directory: ali.*.gz, final.mdl (the transition model), tree"),
-    Opt("--lang", None, "the lang directory", ignored="Kaldi's script does not use it either"),
     Opt("--dir", None, "the experiment directory; configs/network.xconfig, else Kaldi's configs/final.config "
         "(or make_configs.py's configs/layer*.config) defines the network"),
     Opt("--feat.cmvn-opts", "", "options of apply-cmvn applied to the features, e.g. "
@@ -59,8 +58,6 @@ COMMON = (
     Opt("--trainer.input-model", None, "start from this raw nnet3 network (used as 0.raw) instead of configs/"),
     Opt("--trainer.srand", 0, "random seed of data order, initialization and dropout", int),
     Opt("--trainer.num-epochs", 8.0, "passes over the training data", float),
-    Opt("--trainer.prior-subset-size", 20000, "egs per job used to estimate the priors", int),
-    Opt("--trainer.num-jobs-compute-prior", 10, "jobs (archives) the priors are estimated over", int),
     Opt("--trainer.optimization.num-jobs-initial", 1, "parallel jobs at the first iteration", int),
     Opt("--trainer.optimization.num-jobs-final", 8, "parallel jobs at the last iteration (the job count "
         "ramps linearly); kaldi-avg runs this many ranks by default", int),
@@ -93,8 +90,6 @@ COMMON = (
     Opt("--trainer.lda.rand-prune", 4.0, "randomized pruning of the LDA statistics", float,
         ignored="the LDA statistics are accumulated exactly"),
     Opt("--trainer.lda.max-lda-jobs", 10, "archives the LDA statistics are accumulated over", int),
-    Opt("--trainer.presoftmax-prior-scale-power", -0.25, "power of the presoftmax prior scale "
-        "(presoftmax_prior_scale.vec, for configs that read it)", float),
     Opt("--trainer.compute-per-dim-accuracy", False, "write per-dimension accuracies", kaldi_bool,
         ignored="not written"),
     Opt("--cleanup", True, "remove the models that are no longer needed", kaldi_bool),
@@ -121,6 +116,15 @@ COMMON = (
         "--mpi.launcher=cmd and torchrun"),
     Opt("--num-threads", 1, "torch threads per rank", int),
     Opt("--verbose", 0, "verbosity: above 0, errors in the options or data also print their traceback", int),
+)
+
+XENT = (
+    Opt("--ali-dir", None, "alignment directory: ali.*.gz, final.mdl (the transition model), tree"),
+    Opt("--lang", None, "the lang directory", ignored="Kaldi's script does not use it either"),
+    Opt("--trainer.prior-subset-size", 20000, "egs per job used to estimate the priors", int),
+    Opt("--trainer.num-jobs-compute-prior", 10, "jobs (archives) the priors are estimated over", int),
+    Opt("--trainer.presoftmax-prior-scale-power", -0.25, "power of the presoftmax prior scale "
+        "(presoftmax_prior_scale.vec, for configs that read it)", float),
 )
 
 RNN = (
@@ -154,6 +158,65 @@ DNN = (
         "256,128; iteration 0 halves it)"),
 )
 
+CHAIN = (
+    Opt("--stage", -4, "stage to start at: -6 the phone LM, -5 den.fst and normalization.fst (both are made "
+        "whenever missing), -4 init.raw from configs/init.config, -3 the supervisions, -2 LDA, -1 the initial "
+        "model; N >= 0 resumes from N.mdl", int),
+    Opt("--tree-dir", None, "tree directory: tree, final.mdl (its transition model has the chain topology), "
+        "ali.*.gz (the phone LM's phone sequences), phones.txt"),
+    Opt("--lat-dir", None, "lattice directory: lat.*.gz (the numerator lattices, as align_fmllr_lats.sh writes "
+        "them), final.mdl (their transition model)"),
+    Opt("--egs.chunk-width", "20", "input frames per chunk, rounded up to multiples of the frame-subsampling "
+        "factor; a comma list gives alternatives, the first is the principal width"),
+    Opt("--egs.chunk-left-context", 0, "extra frames of left context per chunk (recurrent models), added to the "
+        "model's left context", int),
+    Opt("--egs.chunk-right-context", 0, "extra frames of right context per chunk (BLSTMs)", int),
+    Opt("--egs.chunk-left-context-initial", -1, "left context of the first chunk of an utterance "
+        "(-1: the same as --egs.chunk-left-context)", int),
+    Opt("--egs.chunk-right-context-final", -1, "right context of the last chunk of an utterance "
+        "(-1: the same as --egs.chunk-right-context)", int),
+    Opt("--egs.nj", 0, "jobs of get_egs.sh", int, ignored=NO_EGS),
+    Opt("--chain.lm-opts", None, "options of chain-est-phone-lm, e.g. '--num-extra-lm-states=2000'"),
+    Opt("--chain.l2-regularize", 0.0, "l2 regularization of the chain output", float),
+    Opt("--chain.xent-regularize", 0.0, "weight of the cross-entropy output 'output-xent' (the network "
+        "must have it)", float),
+    Opt("--chain.right-tolerance", 5, "frames a phone may end later than in the lattice", int),
+    Opt("--chain.left-tolerance", 5, "frames a phone may start earlier than in the lattice", int),
+    Opt("--chain.leaky-hmm-coefficient", 0.00001, "leaky-HMM coefficient of the denominator", float),
+    Opt("--chain.apply-deriv-weights", True, "multiply the derivatives by the chunks' frame weights", kaldi_bool),
+    Opt("--chain.frame-subsampling-factor", 3, "input frames per output frame of the chain model", int),
+    Opt("--chain.alignment-subsampling-factor", 3, "lattice frames per output frame (chain-get-supervision "
+        "--frame-subsampling-factor)", int),
+    Opt("--chain.left-deriv-truncate", None, "deprecated: sets --trainer.deriv-truncate-margin to minus this", int),
+    Opt("--chain-opts", "", "options of nnet3-chain-train and nnet3-chain-compute-prob",
+        ignored="kaldi-avg runs no nnet3-chain-* program"),
+    Opt("--trainer.num-epochs", 10.0, "passes over the training data", float),
+    Opt("--trainer.frames-per-iter", 800000, "input frames per archive (one job's data for one iteration)", int),
+    Opt("--trainer.samples-per-iter", 400000, "egs per archive",
+        int, ignored="chain/train.py sizes its archives with --trainer.frames-per-iter"),
+    Opt("--trainer.num-chunk-per-minibatch", "128", "chunks per minibatch (a Kaldi minibatch rule such as "
+        "128,64; iteration 0 halves it)"),
+    Opt("--trainer.optimization.initial-effective-lrate", 0.0002, "effective learning rate at the start; "
+        "each job trains with num-jobs x the effective rate", float),
+    Opt("--trainer.optimization.final-effective-lrate", 0.00002, "effective learning rate at the end "
+        "(geometric decay by data processed)", float),
+    Opt("--trainer.optimization.momentum", 0.0, "momentum of nnet3-chain-train's update", float),
+    Opt("--trainer.optimization.shrink-value", 1.0, "parameter scale applied when the sigmoid/tanh units "
+        "saturate (1.0: never)", float),
+    Opt("--trainer.optimization.shrink-saturation-threshold", 0.40, "saturation above which "
+        "--trainer.optimization.shrink-value is applied", float),
+    Opt("--trainer.deriv-truncate-margin", None, "backpropagate through at most this many frames of the "
+        "left context (unset: no truncation)", int),
+    Opt("--trainer.presoftmax-prior-scale-power", -0.25, "power of the presoftmax prior scale", float,
+        ignored="chain models have no presoftmax prior scale"),
+)
+
+
+def script_options(own: tuple[Opt, ...]) -> tuple[Opt, ...]:
+    """COMMON with a script's own rows: one of them replaces the COMMON row of its flag."""
+    flags = {o.flag for o in own}
+    return tuple(o for o in COMMON if o.flag not in flags) + own
+
 
 @dataclass(frozen=True)
 class Script:
@@ -162,13 +225,17 @@ class Script:
     name: str                # as in steps/nnet3/ and steps/kaldi_avg/
     description: str
     options: tuple[Opt, ...]
-    frame_level: bool        # train_dnn.py: egs of --egs.frames-per-eg frames, one trained per iteration
+    frame_level: bool = False    # train_dnn.py: egs of --egs.frames-per-eg frames, one trained per iteration
+    chain: bool = False          # chain/train.py: the LF-MMI objective (kaldi_avg/chain/)
 
 
 SCRIPTS = {s.name: s for s in (
-    Script("train_rnn.py", "Kaldi's train_rnn.py stage with persistent ranks and no egs dump.", COMMON + RNN, False),
+    Script("train_rnn.py", "Kaldi's train_rnn.py stage with persistent ranks and no egs dump.",
+           script_options(XENT + RNN)),
     Script("train_dnn.py", "Kaldi's train_dnn.py stage (feed-forward networks: TDNN, TDNN-F, CNN) with "
-           "persistent ranks and no egs dump.", COMMON + DNN, True),
+           "persistent ranks and no egs dump.", script_options(XENT + DNN), frame_level=True),
+    Script("chain/train.py", "Kaldi's chain/train.py stage (LF-MMI: TDNN, TDNN-F, TDNN-LSTM, BLSTM chain models) "
+           "with persistent ranks and no egs dump.", script_options(CHAIN), chain=True),
 )}
 DEFAULT_SCRIPT = "train_rnn.py"
 
@@ -181,7 +248,7 @@ def get_parser(script: str = DEFAULT_SCRIPT) -> argparse.ArgumentParser:
     s = SCRIPTS[script]
     p = KaldiArgumentParser(prog=f"steps/kaldi_avg/{s.name}", usage="%(prog)s [options]", description=s.description)
     p.set_defaults(script=s.name)
-    for opt in s.options:
+    for opt in s.options:   # COMMON's order first, as Kaldi's --help lists them
         help_text = f"{opt.help} (default: {opt.default})"
         if opt.ignored:
             help_text += f" [accepted, ignored: {opt.ignored}]"

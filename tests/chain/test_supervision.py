@@ -26,7 +26,6 @@ from kaldi_avg.chain.supervision import (
     SupervisionOptions,
     SupervisionSplitter,
     alignment_to_proto_supervision,
-    chain_chunks,
     chain_examples,
     get_supervisions,
     phone_lattice_to_proto_supervision,
@@ -34,7 +33,7 @@ from kaldi_avg.chain.supervision import (
     supervision_from_phones,
 )
 from kaldi_avg.chain.supervision_io import SupervisionFst, read_supervisions
-from kaldi_avg.data.chunking import ChunkConfig
+from kaldi_avg.data.chunking import ChunkConfig, split_utterance
 from kaldi_avg.kaldi.transition import read_transition_model
 
 from . import fixture
@@ -298,14 +297,14 @@ def test_chain_chunks_by_hand():
     chunks cover 20 output frames, one too many, so one junction overlaps by one output frame
     (3 input frames); deterministic choices put it at the first junction: starts 0, 12, 27, 42.
     The shared output frame 4 has weight 1/2 in both chunks."""
-    chunks = chain_chunks(57, ChunkConfig((15,), 10, 10, 20, 5), 3)
-    assert [(c.first_frame, c.num_frames) for c in chunks] == [(0, 15), (12, 15), (27, 15), (42, 15)]
-    assert [c.output_weights for c in chunks] == [(1, 1, 1, 1, 0.5), (0.5, 1, 1, 1, 1), (1,) * 5, (1,) * 5]
+    chunks = split_utterance(57, ChunkConfig((15,), 10, 10, 20, 5, frame_subsampling_factor=3))
+    assert [(c.first_frame, c.width) for c in chunks] == [(0, 15), (12, 15), (27, 15), (42, 15)]
+    assert [c.weights for c in chunks] == [(1, 1, 1, 1, 0.5), (0.5, 1, 1, 1, 1), (1,) * 5, (1,) * 5]
     assert [(c.left_context, c.right_context) for c in chunks] == [(20, 10), (10, 10), (10, 10), (10, 5)]
     # widths are rounded up to multiples of f (16 -> 18); gaps come in whole output frames
-    chunks = chain_chunks(60, ChunkConfig((16,), 0, 0), 3, random.Random(3))
-    assert all(c.num_frames == 18 and c.first_frame % 3 == 0 for c in chunks)
-    assert chain_chunks(10, ChunkConfig((15,), 0, 0), 3) == []
+    chunks = split_utterance(60, ChunkConfig((16,), 0, 0, frame_subsampling_factor=3), random.Random(3))
+    assert all(c.width == 18 and c.first_frame % 3 == 0 for c in chunks)
+    assert split_utterance(10, ChunkConfig((15,), 0, 0, frame_subsampling_factor=3)) == []
 
 
 def test_deriv_weights_and_length_checks(fsdd):

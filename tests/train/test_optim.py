@@ -115,9 +115,19 @@ def test_max_deriv_time_is_relative_to_the_chunks_last_output_frame():
 
     from kaldi_avg.train.objective import forward_minibatch
     seen = {}
+
+    def forward_outputs(*args, **kwargs):
+        seen.update(kwargs)
+        return [torch.zeros(2, args[2], 4)]
+
+    module = SimpleNamespace(forward_outputs=forward_outputs)
     mb = SimpleNamespace(features=torch.zeros(2, 30, 3), left_context=5, targets=torch.zeros(2, 7, dtype=torch.long),
-                         ivectors=None)
-    forward_minibatch(lambda *args, **kwargs: seen.update(kwargs), mb, -9, 11)
+                         ivectors=None, frame_subsampling_factor=1)
+    forward_minibatch(module, mb, -9, 11)
     assert (seen["min_deriv_time"], seen["max_deriv_time"]) == (-9, 6 + 11)
-    forward_minibatch(lambda *args, **kwargs: seen.update(kwargs), mb, None, None)
+    forward_minibatch(module, mb, None, None)
     assert seen["max_deriv_time"] is None
+    # chain: outputs at times 0, 3, ..., 18; the limit is relative to the last of them
+    mb.frame_subsampling_factor = 3
+    assert forward_minibatch(module, mb, -9, 11).shape == (2, 7, 4)
+    assert seen["max_deriv_time"] == 18 + 11
