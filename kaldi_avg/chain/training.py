@@ -8,6 +8,7 @@ weights; `output-xent` is computed in the same pass when --chain.xent-regularize
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import torch
@@ -47,8 +48,11 @@ class ChainTraining(Objective):
     def loss(self, module, mb, min_deriv_time, max_deriv_time_relative):
         """(loss, objf + l2 term summed, the supervision's weight x frames)."""
         y, xent, deriv_weights = self._rows(module, mb, min_deriv_time, max_deriv_time_relative)
+        t0 = time.perf_counter()
         loss, r = self.objective(y, mb.supervision, xent, deriv_weights)
-        return loss, float(r.objf + r.l2_term), r.weight
+        objf = float(r.objf + r.l2_term)   # waits for the device, so the time below is the objective's
+        self.seconds += time.perf_counter() - t0
+        return loss, objf, r.weight
 
     def lda_classes(self, mb):
         """nnet3-chain-acc-lda-stats: each output frame under the pdfs of the supervision's own

@@ -407,7 +407,8 @@ def _append_data_wait(path: str, result: IterationResult, seconds: float) -> Non
     kept.append(f"iter {it}: jobs {result.iteration.num_jobs} frames {sum(j.frames for j in jobs):.0f} "
                 f"train-seconds {sum(j.seconds for j in jobs):.3f} "
                 f"data-wait-seconds {sum(j.data_wait for j in jobs):.3f} max {max(j.data_wait for j in jobs):.3f} "
-                f"communication-seconds {result.comm_seconds:.3f} iteration-seconds {seconds:.3f}\n")
+                f"communication-seconds {result.comm_seconds:.3f} iteration-seconds {seconds:.3f} "
+                f"objective-seconds {result.objective_seconds:.3f}\n")
     write_text(path, "".join(kept))
 
 

@@ -89,6 +89,7 @@ class IterationResult:
     comm_seconds: float              # this rank's time in collectives
     steps: int | None = None         # synchronous steps per worker (algorithms)
     algorithm: dict = field(default_factory=dict)   # the algorithm's description (algorithms)
+    objective_seconds: float = 0.0   # this rank's time in the objective beyond the network (chain: den, num)
 
     @property
     def best_objf(self) -> float:
@@ -189,6 +190,7 @@ class KaldiJobs:
 
     def run(self, it: Iteration) -> IterationResult:
         shrink = iteration_shrink(self.config, it, model_saturation(self.comm, self.module))
+        objective_before = self.data.objective.seconds
         flat = self.learner.flat
         base = flat.params.clone()
         objectives: list[float | None] = [None] * self.n_local
@@ -218,7 +220,8 @@ class KaldiJobs:
         if flat.stats is not None:
             flat.stats.copy_(self.averaging.replicas[0].stats)
         return IterationResult(it, "select" if it.select_best else "average", shrink, jobs, weights,
-                               self.comm.stats.seconds - comm_before)
+                               self.comm.stats.seconds - comm_before,
+                               objective_seconds=self.data.objective.seconds - objective_before)
 
     def _train_job(self, it: Iteration, shrink: float, job: int) -> JobResult:
         torch.manual_seed(job_seed(self.config, it, job))
@@ -274,6 +277,7 @@ class AlgorithmWorkers:
         # new partner sequences every iteration, the same on resume
         algo.begin_iteration(it.index, self.base_seed * 100003 + it.index)
         comm_before, t0 = self.comm.stats.seconds, time.perf_counter()
+        objective_before = self.data.objective.seconds
         try:
             self._steps(steps)
         finally:
@@ -289,7 +293,8 @@ class AlgorithmWorkers:
             mine.append(JobResult(worker, _finite(log.objf_per_frame), log.frames, prefetcher.wait_seconds, share))
         jobs = _all_jobs(self.comm, mine)
         return IterationResult(it, "average", shrink, jobs, {j.job: 1.0 / len(jobs) for j in jobs}, comm_seconds,
-                               steps=steps, algorithm=algo.describe())
+                               steps=steps, algorithm=algo.describe(),
+                               objective_seconds=self.data.objective.seconds - objective_before)
 
     def _steps(self, steps: int) -> None:
         algo = self.algorithm

@@ -64,6 +64,7 @@ class Objective:
     prob_source = "nnet-diagnostics.cc"      # ... and the source file its LOG lines name
     report_key = "accuracy"                  # accuracy.report's column (Kaldi's generate_acc_logprob_report)
     outputs: tuple[str, ...] | None = None   # the output nodes it reads (None: the module's 'output')
+    seconds = 0.0    # time in the objective beyond the network (chain: den/num forward-backward), this rank
 
     def loss(self, module, mb, min_deriv_time: int | None, max_deriv_time_relative: int | None):
         """(loss to minimize, objective summed over the minibatch, frames it is over)."""
