@@ -107,7 +107,8 @@ def test_diagnostics_and_priors_use_test_mode():
     left, right = model_context(nnet)
     g = torch.Generator().manual_seed(0)
     mb = SimpleNamespace(features=torch.randn(3, left + 10 + right, 13, generator=g), left_context=left,
-                         targets=torch.randint(0, 6, (3, 10), generator=g), weights=torch.ones(3, 10), ivectors=None)
+                         targets=torch.randint(0, 6, (3, 10), generator=g), weights=torch.ones(3, 10), ivectors=None,
+                         frame_subsampling_factor=1)
     with torch.no_grad():
         expected = module.eval()(mb.features, left, 10)
     module.train()
