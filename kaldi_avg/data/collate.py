@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,7 +24,9 @@ class Minibatch:
     supervision's weight x N x W). A chain minibatch carries the chunks' merged `supervision`
     (its targets are -1 and its weights the deriv weights).  `keys` are Kaldi's eg
     keys `<utt>-<first_frame>`; `position` is the number of planned minibatches of its stream
-    up to and including this one (what a resumed stream starts after).
+    up to and including this one (what a resumed stream starts after). `cache`: where a set
+    evaluated again and again (`DiagnosticSet`) keeps what the network computes from this
+    minibatch alone (model/graph.py's fixed nodes: an LDA), or None.
     """
 
     features: torch.Tensor            # (N, left_context + W + right_context, feat_dim) float32
@@ -37,6 +39,7 @@ class Minibatch:
     position: int
     frame_subsampling_factor: int = 1
     supervision: object = None
+    cache: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_chunks(self) -> int:

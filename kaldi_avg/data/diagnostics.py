@@ -2,11 +2,16 @@
 train_diagnostic.egs (and combine.egs): every utterance of the subset cut into chunks exactly
 as for training, `nnet3-subset-egs --n=num_frames/principal_width` random chunks kept, merged
 with `--minibatch-size=1:64` so no chunk is discarded.  The same chunks every iteration, so
-the objectives are comparable; collated minibatches are kept after the first pass.
+the objectives are comparable; collated minibatches are kept after the first pass, and from the
+second pass on each carries a `ForwardCache` (what the network computes from the minibatch alone,
+such as its LDA, is computed once; FORWARD_CACHE_BYTES per set).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+import torch
 
 from .chunking import ChunkConfig, chunks_for_utterance
 from .collate import Minibatch
@@ -15,6 +20,34 @@ from .merging import MinibatchSizeRule, merge_into_minibatches
 from .report import SkipReport
 from .seeding import make_rng
 from .source import UtteranceSource
+
+# What the minibatches of one set may keep of the values computed from them (model/graph.py).
+FORWARD_CACHE_BYTES = 256 << 20
+
+
+class ForwardCache(dict):
+    """One minibatch's cache for model/graph.py: an entry is kept while the set's shared `budget`
+    (a one-element list of bytes left) allows; one over it is not kept (computed again next time)."""
+
+    def __init__(self, budget: list[int]):
+        super().__init__()
+        self._budget = budget
+
+    def __setitem__(self, key, value) -> None:
+        size = _nbytes(value)
+        old = _nbytes(self[key]) if key in self else 0
+        if size - old > self._budget[0]:
+            return
+        self._budget[0] -= size - old
+        super().__setitem__(key, value)
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
 
 
 class DiagnosticSet:
@@ -42,6 +75,7 @@ class DiagnosticSet:
         for utt, chunk in discarded:
             self.report.add("partial_minibatch", f"{utt}-{chunk.first_frame}", chunk.width)
         self._cached: list[Minibatch] | None = None
+        self._cache_budget = [FORWARD_CACHE_BYTES]
 
     def __len__(self) -> int:
         return len(self._plan)
@@ -58,4 +92,5 @@ class DiagnosticSet:
         for minibatch in load_planned(self._source, self._plan, 0, self.report):
             produced.append(minibatch)
             yield minibatch
-        self._cached = produced
+        # a set read once (priors, LDA) never fills a cache
+        self._cached = [replace(mb, cache=ForwardCache(self._cache_budget)) for mb in produced]

@@ -44,11 +44,16 @@ from ..kaldi.nnet3.descriptor import (
     Sum,
     descriptor_dim,
 )
-from ..kaldi.nnet3.nnet import ComponentNode, DimRangeNode, Nnet, OutputNode
+from ..kaldi.nnet3.nnet import ComponentNode, DimRangeNode, InputNode, Nnet, OutputNode
 from . import lstm_loop
 from .ops import AFFINE_TYPES, ComponentOp
 
 Range = tuple[int, int]  # inclusive frame range; empty when lo > hi
+
+# Component types whose output is a function of their input and of tensors that training never
+# changes (no trainable tensors, no statistics, no randomness, the same in training and test mode):
+# their values on a minibatch can be kept for the next evaluation of it (`forward_outputs`' cache).
+FIXED_TYPES = ("FixedAffineComponent", "FixedScaleComponent", "FixedBiasComponent", "NoOpComponent")
 
 
 def _refs(d: Descriptor, lo: int = 0, hi: int = 0, under_ifdef: bool = False, out=None):
@@ -167,6 +172,7 @@ class NnetModule(nn.Module):
         self._order = self._plan()
         if fuse_lstm:
             self._find_fast_lstms()
+        self._fixed = self._find_fixed()
         # (first input frame, last input frame, output frames) -> the frames each node is computed
         # on: the same few chunk shapes recur every minibatch, so each is planned once.
         self._needs: dict[tuple[int, int, int], dict[str, Range]] = {}
@@ -207,6 +213,26 @@ class NnetModule(nn.Module):
             layer = lstm_loop.match(self.nnet, loop.members)
             if layer is not None and read <= lstm_loop.readable(layer):
                 loop.fast, loop.read_outside = layer, read
+
+    def _find_fixed(self) -> dict[str, tuple[str, ...]]:
+        """The component nodes computed from the inputs through FIXED_TYPES alone (an LDA): the
+        same values for a minibatch in every evaluation of every model that has the same tensors;
+        each with the fixed component nodes it reads (directly or through dim-range nodes)."""
+        sources: dict[str, tuple[str, ...]] = {n.name: () for n in self.nnet.nodes if isinstance(n, InputNode)}
+        components = {}
+        for item in self._order:
+            if isinstance(item, _Loop):
+                continue
+            node = self.nnet.node(item)
+            deps = [d for d, *_ in self._deps[item]]
+            if isinstance(node, DimRangeNode) and node.input_node in sources:
+                sources[item] = sources[node.input_node]
+            elif isinstance(node, ComponentNode) and reads_input(self.nnet, node) and deps \
+                    and self.nnet.components[node.component].type_name in FIXED_TYPES \
+                    and not self._summarizes_frames(item) and all(d in sources for d in deps):
+                components[item] = tuple(sorted({c for d in deps for c in sources[d]}))
+                sources[item] = (item,)
+        return components
 
     def op(self, component_name: str) -> ComponentOp:
         return self.ops[self._op_key[component_name]]
@@ -360,8 +386,8 @@ class NnetModule(nn.Module):
 
     def forward_outputs(self, feats: torch.Tensor, left_context: int, num_frames: int,
                         ivectors: torch.Tensor | None = None, min_deriv_time: int | None = None,
-                        max_deriv_time: int | None = None, outputs: tuple[str, ...] | None = None
-                        ) -> list[torch.Tensor]:
+                        max_deriv_time: int | None = None, outputs: tuple[str, ...] | None = None,
+                        cache: dict | None = None) -> list[torch.Tensor]:
         """The values of the output nodes `outputs` (default: the module's output) on frames
         0..num_frames-1, in one computation (a chain network's 'output' and 'output-xent' share
         everything below their last layers). `min_deriv_time`/`max_deriv_time`: nnet3-train's
@@ -369,7 +395,12 @@ class NnetModule(nn.Module):
         model left context) and num_frames - 1 + deriv_truncate_margin + model right context, the latter given to
         nnet3-train as --optimization.max-deriv-time-relative); recurrent loops propagate no
         derivative through frames outside them, forward loops before the one, backward loops
-        (BLSTMs trained with --egs.chunk-right-context) after the other."""
+        (BLSTMs trained with --egs.chunk-right-context) after the other.
+
+        `cache`: a dict kept with this minibatch (features and i-vectors) between evaluations
+        without gradients (diagnostics, combination): the values of the fixed nodes (`_find_fixed`)
+        are taken from it when their components' tensors are those it was filled with, else
+        computed and stored; the same values either way."""
         N, T_in, _ = feats.shape
         t0, t1 = -left_context, T_in - left_context - 1
         outputs = outputs or (self.output_name,)
@@ -387,16 +418,36 @@ class NnetModule(nn.Module):
         ng_ops = [op for op in self.ops.values() if op.has_natural_gradient]
         for op in ng_ops:
             op.begin_pass(min_deriv_time, max_deriv_time)
+        cached = cache if cache is not None and self._fixed and not torch.is_grad_enabled() else None
+        reused: set[str] = set()
         try:
             for item in self._order:
                 if isinstance(item, _Loop):
                     ctx.run_loop(item)
                 elif item not in vals and need[item][0] <= need[item][1]:
-                    ctx.run_node(item)
+                    if cached is not None and item in self._fixed:
+                        self._run_fixed(ctx, item, cached, reused)
+                    else:
+                        ctx.run_node(item)
         finally:
             for op in ng_ops:
                 op.end_pass()
         return [vals[name][0] for name in outputs]
+
+    def _run_fixed(self, ctx: _Eval, name: str, cache: dict, reused: set[str]) -> None:
+        """A fixed node from `cache` (if its fixed inputs came from there too and its component
+        holds the tensors the entry was computed with), else computed and stored."""
+        node = self.nnet.node(name)
+        tensors = list(self.op(node.component).buffers(recurse=False))
+        key = ("fixed", name, ctx.need[name], ctx.device)
+        entry = cache.get(key)
+        if entry is not None and all(d in reused for d in self._fixed[name]) and len(entry[1]) == len(tensors) \
+                and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(entry[1], tensors)):
+            ctx.vals[name] = entry[0]
+            reused.add(name)
+            return
+        ctx.run_node(name)
+        cache[key] = (ctx.vals[name], [t.clone() for t in tensors])
 
 
 class _Eval:

@@ -37,7 +37,8 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
     and returns a bar (train/progress.py) advanced once per evaluation and closed after the last."""
     if not modules:
         raise ValueError("nothing to combine")
-    batches = list(batches)
+    if not hasattr(batches, "__len__"):   # one pass only; a DiagnosticSet is read again (its minibatches' caches)
+        batches = list(batches)
     target = modules[0]
     flats = [FlatParams(m.parameters(), training_statistics(m)) for m in modules]
     vectors = [_model_vector(f) for f in flats]   # float64: averages of up to K models are exact
