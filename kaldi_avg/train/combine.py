@@ -18,7 +18,7 @@ import torch
 
 from ..model.graph import NnetModule
 from ..model.ops import training_statistics
-from ..parallel import FlatParams
+from ..parallel import Communicator, FlatParams
 from .objective import CROSS_ENTROPY, Objective, forward_outputs
 
 
@@ -31,10 +31,14 @@ class CombineResult:
 
 def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: int = 30,
             log: Callable[[str], None] | None = None, objective: Objective = CROSS_ENTROPY,
-            progress: Callable[[int], Any] | None = None) -> tuple[NnetModule, CombineResult]:
+            progress: Callable[[int], Any] | None = None,
+            comm: Communicator | None = None) -> tuple[NnetModule, CombineResult]:
     """Returns `modules[0]` loaded with the best running average and the search record.
     `progress(total)`, if given, is called once with the number of objective evaluations to come
-    and returns a bar (train/progress.py) advanced once per evaluation and closed after the last."""
+    (this rank's) and returns a bar (train/progress.py) advanced once per evaluation and closed
+    after the last. With `comm`, every rank calls this with the same models and batches: the
+    evaluations are shared round robin, their objectives gathered, and every rank returns the
+    same result, the one a single process finds."""
     if not modules:
         raise ValueError("nothing to combine")
     if not hasattr(batches, "__len__"):   # one pass only; a DiagnosticSet is read again (its minibatches' caches)
@@ -44,39 +48,51 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
     vectors = [_model_vector(f) for f in flats]   # float64: averages of up to K models are exact
     K = len(vectors)
     every = max(1, math.ceil(K / max_objective_evaluations))
-    bar = progress(1 + math.ceil((K - 1) / every)) if progress is not None else None  # baseline + averages
+    # what is scored: the newest model alone, then the averages of the newest n, every `every` and K
+    candidates = [1] + [n for n in range(2, K + 1) if not (n - 1) % every or n == K]
+    mine = set(candidates if comm is None else candidates[comm.rank::comm.size])
+    bar = progress(len(mine)) if progress is not None else None
+    scores: dict[int, float] = {}
     running = vectors[0].clone()
-    best_n, best_objf = 1, objective.compute_prob(target, batches, batchnorm_test_mode=False).objective_per_frame
-    evaluations = [(1, best_objf)]
-    if bar is not None:
-        bar.update()
-    if log:
-        log(f"Combining {K} models; objective of the newest model is {best_objf:g}")
-    best_vector = vectors[0]
-    for n in range(2, K + 1):
-        running += vectors[n - 1]
-        if (n - 1) % every and n != K:
+    for n in range(1, K + 1):
+        if n > 1:
+            running += vectors[n - 1]
+        if n not in mine:
             continue
-        avg = running / n
-        _load_model_vector(flats[0], avg)
-        objf = objective.compute_prob(target, batches, batchnorm_test_mode=False).objective_per_frame
-        evaluations.append((n, objf))
+        _load_model_vector(flats[0], vectors[0] if n == 1 else running / n)
+        scores[n] = objective.compute_prob(target, batches, batchnorm_test_mode=False).objective_per_frame
         if bar is not None:
             bar.update()
-        if log:
-            log(f"Average of the newest {n} models: objective {objf:g}")
-        if objf > best_objf:
-            best_n, best_objf, best_vector = n, objf, avg
-    _load_model_vector(flats[0], best_vector)
     if bar is not None:
         bar.close()
+    if comm is not None and comm.size > 1:
+        scores = {n: objf for part in comm.allgather_object(scores) for n, objf in part.items()}
+    best_n, best_objf = 1, scores[1]
+    if log:
+        log(f"Combining {K} models; objective of the newest model is {best_objf:g}")
+    for n in candidates[1:]:
+        if log:
+            log(f"Average of the newest {n} models: objective {scores[n]:g}")
+        if scores[n] > best_objf:
+            best_n, best_objf = n, scores[n]
+    _load_model_vector(flats[0], _running_average(vectors, best_n))
     if log:
         log(f"Combination chose the average of the newest {best_n} model(s), objective {best_objf:g}")
     if target.batchnorm_ops():
         recompute_stats(target, batches, objective.outputs)
         if log:
             log("Recomputed the component statistics on the combine set (the network has BatchNorm)")
-    return target, CombineResult(best_n, best_objf, evaluations)
+    return target, CombineResult(best_n, best_objf, [(n, scores[n]) for n in candidates])
+
+
+def _running_average(vectors: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+    """The average of the newest n, summed in the order (and so with the roundings) of the search."""
+    if n == 1:
+        return vectors[0]
+    running = vectors[0].clone()
+    for v in vectors[1:n]:
+        running += v
+    return running / n
 
 
 @torch.no_grad()

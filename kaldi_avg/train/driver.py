@@ -354,10 +354,11 @@ def train(prep: Prepared, comm: Communicator) -> None:
     if comm.rank == 0:
         say(comm, f"averaging: {iterations.describe()}")
     stop = prep.num_iters if config.exit_stage is None else min(config.exit_stage, prep.num_iters)
+    diagnostics = diagnostic_kinds(prep, comm)
     for it in prep.iterations[start:stop]:
         t0 = time.time()
-        if comm.rank == 0:
-            run_diagnostics(prep, iterations.module, it.index)
+        if diagnostics:
+            run_diagnostics(prep, iterations.module, it.index, diagnostics)
         result = iterations.run(it)
         carry = comm.allgather_object(iterations.carry_state())
         ledger = gather_ledger(prep, comm)
@@ -418,9 +419,22 @@ def keep_model(prep: Prepared, n: int) -> bool:
             or n in prep.combine_iters or not c.cleanup)
 
 
-def run_diagnostics(prep: Prepared, module: NnetModule, name: int | str) -> None:
+def diagnostic_kinds(prep: Prepared, comm: Communicator, same_model: bool = False) -> tuple[str, ...]:
+    """The compute_prob diagnostics this rank computes: where every rank holds the same model
+    (`same_model`; at the start of an iteration of Kaldi's jobs, averaged or selected, statistics
+    included) the first rank computes the valid one and the last the train one, side by side
+    (Kaldi runs them in the background); else rank 0 computes both."""
+    kinds = ("valid", "train")
+    ranks = (0, comm.size - 1) if same_model or prep.config.averaging.kaldi_jobs else (0, 0)
+    return tuple(kind for kind, rank in zip(kinds, ranks) if rank == comm.rank)
+
+
+def run_diagnostics(prep: Prepared, module: NnetModule, name: int | str,
+                    kinds: tuple[str, ...] = ("valid", "train")) -> None:
     objective = prep.objective
     for kind, batches in (("valid", prep.valid), ("train", prep.train_subset)):
+        if kind not in kinds:
+            continue
         t0 = time.time()
         stats = objective.compute_prob(module, batches)
         write_compute_prob_log(prep.exp.compute_prob_log(kind, name), stats,
@@ -430,19 +444,17 @@ def run_diagnostics(prep: Prepared, module: NnetModule, name: int | str) -> None
 
 # -- finish -----------------------------------------------------------------------------------
 def finish(prep: Prepared, comm: Communicator) -> None:
-    """combined.mdl (rank 0), the average posterior over the prior subsets (all ranks), final.mdl;
+    """combined.mdl (all ranks, rank 0 writes it), the average posterior over the prior subsets (all ranks), final.mdl;
     rank 0 says what each step does and how long it took (they take a while after the last iteration).
     A chain model has no priors: nnet3-chain-combine's output is final.mdl."""
     t0 = time.time()
-    combined = combine_models(prep, comm) if comm.rank == 0 else None
+    combined = combine_models(prep, comm)
     comm.barrier()
     if prep.chain:
         if comm.rank == 0:
             write_reports(prep)
             say(comm, f"wrote {prep.exp.model('final')} ({time.time() - t0:.1f} s after the last iteration)")
         return
-    if combined is None:
-        combined = read_nnet3_file(prep.exp.model("combined"))
     if comm.rank == 0:
         say(comm, f"priors: the combined model's average posterior over the prior subsets, on {comm.size} rank(s)")
     post, njobs = average_posterior(prep, comm, combined)
@@ -452,8 +464,10 @@ def finish(prep: Prepared, comm: Communicator) -> None:
 
 
 def combine_models(prep: Prepared, comm: Communicator) -> Nnet3Model:
-    """Rank 0: nnet3-combine (nnet3-chain-combine) of the last models (or the last model alone),
-    written as combined.mdl (chain: final.mdl)."""
+    """nnet3-combine (nnet3-chain-combine) of the last models (or the last model alone), on every
+    rank: the objective evaluations are shared by the ranks and every rank gets the combined model;
+    rank 0 writes it as combined.mdl (chain: final.mdl) with log/combine.log; its diagnostics are
+    shared as the iterations' are."""
     config, exp = prep.config, prep.exp
     program = "nnet3-chain-combine" if prep.chain else "nnet3-combine"
     name = "final" if prep.chain else "combined"
@@ -461,8 +475,10 @@ def combine_models(prep: Prepared, comm: Communicator) -> Nnet3Model:
     last = read_nnet3_file(exp.model(prep.num_iters))
     combined = last
     if config.trainer.do_final_combination:
-        say(comm, f"combining the models of iterations {min(prep.combine_iters)}..{max(prep.combine_iters)} "
-                  f"({program}, at most {config.trainer.max_objective_evaluations} evaluations; log/combine.log)")
+        if comm.rank == 0:
+            say(comm, f"combining the models of iterations {min(prep.combine_iters)}..{max(prep.combine_iters)} "
+                      f"({program}, at most {config.trainer.max_objective_evaluations} evaluations on {comm.size} "
+                      "rank(s); log/combine.log)")
         combine_set = DiagnosticSet(prep.data.source, prep.data.archives.train_subset_utts, prep.data.chunk_config,
                                     num_frames=COMBINE_FRAMES, srand=config.trainer.srand, name="combine",
                                     report=prep.data.report)
@@ -470,13 +486,18 @@ def combine_models(prep: Prepared, comm: Communicator) -> Nnet3Model:
         modules = [NnetModule(read_nnet3_file(exp.model(n)).nnet) for n in iters]
         lines: list[str] = []
         best, _ = combine(modules, combine_set, config.trainer.max_objective_evaluations, lines.append,
-                          progress=progress_bar("combining", "evaluations"), objective=prep.objective)
+                          progress=progress_bar("combining", "evaluations") if comm.rank == 0 else None,
+                          objective=prep.objective, comm=comm)
         best.write_back()
         combined = Nnet3Model(best.nnet, prep.trans_model, last.priors)
         models = " ".join(f"{n}.mdl" for n in iters)
-        write_run_log(exp.log("combine.log"), f"{program} (kaldi-avg) models {models}", lines, time.time() - t0)
-    combined.write(exp.model(name))
-    run_diagnostics(prep, NnetModule(combined.nnet), name)
+        if comm.rank == 0:
+            write_run_log(exp.log("combine.log"), f"{program} (kaldi-avg) models {models}", lines, time.time() - t0)
+    if comm.rank == 0:
+        combined.write(exp.model(name))
+    kinds = diagnostic_kinds(prep, comm, same_model=True)
+    if kinds:
+        run_diagnostics(prep, NnetModule(combined.nnet), name, kinds)
     return combined
 
 
