@@ -31,9 +31,10 @@ def wrapper_text(script: str, python: str) -> str:
             f"{MARKER}: Kaldi's steps/nnet3/{script} command line,\n"
             f"# trained by kaldi-avg under the Python above. Rerun the command to update.\n"
             "import sys\n\n"
+            "from kaldi_avg.train.cli import exit_process\n"
             "from kaldi_avg.train.launch import main\n\n"
             'if __name__ == "__main__":\n'
-            f"    sys.exit(main(sys.argv[1:], script={script!r}))\n")
+            f"    exit_process(main(sys.argv[1:], script={script!r}))\n")
 
 
 def _ours(path: str) -> bool:

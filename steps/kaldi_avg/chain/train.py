@@ -10,5 +10,6 @@ from kaldi_avg.install_steps import use_clone_venv
 
 if __name__ == "__main__":
     use_clone_venv()
+    from kaldi_avg.train.cli import exit_process
     from kaldi_avg.train.launch import main
-    sys.exit(main(sys.argv[1:], script="chain/train.py"))
+    exit_process(main(sys.argv[1:], script="chain/train.py"))
