@@ -84,6 +84,12 @@ class DiagnosticSet:
     def num_chunks(self) -> int:
         return sum(len(minibatch) for minibatch in self._plan)
 
+    def load(self, indices: Sequence[int]) -> Iterator[tuple[int, Minibatch]]:
+        """(index, minibatch) of the planned minibatches `indices` (increasing) that load, without
+        keeping them: a rank's share of a set that is read once (the prior subsets)."""
+        for minibatch in load_planned(self._source, [self._plan[i] for i in indices], 0, self.report):
+            yield indices[minibatch.position - 1], minibatch
+
     def __iter__(self) -> Iterator[Minibatch]:
         if self._cached is not None:
             yield from self._cached

@@ -502,13 +502,14 @@ def combine_models(prep: Prepared, comm: Communicator) -> Nnet3Model:
 
 
 def average_posterior(prep: Prepared, comm: Communicator, combined: Nnet3Model) -> tuple[np.ndarray, int]:
-    """Σ of the combined model's posteriors over the prior subsets, the subsets shared by the ranks."""
+    """Σ of the combined model's posteriors over the prior subsets, each subset's minibatches shared by
+    the ranks (the sum one rank computes)."""
     config, data = prep.config, prep.data
     module = NnetModule(combined.nnet).to(config.device)
     njobs = min(config.trainer.num_jobs_compute_prior, data.archives.num_archives)
-    post = subsets_posterior_sum(module, data, range(comm.rank, njobs, comm.size), config.trainer.prior_subset_size,
-                                 config.trainer.srand, progress_bar("priors", "subsets") if comm.rank == 0 else None)
-    return comm.allreduce_sum_(torch.from_numpy(post)).numpy(), njobs
+    post = subsets_posterior_sum(module, data, range(njobs), config.trainer.prior_subset_size, config.trainer.srand,
+                                 progress_bar("priors", "subsets") if comm.rank == 0 else None, comm=comm)
+    return post, njobs
 
 
 def write_final_model(prep: Prepared, combined: Nnet3Model, post: np.ndarray, njobs: int) -> None:

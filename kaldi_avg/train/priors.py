@@ -29,22 +29,27 @@ def posterior_sum(module, batches: Iterable, report: SkipReport | None = None) -
     total, frames = None, 0.0
     try:
         for mb in batches:
-            post = forward_minibatch(module, mb).double().exp()
-            weights = mb.weights.double()
-            finite = torch.isfinite(post).all(dim=2).all(dim=1)
-            if not bool(finite.all()):
-                for key, ok, w in zip(mb.keys, finite.tolist(), mb.weights):
-                    if not ok and report is not None:
-                        report.add("non_finite_output", key, int(w.gt(0).sum()))
-                post, weights = post[finite], weights[finite]
-            s = (post * weights.unsqueeze(-1)).sum(dim=(0, 1))
+            s, f = _minibatch_posterior_sum(module, mb, report)
             total = s if total is None else total + s
-            frames += float(weights.sum())
+            frames += f
     finally:
         module.train(was_training)
     if total is None:
         raise ValueError("no frames to compute the average posterior on")
     return total.numpy(), frames
+
+
+def _minibatch_posterior_sum(module, mb, report: SkipReport | None) -> tuple[torch.Tensor, float]:
+    """One minibatch's Σ of the posteriors (float64) and its frames (module in test mode)."""
+    post = forward_minibatch(module, mb).double().exp()
+    weights = mb.weights.double()
+    finite = torch.isfinite(post).all(dim=2).all(dim=1)
+    if not bool(finite.all()):
+        for key, ok, w in zip(mb.keys, finite.tolist(), mb.weights):
+            if not ok and report is not None:
+                report.add("non_finite_output", key, int(w.gt(0).sum()))
+        post, weights = post[finite], weights[finite]
+    return (post * weights.unsqueeze(-1)).sum(dim=(0, 1)), float(weights.sum())
 
 
 def adjust_priors(post_sum: np.ndarray) -> np.ndarray:
@@ -67,22 +72,44 @@ def alignment_priors(counts: np.ndarray, floor: float = 5e-6) -> np.ndarray:
 
 
 def subsets_posterior_sum(module, data, subsets: Iterable[int], subset_size: int, srand: int,
-                          progress: Callable[[int], Any] | None = None) -> np.ndarray:
+                          progress: Callable[[int], Any] | None = None, comm=None) -> np.ndarray:
     """Σ of the posteriors over prior subsets `subsets` (0-based archives): `subset_size` random egs of
     each, as compute_average_posterior's nnet3-subset-egs --srand=JOB --n=prior-subset-size.
-    `data`: the run's JobData. `progress(total)`, if given, returns a bar (train/progress.py)
-    advanced once per subset."""
+    `data`: the run's JobData. With `comm` (every rank calls this alike) each subset's minibatches go
+    round robin over the ranks, whose sums are gathered and added in the order one process adds
+    them: every rank returns the sum one process computes. `progress(total)`, if given, returns a
+    bar (train/progress.py) advanced once per subset."""
+    rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
     post = np.zeros(data.source.num_pdfs)
     subsets = list(subsets)
     bar = progress(len(subsets)) if progress is not None else None
-    for k in subsets:
-        subset = DiagnosticSet(data.source, data.archives.archives[k], data.chunk_config,
-                               num_frames=subset_size * data.chunk_config.principal_width,
-                               minibatch_size=PRIOR_MINIBATCH, srand=srand + k + 1, name=f"prior{k}",
-                               report=data.report)
-        post += posterior_sum(module, subset, data.report)[0]
-        if bar is not None:
-            bar.update()
+    was_training = module.training
+    module.eval()
+    try:
+        for k in subsets:
+            subset = DiagnosticSet(data.source, data.archives.archives[k], data.chunk_config,
+                                   num_frames=subset_size * data.chunk_config.principal_width,
+                                   minibatch_size=PRIOR_MINIBATCH, srand=srand + k + 1, name=f"prior{k}",
+                                   report=data.report)
+            # one row per planned minibatch: its sum, and 1 where it loaded (a rank's other rows stay 0)
+            rows = torch.zeros(len(subset), data.source.num_pdfs + 1, dtype=torch.float64)
+            with torch.no_grad():
+                for i, mb in subset.load(range(rank, len(subset), size)):
+                    rows[i, :-1] = _minibatch_posterior_sum(module, mb, data.report)[0]
+                    rows[i, -1] = 1.0
+            if size > 1:
+                comm.allreduce_sum_(rows)   # exact: each row has one rank's values, zeros elsewhere
+            loaded = [row[:-1] for row in rows if row[-1] > 0]
+            if not loaded:
+                raise ValueError("no frames to compute the average posterior on")
+            total = loaded[0]
+            for s in loaded[1:]:
+                total = total + s
+            post += total.numpy()
+            if bar is not None:
+                bar.update()
+    finally:
+        module.train(was_training)
     if bar is not None:
         bar.close()
     return post

@@ -55,7 +55,8 @@ def _mpiexec():
 @pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
 def test_two_ranks_share_the_diagnostics_and_the_combination(tmp_path):
     """Two ranks write what one rank writes: every compute_prob log (valid by rank 0, train by
-    rank 1), combine.log (evaluations shared) and combined.mdl."""
+    rank 1), combine.log (evaluations shared), combined.mdl, and the priors (each subset's
+    minibatches shared) in post.combined.vec and final.mdl."""
     pytest.importorskip("kaldi_hmm_gmm", reason="kaldi-hmm-gmm builds the transition model")
     from .experiment import make_experiment, train_args
     from .test_driver import TRAIN_RNN
@@ -76,7 +77,8 @@ def test_two_ranks_share_the_diagnostics_and_the_combination(tmp_path):
         return re.sub(r"^#.*\n", "", open(os.path.join(exp, "log", name)).read(), flags=re.M)
     for name in logs + ["combine.log"]:
         assert body(two, name) == body(one, name), name
-    assert open(os.path.join(two, "combined.mdl"), "rb").read() == open(os.path.join(one, "combined.mdl"), "rb").read()
+    for name in ("combined.mdl", "post.combined.vec", "final.mdl"):   # the priors too: summed in one order
+        assert open(os.path.join(two, name), "rb").read() == open(os.path.join(one, name), "rb").read(), name
 
 
 def test_the_first_rank_computes_the_valid_diagnostics_and_the_last_the_train_ones():
@@ -94,3 +96,39 @@ def test_the_first_rank_computes_the_valid_diagnostics_and_the_last_the_train_on
     assert kinds(3, True) == [("valid",), (), ("train",)]
     assert kinds(2, False) == [("valid", "train"), ()]        # an algorithm's workers: rank 0's model
     assert kinds(2, False, same_model=True) == [("valid",), ("train",)]
+
+
+def test_prior_subsets_shared_by_ranks_sum_as_one_process():
+    """Each subset's minibatches go round robin over the ranks; the gathered sums are added in one
+    process's order, so every rank returns the bits of one process (and of the sequential
+    sum over each subset's posterior_sum)."""
+    import copy
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from kaldi_avg.data import ChunkConfig, DiagnosticSet, SkipReport
+    from kaldi_avg.train.priors import PRIOR_MINIBATCH, posterior_sum, subsets_posterior_sum
+
+    from ..data.synthetic import NUM_PDFS, corpus_lengths, make_source
+
+    lengths = corpus_lengths(40, seed=5, low=100, high=400)
+    utts = sorted(lengths)
+    config = ChunkConfig((20,), left_context=2, right_context=1)
+    data = SimpleNamespace(source=make_source(lengths), archives=SimpleNamespace(archives=[utts[0::2], utts[1::2]]),
+                           chunk_config=config, report=SkipReport())
+    xconfig = f"input dim=3 name=input\nrelu-renorm-layer name=t1 input=Append(-1,0,1) dim=8\n" \
+              f"output-layer name=output input=Append(-1,0) dim={NUM_PDFS}\n"
+    module = NnetModule(randomized(build_nnet(xconfig, "p.xconfig", seed=1), seed=1, scale=0.1))
+    sequential = np.zeros(NUM_PDFS)
+    for k in (0, 1):
+        subset = DiagnosticSet(data.source, data.archives.archives[k], config, num_frames=300 * 20,
+                               minibatch_size=PRIOR_MINIBATCH, srand=3 + k + 1, name=f"prior{k}")
+        assert len(subset) == 2   # with 3 ranks one rank has none of it
+        sequential += posterior_sum(module, subset)[0]
+    want = subsets_posterior_sum(module, data, range(2), 300, 3)
+    assert np.array_equal(want, sequential)
+    for size in (2, 3):
+        got = run_ranks(size, lambda comm: subsets_posterior_sum(copy.deepcopy(module), data, range(2), 300, 3,
+                                                                 comm=comm))
+        assert all(np.array_equal(g, want) for g in got)
