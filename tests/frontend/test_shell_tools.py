@@ -301,12 +301,20 @@ def test_fsdd_recipe_first_stages(tmp_path):
     aligned = {k for j in (1, 2) for k, _ in kaldi_native_io.SequentialInt32VectorReader(
         f"ark:gunzip -c {ali}/ali.{j}.gz |")}
     assert len(aligned) >= 145 and "sp0.9-george-0-00" in aligned
-    # Stages 8-12 briefly: the LSTM on the perturbed copies, its decode, vosk on the same
-    # final.mdl with the test speaker's CMVN folded in, and the TDNN through train_dnn.py.
+    # Stages 8-14 briefly: the LSTM on the perturbed copies, its decode, vosk on the same
+    # final.mdl with the test speaker's CMVN folded in, the TDNN through train_dnn.py, and the chain
+    # TDNN-LSTM (lattices, tree, chain/train.py, decode, vosk).
     r = sh("./run.sh --stage 8 --num-epochs 2 --samples-per-iter 150 --tdnn-epochs 1 --tdnn-samples-per-iter 200 "
-           "--tdnn-minibatch-size 64", recipe, timeout=900)
+           "--tdnn-minibatch-size 64 --chain-epochs 1 --chain-frames-per-iter 2000 --chain-minibatch 16,8",
+           recipe, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (recipe / "exp/lstm/final.mdl").exists() and _best_wer(recipe / "exp/lstm/decode_test") <= 100.0
     assert (recipe / "exp/tdnn/final.mdl").exists() and _best_wer(recipe / "exp/tdnn/decode_test") <= 100.0
-    agreement = re.search(r"identical to \S+ on (\d+)/(\d+)", r.stderr)
-    assert agreement and int(agreement.group(1)) >= 0.9 * int(agreement.group(2)), r.stderr[-2000:]
+    chain = recipe / "exp/chain/tdnn_lstm1a_sp"
+    assert (chain / "final.mdl").exists() and _best_wer(chain / "decode_test") <= 100.0
+    assert (recipe / "exp/chain/mono_train_sp_lats/lat.2.gz").exists()
+    assert (recipe / "exp/chain/tree_sp/final.mdl").exists() and (recipe / "exp/chain/tree_sp/graph/HCLG.fst").exists()
+    agreements = re.findall(r"identical to (\S+) on (\d+)/(\d+)", r.stderr)
+    assert [d for d, _, _ in agreements] == ["exp/lstm/decode_test_looped",
+                                            "exp/chain/tdnn_lstm1a_sp/decode_test_looped"], r.stderr[-2000:]
+    assert all(int(a) >= 0.9 * int(n) for _, a, n in agreements), r.stderr[-2000:]

@@ -12,13 +12,15 @@
 # 5 graph, 6 GMM decode + score, 7 speed perturbation + its alignments + hires MFCC,
 # 8 LSTM training, 9 nnet3 decode + score, 10 vosk check (vosk decodes final.mdl with the test
 # speaker's CMVN folded in; it must agree with our decode), 11 TDNN training (train_dnn.py),
-# 12 TDNN decode + score.
+# 12 TDNN decode + score, 13 chain TDNN-LSTM training (local/chain/run_tdnn_lstm.sh stages 10-14:
+# chain lang, lattices of the transcripts from exp/mono, the chain tree, the xconfig,
+# steps/kaldi_avg/chain/train.py), 14 its graph, decode + score and vosk check (stages 15-17).
 # With KALDI_ROOT set to a built Kaldi, steps/ and utils/ are Kaldi's own (path.sh), except
 # steps/kaldi_avg/; without it they are kaldi-avg's pip-only stand-ins. Logs: exp/*/log/.
 set -euo pipefail
 
 stage=0
-stop_stage=12
+stop_stage=14
 nj=2
 seed=0
 corpus=${FSDD_DIR:-$(cd ../../.. && pwd)/../shared/corpora/fsdd}
@@ -28,9 +30,12 @@ samples_per_iter=1000   # 20-frame chunks per archive: archives of about 20k fra
 tdnn_epochs=2           # the TDNN's epochs (each 8 passes over its archives, one frame of each eg)
 tdnn_samples_per_iter=20000  # 8-frame egs per archive: archives of about 160k frames, 2 of them
 tdnn_minibatch_size=512      # egs per minibatch (train_dnn.py's default)
+chain_epochs=4          # the chain TDNN-LSTM's epochs (of the speed-perturbed data)
+chain_frames_per_iter=50000  # its archives' input frames: about 6 archives of the perturbed data
+chain_minibatch=128,64       # its chunks per minibatch (Kaldi's rule; smaller for the recipe test's subset)
 speed_perturb=true      # train the LSTM on 0.9x/1.0x/1.1x copies (needs sox)
 cmvn_opts="--norm-means=true --norm-vars=true"   # the LSTM's per-speaker CMVN
-help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--corpus <fsdd-dir>] [--num-epochs N] [--seed N] [--label-delay N] [--speed-perturb true|false] [--cmvn-opts '<apply-cmvn options>'] [--tdnn-epochs N] [--tdnn-samples-per-iter N] [--tdnn-minibatch-size N]"
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--corpus <fsdd-dir>] [--num-epochs N] [--seed N] [--label-delay N] [--speed-perturb true|false] [--cmvn-opts '<apply-cmvn options>'] [--tdnn-epochs N] [--tdnn-samples-per-iter N] [--tdnn-minibatch-size N] [--chain-epochs N] [--chain-frames-per-iter N] [--chain-minibatch 128,64]"
 
 . ./cmd.sh
 . ./path.sh
@@ -160,5 +165,18 @@ if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
   steps/nnet3/decode.sh --nj "$(decode_nj data/test_hires)" --cmd "$decode_cmd" \
     exp/mono/graph data/test_hires exp/tdnn/decode_test
   best_wer exp/tdnn/decode_test
+fi
+
+if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
+  # A chain (LF-MMI) TDNN-LSTM as Kaldi's local/chain recipes make one: lattices of the training
+  # transcripts, a tree for the chain topology (pip-only: monophone), LF-MMI with an xent branch.
+  local/chain/run_tdnn_lstm.sh --stage 10 --stop-stage 14 --nj "$nj" --srand "$seed" \
+    --train-set "$train_set" --num-epochs "$chain_epochs" --frames-per-iter "$chain_frames_per_iter" \
+    --minibatch "$chain_minibatch" --cmvn-opts "$cmvn_opts"
+fi
+
+if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
+  local/chain/run_tdnn_lstm.sh --stage 15 --stop-stage 17 --nj "$nj" --train-set "$train_set" \
+    --cmvn-opts "$cmvn_opts"
 fi
 echo "$0: done"
