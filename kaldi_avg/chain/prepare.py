@@ -91,6 +91,7 @@ class PrepareSummary:
     no_input: int = 0            # data-dir utterances without an alignment (lattice)
     length_mismatch: int = 0
     supervision_archives: list[str] = field(default_factory=list)
+    first_failure: str = ""      # the first utterance whose supervision failed: "<archive>: <why>"
 
 
 def parse_lm_opts(text: str) -> LanguageModelOptions:
@@ -324,6 +325,7 @@ def _supervisions(items, make, utts: set[str], lengths: dict[str, int], f: int, 
             sup = make(key, value)
         except (SupervisionError, UsageError) as e:
             counts["failed"] += 1
+            counts.setdefault("first", str(e) if key in str(e) else f"utterance '{key}': {e}")
             log(f"WARNING (chain-get-supervision): {e}")
             continue
         expected = (lengths[key] + f - 1) // f
@@ -384,6 +386,8 @@ def stage_supervision(ali_dir: str, data_dir: str, chain_dir: str, opts: Prepare
                 + (f"; {counts['length']} left out for their length" if counts["length"] else ""))
         summary.supervisions += counts["done"]
         summary.supervision_failed += counts["failed"]
+        if "first" in counts and not summary.first_failure:
+            summary.first_failure = f"{archive}: {counts['first']}"
         summary.length_mismatch += counts["length"]
         summary.supervision_archives.append(out)
     summary.no_input = len(utts - seen)
@@ -392,7 +396,8 @@ def stage_supervision(ali_dir: str, data_dir: str, chain_dir: str, opts: Prepare
     if not summary.supervisions:
         source = opts.lat_dir or ali_dir
         raise PrepareError(f"no supervision for the utterances of {data_dir} from {source} "
-                           f"({len(seen)} of its {len(utts)} utterances found there)")
+                           f"({len(seen)} of its {len(utts)} utterances found there)"
+                           + (f"; the first failure: {summary.first_failure}" if summary.first_failure else ""))
     write_text(os.path.join(chain_dir, "num_supervision_jobs"), f"{len(archives)}\n")
 
 

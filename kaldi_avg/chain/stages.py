@@ -73,15 +73,17 @@ def make_chain_files(config: RunConfig, trans_model: TransitionModel, comm: Comm
                               right_tolerance=c.right_tolerance, lat_dir=config.lat_dir)
         stage_supervision(config.ali_dir, config.feat_dir, config.dir, opts, summary, comm.rank, comm.size)
         counts = comm.allgather_object((summary.supervisions, summary.supervision_failed, summary.length_mismatch,
-                                        len(summary.supervision_archives)))
-        made, failed, length, archives = (sum(x) for x in zip(*counts))
+                                        len(summary.supervision_archives), summary.first_failure))
+        made, failed, length, archives = (sum(x) for x in list(zip(*counts))[:4])
+        first = next((c[4] for c in counts if c[4]), "")
         if not made:
             raise PrepareError(f"no supervision for the utterances of {config.feat_dir} from the lattices of "
-                               f"{config.lat_dir} (log/get_supervision.*.log say why)")
+                               f"{config.lat_dir}" + (f"; the first failure: {first}" if first else ""))
         if comm.rank == 0:
             write_text(exp.num_supervision_jobs, f"{archives}\n")
             say(f"stage -3: {made} supervisions from {config.lat_dir}'s lattices in {archives} archive(s); "
-                f"{failed} failed, {length} of the wrong length (log/get_supervision.*.log)")
+                f"{failed} failed, {length} of the wrong length (log/get_supervision.*.log)"
+                + (f"; the first failure: {first}" if first else ""))
         comm.barrier()
 
 

@@ -182,3 +182,13 @@ def test_missing_lat_dir_is_one_line(tmp_path):
     r = run(chain_args(exp, **{"--lat-dir": ""}), timeout=60)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "chain/train.py: error: --lat-dir is required" in r.stderr
+
+
+def test_lattices_of_another_model_stop_in_one_line_naming_archive_and_utterance(tmp_path):
+    exp = make_chain_experiment(str(tmp_path))
+    shutil.copy(os.path.join(exp["tree"], "final.mdl"), os.path.join(exp["lat"], "final.mdl"))   # not theirs
+    r = run(chain_args(exp), timeout=120)
+    errors = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert r.returncode != 0 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "no supervision for the utterances" in errors[0] and "lat.1.gz" in errors[0], errors[0]
+    assert re.search(r"(sp\d-)?george-0-\d\d", errors[0]), errors[0]
