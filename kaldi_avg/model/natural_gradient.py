@@ -132,7 +132,7 @@ class OnlineNaturalGradient:
         num_iters = 1 if X0.shape[0] <= self.rank else 3
         tr_X0 = _sum_sq(X0)
         for _ in range(num_iters):
-            self._precondition(X0, tr_X0)
+            self._precondition(X0, tr_X0, output=False)
         self.t, self.frozen = saved_t, saved_frozen
 
     # -- the preconditioning ------------------------------------------------------------------
@@ -155,13 +155,14 @@ class OnlineNaturalGradient:
         scale = torch.where((initial > 0.0) & (final > 0.0), torch.sqrt(initial / final), one)
         return X_hat, scale
 
-    def _precondition(self, X: torch.Tensor, tr_X: torch.Tensor) -> torch.Tensor:
-        """One minibatch with tr_X = tr(X X^T) (a 0-dim tensor on X's device)."""
+    def _precondition(self, X: torch.Tensor, tr_X: torch.Tensor, output: bool = True) -> torch.Tensor | None:
+        """One minibatch with tr_X = tr(X X^T) (a 0-dim tensor on X's device); `output=False`: only
+        the estimate's update (Init's iterations, whose X_hat nobody reads), None returned."""
         N, D = X.shape
         R = self.rank
         W_t, d_t, rho_t = self.W.to(X.dtype), self.d, self.rho
         H = X @ W_t.t()                                   # N x R
-        X_hat = torch.addmm(X, H, W_t, alpha=-1.0)        # X - H W_t
+        X_hat = torch.addmm(X, H, W_t, alpha=-1.0) if output else None   # X - H W_t
         if not self._updating():
             return X_hat
         eta = self.eta(N)
