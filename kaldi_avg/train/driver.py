@@ -446,20 +446,25 @@ def run_diagnostics(prep: Prepared, module: NnetModule, name: int | str,
 def finish(prep: Prepared, comm: Communicator) -> None:
     """combined.mdl (all ranks, rank 0 writes it), the average posterior over the prior subsets (all ranks), final.mdl;
     rank 0 says what each step does and how long it took (they take a while after the last iteration).
-    A chain model has no priors: nnet3-chain-combine's output is final.mdl."""
+    A chain model has no priors: nnet3-chain-combine's output is final.mdl. progress.png (only the
+    iterations' diagnostics) is drawn first by the last of several ranks, whose share of the
+    combination's evaluations is the smallest, else by rank 0 at the end."""
     t0 = time.time()
+    plotter = comm.size - 1
+    if comm.size > 1 and comm.rank == plotter:
+        plot_reports(prep)
     combined = combine_models(prep, comm)
     comm.barrier()
     if prep.chain:
         if comm.rank == 0:
-            write_reports(prep)
+            write_reports(prep, plot=plotter == 0)
             say(comm, f"wrote {prep.exp.model('final')} ({time.time() - t0:.1f} s after the last iteration)")
         return
     if comm.rank == 0:
         say(comm, f"priors: the combined model's average posterior over the prior subsets, on {comm.size} rank(s)")
     post, njobs = average_posterior(prep, comm, combined)
     if comm.rank == 0:
-        write_final_model(prep, combined, post, njobs)
+        write_final_model(prep, combined, post, njobs, plot=plotter == 0)
         say(comm, f"wrote {prep.exp.model('final')} ({time.time() - t0:.1f} s after the last iteration)")
 
 
@@ -512,19 +517,26 @@ def average_posterior(prep: Prepared, comm: Communicator, combined: Nnet3Model) 
     return post, njobs
 
 
-def write_final_model(prep: Prepared, combined: Nnet3Model, post: np.ndarray, njobs: int) -> None:
+def write_final_model(prep: Prepared, combined: Nnet3Model, post: np.ndarray, njobs: int, plot: bool = True) -> None:
     exp = prep.exp
     write_bytes(exp.post_combined, vector_file(post.astype(np.float32)))
     Nnet3Model(combined.nnet, prep.trans_model, adjust_priors(post)).write(exp.model("final"))
     write_run_log(exp.log("adjust_priors.final.log"), "nnet3-am-adjust-priors (kaldi-avg)",
                   [f"priors from the average posterior over {njobs} subset(s)"], 0.0)
-    write_reports(prep)
+    write_reports(prep, plot)
 
 
-def write_reports(prep: Prepared) -> None:
-    """accuracy.report (chain: of the log-probability) and progress.png."""
+def write_reports(prep: Prepared, plot: bool = True) -> None:
+    """accuracy.report (chain: of the log-probability) and, if `plot`, progress.png."""
+    write_accuracy_report(prep.exp, prep.objective.report_key)
+    if plot:
+        plot_reports(prep)
+
+
+def plot_reports(prep: Prepared) -> None:
+    """progress.png: the iterations' train and valid diagnostics (accuracy and log-likelihood;
+    chain: log-probability)."""
     key = prep.objective.report_key
-    write_accuracy_report(prep.exp, key)
     plot_progress(prep.exp, ("log-likelihood", "accuracy") if key == "accuracy" else (key,))
 
 
