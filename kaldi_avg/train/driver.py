@@ -354,9 +354,9 @@ def train(prep: Prepared, comm: Communicator) -> None:
     if comm.rank == 0:
         say(comm, f"averaging: {iterations.describe()}")
     stop = prep.num_iters if config.exit_stage is None else min(config.exit_stage, prep.num_iters)
-    diagnostics = diagnostic_kinds(prep, comm)
     for it in prep.iterations[start:stop]:
         t0 = time.time()
+        diagnostics = diagnostic_kinds(prep, comm, num_jobs=it.num_jobs)
         if diagnostics:
             run_diagnostics(prep, iterations.module, it.index, diagnostics)
         result = iterations.run(it)
@@ -419,13 +419,21 @@ def keep_model(prep: Prepared, n: int) -> bool:
             or n in prep.combine_iters or not c.cleanup)
 
 
-def diagnostic_kinds(prep: Prepared, comm: Communicator, same_model: bool = False) -> tuple[str, ...]:
+def diagnostic_kinds(prep: Prepared, comm: Communicator, same_model: bool = False,
+                     num_jobs: int | None = None) -> tuple[str, ...]:
     """The compute_prob diagnostics this rank computes: where every rank holds the same model
     (`same_model`; at the start of an iteration of Kaldi's jobs, averaged or selected, statistics
     included) the first rank computes the valid one and the last the train one, side by side
-    (Kaldi runs them in the background); else rank 0 computes both."""
+    (Kaldi runs them in the background), or, when the iteration's `num_jobs` leave ranks without a
+    job (jobs go round robin from rank 0), the first and last of those, beside the jobs; else
+    rank 0 computes both."""
     kinds = ("valid", "train")
-    ranks = (0, comm.size - 1) if same_model or prep.config.averaging.kaldi_jobs else (0, 0)
+    if not (same_model or prep.config.averaging.kaldi_jobs):
+        ranks = (0, 0)
+    elif num_jobs is not None and num_jobs < comm.size:
+        ranks = (num_jobs, comm.size - 1)
+    else:
+        ranks = (0, comm.size - 1)
     return tuple(kind for kind, rank in zip(kinds, ranks) if rank == comm.rank)
 
 

@@ -82,7 +82,7 @@ def test_two_ranks_share_the_diagnostics_and_the_combination(tmp_path):
         assert open(os.path.join(two, name), "rb").read() == open(os.path.join(one, name), "rb").read(), name
 
 
-def test_the_first_rank_computes_the_valid_diagnostics_and_the_last_the_train_ones():
+def test_the_first_rank_computes_the_valid_diagnostics_and_the_last_the_train_ones_or_idle_ranks_do():
     from types import SimpleNamespace
 
     from kaldi_avg.parallel import LocalCommunicator
@@ -91,12 +91,17 @@ def test_the_first_rank_computes_the_valid_diagnostics_and_the_last_the_train_on
     def prep(kaldi_jobs):
         return SimpleNamespace(config=SimpleNamespace(averaging=SimpleNamespace(kaldi_jobs=kaldi_jobs)))
 
-    def kinds(size, kaldi_jobs, same_model=False):
-        return [diagnostic_kinds(prep(kaldi_jobs), SimpleNamespace(rank=r, size=size), same_model) for r in range(size)]
+    def kinds(size, kaldi_jobs, same_model=False, num_jobs=None):
+        return [diagnostic_kinds(prep(kaldi_jobs), SimpleNamespace(rank=r, size=size), same_model, num_jobs)
+                for r in range(size)]
     assert diagnostic_kinds(prep(True), LocalCommunicator()) == ("valid", "train")
-    assert kinds(3, True) == [("valid",), (), ("train",)]
+    assert kinds(3, True) == kinds(3, True, num_jobs=3) == [("valid",), (), ("train",)]
     assert kinds(2, False) == [("valid", "train"), ()]        # an algorithm's workers: rank 0's model
     assert kinds(2, False, same_model=True) == [("valid",), ("train",)]
+    # ranks without a job this iteration (the num-jobs ramp) compute them beside the jobs
+    assert kinds(2, True, num_jobs=1) == [(), ("valid", "train")]
+    assert kinds(4, True, num_jobs=2) == [(), (), ("valid",), ("train",)]
+    assert kinds(1, True, num_jobs=1) == [("valid", "train")]
 
 
 def test_prior_subsets_shared_by_ranks_sum_as_one_process():
