@@ -307,7 +307,8 @@ class _NaturalGradientParams(torch.autograd.Function):
     @staticmethod
     def forward(ctx, ng_pass, *params):
         ctx.ng_pass = ng_pass
-        return tuple(p.clone() for p in params)
+        # returned as they are: autograd makes them views with this node as their grad_fn (no copy)
+        return tuple(params)
 
     @staticmethod
     def backward(ctx, *grads):
