@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from ..train.objective import Objective, evaluation_mode, forward_outputs
+from ..train.objective import Objective, evaluation_mode, forward_outputs, on_module_device
 from .denominator import DenominatorGraph
 from .numerator import NumeratorComputation, NumeratorGraph
 from .objective import ChainObjective, ChainProbStats, ChainTrainingOptions, compute_chain_objf
@@ -69,7 +69,7 @@ class ChainTraining(Objective):
         stats = ChainProbStats()
         with evaluation_mode(module, batchnorm_test_mode):
             for mb in batches:
-                y, xent, deriv_weights = self._rows(module, mb)
+                y, xent, deriv_weights = self._rows(module, on_module_device(module, mb))
                 if self.den_graph.device != y.device:
                     self.den_graph = self.den_graph.to(y.device)
                 stats.add(compute_chain_objf(y, mb.supervision, self.den_graph, self.opts, xent_output=xent,

@@ -19,7 +19,7 @@ import torch
 from ..model.graph import NnetModule
 from ..model.ops import training_statistics
 from ..parallel import Communicator, FlatParams
-from .objective import CROSS_ENTROPY, Objective, forward_outputs
+from .objective import CROSS_ENTROPY, Objective, forward_outputs, on_module_device
 
 
 @dataclass
@@ -104,7 +104,7 @@ def recompute_stats(module: NnetModule, batches, outputs: tuple[str, ...] | None
     module.train()
     try:
         for mb in batches:
-            forward_outputs(module, mb, outputs=outputs)
+            forward_outputs(module, on_module_device(module, mb), outputs=outputs)
     finally:
         module.train(was_training)
 

@@ -142,11 +142,20 @@ def evaluation_mode(module, batchnorm_test_mode: bool = True):
         module.train(was_training)
 
 
+def on_module_device(module, mb):
+    """`mb` where `module`'s parameters are: the fixed sets (diagnostics, combination, priors) stay
+    in host memory, as the CPU-side cache of their collated minibatches, while a rank's model may be
+    on its GPU."""
+    param = next(iter(module.parameters()), None) if hasattr(module, "parameters") else None
+    return mb if param is None or mb.features.device == param.device else mb.to(param.device)
+
+
 def compute_prob(module, batches: Iterable, batchnorm_test_mode: bool = True) -> ProbStats:
     """nnet3-compute-prob: objective and accuracy in test mode (`evaluation_mode`)."""
     stats = ProbStats()
     with evaluation_mode(module, batchnorm_test_mode):
         for mb in batches:
+            mb = on_module_device(module, mb)
             out = forward_minibatch(module, mb)
             stats.objf += float(minibatch_objective(out, mb.targets, mb.weights))
             correct = (out.argmax(-1) == mb.targets).to(mb.weights.dtype)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..data import DiagnosticSet, SkipReport
-from .objective import forward_minibatch
+from .objective import forward_minibatch, on_module_device
 
 # Kaldi merges the prior subset with nnet3-merge-egs --minibatch-size=128; "1:" also keeps the last,
 # smaller minibatch, since the sum wants every eg.
@@ -40,7 +40,8 @@ def posterior_sum(module, batches: Iterable, report: SkipReport | None = None) -
 
 
 def _minibatch_posterior_sum(module, mb, report: SkipReport | None) -> tuple[torch.Tensor, float]:
-    """One minibatch's Σ of the posteriors (float64) and its frames (module in test mode)."""
+    """One minibatch's Σ of the posteriors (float64, in host memory) and its frames (module in test mode)."""
+    mb = on_module_device(module, mb)
     post = forward_minibatch(module, mb).double().exp()
     weights = mb.weights.double()
     finite = torch.isfinite(post).all(dim=2).all(dim=1)
@@ -49,7 +50,7 @@ def _minibatch_posterior_sum(module, mb, report: SkipReport | None) -> tuple[tor
             if not ok and report is not None:
                 report.add("non_finite_output", key, int(w.gt(0).sum()))
         post, weights = post[finite], weights[finite]
-    return (post * weights.unsqueeze(-1)).sum(dim=(0, 1)), float(weights.sum())
+    return (post * weights.unsqueeze(-1)).sum(dim=(0, 1)).cpu(), float(weights.sum())
 
 
 def adjust_priors(post_sum: np.ndarray) -> np.ndarray:
