@@ -4,15 +4,16 @@ and of kaldi-avg's drop-in steps/kaldi_avg/train_rnn.py (train_dnn.py), same opt
 With KALDI_ROOT (or --kaldi-root) pointing to a built Kaldi, each network is trained twice, by Kaldi
 and by kaldi-avg, with the same command line of Kaldi's options only (--cmd run.pl --use-gpu false,
 2 jobs, 10 epochs, chunk 20 + 40 frames of left context, samples-per-iter 1024, minibatch 128,64;
-see --help), then both models are decoded by the same steps/nnet3/decode.sh (Kaldi's when Kaldi is
-there, kaldi-avg's stand-in otherwise). Without Kaldi, kaldi-avg's side runs alone.
+see --help), then both models are decoded by the same steps/nnet3/decode.sh: kaldi-avg's stand-in, whose
+local/score.sh reads its own text lattices (not the binary ones of Kaldi's nnet3-latgen-faster), so
+WERs compare across runs with and without Kaldi. Without Kaldi, kaldi-avg's side runs alone.
 
 Networks (--sizes; each an xconfig with LDA over Append(-2..2) of the 40-dim hires MFCC):
   tiny       one 64-dim relu-batchnorm layer, one fast-lstmp-layer 64 cells, 32+32 projections
   recipe     2 fast-lstmp-layers of 256 cells, 64+64 projections, delays -1/-2
   lstm4x800  4 fast-lstm-layers of 800 cells
   tdnn       the recipe's 5-layer 256-dim TDNN, by train_dnn.py (8-frame egs, minibatch 512)
-Every LSTM has label delay 5 (output-delay=5).
+Every LSTM has label delay 5 (output-delay=5, and delay=5 on the LDA layer as Kaldi's LSTM recipes).
 
 Data: egs/fsdd/s5/run.sh stages 0-5 and 7 (--speed-perturb false: 2,500 training utterances of 5
 speakers, 500 test utterances of lucas; 40-dim hires MFCC; monophone GMM alignments and graph),
@@ -37,11 +38,13 @@ Stage time = the train_*.py command's wall time. WER = best %WER of the decode o
 valid acc = accuracy of the combined model on the valid subset (log/compute_prob_valid.combined.log).
 
     python benchmarks/vs_kaldi.py [--quick | --full] [--sizes tiny,recipe] [--sides ours,kaldi]
-        [--kaldi-root DIR] [--corpus DIR] [--work-dir DIR] [--out benchmarks/results]
+        [--kaldi-root DIR] [--corpus DIR] [--work-dir DIR] [--out benchmarks/results] [--commit REV]
         [--epochs 10] [--jobs 2] [--samples-per-iter 1024] [--minibatch 128,64] [--no-decode]
     python benchmarks/vs_kaldi.py --summarize [--sizes ...]    # the table again from the runs there
 
---quick: the tiny network, 2 epochs (a smoke run of a few minutes). Default: tiny and recipe at 10
+--commit REV runs that commit's kaldi-avg (git archive under --work-dir) rather than the working tree,
+which others may be editing; --kaldi-avg DIR another checkout. --quick: the tiny network, 2 epochs
+(a smoke run of a few minutes). Default: tiny and recipe at 10
 epochs. --full: tiny, recipe, lstm4x800 and tdnn. Writes <out>/vs_kaldi.json (--name).
 """
 from __future__ import annotations
@@ -63,10 +66,13 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = "fsdd"
 PREPARED = "vs_kaldi_prepared.ok"
 SIDES = ("ours", "kaldi")
+CHECKOUT_PATHS = ("kaldi_avg", "steps", "utils", "local", "egs")   # what --commit extracts
 SCRIPTS = {"ours": "steps/kaldi_avg/train_{kind}.py", "kaldi": "steps/nnet3/train_{kind}.py"}
 LABEL_DELAY = 5
+# As Kaldi's LSTM recipes: the LDA layer delayed by the label delay (xconfig_to_configs.py refuses an
+# init.config that needs more context than the network).
 LDA = "input dim={feat_dim} name=input\n" \
-      "fixed-affine-layer name=lda input=Append(-2,-1,0,1,2) affine-transform-file={dir}/configs/lda.mat\n"
+      "fixed-affine-layer name=lda{delay} input=Append(-2,-1,0,1,2) affine-transform-file={dir}/configs/lda.mat\n"
 SIZES = {
     "tiny": ("rnn", "relu-batchnorm-layer name=tdnn1 dim=64\n"
                     "fast-lstmp-layer name=lstm1 cell-dim=64 recurrent-projection-dim=32 "
@@ -117,8 +123,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default=None, help="FSDD directory (default: $FSDD_DIR, else ../shared/corpora/fsdd)")
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "kaldi-avg-vs-kaldi"),
                    help="the recipe mirror: prepared data (kept) and the experiments (default: %(default)s)")
-    p.add_argument("--kaldi-avg", default=str(REPO),
-                   help="the kaldi-avg checkout to run (default: this one); e.g. a commit's `git archive`")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--kaldi-avg", default=str(REPO), help="the kaldi-avg checkout to run (default: this one)")
+    which.add_argument("--commit", default=None,
+                       help="run this commit of this repository instead of its working tree (extracted with "
+                            "git archive under --work-dir): stable figures while the tree is being edited")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--name", default="vs_kaldi", help="<out>/<name>.json")
     p.add_argument("--epochs", type=float, default=None, help="--trainer.num-epochs (default 10; --quick 2)")
@@ -129,6 +138,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-left-context", type=int, default=40)
     p.add_argument("--dnn-samples-per-iter", type=int, default=4000, help="train_dnn.py's egs per archive")
     p.add_argument("--dnn-minibatch", default="512", help="train_dnn.py's --trainer.optimization.minibatch-size")
+    p.add_argument("--egs-nj", type=int, default=2,
+                   help="--egs.opts='--nj N': get_egs.sh's jobs (at most 5, FSDD's training speakers)")
     p.add_argument("--lrates", default="0.003,0.0003", help="initial,final effective learning rate")
     p.add_argument("--cmvn-opts", default="--norm-means=true --norm-vars=true", help="--feat.cmvn-opts")
     p.add_argument("--srand", type=int, default=0)
@@ -151,7 +162,7 @@ def mirror(work: Path, checkout: Path = REPO) -> Path:
     s5 = recipe_dir(work)
     s5.mkdir(parents=True, exist_ok=True)
     venv = checkout / "venv" if (checkout / "venv").is_dir() else REPO / "venv"
-    links = [(venv, root / "venv")] + [(checkout / n, root / n) for n in ("steps", "utils", "kaldi_avg")]
+    links = [(venv, root / "venv")] + [(checkout / n, root / n) for n in ("steps", "utils", "kaldi_avg", "local")]
     links += [(checkout / "egs" / RECIPE / "s5" / n, s5 / n) for n in ("run.sh", "local", "conf", "cmd.sh", "path.sh")]
     for target, path in links:
         if path.is_symlink() and os.readlink(path) == str(target):
@@ -201,9 +212,10 @@ def network_dims(s5: Path, checkout: Path) -> tuple[int, int]:
 def xconfig(size: str, exp: str, feat_dim: int, num_pdfs: int) -> str:
     kind, body = SIZES[size]
     last = body.strip().splitlines()[-1].split()[1].split("=")[1]
-    delay = f" output-delay={LABEL_DELAY}" if kind == "rnn" else ""
-    return (LDA.format(feat_dim=feat_dim, dir=exp) + body
-            + f"output-layer name=output input={last}{delay} dim={num_pdfs} max-change=1.5\n")
+    rnn = kind == "rnn"
+    return (LDA.format(feat_dim=feat_dim, dir=exp, delay=f" delay={LABEL_DELAY}" if rnn else "") + body
+            + f"output-layer name=output input={last}{f' output-delay={LABEL_DELAY}' if rnn else ''} dim={num_pdfs} "
+              "max-change=1.5\n")
 
 
 # -- one stage -----------------------------------------------------------------------------------
@@ -223,6 +235,8 @@ def train_options(args, kind: str, exp: str) -> list[str]:
     else:
         opts += [f"--trainer.samples-per-iter={args.dnn_samples_per_iter}",
                  f"--trainer.optimization.minibatch-size={args.dnn_minibatch}", "--egs.frames-per-eg=8"]
+    # get_egs.sh splits the data by speaker into 6 jobs by default; FSDD trains on 5 speakers
+    opts.append(f"--egs.opts=--nj {args.egs_nj}")
     return opts + ["--feat-dir=data/train_hires", "--ali-dir=exp/mono_ali", "--lang=data/lang", f"--dir={exp}"]
 
 
@@ -279,12 +293,12 @@ def run_stage(args, s5: Path, size: str, side: str, dims: tuple[int, int], env: 
         meta["error"] = f"{meta['script']} failed (code {code}), see {s5 / exp / 'console.log'}"
         print(f"{size} {side}: {meta['error']}", flush=True)
     elif not args.no_decode:
-        decode = [f"--extra-left-context={args.chunk_left_context}", "--extra-right-context=0",
-                  f"--frames-per-chunk={args.chunk_width}"] if kind == "rnn" else []
+        decode = ["--extra-left-context", str(args.chunk_left_context), "--extra-right-context", "0",
+                  "--frames-per-chunk", str(args.chunk_width)] if kind == "rnn" else []
         t = time.time()
         proc = subprocess.run(in_recipe(["steps/nnet3/decode.sh", "--nj", "1", "--cmd", "run.pl", *decode,
                                          "exp/mono/graph", "data/test_hires", f"{exp}/decode_test"]),
-                              cwd=s5, env=env, capture_output=True, text=True)
+                              cwd=s5, env=base_env(None), capture_output=True, text=True)
         meta["decode_s"] = time.time() - t
         (s5 / exp / "decode.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode:
@@ -536,6 +550,7 @@ def format_table(rows: list[dict]) -> str:
             f"{diag[:-1]}{diag[-1]}{_f(it.get('averaging_s'), '.2f', 5)} {_f(it.get('other_s'), '.2f', 5)} "
             f"{_f(ph.get('combination'))} {_f(ph.get('priors'))} {_f(ph.get('export'))} "
             f"{_f(r.get('wer'), '.2f')} {_f(r.get('valid_accuracy'), '.3f')}")
+    lines += [f"{r['size']} {r['side']}: {r['decode_error']}" for r in rows if r.get("decode_error")]
     lines.append("seconds; ratio = kaldi-avg / Kaldi stage time; iter/train/diag/avg/other: means per iteration "
                  "(* = in the background, beside training)")
     return "\n".join(lines)
@@ -549,6 +564,22 @@ def kaldi_ok(kaldi_root: str | None) -> str | None:
         if not os.path.exists(os.path.join(kaldi_root, rel)):
             return f"{kaldi_root}/{rel} is missing"
     return None
+
+
+def extract_commit(rev: str, work: Path) -> tuple[Path, str]:
+    """<work>/checkouts/<sha>: what the recipes and the drop-ins need of commit `rev`; (dir, sha)."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    checkout = work / "checkouts" / sha
+    if not (checkout / "kaldi_avg").is_dir():
+        tmp = checkout.with_name(sha + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, *CHECKOUT_PATHS], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        tmp.rename(checkout)
+    return checkout, sha
 
 
 def commit(checkout: Path) -> str | None:
@@ -577,12 +608,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Kaldi's side left out: {why_not}", flush=True)
     work, checkout = Path(args.work_dir).resolve(), Path(args.kaldi_avg).resolve()
     s5 = recipe_dir(work)
+    revision = None
+    if args.commit and not args.summarize:
+        checkout, revision = extract_commit(args.commit, work)
     info: dict = {"work_dir": str(work), "kaldi_root": None if why_not else args.kaldi_root, "sizes": sizes,
                   "sides": sides, "options": {k: getattr(args, k) for k in (
                       "epochs", "jobs", "samples_per_iter", "minibatch", "chunk_width", "chunk_left_context",
-                      "dnn_samples_per_iter", "dnn_minibatch", "lrates", "cmvn_opts", "srand")},
-                  "decoder": "Kaldi's steps/nnet3/decode.sh" if not why_not else "kaldi-avg's steps/nnet3/decode.sh",
-                  "cpus": os.cpu_count(), "kaldi_avg": str(checkout), "kaldi_avg_commit": commit(checkout)}
+                      "dnn_samples_per_iter", "dnn_minibatch", "egs_nj", "lrates", "cmvn_opts", "srand")},
+                  "decoder": "kaldi-avg's steps/nnet3/decode.sh",
+                  "cpus": os.cpu_count(), "kaldi_avg": str(checkout),
+                  "kaldi_avg_commit": revision or commit(checkout)}
     if not args.summarize:
         mirror(work, checkout)
         info["prepare_s"] = prepare_data(s5, args.corpus, args.nj)
