@@ -136,6 +136,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--minibatch", default="128,64", help="--trainer.rnn.num-chunk-per-minibatch")
     p.add_argument("--chunk-width", type=int, default=20)
     p.add_argument("--chunk-left-context", type=int, default=40)
+    p.add_argument("--dnn-epochs", type=float, default=2.0,
+                   help="train_dnn.py's --trainer.num-epochs (the recipe's tdnn_epochs; each epoch is 8 passes "
+                        "over the archives, one frame offset of the 8-frame egs each)")
     p.add_argument("--dnn-samples-per-iter", type=int, default=4000, help="train_dnn.py's egs per archive")
     p.add_argument("--dnn-minibatch", default="512", help="train_dnn.py's --trainer.optimization.minibatch-size")
     p.add_argument("--egs-nj", type=int, default=2,
@@ -223,7 +226,8 @@ def train_options(args, kind: str, exp: str) -> list[str]:
     """Kaldi's options only, the same for both sides."""
     lr0, lr1 = args.lrates.split(",")
     opts = ["--stage=-10", "--cmd=run.pl", "--use-gpu=false", f"--feat.cmvn-opts={args.cmvn_opts}",
-            f"--trainer.srand={args.srand}", f"--trainer.num-epochs={args.epochs:g}",
+            f"--trainer.srand={args.srand}",
+            f"--trainer.num-epochs={args.epochs if kind == 'rnn' else args.dnn_epochs:g}",
             f"--trainer.optimization.num-jobs-initial={args.jobs}",
             f"--trainer.optimization.num-jobs-final={args.jobs}",
             f"--trainer.optimization.initial-effective-lrate={lr0}",
@@ -614,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     info: dict = {"work_dir": str(work), "kaldi_root": None if why_not else args.kaldi_root, "sizes": sizes,
                   "sides": sides, "options": {k: getattr(args, k) for k in (
                       "epochs", "jobs", "samples_per_iter", "minibatch", "chunk_width", "chunk_left_context",
-                      "dnn_samples_per_iter", "dnn_minibatch", "egs_nj", "lrates", "cmvn_opts", "srand")},
+                      "dnn_epochs", "dnn_samples_per_iter", "dnn_minibatch", "egs_nj", "lrates", "cmvn_opts", "srand")},
                   "decoder": "kaldi-avg's steps/nnet3/decode.sh",
                   "cpus": os.cpu_count(), "kaldi_avg": str(checkout),
                   "kaldi_avg_commit": revision or commit(checkout)}

@@ -178,11 +178,12 @@ def test_failed_run_is_a_table_line(tmp_path):
 def test_both_sides_get_the_same_options_and_network():
     args = argparse.Namespace(lrates="0.003,0.0003", cmvn_opts="--norm-means=true", srand=0, epochs=10.0, jobs=2,
                               samples_per_iter=1024, minibatch="128,64", chunk_width=20, chunk_left_context=40,
-                              dnn_samples_per_iter=4000, dnn_minibatch="512", egs_nj=2)
+                              dnn_epochs=2.0, dnn_samples_per_iter=4000, dnn_minibatch="512", egs_nj=2)
     opts = vs.train_options(args, "rnn", "exp/x")
     assert "--trainer.rnn.num-chunk-per-minibatch=128,64" in opts and "--egs.chunk-left-context=40" in opts
     assert not any(o.startswith("--mpi") for o in opts)          # Kaldi's options only
-    assert "--egs.frames-per-eg=8" in vs.train_options(args, "dnn", "exp/x")
+    dnn = vs.train_options(args, "dnn", "exp/x")
+    assert "--egs.frames-per-eg=8" in dnn and "--trainer.num-epochs=2" in dnn and "--trainer.num-epochs=10" in opts
     text = vs.xconfig("recipe", "exp/x", 40, 67)
     assert text.startswith("input dim=40 name=input\nfixed-affine-layer name=lda delay=5 input=Append(-2,-1,0,1,2) "
                            "affine-transform-file=exp/x/configs/lda.mat\n")
