@@ -7,6 +7,11 @@
 #
 # Needs run.sh stages 0-7 (data/lang, data/lang_test, exp/mono, the speed-perturbed data/train_sp
 # with its alignments exp/mono_ali_sp, and data/{train_sp,test}_hires).
+# egs/synth_digits/s5/local/chain/run_tdnn_lstm.sh links here: the demo recipe runs it with
+# --train-set train (no speed perturbation: data/train, exp/mono_ali, exp/chain/tree,
+# exp/chain/tdnn_lstm1a), one LSTM layer, small dims, no CMVN and --vosk-fold-cmvn false.
+# Dirs follow --gmm and --train-set (the suffix: train_sp -> _sp, train -> none) unless given:
+# --ali-dir, --lat-dir, --tree-dir, --dir.
 # Stages (Kaldi's numbers):
 #   10 data/lang_chain: data/lang with steps/nnet3/chain/gen_topo.py's topology
 #   11 lattices of the training transcripts: steps/align_fmllr_lats.sh from exp/mono on the
@@ -14,13 +19,14 @@
 #   12 the tree: steps/nnet3/chain/build_tree.sh --frame-subsampling-factor 3 (pip-only: a monophone
 #      tree, 2 pdfs per phone set, whatever --context-opts and the leaf count ask for)
 #   13 the network's xconfig (40-dim hires MFCC in; TDNN layers spliced (-1,0,1) and (-3,0,3), two
-#      fast-lstmp layers with delay -3; a chain output without log-softmax and an xent output)
+#      fast-lstmp layers with delay -3 (--num-lstm-layers: 3 TDNN layers, an LSTM, then 2 TDNN
+#      layers and an LSTM per further layer); a chain output without log-softmax and an xent output)
 #   14 steps/kaldi_avg/chain/train.py, Kaldi's chain/train.py options, 2 MPI ranks
 #   15 the graph: utils/mkgraph.sh --self-loop-scale 1.0 data/lang_test <tree-dir> <tree-dir>/graph
 #      (the topology comes from the model, so data/lang_test needs no chain topo, as Kaldi's notes say)
 #   16 decode data/test_hires (--acwt 1.0 --post-decode-acwt 10.0) and print the best WER
-#   17 the vosk check (local/vosk_check.sh: vosk decodes final.mdl with the test speaker's CMVN
-#      folded in; it must agree with our decode)
+#   17 the vosk check (local/vosk_check.sh: vosk decodes final.mdl, with the test speaker's CMVN
+#      folded in unless --vosk-fold-cmvn false; it must agree with our decode)
 # With KALDI_ROOT set, steps/ and utils/ are Kaldi's (path.sh) except steps/kaldi_avg/.
 #
 # Chunks: FSDD utterances are 0.2-0.8 s (median 38 frames of data/train_sp_hires, 5th percentile
@@ -51,6 +57,7 @@ chunk_right_context=0
 label_delay=5
 xent_regularize=0.1
 tdnn_dim=256
+num_lstm_layers=2
 cell_dim=256
 projection_dim=64
 frames_per_iter=50000    # input frames per archive: about 6 archives per epoch of data/train_sp
@@ -58,8 +65,13 @@ minibatch=128,64
 initial_lrate=0.002
 final_lrate=0.0002
 cmvn_opts="--norm-means=true --norm-vars=true"
+vosk_fold_cmvn=true      # FSDD's test set has one speaker, whose CMVN is folded into vosk's network (false: no CMVN)
 affix=1a
-help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--decode-nj N] [--train-stage N] [--srand N] [--num-epochs N] [--chunk-width 30,24,36] [--chunk-left-context 20] [--xent-regularize 0.1] [--tdnn-dim N] [--cell-dim N] [--projection-dim N] [--frames-per-iter N] [--minibatch 128,64] [--initial-lrate X] [--final-lrate X] [--cmvn-opts '...'] [--affix 1a]"
+ali_dir=                 # default exp/<gmm>_ali<suffix>
+lat_dir=                 # default exp/chain/<gmm>_<train-set>_lats
+tree_dir=                # default exp/chain/tree<suffix>
+dir=                     # default exp/chain/tdnn_lstm<affix><suffix>
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--decode-nj N] [--train-stage N] [--srand N] [--num-epochs N] [--chunk-width 30,24,36] [--chunk-left-context 20] [--xent-regularize 0.1] [--label-delay N] [--tdnn-dim N] [--num-lstm-layers N] [--cell-dim N] [--projection-dim N] [--frames-per-iter N] [--minibatch 128,64] [--initial-lrate X] [--final-lrate X] [--cmvn-opts '...'] [--vosk-fold-cmvn true|false] [--gmm mono] [--train-set train_sp] [--test-set test] [--affix 1a] [--ali-dir <dir>] [--lat-dir <dir>] [--tree-dir <dir>] [--dir <dir>]"
 
 echo "$0 $*"
 . ./cmd.sh
@@ -68,12 +80,12 @@ echo "$0 $*"
 if [ $# -ne 0 ]; then echo "$help_message" >&2; exit 1; fi
 
 gmm_dir=exp/$gmm
-ali_dir=exp/${gmm}_ali_${train_set#train_}     # exp/mono_ali_sp (run.sh stage 7)
-[ "$train_set" = train ] && ali_dir=exp/${gmm}_ali
-tree_dir=exp/chain/tree_${train_set#train_}
+sfx=${train_set#train}                         # _sp for train_sp, none for train
+: "${ali_dir:=exp/${gmm}_ali$sfx}"             # exp/mono_ali_sp (FSDD run.sh stage 7)
+: "${tree_dir:=exp/chain/tree$sfx}"
 lang=data/lang_chain
-lat_dir=exp/chain/${gmm}_${train_set}_lats
-dir=exp/chain/tdnn_lstm${affix}_${train_set#train_}
+: "${lat_dir:=exp/chain/${gmm}_${train_set}_lats}"
+: "${dir:=exp/chain/tdnn_lstm${affix}$sfx}"
 train_data_dir=data/${train_set}_hires
 lores_train_data_dir=data/${train_set}
 frames_per_chunk_primary=${chunk_width%%,*}
@@ -133,8 +145,10 @@ if run_stage 13; then
   lstm_opts="l2-regularize=0.0005 decay-time=40"
   output_opts="l2-regularize=0.0005 output-delay=$label_delay max-change=1.5 dim=$num_targets"
 
+  lstm_layer() { echo "  fast-lstmp-layer name=lstm$1 cell-dim=$cell_dim recurrent-projection-dim=$projection_dim non-recurrent-projection-dim=$projection_dim delay=-3 $lstm_opts"; }
   mkdir -p $dir/configs
-  cat <<EOF > $dir/configs/network.xconfig
+  {
+    cat <<EOF
   input dim=$feat_dim name=input
 
   # the first splicing is moved before the lda layer, so no splicing here
@@ -143,15 +157,21 @@ if run_stage 13; then
   relu-batchnorm-layer name=tdnn1 $opts dim=$tdnn_dim
   relu-batchnorm-layer name=tdnn2 $opts input=Append(-1,0,1) dim=$tdnn_dim
   relu-batchnorm-layer name=tdnn3 $opts input=Append(-1,0,1) dim=$tdnn_dim
-  fast-lstmp-layer name=lstm1 cell-dim=$cell_dim recurrent-projection-dim=$projection_dim non-recurrent-projection-dim=$projection_dim delay=-3 $lstm_opts
-  relu-batchnorm-layer name=tdnn4 $opts input=Append(-3,0,3) dim=$tdnn_dim
-  relu-batchnorm-layer name=tdnn5 $opts input=Append(-3,0,3) dim=$tdnn_dim
-  fast-lstmp-layer name=lstm2 cell-dim=$cell_dim recurrent-projection-dim=$projection_dim non-recurrent-projection-dim=$projection_dim delay=-3 $lstm_opts
-
-  output-layer name=output input=lstm2 include-log-softmax=false $output_opts
-
-  output-layer name=output-xent input=lstm2 learning-rate-factor=$learning_rate_factor $output_opts
 EOF
+    lstm_layer 1
+    # each further LSTM layer: two TDNN layers at the subsampled rate, then the LSTM
+    for ((l = 2; l <= num_lstm_layers; l++)); do
+      echo "  relu-batchnorm-layer name=tdnn$((2 * l)) $opts input=Append(-3,0,3) dim=$tdnn_dim"
+      echo "  relu-batchnorm-layer name=tdnn$((2 * l + 1)) $opts input=Append(-3,0,3) dim=$tdnn_dim"
+      lstm_layer $l
+    done
+    cat <<EOF
+
+  output-layer name=output input=lstm$num_lstm_layers include-log-softmax=false $output_opts
+
+  output-layer name=output-xent input=lstm$num_lstm_layers learning-rate-factor=$learning_rate_factor $output_opts
+EOF
+  } > $dir/configs/network.xconfig
   # Kaldi's recipes run steps/nnet3/xconfig_to_configs.py here; train.py expands
   # configs/network.xconfig the same way itself (kaldi_avg/train/network.py).
   echo "$0: wrote $dir/configs/network.xconfig ($feat_dim-dim input, $num_targets pdfs)"
@@ -212,7 +232,7 @@ if run_stage 16; then
 fi
 
 if run_stage 17; then
-  local/vosk_check.sh --fold-cmvn true conf/mfcc_hires.conf $dir $graph_dir data/${test_set}_hires \
+  local/vosk_check.sh --fold-cmvn "$vosk_fold_cmvn" conf/mfcc_hires.conf $dir $graph_dir data/${test_set}_hires \
     $dir/decode_${test_set}_looped
 fi
 echo "$0: done"
