@@ -193,6 +193,7 @@ def test_data_dir_wrappers(recipe):
 
 # The tiny run trains briefly (a smoke test of every stage); the default run is far better (README).
 TINY_LSTM_WER_BOUND = 70.0   # measured: 48.5% (6 epochs of 60 utterances)
+TINY_CHAIN_WER_BOUND = 60.0  # measured: 27.9% (3 epochs of 60 utterances, 13 iterations)
 
 RECIPES = [REPO / "egs/synth_digits/s5", REPO / "egs/fsdd/s5"]
 
@@ -216,12 +217,13 @@ def test_recipe_scripts_parse_and_link(recipe_dir):
 
 def _fake_checkout(root: Path, recipe: str) -> Path:
     """root/{utils,steps,local} -> the real ones; root/egs/<recipe>/s5 a copy of the recipe
-    (fsdd's shared files point into synth_digits, so that one is always copied too)."""
+    (the recipes link to each other's files: fsdd's shared files point into synth_digits, synth_digits'
+    local/chain/run_tdnn_lstm.sh into fsdd; so both are always copied)."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("utils", "steps", "local"):
         (root / name).symlink_to(REPO / name)
     outputs = {"data", "exp", "mfcc", "mfcc_hires", "corpus"}
-    for name in {"synth_digits", recipe}:
+    for name in ("synth_digits", "fsdd"):
         src = REPO / "egs" / name / "s5"
         shutil.copytree(src, root / "egs" / name / "s5", symlinks=True,
                         ignore=lambda d, names: outputs & set(names) if Path(d) == src else set())  # noqa: B023
@@ -255,8 +257,9 @@ def _best_wer(decode_dir: Path) -> float:
 
 
 def test_synth_recipe_end_to_end(tmp_path):
-    """icefall's yesno CI idea: the embedded recipe, tiny, every stage on CPU: GMM and LSTM WERs
-    within bounds, and vosk (Kaldi's own nnet3 + decoder) gives our decoder's words."""
+    """icefall's yesno CI idea: the embedded recipe, tiny, every stage on CPU: GMM, LSTM and chain
+    TDNN-LSTM WERs within bounds, and vosk (Kaldi's own nnet3 + decoder) gives our decoder's words
+    for both networks."""
     kaldi_native_io = pytest.importorskip("kaldi_native_io")
     pytest.importorskip("vosk", reason="the last stage decodes with vosk")
     recipe = _fake_checkout(tmp_path, "synth_digits")
@@ -271,8 +274,17 @@ def test_synth_recipe_end_to_end(tmp_path):
     assert _best_wer(recipe / "exp/mono/decode_test") < 25.0
     assert _best_wer(recipe / "exp/lstm/decode_test") < TINY_LSTM_WER_BOUND
     assert (recipe / "exp/lstm/final.mdl").exists() and (recipe / "exp/lstm/progress.png").exists()
-    agreement = re.search(r"identical to \S+ on (\d+)/(\d+)", r.stderr)
-    assert agreement and agreement.group(1) == agreement.group(2) and int(agreement.group(2)) >= 15, r.stderr[-2000:]
+    # stages 10-11: the chain TDNN-LSTM through FSDD's local/chain/run_tdnn_lstm.sh (linked)
+    chain = recipe / "exp/chain/tdnn_lstm1a"
+    assert (chain / "final.mdl").exists() and (chain / "frame_subsampling_factor").read_text().strip() == "3"
+    assert (recipe / "exp/chain/mono_train_lats/lat.2.gz").exists()
+    assert (recipe / "exp/chain/tree/final.mdl").exists() and (recipe / "exp/chain/tree/graph/HCLG.fst").exists()
+    assert _best_wer(chain / "decode_test") < TINY_CHAIN_WER_BOUND
+    agreements = re.findall(r"identical to (\S+) on (\d+)/(\d+)", r.stderr)
+    assert [d for d, _, _ in agreements] == ["exp/lstm/decode_test_looped",
+                                            "exp/chain/tdnn_lstm1a/decode_test_looped"], r.stderr[-2000:]
+    (lstm_same, lstm_n), (chain_same, chain_n) = [(int(a), int(n)) for _, a, n in agreements]
+    assert lstm_same == lstm_n >= 15 and chain_n >= 15 and chain_same >= 0.9 * chain_n, r.stderr[-2000:]
 
 
 @pytest.mark.skipif(not (FSDD_DIR / "recordings").is_dir(), reason=f"FSDD not found at {FSDD_DIR} (set FSDD_DIR)")

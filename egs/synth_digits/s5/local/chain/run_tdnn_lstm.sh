@@ -1,0 +1,1 @@
+../../../../fsdd/s5/local/chain/run_tdnn_lstm.sh
