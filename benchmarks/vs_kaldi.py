@@ -11,7 +11,8 @@ WERs compare across runs with and without Kaldi. Without Kaldi, kaldi-avg's side
 Networks (--sizes; each an xconfig with LDA over Append(-2..2) of the 40-dim hires MFCC):
   tiny       one 64-dim relu-batchnorm layer, one fast-lstmp-layer 64 cells, 32+32 projections
   recipe     2 fast-lstmp-layers of 256 cells, 64+64 projections, delays -1/-2
-  lstm4x800  4 fast-lstm-layers of 800 cells
+  lstm4x800  4 fast-lstm-layers of 800 cells (about 85 s per iteration on each side on 2 cores: run it
+             with --epochs 1 for its fixed costs, 10 epochs take most of an hour per side)
   tdnn       the recipe's 5-layer 256-dim TDNN, by train_dnn.py (8-frame egs, minibatch 512)
 Every LSTM has label delay 5 (output-delay=5, and delay=5 on the LDA layer as Kaldi's LSTM recipes).
 
@@ -621,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
                       "dnn_epochs", "dnn_samples_per_iter", "dnn_minibatch", "egs_nj", "lrates", "cmvn_opts", "srand")},
                   "decoder": "kaldi-avg's steps/nnet3/decode.sh",
                   "cpus": os.cpu_count(), "kaldi_avg": str(checkout),
-                  "kaldi_avg_commit": revision or commit(checkout)}
+                  "kaldi_avg_commit": revision or commit(checkout),
+                  "summarized": args.summarize}   # --summarize: options and commit are this call's; rows say theirs
     if not args.summarize:
         mirror(work, checkout)
         info["prepare_s"] = prepare_data(s5, args.corpus, args.nj)
