@@ -9,6 +9,7 @@ count and, for chain, the merged supervision).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,23 +29,24 @@ class CollatedLabels:
     supervision: Any = None    # chain: the minibatch's merged Supervision
 
 
-class Labels:
+class Labels(ABC):
     """The interface (and the cross-entropy kind's defaults: frame rate, tolerance)."""
 
     frame_subsampling_factor: int = 1
     length_tolerance: int = TARGETS_LENGTH_TOLERANCE
 
+    @abstractmethod
     def length(self, value) -> int:
         """Output frames `value` covers."""
-        raise NotImplementedError
 
+    @abstractmethod
     def check(self, utt: str, value, num_pdfs: int | None):
         """The value a minibatch uses; raises DataError where it cannot be used."""
-        raise NotImplementedError
 
+    @abstractmethod
     def collate(self, items: Sequence[tuple[str, Chunk, Any]], width: int) -> CollatedLabels:
         """The labels of (utterance, chunk, loaded value) with `width` output frames each."""
-        raise NotImplementedError
+
 
 
 class PdfLabels(Labels):

@@ -40,7 +40,7 @@ import kaldi_decoder
 import kaldi_hmm_gmm as khg
 import numpy as np
 
-from ..atomic import atomic_path, copy_file, write_lines
+from ..atomic import atomic_path
 from ..chain.phone_lattice import write_compact_lattice_text
 from ..kaldi.binary import KaldiFormatError
 from ..kaldi.runlog import JobLog
@@ -49,10 +49,9 @@ from .cliopts import parse_kaldi_args
 from .decode import gmm_log_likelihoods
 from .determinize import DeterminizeError, RawLattice, best_path, determinize_lattice_phone, scale_acoustic
 from .featpipe import read_cmvn_opts
-from .gmm_align import boosted_silence_model, compile_graphs, silence_pdfs
+from .gmm_align import boosted_silence_model, compile_graphs, silence_pdfs, start_output_dir
 from .gmm_data import Job, load_jobs, write_alignments
 from .gmm_model import GmmModel
-from .lang import Lang, read_symbol_table
 
 PROG = "steps/align_fmllr_lats.sh"
 
@@ -152,23 +151,7 @@ def align_fmllr_lats(data_dir: str, lang_dir: str, src_dir: str, lat_dir: str, n
                      opts: LatticeOptions = LatticeOptions(), generate_ali_from_lats: bool = False
                      ) -> tuple[int, list[str]]:
     """The script (module docstring); returns (lattices written, utterances that failed)."""
-    lang = Lang.load(lang_dir)
-    for f in (os.path.join(data_dir, "text"), lang.path("oov.int"), lang.path("L.fst"),
-              os.path.join(src_dir, "tree"), os.path.join(src_dir, "final.mdl")):
-        if not os.path.isfile(f):
-            raise FileNotFoundError(f"{PROG}: expected file {f} to exist")
-    if os.path.isfile(os.path.join(src_dir, "final.mat")):
-        raise ValueError(f"{src_dir}/final.mat: LDA+MLLT models are not supported (delta features only)")
-    src_phones = os.path.join(src_dir, "phones.txt")
-    if os.path.isfile(src_phones) and read_symbol_table(src_phones) != lang.phones:
-        raise ValueError(f"phone symbol tables {lang.path('phones.txt')} and {src_phones} are not compatible")
-    os.makedirs(os.path.join(lat_dir, "log"), exist_ok=True)
-    write_lines(os.path.join(lat_dir, "num_jobs"), [str(nj)])
-    copy_file(lang.path("phones.txt"), os.path.join(lat_dir, "phones.txt"))
-    for name in ("tree", "final.mdl", "final.occs", "cmvn_opts", "delta_opts"):
-        if os.path.isfile(os.path.join(src_dir, name)):
-            copy_file(os.path.join(src_dir, name), os.path.join(lat_dir, name))  # follows final.mdl -> N.mdl
-
+    lang = start_output_dir(PROG, data_dir, lang_dir, src_dir, lat_dir, nj, required=("L.fst",))
     model = GmmModel.read(os.path.join(lat_dir, "final.mdl"), os.path.join(lat_dir, "tree"))
     jobs, skipped, _ = load_jobs(data_dir, lang, nj, read_cmvn_opts(src_dir))
     graphs = compile_graphs(model, lang, jobs, os.path.join(lat_dir, "log"))

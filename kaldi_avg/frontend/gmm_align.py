@@ -207,27 +207,33 @@ def _copy_if_exists(src: str, dst: str) -> None:
         copy_file(src, dst)  # follows symlinks (final.mdl -> 40.mdl), as cp does
 
 
-def align_si(data_dir: str, lang_dir: str, src_dir: str, ali_dir: str, nj: int = 4, beam: float = 10.0,
-             retry_beam: float = 40.0, careful: bool = False, boost_silence: float = 1.0) -> dict[str, list[int]]:
-    """`steps/align_si.sh [opts] <data> <lang> <src-dir> <align-dir>` for delta-feature GMMs."""
+def start_output_dir(prog: str, data_dir: str, lang_dir: str, src_dir: str, out_dir: str, nj: int,
+                     required: tuple[str, ...] = ()) -> Lang:
+    """What align_si.sh and align_fmllr_lats.sh do before their jobs: the inputs checked (the lang's
+    `required` files too), `out_dir`/log, num_jobs, and the copies of phones.txt, tree, final.mdl,
+    cmvn_opts, delta_opts, final.occs. Returns the lang."""
     lang = Lang.load(lang_dir)
-    for f in (os.path.join(data_dir, "text"), lang.path("oov.int"), os.path.join(src_dir, "tree"),
-              os.path.join(src_dir, "final.mdl")):
+    for f in (os.path.join(data_dir, "text"), lang.path("oov.int"), *(lang.path(r) for r in required),
+              os.path.join(src_dir, "tree"), os.path.join(src_dir, "final.mdl")):
         if not os.path.isfile(f):
-            raise FileNotFoundError(f"align_si.sh: expected file {f} to exist")
+            raise FileNotFoundError(f"{prog}: expected file {f} to exist")
     if os.path.isfile(os.path.join(src_dir, "final.mat")):
         raise ValueError(f"{src_dir}/final.mat: LDA+MLLT models are not supported (delta features only)")
     src_phones = os.path.join(src_dir, "phones.txt")
     if os.path.isfile(src_phones) and read_symbol_table(src_phones) != lang.phones:
         raise ValueError(f"phone symbol tables {lang.path('phones.txt')} and {src_phones} are not compatible")
-    os.makedirs(os.path.join(ali_dir, "log"), exist_ok=True)
-    write_lines(os.path.join(ali_dir, "num_jobs"), [str(nj)])
-    for name in ("cmvn_opts", "delta_opts", "final.occs"):
-        _copy_if_exists(os.path.join(src_dir, name), os.path.join(ali_dir, name))
-    copy_file(lang.path("phones.txt"), os.path.join(ali_dir, "phones.txt"))
-    copy_file(os.path.join(src_dir, "tree"), os.path.join(ali_dir, "tree"))
-    copy_file(os.path.join(src_dir, "final.mdl"), os.path.join(ali_dir, "final.mdl"))
+    os.makedirs(os.path.join(out_dir, "log"), exist_ok=True)
+    write_lines(os.path.join(out_dir, "num_jobs"), [str(nj)])
+    copy_file(lang.path("phones.txt"), os.path.join(out_dir, "phones.txt"))
+    for name in ("tree", "final.mdl", "cmvn_opts", "delta_opts", "final.occs"):
+        _copy_if_exists(os.path.join(src_dir, name), os.path.join(out_dir, name))
+    return lang
 
+
+def align_si(data_dir: str, lang_dir: str, src_dir: str, ali_dir: str, nj: int = 4, beam: float = 10.0,
+             retry_beam: float = 40.0, careful: bool = False, boost_silence: float = 1.0) -> dict[str, list[int]]:
+    """`steps/align_si.sh [opts] <data> <lang> <src-dir> <align-dir>` for delta-feature GMMs."""
+    lang = start_output_dir("align_si.sh", data_dir, lang_dir, src_dir, ali_dir, nj)
     model = GmmModel.read(os.path.join(ali_dir, "final.mdl"), os.path.join(ali_dir, "tree"))
     jobs, skipped, _ = load_jobs(data_dir, lang, nj, read_cmvn_opts(src_dir))
     graphs = compile_graphs(model, lang, jobs, os.path.join(ali_dir, "log"))

@@ -264,7 +264,8 @@ def setup_experiment(prep: Prepared) -> None:
     priors, frame_subsampling_factor)."""
     config, exp = prep.config, prep.exp
     os.makedirs(exp.log_dir, exist_ok=True)
-    sources = [os.path.join(config.ali_dir, name) for name in ("tree", "phones.txt")]
+    # chain: stage -5 copied the tree and phones.txt already (chain/stages.py)
+    sources = [] if prep.chain else [os.path.join(config.ali_dir, name) for name in ("tree", "phones.txt")]
     if config.online_ivector_dir:   # decode.sh checks that decoding uses the same extractor
         sources.append(os.path.join(config.online_ivector_dir, "final.ie.id"))
     for src in sources:

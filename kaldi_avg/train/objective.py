@@ -9,6 +9,7 @@ chain/train.py's (docs/chain.md 9).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class ProbStats:
                 f"Overall accuracy for 'output' is {self.accuracy:g} per frame, over {frames} frames."]
 
 
-class Objective:
+class Objective(ABC):
     """One training objective: a step's loss and the diagnostics' statistics and log lines."""
 
     train_program = "nnet3-train"            # whose logs log/train.N.J.log imitates
@@ -66,18 +67,18 @@ class Objective:
     outputs: tuple[str, ...] | None = None   # the output nodes it reads (None: the module's 'output')
     seconds = 0.0    # time in the objective beyond the network (chain: den/num forward-backward), this rank
 
+    @abstractmethod
     def loss(self, module, mb, min_deriv_time: int | None, max_deriv_time_relative: int | None):
         """(loss to minimize, objective summed over the minibatch, frames it is over)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def compute_prob(self, module, batches: Iterable, batchnorm_test_mode: bool = True):
         """Statistics with `objective_per_frame` (what the combination maximizes) and `lines()`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def lda_classes(self, mb) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The classes the LDA statistics count each output frame under (nnet3-acc-lda-stats,
         nnet3-chain-acc-lda-stats): (frame as an index of the (N x W) outputs, pdf, weight)."""
-        raise NotImplementedError
 
 
 class CrossEntropy(Objective):

@@ -127,16 +127,24 @@ XENT = (
         "(presoftmax_prior_scale.vec, for configs that read it)", float),
 )
 
+def chunk_options(width_help: str, left_context: int) -> tuple[Opt, ...]:
+    """--egs.chunk-*: train_rnn.py's and chain/train.py's rows, which differ in the width's meaning and the
+    left context's default (40 and 0)."""
+    return (
+        Opt("--egs.chunk-width", "20", width_help + "; a comma list gives alternatives, the first is the "
+            "principal width"),
+        Opt("--egs.chunk-left-context", left_context, "extra frames of left context per chunk (to warm up "
+            "the recurrence), added to the model's left context", int),
+        Opt("--egs.chunk-right-context", 0, "extra frames of right context per chunk (BLSTMs)", int),
+        Opt("--egs.chunk-left-context-initial", -1, "left context of the first chunk of an utterance "
+            "(-1: the same as --egs.chunk-left-context)", int),
+        Opt("--egs.chunk-right-context-final", -1, "right context of the last chunk of an utterance "
+            "(-1: the same as --egs.chunk-right-context)", int),
+    )
+
+
 RNN = (
-    Opt("--egs.chunk-width", "20", "frames per chunk (BPTT length); a comma list gives alternatives, the "
-        "first is the principal width"),
-    Opt("--egs.chunk-left-context", 40, "extra frames of left context per chunk (to warm up the "
-        "recurrence), added to the model's left context", int),
-    Opt("--egs.chunk-right-context", 0, "extra frames of right context per chunk (BLSTMs)", int),
-    Opt("--egs.chunk-left-context-initial", -1, "left context of the first chunk of an utterance "
-        "(-1: the same as --egs.chunk-left-context)", int),
-    Opt("--egs.chunk-right-context-final", -1, "right context of the last chunk of an utterance "
-        "(-1: the same as --egs.chunk-right-context)", int),
+    *chunk_options("frames per chunk (BPTT length)", 40),
     Opt("--trainer.samples-per-iter", 20000, "chunks per archive (one job's data for one iteration)", int),
     Opt("--trainer.optimization.momentum", 0.5, "momentum of nnet3-train's update", float),
     Opt("--trainer.optimization.shrink-value", 0.99, "parameter scale applied at iteration 0 and when the "
@@ -166,15 +174,7 @@ CHAIN = (
         "ali.*.gz (the phone LM's phone sequences), phones.txt"),
     Opt("--lat-dir", None, "lattice directory: lat.*.gz (the numerator lattices, as align_fmllr_lats.sh writes "
         "them), final.mdl (their transition model)"),
-    Opt("--egs.chunk-width", "20", "input frames per chunk, rounded up to multiples of the frame-subsampling "
-        "factor; a comma list gives alternatives, the first is the principal width"),
-    Opt("--egs.chunk-left-context", 0, "extra frames of left context per chunk (recurrent models), added to the "
-        "model's left context", int),
-    Opt("--egs.chunk-right-context", 0, "extra frames of right context per chunk (BLSTMs)", int),
-    Opt("--egs.chunk-left-context-initial", -1, "left context of the first chunk of an utterance "
-        "(-1: the same as --egs.chunk-left-context)", int),
-    Opt("--egs.chunk-right-context-final", -1, "right context of the last chunk of an utterance "
-        "(-1: the same as --egs.chunk-right-context)", int),
+    *chunk_options("input frames per chunk, rounded up to multiples of the frame-subsampling factor", 0),
     Opt("--egs.nj", 0, "jobs of get_egs.sh", int, ignored=NO_EGS),
     Opt("--chain.lm-opts", None, "options of chain-est-phone-lm, e.g. '--num-extra-lm-states=2000'"),
     Opt("--chain.l2-regularize", 0.0, "l2 regularization of the chain output", float),
