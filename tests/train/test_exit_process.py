@@ -19,11 +19,12 @@ exit_process(int(sys.argv[1]))
 """
 
 MPI_PROGRAM = """
-import sys
+import os
 from mpi4py import MPI
 from kaldi_avg.train.cli import exit_process
 MPI.COMM_WORLD.Barrier()
-print("rank", MPI.COMM_WORLD.Get_rank(), flush=True)
+# One write(2) per rank: print() may issue several (unbuffered CI), which mpiexec interleaves.
+os.write(1, b"rank %d\\n" % MPI.COMM_WORLD.Get_rank())
 exit_process(0)
 """
 
