@@ -40,7 +40,7 @@ from kaldi_avg.train.objective import compute_loss
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD_XCONFIG = """input dim={dim} name=input
-fixed-affine-layer name=lda input=Append(-2,-1,0,1,2) affine-transform-file={exp}/configs/lda.mat
+fixed-affine-layer name=lda delay=5 input=Append(-2,-1,0,1,2) affine-transform-file={exp}/configs/lda.mat
 fast-lstmp-layer name=lstm1 cell-dim=128 recurrent-projection-dim=64 non-recurrent-projection-dim=64 delay=-1
 output-layer name=output input=lstm1 output-delay=5 dim=NUM_PDFS max-change=1.5
 """

@@ -27,6 +27,7 @@ from typing import Protocol
 
 from ..atomic import write_text
 from ..kaldi.nnet3.am import Nnet3Model, read_nnet3_file
+from ..kaldi.nnet3.context import model_context
 from ..kaldi.nnet3.nnet import ComponentNode, Nnet
 from ..kaldi.xconfig import write_config_dir
 from ..model.build import build_from_configs, build_nnet, matrix_files
@@ -74,7 +75,18 @@ class XconfigNetwork:
         return f"{self.path} (expanded as xconfig_to_configs.py does)"
 
     def reference(self, num_pdfs: int) -> Nnet:
-        return build_nnet(self.text, self.path, num_pdfs, which="ref")
+        """ref.config's network, after xconfig_to_configs.py's check, which refuses a network whose
+        init network (the LDA's input) needs more context than it (an output-delay=D without
+        delay=D on the fixed-affine-layer)."""
+        ref = build_nnet(self.text, self.path, num_pdfs, which="ref")
+        init = self.lda_init_network(num_pdfs)
+        if init is not None:
+            (il, ir), (rl, rr) = model_context(init), model_context(ref)
+            if il > rl or ir > rr:
+                raise ConfigError(f"{self.path}: the init network (the LDA's input) needs context {il}/{ir}, "
+                                  f"more than the network's {rl}/{rr}: with output-delay=D on the output layer, "
+                                  "give the fixed-affine-layer delay=D (as Kaldi's xconfig_to_configs.py requires)")
+        return ref
 
     def lda_init_network(self, num_pdfs: int) -> Nnet | None:
         if "fixed-affine-layer" not in self.text:

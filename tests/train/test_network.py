@@ -104,3 +104,19 @@ def test_make_configs_layers_are_added_in_turn(tmp_path):
     with open(tmp_path / "configs" / "vars") as f:
         assert f.read().startswith(f"model_left_context={model_context(nnet)[0]}\n"
                                    f"model_right_context={model_context(nnet)[1]}\n")
+
+
+@pytest.mark.parametrize("lda_delay, refused", [("", True), (" delay=5", False)])
+def test_a_label_delay_without_the_lda_delay_is_refused_as_by_xconfig_to_configs(tmp_path, monkeypatch, lda_delay,
+                                                                                  refused):
+    """Kaldi's xconfig_to_configs.py (f40076610) raises for this xconfig without delay=5 (init.config
+    context 2/2, ref.config 0/7) and accepts it with."""
+    monkeypatch.chdir(tmp_path)
+    text = LDA_XCONFIG.replace("name=lda", "name=lda" + lda_delay).replace("name=output", "name=output output-delay=5")
+    network = XconfigNetwork("network.xconfig", text)
+    if refused:
+        with pytest.raises(ConfigError, match=r"network.xconfig: the init network .* context 2/2, more than the "
+                                              r"network's 0/7: .* delay=D"):
+            network.reference(6)
+    else:
+        assert model_context(network.reference(6)) == (0, 7)

@@ -49,10 +49,13 @@ else
   body="fast-lstm-layer name=lstm1 cell-dim=$cell_dim delay=-1
 output-layer name=output input=lstm1 output-delay=$label_delay dim=$num_pdfs max-change=1.5"
 fi
+# The LSTM's label delay delays the LDA too (Kaldi's LSTM recipes: the LDA statistics need no more
+# context than the network; xconfig_to_configs.py refuses the network otherwise).
+lda_delay=$([ "$network" = tdnn ] && echo 0 || echo "$label_delay")
 mkdir -p "$dir/configs"
 cat > "$dir/configs/network.xconfig" <<XCONFIG
 input dim=$feat_dim name=input
-fixed-affine-layer name=lda input=Append(-2,-1,0,1,2) affine-transform-file=$dir/configs/lda.mat
+fixed-affine-layer name=lda delay=$lda_delay input=Append(-2,-1,0,1,2) affine-transform-file=$dir/configs/lda.mat
 $body
 XCONFIG
 echo "$0: wrote $dir/configs/network.xconfig ($network, $feat_dim-dim input, $num_pdfs pdfs)"
