@@ -44,6 +44,12 @@ def combine(modules: Sequence[NnetModule], batches, max_objective_evaluations: i
     if not hasattr(batches, "__len__"):   # one pass only; a DiagnosticSet is read again (its minibatches' caches)
         batches = list(batches)
     target = modules[0]
+    if len(modules) == 1:   # nnet3-combine would score the one model and keep it: the score decides nothing
+        if log:
+            log("Combining 1 model: the newest model is the result (not evaluated)")
+        if target.batchnorm_ops():
+            recompute_stats(target, batches, objective.outputs)
+        return target, CombineResult(1, math.nan)
     flats = [FlatParams(m.parameters(), training_statistics(m)) for m in modules]
     vectors = [_model_vector(f) for f in flats]   # float64: averages of up to K models are exact
     K = len(vectors)

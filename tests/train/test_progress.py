@@ -2,6 +2,8 @@
 terminal only, advanced once per objective evaluation of the final combination."""
 import io
 
+import torch
+
 import pytest
 
 from kaldi_avg.model.graph import NnetModule
@@ -46,7 +48,6 @@ def test_a_closed_or_odd_stream_draws_nothing():
 
 
 @pytest.mark.parametrize("num_models, max_evaluations, want", [
-    (1, 30, 1),     # the newest model alone
     (4, 30, 4),     # the baseline and the averages of 2, 3 and 4
     (5, 2, 3),      # every 3rd addition: the baseline, n = 4 and n = K = 5
     (7, 3, 3),      # every 3rd: the baseline, n = 4, 7
@@ -75,3 +76,24 @@ def test_combination_without_a_bar_and_the_factory():
     bar.update(2)
     bar.close()
     assert "priors" in stream.getvalue() and "2/2" in stream.getvalue()
+
+
+def test_one_model_is_the_result_without_an_evaluation():
+    """nnet3-combine would score the newest model and keep it whatever the score: nothing to evaluate
+    (no bar either), the BatchNorm statistics still recomputed on the combine set."""
+    class Counting:
+        outputs = ("output",)
+        calls = 0
+
+        def compute_prob(self, *args, **kwargs):
+            Counting.calls += 1
+    module = NnetModule(network())
+    before = [p.detach().clone() for p in module.parameters()]
+    lines, made = [], []
+    best, result = combine([module], minibatches(2, seed=3), 30, lines.append, objective=Counting(),
+                           progress=made.append)
+    assert best is module and result.num_models == 1 and not result.evaluations
+    assert Counting.calls == 0 and not made
+    assert lines == ["Combining 1 model: the newest model is the result (not evaluated)"]
+    assert all(torch.equal(a, b) for a, b in zip(before, best.parameters()))
+    assert float(best.batchnorm_ops()[0].stats_count) > 0
