@@ -294,7 +294,7 @@ def _supervision_inputs(ali_dir: str, opts: PrepareOptions
     from ..kaldi.alignment import read_transition_ids
     from ..kaldi.transition import read_transition_model
     if opts.lat_dir:
-        from .phone_lattice import read_compact_lattices
+        from ..kaldi.lattice import read_compact_lattices
         return (_job_archives(opts.lat_dir, "lat"), read_compact_lattices,
                 f"lattice-align-phones --replace-output-symbols=true {opts.lat_dir}/final.mdl "
                 "'ark:gunzip -c {archive}|' ark:- | chain-get-supervision --lattice-input=true")

@@ -46,9 +46,10 @@ import numpy as np
 
 from ..data.chunking import Chunk, ChunkConfig, split_utterance
 from ..errors import UsageError
+from ..kaldi.lattice import CompactLattice
 from .den_graph import ChainModelParts
 from .fstext import Graph, project_input
-from .phone_lattice import CompactLattice, PhoneAlignOptions, phone_align_lattice
+from .phone_lattice import PhoneAlignOptions, phone_align_lattice
 from .supervision_io import (
     Supervision,
     SupervisionFst,

@@ -41,8 +41,8 @@ import kaldi_hmm_gmm as khg
 import numpy as np
 
 from ..atomic import atomic_path
-from ..chain.phone_lattice import write_compact_lattice_text
 from ..kaldi.binary import KaldiFormatError
+from ..kaldi.lattice import write_compact_lattice_text
 from ..kaldi.runlog import JobLog
 from ..options import KaldiArgumentParser, kaldi_bool
 from .cliopts import parse_kaldi_args

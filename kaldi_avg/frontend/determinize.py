@@ -41,7 +41,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..chain.phone_lattice import ONE, CompactLattice, Weight, compare, connect, plus, times
+from ..chain.phone_lattice import connect
+from ..kaldi.lattice import ONE, CompactLattice, Weight, compare, plus, times
 from ..kaldi.transition import TransitionModel
 
 

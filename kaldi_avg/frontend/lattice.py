@@ -1,8 +1,13 @@
-"""Kaldi text lattice archives (`lat.JOB.gz`) and lattice best paths for scoring.
+"""Kaldi lattice archives (`lat.JOB.gz`) read for scoring, and lattice best paths.
 
-Archive entry, as Kaldi's LatticeHolder writes a text lattice: `utt \\n`, one line per arc
-`src dst ilabel olabel graph_cost,acoustic_cost`, one per final state `state graph,acoustic`,
-then an empty line.  The first line's source is the start state.
+An archive entry (kaldi_avg/kaldi/lattice.py, docs/chain.md 7.2) is one of: a text Lattice, as
+our decoders write (`utt \\n`, one line per arc `src dst ilabel olabel graph_cost,acoustic_cost`,
+one per final state `state graph,acoustic`, then an empty line; the first line's source is the
+start state); a text CompactLattice (`lattice-copy ark,t:`: arcs `src dst word g,a,tids`, finals
+`state g,a,tids`); a binary CompactLattice, what Kaldi's decoders write (`steps/nnet3/decode.sh`'s
+lat.JOB.gz). `read_lattice_archive` tells them apart per entry and gives each as a `Lattice`:
+per arc its source, destination, word (the output label; a CompactLattice's label) and the two
+costs. The transition-ids of a CompactLattice do not matter to a best path and are dropped.
 
 `best_paths` is `lattice-scale --inv-acoustic-scale=LMWT | lattice-add-penalty
 --word-ins-penalty=WIP | lattice-best-path` for several (LMWT, WIP) pairs at once: the best
@@ -17,10 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..atomic import atomic_path
-
-
-class LatticeError(ValueError):
-    """A lattice archive is malformed; names the file and utterance."""
+from ..kaldi.lattice import (
+    CompactLattice,
+    LatticeError,
+    entry_where,
+    is_compact_lattice_text,
+    parse_compact_lattice_text,
+    read_lattice_entries,
+)
 
 
 @dataclass
@@ -45,7 +54,17 @@ def write_lattice_archive(path: str, lattices: Iterable[tuple[str, str]]) -> int
     return n
 
 
+def _lattice(start: int, ints: np.ndarray, costs: np.ndarray, finals: dict[int, tuple[float, float]],
+             where: str) -> Lattice:
+    """A Lattice from arcs (src, dst, word) and their (graph, acoustic) costs."""
+    ints, costs = ints.reshape(-1, 3), costs.reshape(-1, 2)
+    if np.any(ints[:, 1] == start):
+        raise LatticeError(f"{where}: an arc enters the start state (not a decoder lattice)")
+    return Lattice(start, ints[:, 0], ints[:, 1], ints[:, 2], costs[:, 0], costs[:, 1], finals)
+
+
 def parse_lattice(lines: list[str], where: str) -> Lattice:
+    """A text Lattice (arcs `src dst ilabel olabel [g,a]`, finals `state [g,a]`)."""
     if not lines:
         raise LatticeError(f"{where}: empty lattice")
     arcs, finals = [], {}
@@ -58,37 +77,38 @@ def parse_lattice(lines: list[str], where: str) -> Lattice:
         elif len(f) in (1, 3):
             finals[int(f[0])] = (float(f[1]), float(f[2])) if len(f) == 3 else (0.0, 0.0)
         else:
-            raise LatticeError(f"{where}: bad lattice line {line!r} (expected a text Lattice, not a "
-                               f"CompactLattice)")
+            raise LatticeError(f"{where}: bad lattice line {line!r} (neither a text Lattice nor a "
+                               f"CompactLattice line)")
     try:
         a = np.asarray(arcs, np.float64).reshape(-1, 6)
     except ValueError:
         raise LatticeError(f"{where}: non-numeric field in the lattice") from None
-    ints = a[:, :4].astype(np.int64)
-    start = int(lines[0].split()[0])
-    if np.any(ints[:, 1] == start):
-        raise LatticeError(f"{where}: an arc enters the start state (not a decoder lattice)")
-    return Lattice(start, ints[:, 0], ints[:, 1], ints[:, 3], a[:, 4], a[:, 5], finals)
+    return _lattice(int(lines[0].split()[0]), a[:, [0, 1, 3]].astype(np.int64), a[:, 4:], finals, where)
+
+
+def from_compact_lattice(lat: CompactLattice, where: str) -> Lattice:
+    """A CompactLattice as a Lattice on its words (arcs of weight Zero are left out)."""
+    if lat.start < 0:
+        raise LatticeError(f"{where}: empty lattice")
+    ints = [(s, d, label) for s, arcs in enumerate(lat.arcs) for label, w, d in arcs if w is not None]
+    costs = [w[:2] for arcs in lat.arcs for _, w, _ in arcs if w is not None]
+    finals = {s: w[:2] for s, w in enumerate(lat.finals) if w is not None}
+    return _lattice(lat.start, np.asarray(ints, np.int64), np.asarray(costs, np.float64), finals, where)
 
 
 def read_lattice_archive(path: str) -> Iterator[tuple[str, Lattice]]:
+    """(utterance, Lattice) of a lattice archive, gzipped or not, whatever its entries' kinds
+    (module docstring)."""
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            utt, lines = None, []
-            for raw in f:
-                line = raw.strip()
-                if utt is None:
-                    if line:
-                        utt, lines = line.split()[0], []
-                    continue
-                if line:
-                    lines.append(line)
-                    continue
-                yield utt, parse_lattice(lines, f"{path}: utterance {utt}")
-                utt = None
-            if utt is not None:
-                raise LatticeError(f"{path}: utterance {utt}: lattice is not terminated by an empty line")
-    except (OSError, EOFError, ValueError) as e:
+        for utt, entry in read_lattice_entries(path):
+            where = entry_where(path, utt)
+            if isinstance(entry, CompactLattice):
+                yield utt, from_compact_lattice(entry, where)
+            elif is_compact_lattice_text(entry):
+                yield utt, from_compact_lattice(parse_compact_lattice_text(entry, where), where)
+            else:
+                yield utt, parse_lattice(entry, where)
+    except (OSError, ValueError) as e:
         if isinstance(e, LatticeError):
             raise
         raise LatticeError(f"{path}: cannot read the lattice archive ({e})") from None

@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 
-from kaldi_avg.chain.phone_lattice import read_compact_lattices
+from kaldi_avg.kaldi.lattice import read_compact_lattices
 from kaldi_avg.kaldi.tables import write_matrix_table
 from kaldi_avg.kaldi.transition import read_transition_model
 

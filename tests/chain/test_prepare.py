@@ -203,7 +203,8 @@ def fixture_system(tmp_path):
     """Kaldi's FSDD fixture as a GMM system: a lang dir of its phones, an alignment dir and a
     lattice dir (lat_trans.mdl; the alignments one path of each lattice), a data dir of the 20
     utterances with their frame counts."""
-    from kaldi_avg.chain.phone_lattice import phone_align_lattice, read_compact_lattices
+    from kaldi_avg.chain.phone_lattice import phone_align_lattice
+    from kaldi_avg.kaldi.lattice import read_compact_lattices
     from kaldi_avg.kaldi.tables import write_int_vector_table
     from kaldi_avg.kaldi.transition import read_transition_model
     lat_tm = read_transition_model(fixture("lat_trans.mdl"))

@@ -12,15 +12,7 @@ import numpy as np
 import pytest
 
 from kaldi_avg.chain.den_graph import load_tree_and_transition_model
-from kaldi_avg.chain.phone_lattice import (
-    CompactLattice,
-    LatticeError,
-    iter_compact_lattices,
-    parse_compact_lattice_text,
-    phone_align_lattice,
-    read_compact_lattices,
-    write_compact_lattice_text,
-)
+from kaldi_avg.chain.phone_lattice import phone_align_lattice
 from kaldi_avg.chain.supervision import (
     SupervisionError,
     SupervisionOptions,
@@ -34,6 +26,14 @@ from kaldi_avg.chain.supervision import (
 )
 from kaldi_avg.chain.supervision_io import SupervisionFst, read_supervisions
 from kaldi_avg.data.chunking import ChunkConfig, split_utterance
+from kaldi_avg.kaldi.lattice import (
+    CompactLattice,
+    LatticeError,
+    iter_compact_lattices,
+    parse_compact_lattice_text,
+    read_compact_lattices,
+    write_compact_lattice_text,
+)
 from kaldi_avg.kaldi.transition import read_transition_model
 
 from . import fixture
@@ -131,8 +131,8 @@ def test_equal_phone_arcs_merge_with_the_better_weight():
 
 
 def test_binary_lattice_archive(fsdd, tmp_path):
-    """The binary CompactLattice form (OpenFst vector FST, arc type compactlattice44) reads as
-    the text one."""
+    """The binary CompactLattice form (OpenFst vector FST, arc type compactlattice44, right after
+    the key's space: Kaldi's lattice holders write no `\\0B`) reads as the text one."""
     _, _, lats, _ = fsdd
 
     def weight(w):
@@ -151,7 +151,7 @@ def test_binary_lattice_archive(fsdd, tmp_path):
                                  for a in lat.arcs[s]) for s in range(lat.num_states))
         header = (struct.pack("<i", 2125659606) + string(b"vector") + string(b"compactlattice44") +
                   struct.pack("<iiQqqq", 2, 0, 0, lat.start, lat.num_states, lat.num_arcs))
-        blob += key.encode() + b" \0B" + header + body
+        blob += key.encode() + b" " + header + body
     import gzip
     path = tmp_path / "lat.1.gz"
     path.write_bytes(gzip.compress(blob))

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from kaldi_avg.chain.phone_lattice import phone_align_lattice, read_compact_lattices
+from kaldi_avg.chain.phone_lattice import phone_align_lattice
 from kaldi_avg.chain.topology import (
     ChainTopologyError,
     build_monophone_chain_tree_dir,
@@ -30,6 +30,7 @@ from kaldi_avg.chain.topology import (
 )
 from kaldi_avg.frontend.hmm import read_tree
 from kaldi_avg.kaldi.binary import KaldiFormatError
+from kaldi_avg.kaldi.lattice import read_compact_lattices
 from kaldi_avg.kaldi.transition import read_transition_model
 
 from . import fixture

@@ -9,7 +9,6 @@ import random
 
 import pytest
 
-from kaldi_avg.chain.phone_lattice import ONE, CompactLattice, compare, read_compact_lattices, times
 from kaldi_avg.chain.topology import monophone_chain_tree
 from kaldi_avg.frontend.align_lats import main, parse_scale_opts
 from kaldi_avg.frontend.determinize import (
@@ -19,6 +18,7 @@ from kaldi_avg.frontend.determinize import (
     determinize_lattice_phone,
 )
 from kaldi_avg.kaldi.alignment import read_transition_ids
+from kaldi_avg.kaldi.lattice import ONE, CompactLattice, compare, read_compact_lattices, times
 
 INF_BEAM = 1e30
 
