@@ -8,7 +8,12 @@ Every acoustic model reaches the decoder as a (T, num_pdfs) matrix of log-likeli
 The matrix is scaled by the acoustic scale and expanded to transition-id columns (pdf of each
 transition-id), like latgen-faster-mapped.  The 1-best comes from khg's LatticeFasterDecoder
 (Kaldi's, with --beam / --max-active / --min-active / --lattice-beam); lattices (for scoring)
-come from kaldi-decoder's LatticeSimpleDecoder with the same beam and lattice beam.  They are
+come from kaldi-decoder's LatticeSimpleDecoder with the same beam and lattice beam (khg binds no
+lattice output of LatticeFasterDecoder).  The simple decoder prunes differently and can lose the
+path the faster one keeps (a chain model's sharp acoustic costs: FSDD's lucas-4-19 lost "four"
+at beam 15, which Kaldi's nnet3-latgen-faster lattice holds), so its beam is doubled, up to
+`MAX_BEAM_DOUBLINGS` times, until its best path has the 1-best's words; Kaldi's lattices always
+hold the decoder's best path.  They are
 raw state-level lattices, acoustic costs unscaled as latgen writes them, stored as Kaldi text
 lattice archives (`lat.JOB.gz`), which Kaldi's lattice tools read. A decoder made with
 `post_decode_acwt` != 1 writes them as `lattice-scale --acoustic-scale=<post_decode_acwt>` would
@@ -22,6 +27,9 @@ import kaldi_decoder
 import kaldi_hmm_gmm as khg
 import kaldifst
 import numpy as np
+
+
+MAX_BEAM_DOUBLINGS = 3   # the lattice search's beam goes up to 8 x --beam
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class Hypothesis:
     num_frames: int
     log_like: float        # the decoder's total (scaled) log-likelihood of the best path
     partial: bool          # no final state was reached (output allowed by allow_partial)
+    lattice_beam_search: float = 0.0   # the lattice search's beam, when wider than --beam
 
 
 def gmm_log_likelihoods(am: khg.AmDiagGmm, feats: np.ndarray) -> np.ndarray:
@@ -70,8 +79,29 @@ class MappedDecoder:
         config = khg.LatticeFasterDecoderConfig(beam=opts.beam, max_active=opts.max_active,
                                                 min_active=opts.min_active, lattice_beam=opts.lattice_beam)
         self.decoder = khg.LatticeFasterDecoder(graph, config)
-        self.lattice_decoder = kaldi_decoder.LatticeSimpleDecoder(
-            graph, kaldi_decoder.LatticeSimpleDecoderConfig(beam=opts.beam, lattice_beam=opts.lattice_beam))
+        self._lattice_decoders: dict[float, kaldi_decoder.LatticeSimpleDecoder] = {}
+        self.lattice_decoder = self._lattice_decoder(opts.beam)   # the one that decoded last
+
+    def _lattice_decoder(self, beam: float) -> kaldi_decoder.LatticeSimpleDecoder:
+        if beam not in self._lattice_decoders:
+            self._lattice_decoders[beam] = kaldi_decoder.LatticeSimpleDecoder(
+                self.graph, kaldi_decoder.LatticeSimpleDecoderConfig(beam=beam, lattice_beam=self.opts.lattice_beam))
+        return self._lattice_decoders[beam]
+
+    def _search_lattice(self, m: np.ndarray, words: list[int] | None) -> float:
+        """Runs the lattice search, widening its beam until its best path has `words` (the
+        1-best's; None: no 1-best to match); returns the beam it ended with."""
+        beam = self.opts.beam
+        for doubling in range(MAX_BEAM_DOUBLINGS + 1):
+            beam = self.opts.beam * 2 ** doubling
+            self.lattice_decoder = self._lattice_decoder(beam)
+            self.lattice_decoder.decode(kaldi_decoder.DecodableCtc(m, 0))
+            if words is None:
+                break
+            ok, best = self.lattice_decoder.get_best_path(True)
+            if ok and list(kaldifst.get_linear_symbol_sequence(best)[2]) == words:
+                break
+        return beam
 
     def _scaled(self, utt: str, loglikes: np.ndarray) -> np.ndarray:
         if loglikes.ndim != 2 or loglikes.shape[1] != self.num_pdfs:
@@ -87,9 +117,11 @@ class MappedDecoder:
         ok, _, words, like = khg.decode_utterance_lattice_faster(
             decoder=self.decoder, decodable=khg.DecodableCtc(m), trans_model=self.trans_model, utt=utt,
             allow_partial=self.opts.allow_partial)
-        self.lattice_decoder.decode(kaldi_decoder.DecodableCtc(m, 0))
+        words = [int(w) for w in words] if ok else None
+        beam = self._search_lattice(m, words)
         partial = not np.isfinite(self.lattice_decoder.final_relative_cost())
-        hyp = Hypothesis(utt, [int(w) for w in words], m.shape[0], float(like), partial) if ok else None
+        hyp = Hypothesis(utt, words, m.shape[0], float(like), partial,
+                         beam if beam > self.opts.beam else 0.0) if ok else None
         return hyp, self._lattice_text()
 
     def _lattice_text(self) -> str:

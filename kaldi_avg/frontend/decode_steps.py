@@ -145,7 +145,7 @@ def _decode_job(decoder: MappedDecoder, loglikes: Iterable[tuple[str, np.ndarray
     with JobLog(os.path.join(decode_dir, "log", f"decode.{job}.log"), command) as log:
         for line in skipped.lines():
             log(f"WARNING: {line}")
-        tot_like = frames = partial = 0
+        tot_like = frames = partial = widened = 0
         for utt, ll in loglikes:
             hyp, lattice = decoder.decode(utt, ll)
             if hyp is None:
@@ -155,6 +155,10 @@ def _decode_job(decoder: MappedDecoder, loglikes: Iterable[tuple[str, np.ndarray
             if hyp.partial:
                 log(f"WARNING: Outputting partial output for utterance {utt} since no final-state reached")
                 partial += 1
+            if hyp.lattice_beam_search:
+                log(f"LOG: lattice search for utterance {utt} at beam {hyp.lattice_beam_search:g}, so that the "
+                    "lattice holds the decoder's best path")
+                widened += 1
             log(f"{utt} {' '.join(words.get(w, str(w)) for w in hyp.word_ids)}")
             log(f"LOG: Log-like per frame for utterance {utt} is {hyp.log_like / max(hyp.num_frames, 1):.6g} "
                 f"over {hyp.num_frames} frames.")
@@ -163,7 +167,8 @@ def _decode_job(decoder: MappedDecoder, loglikes: Iterable[tuple[str, np.ndarray
             tot_like += hyp.log_like
             frames += hyp.num_frames
         log(f"LOG: Overall log-likelihood per frame is {tot_like / max(frames, 1):.6g} over {frames} frames.")
-        log(f"LOG: Done {len(hyps)} utterances ({partial} partial), failed for {len(failed)}")
+        log(f"LOG: Done {len(hyps)} utterances ({partial} partial), failed for {len(failed)}"
+            + (f"; {widened} lattice search(es) widened" if widened else ""))
         if failed:
             log("Utterances that failed to decode: " + " ".join(failed))
     write_lattice_archive(os.path.join(decode_dir, f"lat.{job}.gz"), lattices)
