@@ -125,7 +125,9 @@ fi
 # data/train (no speed perturbation) with exp/mono_ali, into exp/chain/{tree,tdnn_lstm1a}; no CMVN,
 # as the LSTM (so vosk needs none folded in: the test set has 6 speakers). The network: 3 TDNN
 # layers of 128, one fast-lstmp of cell 128 with projections of 64 (delay -3): an LSTM layer costs
-# little at these sizes (FSDD's second one and its 2 TDNN layers are left out). Chunks: the
+# little at these sizes (FSDD's second one and its 2 TDNN layers are left out; with them goes the
+# context the label delay of 5 takes, so the LDA layer gets delay=5 as in Kaldi's LSTM recipes,
+# which xconfig_to_configs.py, and train.py, require of such a network). Chunks: the
 # utterances are 0.8-4.7 s (79-469 frames of data/train_hires, median 213), so 60,45,75 (multiples
 # of the frame-subsampling factor 3) drop none and cut most into 3-4 chunks; 20 frames of extra
 # left context, as the LSTM's. 64,32 chunks per minibatch (Kaldi's TDNN-LSTM value). The learning
@@ -133,7 +135,7 @@ fi
 # 3.1% with these; 30k-frame archives (15 iterations) 4.6%, 70k (6) 5.2%; rates 0.004-0.0004 4.0%.
 chain_opts=(--nj "$nj" --train-set train --tdnn-dim 128 --num-lstm-layers 1 --cell-dim 128 --projection-dim 64
   --chunk-width 60,45,75 --chunk-left-context 20 --cmvn-opts "--norm-means=false --norm-vars=false"
-  --vosk-fold-cmvn false)
+  --vosk-fold-cmvn false --lda-delay 5)
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   # Like Kaldi's, the script refuses to overwrite its lang and tree dirs: a rerun starts afresh.
   rm -rf data/lang_chain exp/chain

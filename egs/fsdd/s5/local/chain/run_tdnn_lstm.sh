@@ -55,6 +55,8 @@ chunk_width=30,24,36
 chunk_left_context=20
 chunk_right_context=0
 label_delay=5
+lda_delay=0              # delay=N on the LDA layer: none in Kaldi's chain recipes, whose TDNN layers give the
+                         # context the label delay takes; a shallower network needs it (xconfig_to_configs.py's check)
 xent_regularize=0.1
 tdnn_dim=256
 num_lstm_layers=2
@@ -71,7 +73,7 @@ ali_dir=                 # default exp/<gmm>_ali<suffix>
 lat_dir=                 # default exp/chain/<gmm>_<train-set>_lats
 tree_dir=                # default exp/chain/tree<suffix>
 dir=                     # default exp/chain/tdnn_lstm<affix><suffix>
-help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--decode-nj N] [--train-stage N] [--srand N] [--num-epochs N] [--chunk-width 30,24,36] [--chunk-left-context 20] [--xent-regularize 0.1] [--label-delay N] [--tdnn-dim N] [--num-lstm-layers N] [--cell-dim N] [--projection-dim N] [--frames-per-iter N] [--minibatch 128,64] [--initial-lrate X] [--final-lrate X] [--cmvn-opts '...'] [--vosk-fold-cmvn true|false] [--gmm mono] [--train-set train_sp] [--test-set test] [--affix 1a] [--ali-dir <dir>] [--lat-dir <dir>] [--tree-dir <dir>] [--dir <dir>]"
+help_message="Usage: $0 [--stage N] [--stop-stage N] [--nj N] [--decode-nj N] [--train-stage N] [--srand N] [--num-epochs N] [--chunk-width 30,24,36] [--chunk-left-context 20] [--xent-regularize 0.1] [--label-delay N] [--lda-delay N] [--tdnn-dim N] [--num-lstm-layers N] [--cell-dim N] [--projection-dim N] [--frames-per-iter N] [--minibatch 128,64] [--initial-lrate X] [--final-lrate X] [--cmvn-opts '...'] [--vosk-fold-cmvn true|false] [--gmm mono] [--train-set train_sp] [--test-set test] [--affix 1a] [--ali-dir <dir>] [--lat-dir <dir>] [--tree-dir <dir>] [--dir <dir>]"
 
 echo "$0 $*"
 . ./cmd.sh
@@ -146,13 +148,14 @@ if run_stage 13; then
   output_opts="l2-regularize=0.0005 output-delay=$label_delay max-change=1.5 dim=$num_targets"
 
   lstm_layer() { echo "  fast-lstmp-layer name=lstm$1 cell-dim=$cell_dim recurrent-projection-dim=$projection_dim non-recurrent-projection-dim=$projection_dim delay=-3 $lstm_opts"; }
+  lda_opts=""; [ "$lda_delay" -eq 0 ] || lda_opts=" delay=$lda_delay"
   mkdir -p $dir/configs
   {
     cat <<EOF
   input dim=$feat_dim name=input
 
   # the first splicing is moved before the lda layer, so no splicing here
-  fixed-affine-layer name=lda input=Append(-1,0,1) affine-transform-file=$dir/configs/lda.mat
+  fixed-affine-layer name=lda${lda_opts} input=Append(-1,0,1) affine-transform-file=$dir/configs/lda.mat
 
   relu-batchnorm-layer name=tdnn1 $opts dim=$tdnn_dim
   relu-batchnorm-layer name=tdnn2 $opts input=Append(-1,0,1) dim=$tdnn_dim
