@@ -51,11 +51,11 @@ output-layer name=output input=lstm1 output-delay=$label_delay dim=$num_pdfs max
 fi
 # The LSTM's label delay delays the LDA too (Kaldi's LSTM recipes: the LDA statistics need no more
 # context than the network; xconfig_to_configs.py refuses the network otherwise).
-lda_delay=$([ "$network" = tdnn ] && echo 0 || echo "$label_delay")
+lda_opts=""; [ "$network" = tdnn ] || [ "$label_delay" -eq 0 ] || lda_opts=" delay=$label_delay"
 mkdir -p "$dir/configs"
 cat > "$dir/configs/network.xconfig" <<XCONFIG
 input dim=$feat_dim name=input
-fixed-affine-layer name=lda delay=$lda_delay input=Append(-2,-1,0,1,2) affine-transform-file=$dir/configs/lda.mat
+fixed-affine-layer name=lda${lda_opts} input=Append(-2,-1,0,1,2) affine-transform-file=$dir/configs/lda.mat
 $body
 XCONFIG
 echo "$0: wrote $dir/configs/network.xconfig ($network, $feat_dim-dim input, $num_pdfs pdfs)"
