@@ -12,9 +12,9 @@ the sequence axis, which changes nothing since they are independent.
 With `frame_subsampling_factor` f > 1 (chain models) the network is evaluated at output frames
 t = 0, f, 2f, ... only, ceil(T / f) rows; `frames_per_chunk` is first rounded up to a multiple of
 lcm(f, the network's modulus), as Kaldi does for any f, so each chunk holds frames_per_chunk / f
-of those rows. A chunk's rows are computed as the full-rate frames first .. last of that chunk
-(the same input frames Kaldi's request reads), of which every f-th is kept: a node's value at a
-frame does not depend on which other frames are requested.
+of those rows. A chunk's computation asks for those frames alone (`output_stride`: the layers
+above a splice of multiples of f run at every f-th frame only), from the same input frames
+Kaldi's request reads.
 
 A network with an `ivector` input gets one i-vector per chunk: the utterance's own, or the row of
 its online i-vectors (one per `online_ivector_period` frames) that nnet3-compute chooses for the
@@ -173,9 +173,7 @@ def _compute_block(module: NnetModule, block, opts: ChunkOptions, context: tuple
         span = chunks[0][1].span
         batch = torch.stack([_edge_padded(feats[u], c.first - left, c.first + span - 1 + right) for u, c, _ in chunks])
         ivs = None if chunks[0][2] is None else torch.stack([iv for _, _, iv in chunks])
-        y = module(batch, left_context=left, num_frames=span, ivectors=ivs)
-        if f > 1:
-            y = y[:, ::f]
+        y = module(batch, left_context=left, num_frames=span, ivectors=ivs, output_stride=f)
         for (u, c, _), rows in zip(chunks, y):
             if outs[u] is None:
                 outs[u] = torch.empty(-(-feats[u].shape[0] // f), y.shape[-1], dtype=y.dtype, device=device)

@@ -18,12 +18,30 @@ stepped from its last computable frame down, its state zero beyond that frame; o
 cannot read both past and future. The loop of a fast-lstm or fast-lstmp layer is recognized and
 stepped as one node (`lstm_loop.py`); `NnetModule(..., fuse_lstm=False)` steps it like any loop.
 
+Strides: `forward_outputs(..., output_stride=s)` asks for the outputs at frames 0, s, 2s, ...
+only (a chain network's frame subsampling), and each node is computed only at the frames those
+need, as Kaldi's computation graph asks for exactly the Indexes it needs. Each node gets a grid,
+the frames phase + k stride with stride dividing s, that holds every frame it is needed at
+(`_grids`: from the outputs down, a consumer on grid (r, s_c) reading a node at offset o needs
+it on (r + o mod s_c, s_c); the grids of several consumers join into the coarsest one holding
+both). A node is computed on the frames of its grid within its needed range and stored as
+(N, T, dim) with its first frame and stride. What a Round or a statistics component reads
+runs at stride 1 (spans of frames), and so does a statistics component; a recurrent loop runs
+on one grid whose stride divides its recurrence offsets (fast-lstmp with delay -3 keeps stride 3
+and steps over its grid, one grid frame per step; delay -1 falls to stride 1); a node at
+stride 1 reads its inputs at stride 1. So in a
+chain TDNN-LSTM the first delay -3 LSTM, the layer feeding it and everything above run at every
+third frame, and BatchNorm's minibatch statistics and the natural-gradient rows are those of the
+frames computed, as in Kaldi; the values at each computed frame are those of the stride-1
+computation.
+
 Natural gradient: a component's natural-gradient update is computed once per forward/backward
 computation from all rows it saw (every frame of a recurrent loop included, frames before
 min_deriv_time excluded), as Kaldi's consolidated model update does (`ops.py`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +67,7 @@ from . import lstm_loop
 from .ops import AFFINE_TYPES, ComponentOp
 
 Range = tuple[int, int]  # inclusive frame range; empty when lo > hi
+Grid = tuple[int, int]   # (phase, stride): the frames phase + k stride, 0 <= phase < stride
 
 # Component types whose output is a function of their input and of tensors that training never
 # changes (no trainable tensors, no statistics, no randomness, the same in training and test mode):
@@ -126,6 +145,29 @@ def _per_frame(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return values.unbind(1)
 
 
+def _join(a: Grid | None, b: Grid) -> Grid:
+    """The coarsest grid holding the frames of both."""
+    if a is None:
+        return b
+    g = math.gcd(a[1], b[1], a[0] - b[0])
+    return a[0] % g, g
+
+
+def _up(t: int, grid: Grid) -> int:
+    """The first frame of `grid` at or after t."""
+    return t + (grid[0] - t) % grid[1]
+
+
+def _down(t: int, grid: Grid) -> int:
+    """The last frame of `grid` at or before t."""
+    return t - (t - grid[0]) % grid[1]
+
+
+def _count(lo: int, hi: int, step: int) -> int:
+    """Frames lo, lo + step, ..., hi (hi on the grid of lo; none when lo > hi)."""
+    return (hi - lo) // step + 1 if lo <= hi else 0
+
+
 @dataclass
 class _Loop:
     """A recurrent strongly connected component, stepped frame by frame: forward in time when
@@ -173,9 +215,11 @@ class NnetModule(nn.Module):
         if fuse_lstm:
             self._find_fast_lstms()
         self._fixed = self._find_fixed()
-        # (first input frame, last input frame, output frames) -> the frames each node is computed
-        # on: the same few chunk shapes recur every minibatch, so each is planned once.
-        self._needs: dict[tuple[int, int, int], dict[str, Range]] = {}
+        # (first input frame, last input frame, output frames, outputs, stride) -> the frames each
+        # node is computed on and its grid: the same few chunk shapes recur every minibatch, so
+        # each is planned once.
+        self._needs: dict[tuple, tuple[dict[str, Range], dict[str, Grid | None]]] = {}
+        self._grid_plans: dict[tuple[tuple[str, ...], int], dict[str, Grid | None]] = {}
 
     # -- planning -----------------------------------------------------------------------
     def _plan(self) -> list[str | _Loop]:
@@ -299,32 +343,78 @@ class NnetModule(nn.Module):
             return self.nnet.components[node.component].input_frames(lo, hi)
         return lo, hi
 
-    def _need(self, t0: int, t1: int, num_frames: int, outputs: tuple[str, ...] | None = None) -> dict[str, Range]:
-        """The frames each node is computed on to give frames 0..num_frames-1 of the output nodes
-        `outputs` (default: the module's output) from input frames t0..t1 (cached: read-only
-        for the caller)."""
+    def _need(self, t0: int, t1: int, num_frames: int, outputs: tuple[str, ...] | None = None,
+              stride: int = 1) -> tuple[dict[str, Range], dict[str, Grid | None]]:
+        """The frames each node is computed on (on its grid) to give frames 0, stride, ... of
+        0..num_frames-1 of the output nodes `outputs` (default: the module's output) from input
+        frames t0..t1, and the grids (cached: read-only for the caller)."""
         outputs = outputs or (self.output_name,)
-        key = (t0, t1, num_frames, outputs)
+        key = (t0, t1, num_frames, outputs, stride)
         if key not in self._needs:
+            if stride < 1:
+                raise ValueError(f"output stride {stride} must be >= 1")
+            last = (num_frames - 1) // stride * stride
             comp = computable_ranges(self.nnet, t0, t1)
             for name in outputs:
                 if name not in comp:
                     raise ValueError(f"the network has no output node {name!r}")
                 oc = comp[name]
-                if oc[0] > 0 or oc[1] < num_frames - 1:
+                if oc[0] > 0 or oc[1] < last:
                     raise ValueError(f"{t1 - t0 + 1} input frames with left context {-t0} cannot produce output "
-                                     f"frames 0..{num_frames - 1} of {name!r} (computable: {oc[0]}..{oc[1]})")
-            self._needs[key] = self._needed(comp, (0, num_frames - 1), outputs)
+                                     f"frames 0..{last} of {name!r} (computable: {oc[0]}..{oc[1]})")
+            grids = self._grids(outputs, stride)
+            self._needs[key] = (self._needed(comp, last, outputs, grids), grids)
         return self._needs[key]
 
-    def _needed(self, comp: dict[str, Range], out_range: Range, outputs: tuple[str, ...]) -> dict[str, Range]:
+    def _grids(self, outputs: tuple[str, ...], stride: int) -> dict[str, Grid | None]:
+        """The grid each node is computed on when the output nodes `outputs` are wanted at
+        frames 0, stride, 2 stride, ... (None: a node they do not read); the module docstring
+        says how."""
+        key = (outputs, stride)
+        if key in self._grid_plans:
+            return self._grid_plans[key]
+        grid: dict[str, Grid | None] = {n: None for n in self._deps}
+        for name in outputs:
+            grid[name] = (0, stride)
+        for item in reversed(self._order):
+            members = item.members if isinstance(item, _Loop) else [item]
+            inside = set(members) if isinstance(item, _Loop) else set()
+            if inside:
+                joined = None
+                for m in members:
+                    if grid[m] is not None:
+                        joined = _join(joined, grid[m])
+                if joined is None:
+                    continue
+                # One grid for the whole loop, fine enough that every recurrence lands on it.
+                s = joined[1]
+                for m in members:
+                    for dep, lo, hi, _ in self._deps[m]:
+                        if dep in inside:
+                            s = math.gcd(s, lo) if lo == hi else 1
+                for m in members:
+                    grid[m] = (joined[0] % s, s)
+            for m in members:
+                if grid[m] is None:
+                    continue
+                if self._summarizes_frames(m):
+                    grid[m] = (0, 1)     # it reads (and Kaldi computes) spans of frames
+                r, s = grid[m]
+                for dep, lo, hi, _ in self._deps[m]:
+                    if dep not in inside:  # a Round reads a span of frames: stride 1
+                        grid[dep] = _join(grid[dep], ((r + lo) % s, s) if lo == hi else (0, 1))
+        self._grid_plans[key] = grid
+        return grid
+
+    def _needed(self, comp: dict[str, Range], last: int, outputs: tuple[str, ...],
+                grids: dict[str, Grid | None]) -> dict[str, Range]:
         need: dict[str, Range] = {n: (INF, -INF) for n in self._deps}
         for name in outputs:
-            need[name] = out_range
+            need[name] = (0, last)
 
         def add(dep: str, lo: int, hi: int) -> bool:
-            c = comp[dep]
-            lo, hi = max(lo, c[0]), min(hi, c[1])
+            c, g = comp[dep], grids[dep]
+            lo, hi = _up(max(lo, c[0]), g), _down(min(hi, c[1]), g)
             old = need[dep]
             new = (min(old[0], lo), max(old[1], hi)) if lo <= hi else old
             need[dep] = new
@@ -333,7 +423,7 @@ class NnetModule(nn.Module):
         for item in reversed(self._order):
             members = item.members if isinstance(item, _Loop) else [item]
             if isinstance(item, _Loop):
-                self._extend_to_loop_start(item, comp, need, add)
+                self._extend_to_loop_start(item, comp, need, add, grids[item.members[0]])
             for m in members:
                 lo, hi = need[m]
                 if lo > hi:
@@ -343,22 +433,26 @@ class NnetModule(nn.Module):
                     add(dep, lo + k_lo, hi + k_hi)
         return need
 
-    def _extend_to_loop_start(self, loop: _Loop, comp: dict[str, Range], need: dict[str, Range], add) -> None:
+    def _extend_to_loop_start(self, loop: _Loop, comp: dict[str, Range], need: dict[str, Range], add,
+                              grid: Grid | None) -> None:
         """A loop member's value at a frame depends on every frame from where the loop starts:
         the first frame where it is computable, or for a backward loop the last, since beyond
         it IfDefined gives zero state (docs/kaldi-formats.md 3.5). Members that read only the
-        recurrence (IfDefined) are computable anywhere; they start with the loop."""
+        recurrence (IfDefined) are computable anywhere; they start with the loop. On a strided
+        grid, the loop starts at the grid's first frame there (the recurrence stays on it)."""
         members = loop.members
+        if grid is None:
+            return
         if loop.backward:
             end = max((comp[m][1] for m in members if comp[m][1] < INF), default=INF)
             if end == INF:
                 raise NetworkConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
-            start = {m: min(comp[m][1], end) for m in members}
+            start = {m: _down(min(comp[m][1], end), grid) for m in members}
         else:
             first = min((comp[m][0] for m in members if comp[m][0] > -INF), default=-INF)
             if first == -INF:
                 raise NetworkConfigError(f"recurrent nodes {sorted(members)} do not depend on the input")
-            start = {m: max(comp[m][0], first) for m in members}
+            start = {m: _up(max(comp[m][0], first), grid) for m in members}
 
         def from_start(m: str, lo: int, hi: int) -> Range:
             return (lo, start[m]) if loop.backward else (start[m], hi)
@@ -380,20 +474,25 @@ class NnetModule(nn.Module):
     # -- evaluation ---------------------------------------------------------------------
     def forward(self, feats: torch.Tensor, left_context: int, num_frames: int,
                 ivectors: torch.Tensor | None = None, min_deriv_time: int | None = None,
-                max_deriv_time: int | None = None) -> torch.Tensor:
-        """The output node's values, (N, num_frames, dim); see `forward_outputs`."""
-        return self.forward_outputs(feats, left_context, num_frames, ivectors, min_deriv_time, max_deriv_time)[0]
+                max_deriv_time: int | None = None, output_stride: int = 1) -> torch.Tensor:
+        """The output node's values, (N, (num_frames - 1) // output_stride + 1, dim); see
+        `forward_outputs`."""
+        return self.forward_outputs(feats, left_context, num_frames, ivectors, min_deriv_time, max_deriv_time,
+                                    output_stride=output_stride)[0]
 
     def forward_outputs(self, feats: torch.Tensor, left_context: int, num_frames: int,
                         ivectors: torch.Tensor | None = None, min_deriv_time: int | None = None,
                         max_deriv_time: int | None = None, outputs: tuple[str, ...] | None = None,
-                        cache: dict | None = None) -> list[torch.Tensor]:
+                        cache: dict | None = None, output_stride: int = 1) -> list[torch.Tensor]:
         """The values of the output nodes `outputs` (default: the module's output) on frames
-        0..num_frames-1, in one computation (a chain network's 'output' and 'output-xent' share
-        everything below their last layers). `min_deriv_time`/`max_deriv_time`: nnet3-train's
+        0, s, 2s, ... up to num_frames-1 (s = `output_stride`; a chain network's frame-subsampling
+        factor), (N, (num_frames - 1) // s + 1, dim) each, in one computation (a chain network's
+        'output' and 'output-xent' share everything below their last layers); each node is
+        computed only at the frames these need (module docstring, "Strides").
+        `min_deriv_time`/`max_deriv_time`: nnet3-train's
         --optimization.min-deriv-time and max-deriv-time (train_rnn.py: -(deriv_truncate_margin +
         model left context) and num_frames - 1 + deriv_truncate_margin + model right context, the latter given to
-        nnet3-train as --optimization.max-deriv-time-relative); recurrent loops propagate no
+        nnet3-train as --optimization.max-deriv-time-relative), in frames; recurrent loops propagate no
         derivative through frames outside them, forward loops before the one, backward loops
         (BLSTMs trained with --egs.chunk-right-context) after the other.
 
@@ -404,17 +503,18 @@ class NnetModule(nn.Module):
         N, T_in, _ = feats.shape
         t0, t1 = -left_context, T_in - left_context - 1
         outputs = outputs or (self.output_name,)
-        need = self._need(t0, t1, num_frames, outputs)
-        vals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (N, T, dim) values, first frame
+        need, grids = self._need(t0, t1, num_frames, outputs, output_stride)
+        vals: dict[str, tuple[torch.Tensor, int, int]] = {}  # name -> (N, T, dim) values, first frame, stride
         for node in self.nnet.input_nodes():
             if node.name == "input":
                 lo, hi = need["input"]
-                vals["input"] = (feats[:, lo - t0:hi - t0 + 1], lo)
+                step = grids["input"][1] if grids["input"] else 1
+                vals["input"] = (feats[:, lo - t0:hi - t0 + 1:step], lo, step)
             else:
                 if ivectors is None:
                     raise ValueError(f"the network has an input node {node.name!r}; pass ivectors")
-                vals[node.name] = (ivectors.unsqueeze(1), -INF)  # time-invariant
-        ctx = _Eval(self, vals, need, feats, min_deriv_time, max_deriv_time)
+                vals[node.name] = (ivectors.unsqueeze(1), -INF, 1)  # time-invariant
+        ctx = _Eval(self, vals, need, grids, feats, min_deriv_time, max_deriv_time)
         ng_ops = [op for op in self.ops.values() if op.has_natural_gradient]
         for op in ng_ops:
             op.begin_pass(min_deriv_time, max_deriv_time)
@@ -439,7 +539,7 @@ class NnetModule(nn.Module):
         holds the tensors the entry was computed with), else computed and stored."""
         node = self.nnet.node(name)
         tensors = list(self.op(node.component).buffers(recurse=False))
-        key = ("fixed", name, ctx.need[name], ctx.device)
+        key = ("fixed", name, ctx.need[name], ctx.step(name), ctx.device)
         entry = cache.get(key)
         if entry is not None and all(d in reused for d in self._fixed[name]) and len(entry[1]) == len(tensors) \
                 and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(entry[1], tensors)):
@@ -451,17 +551,23 @@ class NnetModule(nn.Module):
 
 
 class _Eval:
-    """State of one forward computation."""
+    """State of one forward computation. Frames are absolute; a range lo..hi with a step means
+    the frames lo, lo + step, ..., hi."""
 
-    def __init__(self, module: NnetModule, vals, need, feats, min_deriv_time, max_deriv_time):
+    def __init__(self, module: NnetModule, vals, need, grids, feats, min_deriv_time, max_deriv_time):
         self.m = module
         self.vals = vals
         self.need = need
+        self.grids = grids
         self.N = feats.shape[0]
         self.dtype = feats.dtype
         self.device = feats.device
         self.min_deriv_time = -INF if min_deriv_time is None else min_deriv_time
         self.max_deriv_time = INF if max_deriv_time is None else max_deriv_time
+
+    def step(self, name: str) -> int:
+        """The stride of node `name`'s grid."""
+        return self.grids[name][1]
 
     def _zeros(self, T: int, dim: int) -> torch.Tensor:
         return torch.zeros(self.N, T, dim, dtype=self.dtype, device=self.device)
@@ -469,20 +575,22 @@ class _Eval:
     def dim(self, d: Descriptor) -> int:
         return descriptor_dim(d, self.m.nnet.node_dim)
 
-    def slice(self, name: str, lo: int, hi: int) -> torch.Tensor:
-        v, start = self.vals[name]
+    def slice(self, name: str, lo: int, hi: int, step: int) -> torch.Tensor:
+        v, start, stride = self.vals[name]
         if start == -INF:
-            return v.expand(self.N, hi - lo + 1, v.shape[-1])
-        if lo < start or hi - start >= v.shape[1]:
-            raise RuntimeError(f"internal error: node {name} frames {lo}..{hi} outside computed "
-                               f"{start}..{start + v.shape[1] - 1}")
-        return v[:, lo - start:hi - start + 1]
+            return v.expand(self.N, _count(lo, hi, step), v.shape[-1])
+        last = start + (v.shape[1] - 1) * stride
+        if lo < start or hi > last or (lo - start) % stride or step % stride:
+            raise RuntimeError(f"internal error: node {name} frames {lo}..{hi} step {step} outside computed "
+                               f"{start}..{last} step {stride}")
+        a, k = (lo - start) // stride, step // stride
+        return v[:, a:(hi - start) // stride + 1:k]
 
     def defined_range(self, d: Descriptor) -> Range:
-        """Frames where `d` exists, from what has been computed."""
+        """Frames where `d` exists, from what has been computed (on the grids that are read)."""
         if isinstance(d, NodeRef):
-            v, start = self.vals[d.name]
-            return (-INF, INF) if start == -INF else (start, start + v.shape[1] - 1)
+            v, start, stride = self.vals[d.name]
+            return (-INF, INF) if start == -INF else (start, start + (v.shape[1] - 1) * stride)
         if isinstance(d, Offset):
             lo, hi = self.defined_range(d.arg)
             return (lo - d.t, hi - d.t)
@@ -496,66 +604,71 @@ class _Eval:
             lo, hi = max(lo, a), min(hi, b)
         return lo, hi
 
-    def descriptor(self, d: Descriptor, lo: int, hi: int) -> torch.Tensor:
-        """Values of `d` on frames lo..hi as (N, hi-lo+1, dim)."""
+    def descriptor(self, d: Descriptor, lo: int, hi: int, step: int) -> torch.Tensor:
+        """Values of `d` on frames lo, lo + step, ..., hi as (N, frames, dim)."""
         if isinstance(d, NodeRef):
-            return self.slice(d.name, lo, hi)
+            return self.slice(d.name, lo, hi, step)
         if isinstance(d, Offset):
-            return self.descriptor(d.arg, lo + d.t, hi + d.t)
+            return self.descriptor(d.arg, lo + d.t, hi + d.t, step)
         if isinstance(d, Append):
-            return torch.cat([self.descriptor(a, lo, hi) for a in d.args], dim=-1)
+            return torch.cat([self.descriptor(a, lo, hi, step) for a in d.args], dim=-1)
         if isinstance(d, Sum):
-            return self.descriptor(d.a, lo, hi) + self.descriptor(d.b, lo, hi)
+            return self.descriptor(d.a, lo, hi, step) + self.descriptor(d.b, lo, hi, step)
         if isinstance(d, Scale):
-            return d.scale * self.descriptor(d.arg, lo, hi)
+            return d.scale * self.descriptor(d.arg, lo, hi, step)
         if isinstance(d, Const):
-            return torch.full((self.N, hi - lo + 1, d.dim), d.value, dtype=self.dtype, device=self.device)
+            return torch.full((self.N, _count(lo, hi, step), d.dim), d.value, dtype=self.dtype, device=self.device)
         if isinstance(d, ReplaceIndex):
-            return self.descriptor(d.arg, 0, 0).expand(self.N, hi - lo + 1, -1)
+            return self.descriptor(d.arg, 0, 0, 1).expand(self.N, _count(lo, hi, step), -1)
         if isinstance(d, Round):  # each frame takes the value at the multiple of m at or below it
             m = d.modulus
-            src = self.descriptor(d.arg, lo // m * m, hi // m * m)
-            return src if m == 1 else src[:, self._times(lo, hi) // m * m - lo // m * m]
+            if m == 1:
+                return self.descriptor(d.arg, lo, hi, step)
+            src = self.descriptor(d.arg, lo // m * m, hi // m * m, 1)   # its argument is on stride 1
+            return src[:, self._times(lo, hi, step) // m * m - lo // m * m]
         if isinstance(d, IfDefined):
             a, b = self.defined_range(d.arg)
-            a, b = max(a, lo), min(b, hi)
+            a = lo if a <= lo else lo + -(-(a - lo) // step) * step
+            b = hi if b >= hi else hi - -(-(hi - b) // step) * step
             if a > b:
-                return self._zeros(hi - lo + 1, self.dim(d.arg))
-            inner = self.descriptor(d.arg, a, b)
+                return self._zeros(_count(lo, hi, step), self.dim(d.arg))
+            inner = self.descriptor(d.arg, a, b, step)
             if a == lo and b == hi:
                 return inner
-            return torch.cat([self._zeros(a - lo, inner.shape[-1]), inner,
-                              self._zeros(hi - b, inner.shape[-1])], dim=1)
+            return torch.cat([self._zeros((a - lo) // step, inner.shape[-1]), inner,
+                              self._zeros((hi - b) // step, inner.shape[-1])], dim=1)
         raise NetworkConfigError(f"descriptor {d} is not supported by kaldi-avg")
 
-    def _times(self, lo: int, hi: int) -> torch.Tensor:
-        return torch.arange(lo, hi + 1, device=self.device)
+    def _times(self, lo: int, hi: int, step: int = 1) -> torch.Tensor:
+        return torch.arange(lo, hi + 1, step, device=self.device)
 
     def run_node(self, name: str) -> None:
         node = self.m.nnet.node(name)
         lo, hi = self.need[name]
+        step = self.step(name)
         if isinstance(node, DimRangeNode):
-            src = self.slice(node.input_node, lo, hi)
-            self.vals[name] = (src[..., node.dim_offset:node.dim_offset + node.dim], lo)
+            src = self.slice(node.input_node, lo, hi, step)
+            self.vals[name] = (src[..., node.dim_offset:node.dim_offset + node.dim], lo, step)
             return
         if not reads_input(self.m.nnet, node):
             # A component that takes no input gets an empty one: only the frames (rows) matter.
-            self.vals[name] = (self.m.op(node.component)(self._zeros(hi - lo + 1, 0), self._times(lo, hi)), lo)
+            y = self.m.op(node.component)(self._zeros(_count(lo, hi, step), 0), self._times(lo, hi, step))
+            self.vals[name] = (y, lo, step)
             return
         d = node_input(self.m.nnet, node)
         if isinstance(node, OutputNode):
-            self.vals[name] = (self.descriptor(d, lo, hi), lo)
+            self.vals[name] = (self.descriptor(d, lo, hi, step), lo, step)
             return
         op = self.m.op(node.component)
         if self.m._summarizes_frames(name):
-            # It summarizes other frames of its input (4.25): it gets those that exist.
+            # It summarizes other frames of its input (4.25): it gets those that exist (stride 1).
             first, last = self.m._input_frames(name, lo, hi)
             a, b = self.defined_range(d)
             first, last = max(first, a), min(last, b)
-            y = op(self.descriptor(d, first, last), self._times(first, last), out_times=self._times(lo, hi))
+            y = op(self.descriptor(d, first, last, 1), self._times(first, last), out_times=self._times(lo, hi))
         else:
-            y = op(self.descriptor(d, lo, hi), self._times(lo, hi), first_frame=lo)
-        self.vals[name] = (y, lo)
+            y = op(self.descriptor(d, lo, hi, step), self._times(lo, hi, step), first_frame=lo, frame_stride=step)
+        self.vals[name] = (y, lo, step)
 
     # -- recurrent loops ----------------------------------------------------------------
     def run_loop(self, loop: _Loop) -> None:
@@ -570,7 +683,8 @@ class _Eval:
         plans = {m: self._step_plan(m, inside) for m in members}
         lo = min(self.need[m][0] for m in members)
         hi = max(self.need[m][1] for m in members)
-        for t in (range(hi, lo - 1, -1) if loop.backward else range(lo, hi + 1)):
+        s = self.step(members[0])   # the loop's grid, every member's
+        for t in (range(hi, lo - 1, -s) if loop.backward else range(lo, hi + 1, s)):
             with torch.set_grad_enabled(torch.is_grad_enabled() and
                                         self.min_deriv_time <= t <= self.max_deriv_time):
                 for m in members:
@@ -578,47 +692,52 @@ class _Eval:
                         steps[m][t] = plans[m](t, steps)
         for m in members:
             first, last = self.need[m]
-            self.vals[m] = (torch.stack([steps[m][t] for t in range(first, last + 1)], dim=1), first)
+            self.vals[m] = (torch.stack([steps[m][t] for t in range(first, last + 1, s)], dim=1), first, s)
 
     def run_fast_lstm(self, loop: _Loop) -> None:
-        """A fast LSTM loop (`lstm_loop.fits` the frame plan) as one node."""
+        """A fast LSTM loop (`lstm_loop.fits` the frame plan) as one node, one step per frame of
+        its grid."""
         layer = loop.fast
         lo, hi = self.need[layer.nonlin]
+        s = self.step(layer.nonlin)
         outside = layer.outside[0] if len(layer.outside) == 1 else Append(layer.outside)
-        ext = self.descriptor(outside, lo, hi)
-        mask = None if layer.mask is None else self.descriptor(layer.mask, lo, hi)
+        ext = self.descriptor(outside, lo, hi, s)
+        mask = None if layer.mask is None else self.descriptor(layer.mask, lo, hi, s)
         w_op = self.m.op(self.m.nnet.node(layer.w_all).component)
         nl_op = self.m.op(self.m.nnet.node(layer.nonlin).component)
         p_op = self.m.op(self.m.nnet.node(layer.proj).component) if layer.proj else None
-        first, last = max(lo, self.min_deriv_time), min(hi, self.max_deriv_time)
-        grad_frames = range(first - lo, last - lo + 1) if torch.is_grad_enabled() and first <= last else range(0)
+        # the steps whose frames lie in [min_deriv_time, max_deriv_time]
+        first = -(-(max(lo, self.min_deriv_time) - lo) // s)
+        last = (min(hi, self.max_deriv_time) - lo) // s
+        grad_frames = range(first, last + 1) if torch.is_grad_enabled() and first <= last else range(0)
         outputs = lstm_loop.run_layer(
             layer, ext, mask, w_op.param("linear_params"), w_op.param("bias_params"), nl_op.param("peepholes"),
             p_op.param("linear_params") if p_op else None, p_op.param("bias_params") if p_op else None,
-            self._times(lo, hi), self.N, self.m.nnet, grad_frames, w_op.ng_pass, p_op.ng_pass if p_op else None,
-            nl_op.add_activation_sums if nl_op.keeps_stats() else None)
+            self._times(lo, hi, s), self.N, self.m.nnet, grad_frames, w_op.ng_pass, p_op.ng_pass if p_op else None,
+            nl_op.add_activation_sums if nl_op.keeps_stats() else None, stride=s)
         scale = self.m.nnet.components[self.m.nnet.node(layer.trunc).component].scale
         for name, value in lstm_loop.member_values(layer, outputs, scale, loop.read_outside).items():
-            self.vals[name] = (value, lo)
+            self.vals[name] = (value, lo, s)
 
     def _step_plan(self, name: str, inside: set[str]):
         """A function computing node `name` at one frame t -> (N, dim)."""
         node = self.m.nnet.node(name)
         lo, hi = self.need[name]
+        s = self.step(name)
         if isinstance(node, DimRangeNode):
             a, b = node.dim_offset, node.dim_offset + node.dim
             src = node.input_node
             if src in inside:
                 return lambda t, steps: steps[src][t][:, a:b]
-            frames = _per_frame(self.slice(src, lo, hi)[..., a:b])
-            return lambda t, steps: frames[t - lo]
+            frames = _per_frame(self.slice(src, lo, hi, s)[..., a:b])
+            return lambda t, steps: frames[(t - lo) // s]
         d = node_input(self.m.nnet, node)
         parts = list(d.args) if isinstance(d, Append) else [d]
         is_internal = [any(r in inside for r, *_ in _refs(p)) for p in parts]
         dims = [self.dim(p) for p in parts]
         op = self.m.op(node.component) if isinstance(node, ComponentNode) else None
         ext_parts = [p for p, i in zip(parts, is_internal) if not i]
-        ext = self.descriptor(Append(tuple(ext_parts)), lo, hi) if ext_parts else None
+        ext = self.descriptor(Append(tuple(ext_parts)), lo, hi, s) if ext_parts else None
         ext_frames = _per_frame(ext) if ext is not None else None
 
         def internal_values(t, steps):
@@ -645,10 +764,10 @@ class _Eval:
 
             def affine_step(t, steps):
                 x = torch.cat(internal_values(t, steps), dim=-1)
-                base = pre_frames[t - lo] if ext is not None else pre
+                base = pre_frames[(t - lo) // s] if ext is not None else pre
                 y = base + torch.nn.functional.linear(x, W_int)
                 if ng is not None and y.requires_grad:
-                    rows = x if ext is None else torch.cat([ext_frames[t - lo].detach(), x.detach()], dim=-1)
+                    rows = x if ext is None else torch.cat([ext_frames[(t - lo) // s].detach(), x.detach()], dim=-1)
                     ng.record(rows[:, order], y)
                 return y
             return affine_step
@@ -660,7 +779,7 @@ class _Eval:
                 if i:
                     pieces.append(next(ints))
                 else:
-                    pieces.append(ext_frames[t - lo][:, off:off + d_])
+                    pieces.append(ext_frames[(t - lo) // s][:, off:off + d_])
                     off += d_
             x = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
             if op is None:
@@ -676,10 +795,15 @@ class _Eval:
                 if t in steps.get(d.name, {}):
                     return steps[d.name][t]
                 raise _Undefined(d.name)
-            v, s = self.vals[d.name]
-            if s != -INF and not (s <= t < s + v.shape[1]):
+            v, start, stride = self.vals[d.name]
+            if start == -INF:
+                return v[:, 0]
+            if not start <= t <= start + (v.shape[1] - 1) * stride:
                 raise _Undefined(d.name)
-            return v[:, 0 if s == -INF else t - s]
+            if (t - start) % stride:
+                raise RuntimeError(f"internal error: node {d.name} frame {t} is off its grid "
+                                   f"{start} + k {stride}")
+            return v[:, (t - start) // stride]
         if isinstance(d, Offset):
             return self._step_value(d.arg, t + d.t, steps, inside)
         if isinstance(d, IfDefined):
@@ -703,6 +827,3 @@ class _Eval:
 
 class _Undefined(Exception):
     """A value read inside a recurrent loop does not exist at that frame."""
-
-
-

@@ -22,8 +22,10 @@ w.r.t. the outside input for all frames at once. Derivatives stop at frames outs
 [min_deriv_time, max_deriv_time] as in the executor; the natural-gradient rows of W_all and
 W_rp ([outside input | recurrent input] and the derivative rows of the frames with
 derivatives) go to the components' `NaturalGradientPass`, which then computes their update,
-so the plain weight gradients are not formed. `tests/model/test_lstm_loop.py` checks values,
-gradients, natural-gradient updates and statistics against the frame-by-frame executor.
+so the plain weight gradients are not formed. A "frame" of the loop is one frame of its grid
+(graph.py, "Strides"): at stride 3 a delay -3 layer reads the previous step.
+`tests/model/test_lstm_loop.py` checks values, gradients, natural-gradient updates and statistics
+against the frame-by-frame executor.
 """
 from __future__ import annotations
 
@@ -156,8 +158,8 @@ def _reads(d: Descriptor, names) -> bool:
 @dataclass
 class LoopRun:
     """What one computation of the loop needs besides its tensors."""
-    delay: int
-    grad_frames: range              # loop frame indices (0-based) that get derivatives
+    delay: int                      # the recurrence reads step t + delay (the layer's delay / stride)
+    grad_frames: range              # loop step indices (0-based) that get derivatives
     trunc_scale: float
     clip: float
     zero_thresh: float
@@ -168,14 +170,15 @@ class LoopRun:
 
 
 def run_layer(layer: FastLstmLayer, ext, mask, W, b, peep, W_p, b_p, times, N: int, nnet: Nnet,
-              grad_frames: range, ng_all, ng_proj, store_stats) -> tuple[torch.Tensor, ...]:
-    """(c, m[, rp]) as (N, T, dim) for the loop frames `times` (ext: (N, T, outside dim))."""
+              grad_frames: range, ng_all, ng_proj, store_stats, stride: int = 1) -> tuple[torch.Tensor, ...]:
+    """(c, m[, rp]) as (N, T, dim) for the loop frames `times` (ext: (N, T, outside dim)), which
+    are `stride` frames apart: the layer's delay, a multiple of it, is delay / stride steps."""
     t_comp = nnet.components[nnet.node(layer.trunc).component]
     crossings = None
     if grad_frames and t_comp.zeroing_interval > 0 and t_comp.zeroing_threshold > 0:
         crossings = truncation_crossings(times, N, t_comp.zeroing_interval, t_comp.recurrence_interval)
         crossings = crossings.transpose(0, 1).unsqueeze(-1)     # (T, N, 1)
-    run = LoopRun(layer.delay, grad_frames, float(t_comp.scale), float(t_comp.clipping_threshold),
+    run = LoopRun(layer.delay // stride, grad_frames, float(t_comp.scale), float(t_comp.clipping_threshold),
                   float(t_comp.zeroing_threshold), crossings, ng_all, ng_proj, store_stats)
     return FastLstmLoop.apply(run, ext, W, b, peep, mask, W_p, b_p)
 

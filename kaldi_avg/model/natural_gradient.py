@@ -264,17 +264,17 @@ class NaturalGradientPass:
         self.inputs: list[torch.Tensor] = []
         self.derivs: list[torch.Tensor | None] = []
 
-    def record(self, x: torch.Tensor, y: torch.Tensor, first_frame: int | None = None) -> None:
-        """Keeps the rows of one use: `x` (N, dim), or (N, T, dim) on frames first_frame ..
-        first_frame + T - 1, of which those outside [min_deriv_time, max_deriv_time] are left
-        out (host integers: no read of the device)."""
+    def record(self, x: torch.Tensor, y: torch.Tensor, first_frame: int | None = None, stride: int = 1) -> None:
+        """Keeps the rows of one use: `x` (N, dim), or (N, T, dim) on frames first_frame,
+        first_frame + stride, ..., of which those outside [min_deriv_time, max_deriv_time] are
+        left out (host integers: no read of the device)."""
         if not y.requires_grad:
             return
         frames = slice(None)
         if x.dim() == 3 and first_frame is not None:
             T = x.shape[1]
-            lo = 0 if self.min_deriv_time is None else max(0, self.min_deriv_time - first_frame)
-            hi = T if self.max_deriv_time is None else min(T, self.max_deriv_time - first_frame + 1)
+            lo = 0 if self.min_deriv_time is None else max(0, -(-(self.min_deriv_time - first_frame) // stride))
+            hi = T if self.max_deriv_time is None else min(T, (self.max_deriv_time - first_frame) // stride + 1)
             if lo >= hi:
                 return
             frames = slice(lo, hi)

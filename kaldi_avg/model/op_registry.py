@@ -29,6 +29,7 @@ class Frames(NamedTuple):
     times: torch.Tensor | None
     out_times: torch.Tensor | None
     first_frame: int | None
+    frame_stride: int = 1    # the rows of x[:, k] lie at frame first_frame + k frame_stride
 
 
 Forward = Callable[["ComponentOp", torch.Tensor, Frames], torch.Tensor]

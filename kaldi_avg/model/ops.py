@@ -205,14 +205,15 @@ class ComponentOp(nn.Module):
 
     # -- the math ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor, times: torch.Tensor | None = None,
-                out_times: torch.Tensor | None = None, first_frame: int | None = None) -> torch.Tensor:
+                out_times: torch.Tensor | None = None, first_frame: int | None = None,
+                frame_stride: int = 1) -> torch.Tensor:
         """`x`: (..., input_dim). `times`: frame index of each row's time axis, needed only by
         BackpropTruncation's zeroing in training (shape broadcastable to x[..., 0]).
         `out_times`: the frames to compute, for the statistics components, which summarize
-        other frames of their input (x on `times`; default: the same frames). `first_frame`:
-        the frame of x[:, 0] for (N, T, dim) input, as a host integer (natural gradient leaves
-        out the frames without derivatives by it)."""
-        return self.spec.forward(self, x, Frames(times, out_times, first_frame))
+        other frames of their input (x on `times`; default: the same frames). `first_frame`,
+        `frame_stride`: x[:, k] is frame first_frame + k frame_stride for (N, T, dim) input, as
+        host integers (natural gradient leaves out the frames without derivatives by them)."""
+        return self.spec.forward(self, x, Frames(times, out_times, first_frame, frame_stride))
 
 
 # -- statistics -----------------------------------------------------------------------
@@ -382,7 +383,7 @@ def _linear(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
 def _matrix_product(op: ComponentOp, x: torch.Tensor, frames: Frames, bias: torch.Tensor | None) -> torch.Tensor:
     y = torch.nn.functional.linear(x, op.param("linear_params"), bias)
     if op.ng_pass is not None:
-        op.ng_pass.record(x, y, frames.first_frame)
+        op.ng_pass.record(x, y, frames.first_frame, frames.frame_stride)
     return y
 
 
@@ -585,7 +586,7 @@ def _scales_preconditioners(c: NaturalGradientPerElementScaleComponent) -> tuple
 def _per_element_scale(op: ComponentOp, x: torch.Tensor, frames: Frames) -> torch.Tensor:
     y = x * op.param("scales")
     if op.ng_pass is not None:
-        op.ng_pass.record(x, y, frames.first_frame)
+        op.ng_pass.record(x, y, frames.first_frame, frames.frame_stride)
     return y
 
 

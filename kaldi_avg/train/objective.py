@@ -114,17 +114,16 @@ def forward_minibatch(module, mb, min_deriv_time=None, max_deriv_time_relative=N
 def forward_outputs(module, mb, min_deriv_time=None, max_deriv_time_relative=None,
                     outputs: tuple[str, ...] | None = None) -> list[torch.Tensor]:
     """The output nodes `outputs` (default: the module's) at the minibatch's output frames, times
-    k f for the frame-subsampling factor f: nnet3's computation asks for those alone; the module
-    computes the frames between too (the same values) and they are dropped. The derivative
-    limit after the chunk is relative to its last output frame, as nnet3-train's. Without
-    gradients, the minibatch's cache (a DiagnosticSet's) keeps what is computed from it alone."""
+    k f for the frame-subsampling factor f: nnet3's computation asks for those alone, and so does
+    this one (`output_stride`; the layers above a splice of multiples of f run at every f-th frame).
+    The derivative limit after the chunk is relative to its last output frame, as nnet3-train's.
+    Without gradients, the minibatch's cache (a DiagnosticSet's) keeps what is computed from it alone."""
     f = mb.frame_subsampling_factor
     last = (mb.targets.shape[1] - 1) * f
     max_deriv_time = None if max_deriv_time_relative is None else last + max_deriv_time_relative
-    ys = module.forward_outputs(mb.features, mb.left_context, last + 1, ivectors=mb.ivectors,
-                                min_deriv_time=min_deriv_time, max_deriv_time=max_deriv_time, outputs=outputs,
-                                cache=getattr(mb, "cache", None))
-    return ys if f == 1 else [y[:, ::f] for y in ys]
+    return module.forward_outputs(mb.features, mb.left_context, last + 1, ivectors=mb.ivectors,
+                                  min_deriv_time=min_deriv_time, max_deriv_time=max_deriv_time, outputs=outputs,
+                                  cache=getattr(mb, "cache", None), output_stride=f)
 
 
 @contextmanager
