@@ -75,7 +75,8 @@ def xconfig(model: str, lda_path: str) -> str:
     layers, pdfs, _ = MODELS[model]
     last = layers.strip().splitlines()[-1].split()[1].split("=")[1]
     return (f"input dim={FEAT_DIM} name=input\n"
-            f"fixed-affine-layer name=lda delay={LABEL_DELAY} input=Append({','.join(map(str, SPLICE))}) affine-transform-file={lda_path}\n"
+            f"fixed-affine-layer name=lda delay={LABEL_DELAY} input=Append({','.join(map(str, SPLICE))}) "
+            f"affine-transform-file={lda_path}\n"
             f"{layers}output-layer name=output input={last} output-delay={LABEL_DELAY} dim={pdfs} max-change=1.5\n")
 
 

@@ -28,7 +28,6 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 import numpy as np
 
-
 MAX_BEAM_DOUBLINGS = 3   # the lattice search's beam goes up to 8 x --beam
 
 

@@ -2,9 +2,8 @@
 terminal only, advanced once per objective evaluation of the final combination."""
 import io
 
-import torch
-
 import pytest
+import torch
 
 from kaldi_avg.model.graph import NnetModule
 from kaldi_avg.train.combine import combine
