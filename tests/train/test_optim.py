@@ -116,9 +116,9 @@ def test_max_deriv_time_is_relative_to_the_chunks_last_output_frame():
     from kaldi_avg.train.objective import forward_minibatch
     seen = {}
 
-    def forward_outputs(*args, **kwargs):
+    def forward_outputs(*args, **kwargs):   # NnetModule.forward_outputs' shape: every output_stride-th frame
         seen.update(kwargs)
-        return [torch.zeros(2, args[2], 4)]
+        return [torch.zeros(2, (args[2] - 1) // kwargs.get("output_stride", 1) + 1, 4)]
 
     module = SimpleNamespace(forward_outputs=forward_outputs)
     mb = SimpleNamespace(features=torch.zeros(2, 30, 3), left_context=5, targets=torch.zeros(2, 7, dtype=torch.long),
@@ -130,4 +130,4 @@ def test_max_deriv_time_is_relative_to_the_chunks_last_output_frame():
     # chain: outputs at times 0, 3, ..., 18; the limit is relative to the last of them
     mb.frame_subsampling_factor = 3
     assert forward_minibatch(module, mb, -9, 11).shape == (2, 7, 4)
-    assert seen["max_deriv_time"] == 18 + 11
+    assert seen["max_deriv_time"] == 18 + 11 and seen["output_stride"] == 3

@@ -132,7 +132,8 @@ fi
 # of the frame-subsampling factor 3) drop none and cut most into 3-4 chunks; 20 frames of extra
 # left context, as the LSTM's. 64,32 chunks per minibatch (Kaldi's TDNN-LSTM value). The learning
 # rate is 4x FSDD's (2 epochs only). Measured (seed 0, 2026-12-08, WER of the 120 test utterances):
-# 3.1% with these; 30k-frame archives (15 iterations) 4.6%, 70k (6) 5.2%; rates 0.004-0.0004 4.0%.
+# 3.1% with these; 30k-frame archives (15 iterations) 4.6%, 70k (6) 5.2%; rates 0.004-0.0004 4.0%;
+# then with the LDA delay 4.8%, and with strided evaluation (d1bc61a) 5.7%.
 chain_opts=(--nj "$nj" --train-set train --tdnn-dim 128 --num-lstm-layers 1 --cell-dim 128 --projection-dim 64
   --chunk-width 60,45,75 --chunk-left-context 20 --cmvn-opts "--norm-means=false --norm-vars=false"
   --vosk-fold-cmvn false --lda-delay 5)
