@@ -90,7 +90,6 @@ class MappedDecoder:
     def _search_lattice(self, m: np.ndarray, words: list[int] | None) -> float:
         """Runs the lattice search, widening its beam until its best path has `words` (the
         1-best's; None: no 1-best to match); returns the beam it ended with."""
-        beam = self.opts.beam
         for doubling in range(MAX_BEAM_DOUBLINGS + 1):
             beam = self.opts.beam * 2 ** doubling
             self.lattice_decoder = self._lattice_decoder(beam)
